@@ -1,0 +1,136 @@
+"""Configuration: one YAML file with environment and command-line overrides.
+
+``load_config()`` returns a plain nested ``dict`` built from, in order of precedence
+(last wins):
+
+1. ``config/default.yaml`` (shipped with the project, documented key by key);
+2. an optional user YAML file (``--config``), merged key by key;
+3. environment variables ``FLINKREC_<SECTION>__<KEY>[__<SUBKEY>]=value``;
+4. explicit overrides ``["model.top_n=20", ...]`` (the ``--set`` flag of the CLIs).
+
+Values from 3 and 4 are parsed as YAML scalars, so ``20`` is an int and ``true`` a bool.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PATH = Path(__file__).with_name("default.yaml")
+ENV_PREFIX = "FLINKREC_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A configuration file, variable or override that cannot be used."""
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any], where: str) -> None:
+    for key, value in extra.items():
+        if key not in base:
+            raise ConfigError(f"unknown config key {where}{key!r} (known: {sorted(base)})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key {where}{key} must be a mapping, got {value!r}")
+            _merge(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = value
+
+
+def _set_path(cfg: dict[str, Any], dotted: str, raw: str, source: str) -> None:
+    parts = [p for p in dotted.split(".") if p]
+    if not parts:
+        raise ConfigError(f"empty config key in {source}")
+    node: Any = cfg
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r} in {source}")
+        node = node[part]
+    leaf = parts[-1]
+    if not isinstance(node, dict) or leaf not in node:
+        raise ConfigError(f"unknown config key {dotted!r} in {source}")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse value {raw!r} for {dotted} in {source}: {exc}") from exc
+    if isinstance(node[leaf], dict) and not isinstance(value, dict):
+        raise ConfigError(f"config key {dotted} is a section; set one of its keys instead ({source})")
+    if isinstance(node[leaf], str) and not isinstance(value, str):
+        value = raw  # a string setting stays the string typed (e.g. redis.prefix=demo: is not a mapping)
+    elif isinstance(node[leaf], float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    node[leaf] = value
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Load the default config, then merge ``path``, environment variables and ``overrides``."""
+    with open(DEFAULT_PATH, encoding="utf-8") as fh:
+        cfg: dict[str, Any] = yaml.safe_load(fh)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        with open(p, encoding="utf-8") as fh:
+            extra = yaml.safe_load(fh) or {}
+        if not isinstance(extra, Mapping):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+        _merge(cfg, extra, "")
+    environ = os.environ if env is None else env
+    for name, raw in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX):
+            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _set_path(cfg, dotted, raw, f"environment variable {name}")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        _set_path(cfg, dotted.strip(), raw.strip(), f"override {item!r}")
+    validate(cfg)
+    return copy.deepcopy(cfg)
+
+
+def validate(cfg: Mapping[str, Any]) -> None:
+    """Fail early, naming the key, on values the job cannot run with."""
+    def positive_int(dotted: str, allow_zero: bool = False) -> None:
+        node: Any = cfg
+        for part in dotted.split("."):
+            node = node[part]
+        ok = isinstance(node, int) and not isinstance(node, bool) and (node >= 0 if allow_zero else node > 0)
+        if not ok:
+            kind = "non-negative" if allow_zero else "positive"
+            raise ConfigError(f"config key {dotted} must be a {kind} integer, got {node!r}")
+
+    for key in ("model.top_n", "model.top_k", "job.parallelism", "job.shards", "job.window_ms",
+                "redis.pipeline_size", "kafka.partitions", "limits.max_id_length"):
+        positive_int(key)
+    for key in ("model.history_cap", "job.checkpoint_interval_ms", "job.refresh_budget_ms"):
+        positive_int(key, allow_zero=True)
+    for dotted, allowed in (("job.python_mode", ("thread", "process")), ("job.state_backend", ("hashmap", "rocksdb")),
+                            ("job.starting_offsets", ("earliest", "latest"))):
+        section, key = dotted.split(".")
+        if cfg[section][key] not in allowed:
+            raise ConfigError(f"config key {dotted} must be one of {', '.join(allowed)}, got {cfg[section][key]!r}")
+    lo, hi = cfg["model"]["min_rating"], cfg["model"]["max_rating"]
+    if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo < hi):
+        raise ConfigError(f"config keys model.min_rating/max_rating must satisfy 0 < min < max, got {lo!r}, {hi!r}")
+    for etype, w in cfg["model"]["weights"].items():
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not w > 0:
+            raise ConfigError(f"config key model.weights.{etype} must be a positive number, got {w!r}")
+
+
+def resolve_path(value: str | os.PathLike[str]) -> Path:
+    """A path from the config: relative paths are relative to the project root."""
+    p = Path(value)
+    return p if p.is_absolute() else PROJECT_ROOT / p

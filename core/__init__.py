@@ -1,0 +1,1 @@
+"""Algorithm core: plain Python/numpy recommenders, no Flink."""

@@ -1,0 +1,330 @@
+"""Content-based model: item feature vectors from catalog records and decayed user taste profiles.
+
+An item vector is the concatenation of three blocks, each L2-normalised and then multiplied by its
+weight (an empty block stays zero)::
+
+    [ genre one-hot (the 19 ML-100K genres) | release decade one-hot | hashed title TF-IDF (n_hash) ]
+
+Title terms are the lower-cased alphanumeric tokens of the title without a trailing ``(YYYY)``;
+each term is hashed (CRC-32, stable across processes) into one of ``n_hash`` buckets, so a new item
+never needs a vocabulary refit. TF is the count of terms in a bucket, IDF is
+``ln((1 + N) / (1 + df)) + 1`` from document frequencies that are updated as items are added or
+changed. Because IDF moves as the catalog grows, :meth:`ContentModel.vector` always uses the
+current IDF.
+
+A :class:`UserProfile` is the decayed, value-weighted mean of the vectors of the items a user
+engaged: ``Σ_j w_j·d_j·x_j / Σ_j w_j·d_j`` with ``d_j = 2^(-(T - ts_j) / half_life)`` (``T`` the latest
+event time; without a half-life ``d_j = 1``, the plain weighted mean). It is kept incrementally as a
+sparse sum; a re-engagement replaces the item's weight and time, and the ``max_items`` most recent
+items are kept. The profile sums the item vectors as they were when engaged; after catalog changes
+:meth:`UserProfile.rebuild` recomputes it exactly from the kept items.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import zlib
+from collections.abc import Iterable, Mapping
+from typing import Any, TypedDict
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+GENRES: tuple[str, ...] = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+_GENRE_INDEX = {g.lower(): k for k, g in enumerate(GENRES)}
+_YEAR_SUFFIX = re.compile(r"\(\s*\d{4}\s*\)\s*$")
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+class ItemFeatures(TypedDict):
+    """The per-item piece: raw features, turned into a vector with the current IDF."""
+
+    genres: list[int]  # indices into GENRES
+    decade: int | None  # index into the decade block, None when the year is unknown
+    terms: dict[int, int]  # title hash bucket -> term count
+
+
+def title_terms(title: str) -> list[str]:
+    """Lower-cased alphanumeric tokens of a title, without a trailing ``(YYYY)``."""
+    return _TOKEN.findall(_YEAR_SUFFIX.sub("", title).lower())
+
+
+def hash_bucket(term: str, n_hash: int) -> int:
+    """The feature-hashing bucket of a term (CRC-32, identical in every process)."""
+    return zlib.crc32(term.encode("utf-8")) % n_hash
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} {value!r} must be {'non-negative' if allow_zero else 'positive'}")
+    return float(value)
+
+
+class ContentModel:
+    """The item catalog as feature vectors; scores user profiles and finds similar items."""
+
+    def __init__(
+        self,
+        n_hash: int = 256,
+        genre_weight: float = 1.0,
+        year_weight: float = 0.5,
+        title_weight: float = 0.5,
+        first_decade: int = 1920,
+        last_decade: int = 2020,
+    ) -> None:
+        if isinstance(n_hash, bool) or not isinstance(n_hash, int) or n_hash < 1:
+            raise ValueError(f"n_hash {n_hash!r} must be a positive integer")
+        if first_decade % 10 or last_decade % 10 or last_decade < first_decade:
+            raise ValueError(f"first_decade {first_decade!r} and last_decade {last_decade!r} must be decades, in order")
+        self.n_hash = n_hash
+        self.genre_weight = _positive("genre_weight", genre_weight, allow_zero=True)
+        self.year_weight = _positive("year_weight", year_weight, allow_zero=True)
+        self.title_weight = _positive("title_weight", title_weight, allow_zero=True)
+        self.first_decade = first_decade
+        self.n_decades = (last_decade - first_decade) // 10 + 1
+        self.items: dict[str, ItemFeatures] = {}
+        self.df: dict[int, int] = {}  # title bucket -> number of items whose title has it
+        self._cache: dict[str, np.ndarray] = {}
+        self._matrix: tuple[list[str], np.ndarray, np.ndarray] | None = None
+
+    @property
+    def dim(self) -> int:
+        return len(GENRES) + self.n_decades + self.n_hash
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"], state["_matrix"] = {}, None
+        return state
+
+    def features(self, record: Mapping[str, Any]) -> tuple[str, ItemFeatures]:
+        """Validate a catalog record and extract ``(item_id, features)`` (pure; the catalog is not changed)."""
+        item = record.get("item_id")
+        if isinstance(item, int) and not isinstance(item, bool):
+            item = str(item)
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"item_id {item!r} must be a non-empty string")
+        title = record.get("title") or ""
+        if not isinstance(title, str):
+            raise ValueError(f"title {title!r} of item {item} must be a string")
+        raw_genres = record.get("genres") or []
+        if isinstance(raw_genres, str) or not isinstance(raw_genres, Iterable):
+            raise ValueError(f"genres {raw_genres!r} of item {item} must be a list of strings")
+        genres: set[int] = set()
+        for g in raw_genres:
+            k = _GENRE_INDEX.get(g.lower()) if isinstance(g, str) else None
+            if k is None:
+                logger.debug("content: ignoring unseen genre %r of item %s", g, item)
+            else:
+                genres.add(k)
+        year = record.get("year")
+        decade: int | None = None
+        if isinstance(year, int) and not isinstance(year, bool):
+            decade = min(max((year // 10 * 10 - self.first_decade) // 10, 0), self.n_decades - 1)
+        elif year is not None:
+            logger.debug("content: ignoring year %r of item %s (not an integer)", year, item)
+        terms: dict[int, int] = {}
+        for t in title_terms(title):
+            b = hash_bucket(t, self.n_hash)
+            terms[b] = terms.get(b, 0) + 1
+        return item, {"genres": sorted(genres), "decade": decade, "terms": terms}
+
+    def add_item(self, record: Mapping[str, Any]) -> str:
+        """Add a new item or replace a changed one; its vector is usable immediately. Returns the item id."""
+        item, feats = self.features(record)
+        old = self.items.get(item)
+        if old is not None:
+            for b in old["terms"]:
+                self.df[b] -= 1
+                if self.df[b] == 0:
+                    del self.df[b]
+        for b in feats["terms"]:
+            self.df[b] = self.df.get(b, 0) + 1
+        self.items[item] = feats
+        self._cache.clear()  # IDF changed for every item
+        self._matrix = None
+        logger.debug("content: %s item %s", "updated" if old else "added", item)
+        return item
+
+    def idf(self, bucket: int) -> float:
+        n = len(self.items)
+        return math.log((1 + n) / (1 + self.df.get(bucket, 0))) + 1.0
+
+    def vector(self, item: str) -> np.ndarray | None:
+        """The item's feature vector with the current IDF, None for an unknown item."""
+        cached = self._cache.get(item)
+        if cached is not None:
+            return cached
+        feats = self.items.get(item)
+        if feats is None:
+            return None
+        g = np.zeros(len(GENRES))
+        g[feats["genres"]] = 1.0
+        y = np.zeros(self.n_decades)
+        if feats["decade"] is not None:
+            y[feats["decade"]] = 1.0
+        t = np.zeros(self.n_hash)
+        for b, tf in feats["terms"].items():
+            t[b] = tf * self.idf(b)
+        vec = np.concatenate(
+            [self.genre_weight * _unit(g), self.year_weight * _unit(y), self.title_weight * _unit(t)]
+        )
+        self._cache[item] = vec
+        return vec
+
+    def genres(self, item: str) -> list[str]:
+        feats = self.items.get(item)
+        return [GENRES[k] for k in feats["genres"]] if feats else []
+
+    def _catalog(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """All item ids (sorted), their vectors as rows, and the row norms (cached until the catalog changes)."""
+        if self._matrix is None:
+            ids = sorted(self.items)
+            m = np.array([self.vector(i) for i in ids]).reshape(len(ids), self.dim)
+            self._matrix = (ids, m, np.linalg.norm(m, axis=1))
+        return self._matrix
+
+    def _cosines(self, query: np.ndarray) -> tuple[list[str], np.ndarray]:
+        ids, m, norms = self._catalog()
+        qn = float(np.linalg.norm(query))
+        denom = norms * qn
+        return ids, np.divide(m @ query, denom, out=np.zeros(len(ids)), where=denom > 0)
+
+    def score(self, profile: UserProfile, items: Iterable[str]) -> dict[str, float]:
+        """Cosine of the profile and each item's vector (0.0 for unknown items or an empty profile)."""
+        p = profile.vector(self.dim)
+        pn = float(np.linalg.norm(p))
+        out: dict[str, float] = {}
+        for item in items:
+            v = self.vector(item)
+            vn = float(np.linalg.norm(v)) if v is not None else 0.0
+            out[item] = float(p @ v) / (pn * vn) if v is not None and pn > 0 and vn > 0 else 0.0
+        return out
+
+    def profile_genres(self, profile: UserProfile, n: int = 3) -> list[str]:
+        """The profile's ``n`` strongest genres (positive weight only), strongest first."""
+        g = profile.vector(self.dim)[: len(GENRES)]
+        order = sorted((k for k in range(len(GENRES)) if g[k] > 0), key=lambda k: (-g[k], GENRES[k]))
+        return [GENRES[k] for k in order[:n]]
+
+    def reason(self, profile: UserProfile, item: str, n_genres: int = 3) -> str:
+        """Why ``item`` fits the profile: the genres it shares with the profile's top ``n_genres``."""
+        item_genres = set(self.genres(item))
+        shared = [g for g in self.profile_genres(profile, n_genres) if g in item_genres]
+        if shared:
+            return f"matches your taste for {', '.join(shared)}"
+        return "similar to items you engaged with"
+
+    def rank(
+        self, profile: UserProfile, n: int, exclude: Iterable[str] | None = None
+    ) -> list[tuple[str, float, str]]:
+        """The ``n`` catalog items most similar to the profile, as ``(item, cosine, reason)``.
+
+        ``exclude`` defaults to the items in the profile. Items with a cosine of 0 are not returned.
+        """
+        if n < 0:
+            raise ValueError(f"n {n!r} must be non-negative")
+        skip = set(profile.items if exclude is None else exclude)
+        ids, sims = self._cosines(profile.vector(self.dim))
+        best = sorted(((i, float(s)) for i, s in zip(ids, sims, strict=True) if s > 0 and i not in skip),
+                      key=lambda t: (-t[1], t[0]))[:n]
+        return [(i, s, self.reason(profile, i)) for i, s in best]
+
+    def similar_items(self, item: str, n: int) -> list[tuple[str, float]]:
+        """The ``n`` items with the highest cosine to ``item`` (cold start for a new item); [] if unknown."""
+        v = self.vector(item)
+        if v is None:
+            logger.debug("content: similar_items of unknown item %s", item)
+            return []
+        ids, sims = self._cosines(v)
+        return sorted(((i, float(s)) for i, s in zip(ids, sims, strict=True) if s > 0 and i != item),
+                      key=lambda t: (-t[1], t[0]))[:n]
+
+
+class UserProfile:
+    """The per-user piece: a decayed, value-weighted mean of engaged item vectors, kept as a sparse sum.
+
+    ``half_life_s``: decay half-life in seconds (0 or None = no decay). ``max_items``: most recent items
+    kept (0 = unlimited); the oldest is removed from the sum when the cap is exceeded.
+    """
+
+    def __init__(self, half_life_s: float | None = None, max_items: int = 200) -> None:
+        self.half_life_s = _positive("half_life_s", half_life_s, allow_zero=True) if half_life_s else None
+        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 0:
+            raise ValueError(f"max_items {max_items!r} must be a non-negative integer (0 = unlimited)")
+        self.max_items = max_items
+        self.items: dict[str, tuple[float, int]] = {}  # item -> (weight, ts)
+        self.sums: dict[int, float] = {}  # dimension -> Σ w·d·x (decayed to t_ref)
+        self.z = 0.0  # Σ w·d
+        self.t_ref: int | None = None  # the time the sums are decayed to (the latest ts seen)
+
+    def _decay(self, dt_ms: float) -> float:
+        return 1.0 if self.half_life_s is None else 2.0 ** (-(dt_ms / 1000.0) / self.half_life_s)
+
+    def _add(self, w: float, ts: int, x: np.ndarray) -> None:
+        if self.t_ref is None:
+            self.t_ref = ts
+        if ts > self.t_ref:
+            f = self._decay(ts - self.t_ref)
+            self.sums = {k: v * f for k, v in self.sums.items()}
+            self.z *= f
+            self.t_ref = ts
+        c = w * self._decay(self.t_ref - ts)
+        for k in np.flatnonzero(x).tolist():
+            self.sums[k] = self.sums.get(k, 0.0) + c * float(x[k])
+        self.z += c
+
+    def _clear(self) -> None:
+        self.sums, self.z, self.t_ref = {}, 0.0, None
+
+    def learn_one(self, item: str, w: float, ts: int, model: ContentModel) -> bool:
+        """Engage ``item`` with weight ``w`` at ``ts``, replacing an earlier engagement. False if not in the catalog."""
+        _positive("w", w)
+        x = model.vector(item)
+        if x is None:
+            logger.debug("content: profile skips item %s, not in the catalog", item)
+            return False
+        old = self.items.pop(item, None)
+        if old is not None:
+            self._add(-old[0], old[1], x)
+        self._add(w, ts, x)
+        self.items[item] = (float(w), ts)
+        while self.max_items and len(self.items) > self.max_items:
+            oldest = min(self.items, key=lambda i: (self.items[i][1], i))
+            ow, ots = self.items.pop(oldest)
+            ox = model.vector(oldest)
+            if ox is not None:
+                self._add(-ow, ots, ox)
+        if not self.items:
+            self._clear()
+        return True
+
+    def rebuild(self, model: ContentModel) -> None:
+        """Recompute the sums from the kept items with the model's current vectors."""
+        kept = self.items
+        self.items = {}
+        self._clear()
+        for item, (w, ts) in sorted(kept.items(), key=lambda kv: (kv[1][1], kv[0])):
+            x = model.vector(item)
+            if x is not None:
+                self._add(w, ts, x)
+                self.items[item] = (w, ts)
+
+    def vector(self, dim: int) -> np.ndarray:
+        """The profile mean as a dense vector of length ``dim`` (zeros for an empty profile)."""
+        v = np.zeros(dim)
+        if self.z > 0:
+            for k, s in self.sums.items():
+                v[k] = s / self.z
+        return v

@@ -1,0 +1,1 @@
+"""Bring-up of Kafka, Redis and Flink (scripts) and deployment helpers."""

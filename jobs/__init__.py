@@ -1,0 +1,1 @@
+"""Flink job entry points, one job per file."""

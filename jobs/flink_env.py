@@ -1,0 +1,66 @@
+"""One place that turns the config into a configured StreamExecutionEnvironment."""
+
+from __future__ import annotations
+
+import logging
+import os
+import site
+import sys
+from pathlib import Path
+from typing import Any
+
+from pyflink.common import Configuration
+from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+
+from config import PROJECT_ROOT, resolve_path
+
+logger = logging.getLogger(__name__)
+
+CONNECTOR_JAR = "flink-sql-connector-kafka-5.0.0-2.2.jar"
+
+
+def connector_jar() -> Path:
+    """The Flink Kafka connector fetched by ``make jars`` (deploy/maven/pom.xml)."""
+    jar = PROJECT_ROOT / "var" / "jars" / "flink" / CONNECTOR_JAR
+    if not jar.is_file():
+        raise FileNotFoundError(f"Flink Kafka connector {jar} is missing: run `make jars` (or `make run`)")
+    return jar
+
+
+def _export_pythonpath() -> None:
+    """Let the embedded (thread-mode) interpreter see this venv and the project.
+
+    pemja initialises CPython from the base installation and ignores the venv (FLINK-38585), so its
+    workers would miss ``pemja``/``pyflink``; the JVM launched by PyFlink inherits PYTHONPATH.
+    """
+    wanted = [*site.getsitepackages(), str(PROJECT_ROOT)]
+    current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(wanted + current))
+
+
+def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None = None) -> StreamExecutionEnvironment:
+    job = cfg["job"]
+    _export_pythonpath()
+    conf = Configuration()
+    # The Python worker must be this interpreter (the venv's), not whatever `python` is on PATH.
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("python.client.executable", sys.executable)
+    conf.set_string("python.execution-mode", job["python_mode"])
+    conf.set_string("python.fn-execution.bundle.size", str(job["bundle_size"]))
+    conf.set_string("python.fn-execution.bundle.time", str(job["bundle_time_ms"]))
+    conf.set_string("state.backend.type", job["state_backend"])
+    if kafka:
+        conf.set_string("pipeline.jars", connector_jar().as_uri())
+    interval = job["checkpoint_interval_ms"]
+    if interval:
+        ckpt = str(job["checkpoint_dir"])
+        conf.set_string("execution.checkpointing.interval", f"{interval} ms")
+        conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
+        conf.set_string("execution.checkpointing.storage", "filesystem")
+        conf.set_string("execution.checkpointing.dir", ckpt if "://" in ckpt else resolve_path(ckpt).as_uri())
+        conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(parallelism or job["parallelism"])
+    if interval:
+        env.enable_checkpointing(interval, CheckpointingMode.EXACTLY_ONCE)
+    return env

@@ -1,0 +1,1 @@
+"""Flink functions (keyed, windowed, broadcast operators): thin wrappers around core/."""

@@ -1,0 +1,98 @@
+"""Writes the job's results to Redis with pipelined round trips, and passes messages on to Kafka.
+
+Key layout (``prefix`` is ``redis.prefix``, default ``rec:``; see the README):
+
+=============================  ======  =====================================================
+key                            type    value
+=============================  ======  =====================================================
+``rec:recs:<user_id>``         string  recommendation message (JSON, ``udfs.serde``)
+``rec:users``                  zset    user_id -> processed_at (ms) of the latest update
+``rec:similar:<item_id>``      string  top-K neighbours (JSON, ``udfs.serde``)
+``rec:trending``               string  JSON list of ``{"item_id", "score"}``
+``rec:item:<item_id>``         hash    title, year, genres (written by ``ingest.catalog``)
+=============================  ======  =====================================================
+
+A Redis outage does not fail the job: writes are retried with exponential backoff (capped) until
+Redis answers again, which back-pressures the pipeline instead of dropping results.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pyflink.datastream import FlatMapFunction, RuntimeContext
+
+from udfs.serde import dumps, similar_message
+
+logger = logging.getLogger(__name__)
+
+
+class _RedisWriter(FlatMapFunction):
+    def __init__(self, host: str, port: int, db: int, prefix: str, pipeline_size: int,
+                 max_backoff_s: float = 5.0) -> None:
+        self.host, self.port, self.db, self.prefix = host, port, db, prefix
+        self.pipeline_size = pipeline_size
+        self.max_backoff_s = max_backoff_s
+        self._client: Any = None
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        import redis
+
+        self._client = redis.Redis(host=self.host, port=self.port, db=self.db, socket_timeout=10,
+                                   socket_connect_timeout=5)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def _write(self, commands: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Run ``commands`` in pipelines of ``pipeline_size``; retry the whole chunk until Redis answers."""
+        import redis
+
+        for start in range(0, len(commands), self.pipeline_size):
+            chunk = commands[start : start + self.pipeline_size]
+            backoff = 0.1
+            while True:
+                try:
+                    pipe = self._client.pipeline(transaction=False)
+                    for name, args in chunk:
+                        getattr(pipe, name)(*args)
+                    pipe.execute()
+                    break
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    logger.warning("redis %s:%s unavailable (%s); retrying in %.1fs",
+                                   self.host, self.port, exc, backoff)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, self.max_backoff_s)
+
+
+class RecsToRedis(_RedisWriter):
+    """``("recs", [message...], trending)`` -> Redis; yields each message as JSON for the Kafka sink."""
+
+    def flat_map(self, value):  # type: ignore[no-untyped-def]
+        _, messages, trending = value
+        p = self.prefix
+        commands: list[tuple[str, tuple[Any, ...]]] = []
+        out = []
+        for msg in messages:
+            js = dumps(msg)
+            out.append(js)
+            commands.append(("set", (f"{p}recs:{msg['user_id']}", js)))
+            commands.append(("zadd", (f"{p}users", {msg["user_id"]: msg["processed_at"]})))
+        if trending:
+            commands.append(("set", (f"{p}trending", dumps([{"item_id": i, "score": s} for i, s in trending]))))
+        self._write(commands)
+        return out
+
+
+class NeighborsToRedis(_RedisWriter):
+    """Neighbour-list batches -> ``rec:similar:<item>``."""
+
+    def flat_map(self, value):  # type: ignore[no-untyped-def]
+        _, neighbors, _, updated_at = value
+        p = self.prefix
+        self._write([("set", (f"{p}similar:{item}", dumps(similar_message(item, nb, updated_at))))
+                     for item, nb in neighbors.items()])
+        return iter(())

@@ -1,0 +1,1 @@
+"""Serving: the HTTP API and web page over Redis and Kafka."""

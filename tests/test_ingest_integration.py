@@ -1,0 +1,253 @@
+"""The ingest side against the real Kafka broker and Redis (``bash deploy/services.sh up``).
+
+Every test uses topics and Redis keys with a random suffix and removes them afterwards, so it can
+run next to other tests on the same services.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from config import PROJECT_ROOT
+from ingest import kafka_admin
+from ingest.catalog import item_key, items_key, publish_catalog, store_catalog
+from ingest.movielens import load_catalog, load_events
+from ingest.producer import BAD_KINDS, bad_records, interleave, produce_events
+from ingest.synthetic import generate
+from udfs.events import Event, InvalidEvent, event_to_json, parse_event
+
+pytestmark = pytest.mark.integration
+
+BOOTSTRAP = "127.0.0.1:9092"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+START = "start them with `bash deploy/services.sh up`"
+
+
+@pytest.fixture(scope="module")
+def kafka() -> str:
+    try:
+        kafka_admin.wait_for_kafka(BOOTSTRAP, timeout=10)
+    except kafka_admin.KafkaUnavailable as exc:
+        pytest.skip(f"no Kafka broker at {BOOTSTRAP} ({exc}); {START}")
+    return BOOTSTRAP
+
+
+@pytest.fixture(scope="module")
+def redis_client() -> Iterator[Any]:
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, decode_responses=True, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis at {REDIS_HOST}:{REDIS_PORT} ({exc}); {START}")
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def topics(kafka: str) -> Iterator[Any]:
+    """A factory of unique topic names; the topics are deleted after the test."""
+    made: list[str] = []
+
+    def name(base: str) -> str:
+        made.append(f"test-{base}-{uuid.uuid4().hex[:10]}")
+        return made[-1]
+
+    yield name
+    kafka_admin.delete_topics(kafka, made, wait=True)
+    time.sleep(0.5)  # a late metadata request of a closed client could auto-create a topic again: check twice
+    kafka_admin.delete_topics(kafka, made, wait=True)
+
+
+@pytest.fixture()
+def prefix(redis_client: Any) -> Iterator[str]:
+    """A unique Redis key prefix; every key under it is deleted after the test."""
+    p = f"test-ingest-{uuid.uuid4().hex[:10]}:"
+    yield p
+    keys = list(redis_client.scan_iter(match=p + "*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
+
+
+def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every record of ``topic`` up to its current end (read_committed), partition by partition in offset order.
+
+    Stops at the end offsets instead of polling on: a consumer that polls past the end makes the
+    broker auto-create the topic again right after the test deletes it.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             isolation_level="read_committed", auto_offset_reset="earliest",
+                             allow_auto_create_topics=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        assert tps, f"topic {topic} has no partitions"
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: dict[int, list[Any]] = defaultdict(list)
+        pending = {tp for tp in tps if end[tp] > 0}
+        deadline = time.monotonic() + timeout
+        while pending:
+            assert time.monotonic() < deadline, f"{topic}: partitions {pending} not read to the end in {timeout} s"
+            for tp, recs in consumer.poll(timeout_ms=500).items():
+                out[tp.partition].extend(recs)
+            pending = {tp for tp in pending if consumer.position(tp) < end[tp]}
+        return [r for p in sorted(out) for r in out[p]]
+    finally:
+        consumer.close()
+
+
+def test_movielens_replay_round_trip(kafka: str, topics: Any) -> None:
+    topic = topics("events")
+    assert kafka_admin.ensure_topics(kafka, {topic: {}}, partitions=2) == [topic]
+    events = load_events(limit=500)
+    bad = bad_records(5)
+    sent = produce_events(interleave(events, bad, len(events)), kafka, topic, progress=False)
+    assert sent == 505
+
+    records = read_all(kafka, topic)
+    assert len(records) == 505
+    assert kafka_admin.count_messages(kafka, topic) == 505
+
+    by_user: dict[str, list[Event]] = defaultdict(list)
+    partition_of: dict[bytes, set[int]] = defaultdict(set)
+    reasons: dict[str, str] = {}
+    for rec in records:
+        partition_of[rec.key].add(rec.partition)
+        try:
+            event = parse_event(rec.value)
+        except InvalidEvent as exc:
+            reasons[rec.key.decode()] = exc.reason
+            continue
+        assert rec.key == event.user_id.encode()
+        assert rec.value.decode() == event_to_json(event)  # exact wire content
+        by_user[event.user_id].append(event)
+
+    expected: dict[str, list[Event]] = defaultdict(list)
+    for e in events:
+        expected[e.user_id].append(e)
+    assert by_user == expected  # same events, and per user in the produced (time) order
+    assert all(len(parts) == 1 for parts in partition_of.values())  # one user, one partition
+    assert len({p for parts in partition_of.values() for p in parts}) == 2  # both partitions used
+    assert reasons == {f"bad-{k + 1}": reason for k, reason in enumerate(list(BAD_KINDS.values())[:5])}
+
+
+def test_producer_cli_synthetic_with_bad_records(kafka: str, topics: Any) -> None:
+    topic = topics("cli")
+    cmd = [sys.executable, "-m", "ingest.producer", "--source", "synthetic", "--events", "3000", "--users", "40",
+           "--items", "300", "--seed", "11", "--bad", "4", "-q", "--set", f"kafka.topics.events={topic}"]
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "FLINKREC_KAFKA__BOOTSTRAP": kafka})
+    assert proc.returncode == 0, proc.stderr
+    assert kafka_admin.count_messages(kafka, topic) == 3004
+    values = {r.value.decode() for r in read_all(kafka, topic)}
+    assert {event_to_json(e) for e in generate(3000, 40, 300, seed=11)} <= values
+    assert len(values) == 3004
+
+
+def test_rate_is_held(kafka: str, topics: Any) -> None:
+    topic = topics("rate")
+    kafka_admin.ensure_topics(kafka, {topic: {}}, partitions=2)
+    started = time.monotonic()
+    n = produce_events(generate(1000, 20, 50, seed=1), kafka, topic, rate=2000, progress=False)
+    elapsed = time.monotonic() - started
+    assert n == 1000
+    assert 0.45 < elapsed < 1.5, elapsed
+
+
+def test_catalog_to_kafka_and_redis(kafka: str, topics: Any, redis_client: Any, prefix: str) -> None:
+    topic = topics("items")
+    kafka_admin.ensure_topics(kafka, {topic: dict(kafka_admin.COMPACTED)}, partitions=2)
+    assert kafka_admin.topic_configs(kafka, topic)["cleanup.policy"] == "compact"
+
+    catalog = load_catalog()
+    assert publish_catalog(catalog, kafka, topic) == 1682
+    records = read_all(kafka, topic)
+    assert len(records) == 1682
+    published = {r.key.decode(): json.loads(r.value) for r in records}
+    assert published["1"] == {"item_id": "1", "title": "Toy Story", "year": 1995,
+                              "genres": ["Animation", "Children's", "Comedy"]}
+    assert published["543"]["title"] == "Misérables, Les"
+
+    assert store_catalog(catalog, redis_client, prefix=prefix, pipeline_size=100) == 1682
+    assert redis_client.hgetall(item_key(prefix, "1")) == {
+        "title": "Toy Story", "year": "1995", "genres": "Animation|Children's|Comedy"}
+    assert redis_client.hgetall(item_key(prefix, "2")) == {
+        "title": "GoldenEye", "year": "1995", "genres": "Action|Adventure|Thriller"}
+    assert redis_client.hgetall(item_key(prefix, "267")) == {"title": "unkonwn", "year": "", "genres": ""}
+    assert redis_client.scard(items_key(prefix)) == 1682
+    assert redis_client.sismember(items_key(prefix), "1682")
+
+    # storing a smaller catalog with replace drops the items that are gone
+    store_catalog(catalog[:10], redis_client, prefix=prefix, replace=True)
+    assert redis_client.scard(items_key(prefix)) == 10
+    assert not redis_client.exists(item_key(prefix, "11"))
+    assert redis_client.hget(item_key(prefix, "10"), "title") == catalog[9]["title"]
+
+
+def test_catalog_cli(kafka: str, topics: Any, redis_client: Any, prefix: str) -> None:
+    topic = topics("items-cli")
+    cmd = [sys.executable, "-m", "ingest.catalog", "--source", "synthetic", "--items", "250", "--seed", "3", "-q",
+           "--set", f"kafka.topics.items={topic}", "--set", f'redis.prefix="{prefix}"']
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "FLINKREC_KAFKA__BOOTSTRAP": kafka})
+    assert proc.returncode == 0, proc.stderr
+    assert kafka_admin.topic_configs(kafka, topic)["cleanup.policy"] == "compact"
+    assert kafka_admin.count_messages(kafka, topic) == 250
+    assert redis_client.scard(items_key(prefix)) == 250
+    assert redis_client.hget(item_key(prefix, "1"), "title")
+
+
+def test_ensure_topics_is_idempotent_and_fixes_configs(kafka: str, topics: Any) -> None:
+    a, b = topics("a"), topics("b")
+    assert kafka_admin.ensure_topics(kafka, {a: {}, b: {}}, partitions=3) == sorted([a, b])
+    assert kafka_admin.ensure_topics(kafka, {a: {}, b: {}}, partitions=3) == []
+    assert kafka_admin.topic_configs(kafka, b)["cleanup.policy"] == "delete"
+    assert kafka_admin.ensure_topics(kafka, {b: dict(kafka_admin.COMPACTED)}, partitions=3) == []
+    assert kafka_admin.topic_configs(kafka, b)["cleanup.policy"] == "compact"
+    assert kafka_admin.count_messages(kafka, a) == 0
+
+
+def test_count_messages_skips_aborted_transactions(kafka: str, topics: Any) -> None:
+    from kafka import KafkaProducer
+
+    topic = topics("tx")
+    kafka_admin.ensure_topics(kafka, {topic: {}}, partitions=2)
+    prod = KafkaProducer(bootstrap_servers=kafka, transactional_id=f"test-ingest-{uuid.uuid4().hex[:10]}")
+    try:
+        prod.init_transactions()
+        prod.begin_transaction()
+        for i in range(7):
+            prod.send(topic, value=b"committed", key=str(i).encode())
+        prod.commit_transaction()
+        prod.begin_transaction()
+        for i in range(4):
+            prod.send(topic, value=b"aborted", key=str(i).encode())
+        prod.flush()
+        prod.abort_transaction()
+    finally:
+        prod.close()
+    assert kafka_admin.count_messages(kafka, topic, isolation="read_committed") == 7
+    assert kafka_admin.count_messages(kafka, topic, isolation="read_uncommitted") == 11
+    with pytest.raises(ValueError, match="isolation"):
+        kafka_admin.count_messages(kafka, topic, isolation="dirty")
+
+
+def test_unknown_topic_and_unreachable_broker(kafka: str) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        kafka_admin.count_messages(kafka, f"test-missing-{uuid.uuid4().hex[:10]}", timeout=2)
+    with pytest.raises(kafka_admin.KafkaUnavailable, match=r"deploy/services\.sh up"):
+        kafka_admin.wait_for_kafka("127.0.0.1:9", timeout=1.5)

@@ -1,0 +1,1 @@
+"""Operational command-line tools: the demo, state inspection."""

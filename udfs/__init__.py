@@ -1,0 +1,1 @@
+"""Small reusable functions the Flink operators call: parsing, scoring, serialization."""

@@ -1,0 +1,45 @@
+"""The JSON messages the job writes (Kafka output topic and Redis values).
+
+Recommendation message (Kafka ``recommendations`` topic, and Redis ``rec:recs:<user_id>``)::
+
+    {"user_id": "196",
+     "items": [{"item_id": "242", "score": 3.21, "reason": "because of 51"}, ...],
+     "event_id": "ml-17", "event_ts": 881250949000, "processed_at": 1764514800123,
+     "history_size": 12}
+
+Similar items (Redis ``rec:similar:<item_id>``)::
+
+    {"item_id": "242", "neighbors": [{"item_id": "51", "score": 0.81}, ...], "updated_at": 1764514800123}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def recs_message(user_id: str, ranked: Iterable[tuple[str, float, str]], event_id: str, event_ts: int,
+                 processed_at: int, history_size: int) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "items": [{"item_id": j, "score": round(s, 6), "reason": r} for j, s, r in ranked],
+        "event_id": event_id,
+        "event_ts": event_ts,
+        "processed_at": processed_at,
+        "history_size": history_size,
+    }
+
+
+def similar_message(item_id: str, neighbors: Iterable[tuple[str, float]], updated_at: int) -> dict[str, Any]:
+    return {
+        "item_id": item_id,
+        "neighbors": [{"item_id": j, "score": s} for j, s in neighbors],
+        "updated_at": updated_at,
+    }
+
+
+def dumps(obj: Mapping[str, Any] | list[Any]) -> str:
+    return _DUMPS(obj)
