@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import unavailable
 
 from config import PROJECT_ROOT
 from ingest import kafka_admin
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.integration
 
 BOOTSTRAP = "127.0.0.1:9092"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-START = "start them with `bash deploy/services.sh up`"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def kafka() -> str:
     try:
         kafka_admin.wait_for_kafka(BOOTSTRAP, timeout=10)
     except kafka_admin.KafkaUnavailable as exc:
-        pytest.skip(f"no Kafka broker at {BOOTSTRAP} ({exc}); {START}")
+        unavailable(f"no Kafka broker at {BOOTSTRAP} ({exc})")
     return BOOTSTRAP
 
 
@@ -50,7 +50,7 @@ def redis_client() -> Iterator[Any]:
     try:
         client.ping()
     except redis.RedisError as exc:
-        pytest.skip(f"no Redis at {REDIS_HOST}:{REDIS_PORT} ({exc}); {START}")
+        unavailable(f"no Redis at {REDIS_HOST}:{REDIS_PORT} ({exc})")
     yield client
     client.close()
 

@@ -1,0 +1,61 @@
+"""config.load_config: defaults, files, environment variables and --set overrides, and its errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, load_config
+
+
+def test_defaults_load_and_validate() -> None:
+    cfg = load_config(env={})
+    assert cfg["kafka"]["topics"]["events"] == "events"
+    assert cfg["model"]["top_n"] == 10
+    assert cfg["job"]["python_mode"] == "thread"
+
+
+def test_file_env_and_overrides_in_order(tmp_path: Path) -> None:
+    f = tmp_path / "my.yaml"
+    f.write_text("model:\n  top_n: 20\n  top_k: 7\nkafka:\n  bootstrap: a:1\n")
+    env = {"FLINKREC_MODEL__TOP_K": "9", "FLINKREC_KAFKA__BOOTSTRAP": "b:2"}
+    cfg = load_config(f, overrides=["model.top_n=30"], env=env)
+    assert cfg["model"]["top_n"] == 30  # --set beats the file
+    assert cfg["model"]["top_k"] == 9  # the environment beats the file
+    assert cfg["kafka"]["bootstrap"] == "b:2"
+
+
+def test_values_keep_their_types() -> None:
+    cfg = load_config(overrides=["job.bounded=true", "model.min_rating=1", "redis.prefix=demo:"], env={})
+    assert cfg["job"]["bounded"] is True
+    assert cfg["model"]["min_rating"] == 1.0 and isinstance(cfg["model"]["min_rating"], float)
+    assert cfg["redis"]["prefix"] == "demo:"  # a string setting is not parsed into a YAML mapping
+
+
+def test_defaults_are_not_shared_between_calls() -> None:
+    a = load_config(env={})
+    a["model"]["weights"]["view"] = 99.0
+    assert load_config(env={})["model"]["weights"]["view"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "message"),
+    [
+        (["model.nope=1"], {}, "unknown config key 'model.nope'"),
+        (["model.top_n=0"], {}, "model.top_n must be a positive integer, got 0"),
+        (["job.python_mode=fiber"], {}, "job.python_mode must be one of thread, process, got 'fiber'"),
+        (["model.top_n"], {}, "must look like section.key=value"),
+        ([], {"FLINKREC_KAFKA__NOPE": "x"}, "environment variable FLINKREC_KAFKA__NOPE"),
+        (["model=3"], {}, "is a section"),
+        (["model.weights.view=-1"], {}, "model.weights.view must be a positive number, got -1"),
+    ],
+)
+def test_errors_name_the_key_and_value(overrides: list[str], env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        load_config(overrides=overrides, env=env)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml", env={})

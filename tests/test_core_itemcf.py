@@ -1,0 +1,130 @@
+"""core.itemcf: incremental co-occurrence and cosine against a batch numpy recompute, and ranking."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from core.itemcf import ItemCF, ItemRows, PairDeltas, UserHistory, rank_items, top_k, user_event
+
+
+def batch_cosine(events: list[tuple[str, str, float]]) -> tuple[dict[str, int], np.ndarray]:
+    """cos = RᵀR / sqrt(norm_i norm_j) over the final weight of each (user, item) (last event wins)."""
+    final: dict[tuple[str, str], float] = {}
+    for u, i, w in events:
+        final[(u, i)] = w
+    users = {u: n for n, u in enumerate(sorted({u for u, _ in final}))}
+    items = {i: n for n, i in enumerate(sorted({i for _, i in final}))}
+    r = np.zeros((len(users), len(items)))
+    for (u, i), w in final.items():
+        r[users[u], items[i]] = w
+    c = r.T @ r
+    n = np.sqrt(np.diag(c))
+    return items, c / np.outer(n, n)
+
+
+def random_stream(seed: int, n: int, users: int, items: int, rerate: float) -> list[tuple[str, str, float]]:
+    rng = random.Random(seed)
+    out: list[tuple[str, str, float]] = []
+    for _ in range(n):
+        if out and rng.random() < rerate:  # re-rate something seen before with a new value
+            u, i, _ = rng.choice(out)
+        else:
+            u, i = f"u{rng.randrange(users)}", f"i{int(rng.paretovariate(1.2)) % items}"
+        out.append((u, i, rng.choice([0.5, 1.0, 2.5, 3.0, 4.0, 4.5, 5.0])))
+    return out
+
+
+def test_known_answer_small_matrix() -> None:
+    # users a, b rate x, y alike; b also rates z: C[x][y] = 5*4 + 4*5 = 40, norms x: 25+16=41, y: 16+25=41,
+    # z: 1; C[x][z] = 4*1, C[y][z] = 5*1. cos(x,y) = 40/41, cos(x,z) = 4/sqrt(41), cos(y,z) = 5/sqrt(41).
+    m = ItemCF(top_k=5, history_cap=0)
+    for u, i, w in [("a", "x", 5), ("a", "y", 4), ("b", "x", 4), ("b", "y", 5), ("b", "z", 1)]:
+        m.learn_one(u, i, w)
+    assert m.similarity("x", "y") == pytest.approx(40 / 41)
+    assert m.similarity("z", "x") == pytest.approx(4 / 41**0.5)
+    assert m.neighbors("z") == [("y", pytest.approx(5 / 41**0.5)), ("x", pytest.approx(4 / 41**0.5))]
+    # a has seen x and y: the only unseen item is z, scored 5*cos(x,z) + 4*cos(y,z) = 40/sqrt(41)
+    assert m.rank("a", 3) == [("z", pytest.approx(40 / 41**0.5), "because of x")]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_incremental_cosine_equals_batch_including_rerates(seed: int) -> None:
+    events = random_stream(seed, 3000, users=60, items=80, rerate=0.15)
+    m = ItemCF(top_k=1000, history_cap=0)
+    for u, i, w in events:
+        m.learn_one(u, i, w)
+    index, cos = batch_cosine(events)
+    for a, ia in index.items():
+        for b, ib in index.items():
+            if a != b:
+                assert m.similarity(a, b) == pytest.approx(cos[ia, ib], rel=1e-9, abs=1e-12)
+        assert m.norm(a) == pytest.approx(sum(w * w for (u, i), w in {(u, i): w for u, i, w in events}.items()
+                                              if i == a))
+
+
+def test_neighbors_are_the_top_k_of_the_batch_cosine() -> None:
+    events = random_stream(7, 2000, users=40, items=50, rerate=0.1)
+    m = ItemCF(top_k=5, history_cap=0)
+    for u, i, w in events:
+        m.learn_one(u, i, w)
+    index, cos = batch_cosine(events)
+    names = sorted(index, key=index.__getitem__)
+    for a, ia in index.items():
+        expected = sorted((-cos[ia, ib], names[ib]) for ib in range(len(names)) if ib != ia and cos[ia, ib] > 0)[:5]
+        got = m.neighbors(a)
+        assert [b for b, _ in got] == [b for _, b in expected]
+        assert [s for _, s in got] == pytest.approx([-s for s, _ in expected], rel=1e-9)
+
+
+def test_history_cap_bounds_the_pairs_and_keeps_every_weight() -> None:
+    h = UserHistory()
+    partners = [user_event(h, f"i{k}", 1.0 + k, k, history_cap=3)[2] for k in range(5)]
+    assert [len(p) for p in partners] == [0, 1, 2, 3, 3]
+    assert partners[4] == [("i1", 2.0), ("i2", 3.0), ("i3", 4.0)]
+    assert h.recent == ["i2", "i3", "i4"] and len(h.weights) == 5
+    # re-rating an evicted item: the difference goes to the pairs with the recent items
+    norm_delta, dw, partners_again = user_event(h, "i0", 3.0, 9, history_cap=3)
+    assert (norm_delta, dw) == (9.0 - 1.0, 2.0)
+    assert partners_again == [("i2", 3.0), ("i3", 4.0), ("i4", 5.0)]
+    assert h.recent == ["i3", "i4", "i0"]
+
+
+def test_pair_deltas_are_symmetric_and_new_engagements_counted() -> None:
+    d = PairDeltas()
+    d.add("x", 25.0, 5.0, [("y", 4.0), ("z", 1.0)], new=True)
+    d.add("x", -9.0, -3.0, [("y", 4.0)], new=False)  # x re-rated 5 -> 2
+    assert d.pairs == {"x": {"y": 8.0, "z": 5.0}, "y": {"x": 8.0}, "z": {"x": 5.0}}
+    assert d.norms == {"x": 16.0} and d.counts == {"x": 1}
+
+
+def test_refresh_budget_carries_rows_over() -> None:
+    rows = ItemRows(top_k=3)
+    rows.apply({"a": 1.0, "b": 1.0, "c": 1.0}, {"a": {"b": 1.0}, "b": {"a": 1.0, "c": 0.5}, "c": {"b": 0.5}}, {})
+    assert set(rows.dirty) == {"a", "b", "c"}
+    assert rows.refresh(budget_s=0.0) == {}
+    assert set(rows.refresh()) == {"a", "b", "c"} and not rows.dirty
+
+
+def test_rows_restore_from_their_state_pieces() -> None:
+    m = ItemCF(top_k=4, history_cap=0)
+    for u, i, w in random_stream(5, 500, users=20, items=30, rerate=0.1):
+        m.learn_one(u, i, w)
+    copy = ItemRows(top_k=4)
+    copy.load(dict(m.items.index), {a: dict(r) for a, r in m.items.rows.items()}, m.items.norms, m.items.counts)
+    for a in m.items.rows:
+        assert copy.neighbors(a) == m.items.neighbors(a)
+
+
+def test_rank_items_drops_seen_and_fills_with_trending() -> None:
+    neighbors = {"x": [("y", 0.9), ("z", 0.5)], "w": [("z", 0.4), ("x", 0.3)]}
+    ranked = rank_items([("x", 2.0), ("w", 1.0)], neighbors, {"x", "w"}, 4, trending=[("x", 9), ("q", 5), ("y", 3)])
+    # y = 2*0.9 = 1.8 (from x); z = 2*0.5 + 1*0.4 = 1.4 (x contributes most); then trending q (x, y excluded)
+    assert ranked == [("y", pytest.approx(1.8), "because of x"), ("z", pytest.approx(1.4), "because of x"),
+                      ("q", 0.0, "trending")]
+
+
+def test_top_k_breaks_ties_by_id_and_drops_non_positive() -> None:
+    assert top_k({"b": 1.0, "a": 1.0, "c": 2.0, "d": 0.0, "e": -1.0}, 3) == [("c", 2.0), ("a", 1.0), ("b", 1.0)]

@@ -1,0 +1,115 @@
+"""End to end through the real services: Kafka topic -> the job (bounded) -> Redis + Kafka topics.
+
+Uses topics and a Redis prefix of its own, so it can share the broker and Redis with other tests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from config import load_config
+from ingest import kafka_admin
+from ingest.movielens import load_events
+from ingest.producer import BAD_KINDS, bad_records, interleave, produce_events
+from jobs.flink_env import make_env
+from jobs.recommend import recommend_job
+
+pytestmark = [pytest.mark.integration, pytest.mark.flink]
+
+N_EVENTS = 3000
+N_BAD = len(BAD_KINDS)
+
+
+def consume_all(bootstrap: str, topic: str) -> list[bytes]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                             enable_auto_commit=False, consumer_timeout_ms=5000)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    end = consumer.end_offsets(parts)
+    out = []
+    while any(consumer.position(p) < end[p] for p in parts):
+        for recs in consumer.poll(timeout_ms=1000).values():
+            out.extend(r.value for r in recs)
+    consumer.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(kafka_bootstrap: str, redis_conn: Any) -> Iterator[dict[str, Any]]:
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    overrides = [f"kafka.topics.{name}={name}-it-{tag}" for name in ("events", "items", "dlq", "recommendations")]
+    overrides += [f"kafka.group_id=it-{tag}", f"redis.prefix=it-{tag}:", "job.bounded=true",
+                  "job.checkpoint_interval_ms=0", "model.history_cap=0", "job.parallelism=2"]
+    cfg = load_config(overrides=overrides, env={})
+    topics = kafka_admin.project_topics(cfg)
+    kafka_admin.ensure_topics(kafka_bootstrap, topics, partitions=2)
+    events = load_events(limit=N_EVENTS)
+    sent = produce_events(interleave(events, bad_records(N_BAD), len(events)), kafka_bootstrap,
+                          cfg["kafka"]["topics"]["events"], progress=False)
+    assert sent == N_EVENTS + N_BAD
+    recommend_job(make_env(cfg), cfg)
+    yield {"cfg": cfg, "events": events}
+    kafka_admin.delete_topics(kafka_bootstrap, topics)
+    for key in redis_conn.scan_iter(match=f"{cfg['redis']['prefix']}*", count=1000):
+        redis_conn.unlink(key)
+
+
+def test_redis_holds_recommendations_for_every_user(run: dict[str, Any], redis_conn: Any) -> None:
+    p = run["cfg"]["redis"]["prefix"]
+    users = {e.user_id for e in run["events"]}
+    assert redis_conn.zcard(f"{p}users") == len(users)
+    for user in sorted(users)[:50]:
+        msg = json.loads(redis_conn.get(f"{p}recs:{user}"))
+        assert msg["user_id"] == user
+        seen = {e.item_id for e in run["events"] if e.user_id == user}
+        assert msg["history_size"] == len(seen)
+        assert 0 < len(msg["items"]) <= 10
+        assert not {it["item_id"] for it in msg["items"]} & seen  # never an item the user has seen
+        scores = [it["score"] for it in msg["items"]]
+        assert scores == sorted(scores, reverse=True)
+        last = [e for e in run["events"] if e.user_id == user][-1]
+        assert (msg["event_id"], msg["event_ts"]) == (last.event_id, last.ts)
+    assert json.loads(redis_conn.get(f"{p}trending"))
+
+
+def test_redis_similar_items_equal_the_batch_cosine(run: dict[str, Any], redis_conn: Any) -> None:
+    p = run["cfg"]["redis"]["prefix"]
+    events = run["events"]
+    users = {u: n for n, u in enumerate(sorted({e.user_id for e in events}))}
+    items = {i: n for n, i in enumerate(sorted({e.item_id for e in events}))}
+    r = np.zeros((len(users), len(items)))
+    for e in events:
+        r[users[e.user_id], items[e.item_id]] = e.weight
+    c = r.T @ r
+    cos = c / np.sqrt(np.outer(np.diag(c), np.diag(c)))
+    keys = list(redis_conn.scan_iter(match=f"{p}similar:*", count=1000))
+    assert len(keys) > 0.9 * len(items)
+    for key in keys[:300]:
+        msg = json.loads(redis_conn.get(key))
+        for nb in msg["neighbors"]:
+            assert nb["score"] == pytest.approx(cos[items[msg["item_id"]], items[nb["item_id"]]], rel=1e-6)
+
+
+def test_output_topic_has_one_message_per_user_update(run: dict[str, Any], kafka_bootstrap: str) -> None:
+    msgs = [json.loads(v) for v in consume_all(kafka_bootstrap, run["cfg"]["kafka"]["topics"]["recommendations"])]
+    assert len(msgs) >= len({e.user_id for e in run["events"]})
+    updates = [(m["user_id"], m["event_id"]) for m in msgs]
+    assert len(updates) == len(set(updates))  # no update written twice
+    assert {m["user_id"] for m in msgs} == {e.user_id for e in run["events"]}
+    assert all(m["processed_at"] >= m["event_ts"] for m in msgs)
+
+
+def test_dlq_topic_has_every_malformed_record_with_its_reason(run: dict[str, Any], kafka_bootstrap: str) -> None:
+    dlq = [json.loads(v) for v in consume_all(kafka_bootstrap, run["cfg"]["kafka"]["topics"]["dlq"])]
+    assert sorted(d["reason"] for d in dlq) == sorted(BAD_KINDS.values())
+    assert all(d["payload"] and d["error"] for d in dlq)
