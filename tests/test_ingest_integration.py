@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import unavailable
+from conftest import BOOTSTRAP, REDIS_HOST, REDIS_PORT, unavailable
 
 from config import PROJECT_ROOT
 from ingest import kafka_admin
@@ -29,8 +29,6 @@ from udfs.events import Event, InvalidEvent, event_to_json, parse_event
 
 pytestmark = pytest.mark.integration
 
-BOOTSTRAP = "127.0.0.1:9092"
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import REDIS_PORT
 
 from config import load_config
 from ingest import kafka_admin
@@ -34,7 +35,7 @@ def consume_all(bootstrap: str, topic: str) -> list[bytes]:
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
     end = consumer.end_offsets(parts)
-    out = []
+    out: list[bytes] = []
     while any(consumer.position(p) < end[p] for p in parts):
         for recs in consumer.poll(timeout_ms=1000).values():
             out.extend(r.value for r in recs)
@@ -48,7 +49,8 @@ def run(kafka_bootstrap: str, redis_conn: Any) -> Iterator[dict[str, Any]]:
 
     tag = uuid.uuid4().hex[:8]
     overrides = [f"kafka.topics.{name}={name}-it-{tag}" for name in ("events", "items", "dlq", "recommendations")]
-    overrides += [f"kafka.group_id=it-{tag}", f"redis.prefix=it-{tag}:", "job.bounded=true",
+    overrides += [f"kafka.bootstrap={kafka_bootstrap}", f"redis.port={REDIS_PORT}",
+                  f"kafka.group_id=it-{tag}", f"redis.prefix=it-{tag}:", "job.bounded=true",
                   "job.checkpoint_interval_ms=0", "model.history_cap=0", "job.parallelism=2"]
     cfg = load_config(overrides=overrides, env={})
     topics = kafka_admin.project_topics(cfg)
