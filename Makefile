@@ -65,7 +65,7 @@ test-unit: $(STAMP) ## fast tests of the pure-Python parts (no JVM, no services)
 	$(VENV)/bin/pytest -m "not flink and not integration" $(PYTEST_ARGS)
 
 test: lint services-up ## everything: lint, unit, mini-cluster and integration tests (what CI runs)
-	FLINKREC_REQUIRE_SERVICES=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
+	REQUIRE_SERVICES=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 eval: $(STAMP) ## offline and prequential evaluation on MovieLens-100K -> results/eval/
 	$(PY) -m evaluation $(ARGS)

@@ -1,6 +1,6 @@
 """Shared fixtures: the real services (Kafka, Redis) and the PyFlink mini-cluster runner.
 
-``make test`` starts the services first and sets FLINKREC_REQUIRE_SERVICES=1, so a missing service
+``make test`` starts the services first and sets REQUIRE_SERVICES=1, so a missing service
 fails the run there instead of skipping tests silently; a bare ``pytest`` skips such tests.
 """
 
@@ -18,9 +18,9 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("FLINKREC_REDIS__PORT",
 
 
 def unavailable(message: str) -> NoReturn:
-    """Skip, or fail when the run promised the services (FLINKREC_REQUIRE_SERVICES=1)."""
+    """Skip, or fail when the run promised the services (REQUIRE_SERVICES=1)."""
     hint = f"{message}; start them with `make services-up`"
-    if os.environ.get("FLINKREC_REQUIRE_SERVICES") == "1":
+    if os.environ.get("REQUIRE_SERVICES") == "1":
         pytest.fail(hint)
     pytest.skip(hint)
 
