@@ -45,7 +45,9 @@ kafka_up() {
   local pidf="$KAFKA_DIR/kafka.pid" props="$KAFKA_DIR/server.properties"
   if pid_alive "$pidf" && port_open "$KAFKA_PORT"; then log "kafka already up on 127.0.0.1:$KAFKA_PORT"; return 0; fi
   if port_open "$KAFKA_PORT"; then
-    die "port $KAFKA_PORT is taken by a process this script did not start (ss -ltnp | grep $KAFKA_PORT)"
+    log "WARNING: something this script did not start listens on 127.0.0.1:$KAFKA_PORT; using it as the broker"
+    log "         (stop it, or set KAFKA_PORT and FLINKREC_KAFKA__BOOTSTRAP, to use a broker of the project's own)"
+    return 0
   fi
   command -v java >/dev/null || die "java not found: install a JDK 17 (apt-get install -y openjdk-17-jre-headless)"
   fetch_jars
@@ -97,7 +99,11 @@ redis_up() {
   local pidf="$REDIS_DIR/redis.pid"
   if pid_alive "$pidf" && port_open "$REDIS_PORT"; then log "redis already up on 127.0.0.1:$REDIS_PORT"; return 0; fi
   if port_open "$REDIS_PORT"; then
-    die "port $REDIS_PORT is taken by a process this script did not start (ss -ltnp | grep $REDIS_PORT)"
+    if redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; then
+      log "WARNING: a Redis this script did not start answers on 127.0.0.1:$REDIS_PORT; using it"
+      return 0
+    fi
+    die "port $REDIS_PORT is taken by something that is not Redis (ss -ltnp | grep $REDIS_PORT)"
   fi
   if ! command -v redis-server >/dev/null; then
     log "installing Debian's redis-server (apt-get)"
