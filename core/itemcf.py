@@ -49,13 +49,31 @@ class UserHistory:
     weights: dict[str, float] = field(default_factory=dict)
     recent: list[str] = field(default_factory=list)  # most recent last, at most history_cap (0 = all)
     last_ts: int = 0
+    last_event_id: str = ""
+    event_ids: dict[str, int] = field(default_factory=dict)  # event id -> ts, for de-duplication
 
     def recent_weights(self) -> list[tuple[str, float]]:
         return [(k, self.weights[k]) for k in self.recent]
 
+    def remember(self, event_id: str, ts: int, ttl_ms: int, max_ids: int) -> bool:
+        """Record ``event_id``; False if it was seen before (a duplicate delivery to drop).
+
+        Ids are forgotten only when a user has more than ``max_ids`` of them: first those older (in
+        event time) than ``ttl_ms`` before the user's newest event, then the oldest, down to half.
+        """
+        ids = self.event_ids
+        if event_id in ids:
+            return False
+        ids[event_id] = ts
+        if len(ids) > max_ids:
+            horizon = max(self.last_ts, ts) - ttl_ms
+            kept = [(e, t) for e, t in ids.items() if t >= horizon]
+            self.event_ids = dict(kept[-(max_ids // 2 or 1):])
+        return True
+
 
 def user_event(hist: UserHistory, item: str, weight: float, ts: int,
-               history_cap: int) -> tuple[float, float, Neighbors]:
+               history_cap: int, event_id: str = "") -> tuple[float, float, Neighbors]:
     """Apply one event to ``hist`` (in place).
 
     Returns ``(norm_delta, weight_delta, partners)``: norm_item changes by ``norm_delta`` and every
@@ -71,7 +89,8 @@ def user_event(hist: UserHistory, item: str, weight: float, ts: int,
     hist.recent.append(item)
     if history_cap and len(hist.recent) > history_cap:
         del hist.recent[: len(hist.recent) - history_cap]
-    hist.last_ts = max(hist.last_ts, ts)
+    if ts >= hist.last_ts:  # the newest event (in event time) names the state's version
+        hist.last_ts, hist.last_event_id = ts, event_id
     return weight * weight - old * old, dw, partners
 
 

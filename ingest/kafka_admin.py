@@ -157,6 +157,14 @@ def _reconcile(admin: KafkaAdminClient, topics: Mapping[str, Mapping[str, str]],
             changes.append(ConfigResource(ConfigResourceType.TOPIC, name, diff))
     if changes:
         admin.alter_configs(changes)
+        # the broker applies config changes asynchronously: wait until they read back
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            current = _describe(admin, wanted)
+            if all(current.get(n, {}).get(k) == v for n, c in wanted.items() for k, v in c.items()):
+                return
+            time.sleep(0.2)
+        logger.warning("config changes on %s not visible after 15 s", ", ".join(wanted))
 
 
 def delete_topics(bootstrap: str, topics: Iterable[str], timeout: float = 30.0, wait: bool = False) -> None:

@@ -6,6 +6,7 @@ import logging
 import os
 import site
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,42 @@ def _export_pythonpath() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(wanted + current))
 
 
-def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None = None) -> StreamExecutionEnvironment:
+def latest_checkpoint(cfg: dict[str, Any]) -> Path | None:
+    """The newest completed checkpoint (a ``chk-N`` folder with ``_metadata``) under ``job.checkpoint_dir``."""
+    root = resolve_path(str(cfg["job"]["checkpoint_dir"]))
+    found = [m.parent for m in root.glob("*/chk-*/_metadata")] if root.is_dir() else []
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def resolve_restore(cfg: dict[str, Any], restore: str | None) -> str | None:
+    """``latest`` -> the newest checkpoint (or None when there is none yet); a path -> its URI."""
+    if not restore:
+        return None
+    if restore == "latest":
+        chk = latest_checkpoint(cfg)
+        if chk is None:
+            logger.warning("no completed checkpoint under %s: starting from the configured offsets",
+                           cfg["job"]["checkpoint_dir"])
+            return None
+        return chk.as_uri()
+    if "://" in restore:
+        return restore
+    path = Path(restore)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint or savepoint {restore!r} does not exist")
+    return path.resolve().as_uri()
+
+
+def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None = None,
+             restore: str | None = None) -> StreamExecutionEnvironment:
+    """The environment for the job; ``restore`` is a checkpoint/savepoint URI (see :func:`resolve_restore`)."""
     job = cfg["job"]
     _export_pythonpath()
+    if "FLINK_LOG_DIR" not in os.environ:  # one folder per process, instead of one file inside the wheel
+        log_dir = PROJECT_ROOT / "var" / "log" / f"flink-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["FLINK_LOG_DIR"] = str(log_dir)
+        logger.info("Flink logs: %s", log_dir)
     conf = Configuration()
     # The Python worker must be this interpreter (the venv's), not whatever `python` is on PATH.
     conf.set_string("python.executable", sys.executable)
@@ -59,6 +93,12 @@ def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None
         conf.set_string("execution.checkpointing.storage", "filesystem")
         conf.set_string("execution.checkpointing.dir", ckpt if "://" in ckpt else resolve_path(ckpt).as_uri())
         conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+        conf.set_string("execution.checkpointing.num-retained", "3")
+        sp = str(job["savepoint_dir"])
+        conf.set_string("execution.checkpointing.savepoint-dir", sp if "://" in sp else resolve_path(sp).as_uri())
+    if restore:
+        logger.info("restoring state from %s", restore)
+        conf.set_string("execution.state-recovery.path", restore)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(parallelism or job["parallelism"])
     if interval:

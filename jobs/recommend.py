@@ -28,14 +28,16 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
+    KafkaOffsetResetStrategy,
     KafkaOffsetsInitializer,
     KafkaRecordSerializationSchema,
     KafkaSink,
     KafkaSource,
 )
 
-from config import load_config
-from jobs.flink_env import make_env
+from config import load_config, resolve_path
+from jobs.flink_env import make_env, resolve_restore
+from operators.late import EventTime, LateEvents
 from operators.parse import DLQ_TAG, ParseEvents
 from operators.ranker import COUNTS_STATE, NEIGHBORS_STATE, Ranker
 from operators.redis_sink import NeighborsToRedis, RecsToRedis
@@ -66,12 +68,19 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     job, model = cfg["job"], cfg["model"]
     shards, window = job["shards"], job["window_ms"]
     parsed = events.process(ParseEvents(Limits.from_config(cfg)), output_type=PICKLED).name("parse")
+    watermarks = (WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(job["max_out_of_orderness_ms"]))
+                  .with_timestamp_assigner(EventTime()))
+    timed = parsed.assign_timestamps_and_watermarks(watermarks).name("event-time")
+    checked = timed.process(LateEvents(job["late_events"]), output_type=PICKLED).name("late-events")
     if parse_parallelism:
-        parsed = parsed.set_parallelism(parse_parallelism)
-    dlq = parsed.get_side_output(DLQ_TAG)
+        for op in (parsed, timed, checked):
+            op.set_parallelism(parse_parallelism)
+    dlq = parsed.get_side_output(DLQ_TAG).union(checked.get_side_output(DLQ_TAG))
+    parsed = checked
 
     users = (parsed.key_by(lambda e: shard_of(e.user_id, shards), key_type=Types.INT())
-             .process(UserWindow(window, shards, model["history_cap"]), output_type=PICKLED)
+             .process(UserWindow(window, shards, model["history_cap"], job["dedup_ttl_ms"], job["dedup_max_ids"]),
+                      output_type=PICKLED)
              .name("user-window").uid("user-window"))
     items = (users.key_by(lambda d: d[0], key_type=Types.INT())
              .process(ItemWindow(window, model["top_k"], job["refresh_budget_ms"]), output_type=PICKLED)
@@ -108,41 +117,112 @@ def restamp(stream: DataStream) -> DataStream:
 
 def kafka_source(cfg: dict[str, Any]) -> KafkaSource:
     k = cfg["kafka"]
-    start = (KafkaOffsetsInitializer.earliest() if cfg["job"]["starting_offsets"] == "earliest"
-             else KafkaOffsetsInitializer.latest())
+    start = {"committed": KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST),
+             "earliest": KafkaOffsetsInitializer.earliest(),
+             "latest": KafkaOffsetsInitializer.latest()}[cfg["job"]["starting_offsets"]]
     builder = (KafkaSource.builder()
                .set_bootstrap_servers(k["bootstrap"])
                .set_topics(k["topics"]["events"])
                .set_group_id(k["group_id"])
                .set_starting_offsets(start)
                .set_value_only_deserializer(SimpleStringSchema())
-               .set_property("partition.discovery.interval.ms", "10000")
                .set_property("isolation.level", "read_committed"))
     if cfg["job"]["bounded"]:
+        # no partition discovery: with it, a bounded source restored from a checkpoint never ends
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    else:
+        builder = builder.set_property("partition.discovery.interval.ms", "10000")
     return builder.build()
 
 
-def kafka_sink(cfg: dict[str, Any], topic: str) -> KafkaSink:
-    return (KafkaSink.builder()
-            .set_bootstrap_servers(cfg["kafka"]["bootstrap"])
-            .set_record_serializer(KafkaRecordSerializationSchema.builder()
-                                   .set_topic(topic)
-                                   .set_value_serialization_schema(SimpleStringSchema())
-                                   .build())
-            .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
-            .build())
+def kafka_sink(cfg: dict[str, Any], topic: str, name: str) -> KafkaSink:
+    """A Kafka sink; exactly-once (transactional) when the config asks for it and checkpoints are on."""
+    job = cfg["job"]
+    builder = (KafkaSink.builder()
+               .set_bootstrap_servers(cfg["kafka"]["bootstrap"])
+               .set_record_serializer(KafkaRecordSerializationSchema.builder()
+                                      .set_topic(topic)
+                                      .set_value_serialization_schema(SimpleStringSchema())
+                                      .build()))
+    if job["delivery"] == "exactly_once":
+        if not job["checkpoint_interval_ms"]:
+            raise ValueError("job.delivery=exactly_once needs checkpoints: set job.checkpoint_interval_ms > 0 "
+                             "or job.delivery=at_least_once")
+        builder = (builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+                   .set_transactional_id_prefix(f"{job['transactional_id_prefix']}-{name}")
+                   .set_property("transaction.timeout.ms", str(job["transaction_timeout_ms"])))
+    else:
+        builder = builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+    return builder.build()
 
 
-def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any]) -> None:
-    """Wire the Kafka source and the Kafka/Redis sinks around :func:`recommend` and run it."""
+def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], *, drain: bool = False) -> None:
+    """Wire the Kafka source and the Kafka/Redis sinks around :func:`recommend` and run it.
+
+    ``drain=True`` (a bounded run restored from a checkpoint) runs the source unbounded and stops the job
+    with a draining savepoint once the offsets it commits reach the end of the topic as it was at the
+    start: a *bounded* KafkaSource restored from state never finishes (FLINK-31006), while a drained
+    stop fires the end-of-input timers exactly like the end of a bounded input.
+    """
     topics = cfg["kafka"]["topics"]
-    watermarks = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_seconds(5))
-    events = env.from_source(kafka_source(cfg), watermarks, "kafka-events")
+    source_cfg = {**cfg, "job": {**cfg["job"], "bounded": False}} if drain else cfg
+    # event time comes from the events' ts field (operators.late.EventTime), not the Kafka record time
+    events = env.from_source(kafka_source(source_cfg), WatermarkStrategy.no_watermarks(), "kafka-events") \
+        .uid("kafka-events")
     out = recommend(events, cfg)
-    restamp(out.recommendations).sink_to(kafka_sink(cfg, topics["recommendations"])).name("kafka-recommendations")
-    restamp(out.dlq).sink_to(kafka_sink(cfg, topics["dlq"])).name("kafka-dlq")
-    env.execute(cfg["job"]["name"])
+    restamp(out.recommendations).sink_to(kafka_sink(cfg, topics["recommendations"], "recs")) \
+        .name("kafka-recommendations").uid("kafka-recommendations")
+    restamp(out.dlq).sink_to(kafka_sink(cfg, topics["dlq"], "dlq")).name("kafka-dlq").uid("kafka-dlq")
+    if not drain:
+        env.execute(cfg["job"]["name"])
+        return
+    end = end_offsets(cfg["kafka"]["bootstrap"], topics["events"])
+    client = env.execute_async(cfg["job"]["name"])
+    logger.info("job %s: draining once group %s has committed %s", client.get_job_id(), cfg["kafka"]["group_id"], end)
+    while committed_offsets(cfg["kafka"]["bootstrap"], cfg["kafka"]["group_id"], topics["events"]) < end:
+        if str(client.get_job_status().result()) in ("FAILED", "CANCELED", "FINISHED"):
+            raise RuntimeError(f"job {client.get_job_id()} ended before it caught up to {end}")
+        time.sleep(1)
+    logger.info("caught up: stopping with a draining savepoint")
+    savepoint = stop_with_savepoint(client, resolve_path(cfg["job"]["savepoint_dir"]).as_uri(), drain=True)
+    logger.info("drained; final savepoint %s", savepoint)
+
+
+def stop_with_savepoint(client: Any, directory: str, drain: bool) -> str:
+    """``JobClient.stop_with_savepoint`` (PyFlink 2.2's wrapper misses the savepoint format argument)."""
+    from pyflink.java_gateway import get_gateway
+
+    fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+    return str(client._j_job_client.stopWithSavepoint(drain, directory, fmt).get())
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
+class _Offsets(dict):  # type: ignore[type-arg]
+    """Committed offsets that compare as "caught up" (>=) partition by partition."""
+
+    def __lt__(self, other: dict[int, int]) -> bool:  # type: ignore[override]
+        return any(self.get(p, -1) < off for p, off in other.items())
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> _Offsets:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        found = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return _Offsets({tp.partition: meta.offset for tp, meta in found.items() if tp.topic == topic})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bounded", action="store_true",
                         help="stop when the events topic is drained (default: run until Ctrl-C)")
     parser.add_argument("--parallelism", type=int, help="shortcut for --set job.parallelism=N")
+    parser.add_argument("--resume", metavar="latest|PATH",
+                        help="restore state and Kafka offsets from a checkpoint or savepoint: a path, or 'latest' "
+                             "for the newest checkpoint under job.checkpoint_dir")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -171,10 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.parallelism:
         overrides.append(f"job.parallelism={args.parallelism}")
     cfg = load_config(args.config, overrides)
-    env = make_env(cfg)
+    restore = resolve_restore(cfg, args.resume)
+    env = make_env(cfg, restore=restore)
     logger.info("starting %s (parallelism %s, %s mode, bounded=%s)", cfg["job"]["name"],
                 cfg["job"]["parallelism"], cfg["job"]["python_mode"], cfg["job"]["bounded"])
-    recommend_job(env, cfg)
+    recommend_job(env, cfg, drain=bool(restore) and cfg["job"]["bounded"])
     return 0
 
 

@@ -45,6 +45,9 @@ class Ranker(KeyedBroadcastProcessFunction):
         self._neighbors = None
         self._armed: dict[Any, int] = {}
         self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
+        # requests made at the end of a bounded input wait for the final watermark (and so for the final
+        # neighbour lists), never for a processing-time timer
+        self.final = runtime_context.get_list_state(ListStateDescriptor("final", Types.PICKLED_BYTE_ARRAY()))
 
     def _load(self, ctx: Any) -> dict[str, Neighbors]:
         if self._neighbors is None:  # fresh start or restore: read the broadcast state once
@@ -72,8 +75,13 @@ class Ranker(KeyedBroadcastProcessFunction):
         return self._trending
 
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
-        self.pending.add(value[1])
+        _, requests, final = value
         key = ctx.get_current_key()
+        if final:
+            self.final.add(requests)
+            ctx.timer_service().register_event_time_timer(END_OF_TIME)
+            return iter(())
+        self.pending.add(requests)
         now = ctx.timer_service().current_processing_time()
         due = now - now % self.window_ms + self.window_ms + self.window_ms // 2
         if self._armed.get(key) != due:
@@ -85,9 +93,17 @@ class Ranker(KeyedBroadcastProcessFunction):
 
     def on_timer(self, timestamp, ctx):  # type: ignore[no-untyped-def]
         batches = list(self.pending.get() or ())
+        if batches:
+            self.pending.clear()
+        final_users: set[str] = set()
+        if timestamp == END_OF_TIME:
+            final = list(self.final.get() or ())
+            if final:
+                self.final.clear()
+                batches += final
+                final_users = {req[0] for requests in final for req in requests}
         if not batches:
             return
-        self.pending.clear()
         neighbors = self._load(ctx)
         trending = self.trending()
         now = int(time.time() * 1000)
@@ -98,5 +114,6 @@ class Ranker(KeyedBroadcastProcessFunction):
         out = []
         for user, recent, seen, event_id, event_ts in latest.values():
             ranked = rank_items(recent, neighbors, set(seen), self.top_n, trending)
-            out.append(recs_message(user, ranked, event_id, event_ts, now, len(seen)))
+            out.append(recs_message(user, ranked, event_id, event_ts, now, len(seen),
+                                    "final" if user in final_users else "events"))
         yield ("recs", out, trending[: self.top_n])

@@ -14,6 +14,10 @@ key                            type    value
 
 A Redis outage does not fail the job: writes are retried with exponential backoff (capped) until
 Redis answers again, which back-pressures the pipeline instead of dropping results.
+
+Writes are idempotent and versioned: a recommendation replaces the stored one only if its version
+(``event_ts``, the event time of the newest event it reflects) is not older, so a replay after a
+recovery never leaves an older result over a newer one; ``rec:users`` only moves forward (``GT``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,19 @@ from pyflink.datastream import FlatMapFunction, RuntimeContext
 from udfs.serde import dumps, similar_message
 
 logger = logging.getLogger(__name__)
+
+# KEYS[1] = rec:recs:<user>; ARGV[1] = version (event_ts); ARGV[2] = the message. Returns 1 if written.
+SET_IF_NEWER = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, obj = pcall(cjson.decode, cur)
+  if ok and type(obj) == 'table' and tonumber(obj['event_ts']) and tonumber(obj['event_ts']) > tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
 
 
 class _RedisWriter(FlatMapFunction):
@@ -42,6 +59,7 @@ class _RedisWriter(FlatMapFunction):
 
         self._client = redis.Redis(host=self.host, port=self.port, db=self.db, socket_timeout=10,
                                    socket_connect_timeout=5)
+        self._set_if_newer = self._client.register_script(SET_IF_NEWER)
 
     def close(self) -> None:
         if self._client is not None:
@@ -58,10 +76,13 @@ class _RedisWriter(FlatMapFunction):
                 try:
                     pipe = self._client.pipeline(transaction=False)
                     for name, args in chunk:
-                        getattr(pipe, name)(*args)
+                        if name == "set_if_newer":
+                            self._set_if_newer(keys=args[:1], args=args[1:], client=pipe)
+                        else:
+                            getattr(pipe, name)(*args)
                     pipe.execute()
                     break
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError) as exc:
                     logger.warning("redis %s:%s unavailable (%s); retrying in %.1fs",
                                    self.host, self.port, exc, backoff)
                     time.sleep(backoff)
@@ -79,8 +100,9 @@ class RecsToRedis(_RedisWriter):
         for msg in messages:
             js = dumps(msg)
             out.append(js)
-            commands.append(("set", (f"{p}recs:{msg['user_id']}", js)))
-            commands.append(("zadd", (f"{p}users", {msg["user_id"]: msg["processed_at"]})))
+            commands.append(("set_if_newer", (f"{p}recs:{msg['user_id']}", msg["event_ts"], js)))
+            commands.append(("zadd", (f"{p}users", {msg["user_id"]: msg["processed_at"]}, False, False, False,
+                                      False, True)))  # GT: only move forward
         if trending:
             commands.append(("set", (f"{p}trending", dumps([{"item_id": i, "score": s} for i, s in trending]))))
         self._write(commands)

@@ -41,7 +41,7 @@ RANK_TAG = OutputTag("rank-requests", Types.PICKLED_BYTE_ARRAY())
 
 # Records between the operators (pickled tuples, kept small and flat):
 #   ItemDelta   (item_shard, norms {item: d}, pairs {row item: {col item: d}}, counts {item: n})
-#   RankRequest (user_shard, [(user, recent [(item, w)], seen [item], event_id, event_ts), ...])
+#   RankRequest (user_shard, [(user, recent [(item, w)], seen [item], event_id, event_ts), ...], final)
 #   Neighbors   (item_shard, {item: [(item, sim), ...]}, counts {item: n}, processed_at)
 
 
@@ -81,10 +81,13 @@ class _Windowed(KeyedProcessFunction):
 class UserWindow(_Windowed):
     """Per-user history state; emits item-shard deltas and rank requests per window."""
 
-    def __init__(self, window_ms: int, item_shards: int, history_cap: int) -> None:
+    def __init__(self, window_ms: int, item_shards: int, history_cap: int, dedup_ttl_ms: int,
+                 dedup_max_ids: int) -> None:
         super().__init__(window_ms)
         self.item_shards = item_shards
         self.history_cap = history_cap
+        self.dedup_ttl_ms = dedup_ttl_ms
+        self.dedup_max_ids = dedup_max_ids
         self._cache: dict[str, UserHistory] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -92,6 +95,7 @@ class UserWindow(_Windowed):
         self.users = runtime_context.get_map_state(
             MapStateDescriptor("users", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self._cache = {}
+        self._duplicates = runtime_context.get_metrics_group().counter("duplicates")
 
     def _history(self, user: str) -> UserHistory:
         hist = self._cache.get(user)
@@ -101,16 +105,26 @@ class UserWindow(_Windowed):
         return hist
 
     def flush(self, key: Any, batch: list[Event], ctx: Any, timestamp: int) -> Any:
-        if not batch:
+        final = timestamp == END_OF_TIME
+        if not batch and not final:
             return
         deltas = PairDeltas()
-        touched: dict[str, Event] = {}
+        touched: dict[str, None] = {}  # users whose recommendations change, in first-touch order
         for ev in batch:
             hist = self._history(ev.user_id)
+            if not hist.remember(ev.event_id, ev.ts, self.dedup_ttl_ms, self.dedup_max_ids):
+                self._duplicates.inc()  # the same event delivered again: applied once only
+                continue
             new = ev.item_id not in hist.weights
-            deltas.add(ev.item_id, *user_event(hist, ev.item_id, ev.weight, ev.ts, self.history_cap), new=new)
-            touched[ev.user_id] = ev
+            deltas.add(ev.item_id, *user_event(hist, ev.item_id, ev.weight, ev.ts, self.history_cap, ev.event_id),
+                       new=new)
+            touched[ev.user_id] = None
         put_all(self.users, {u: self._cache[u] for u in touched})
+        if final:  # end of a bounded input: re-rank every user of the shard with the final model
+            for user, hist in self.users.items():
+                if user not in touched:
+                    self._cache.setdefault(user, hist)
+                    touched[user] = None
         if deltas:
             n = self.item_shards
             per_shard: list[dict[str, dict[str, float]]] = [{} for _ in range(n)]
@@ -121,10 +135,11 @@ class UserWindow(_Windowed):
                 if per_shard[s] or deltas.norms or deltas.counts:
                     yield (s, deltas.norms, per_shard[s], deltas.counts if s == 0 else {})
         requests = []
-        for user, ev in touched.items():
+        for user in touched:
             hist = self._cache[user]
-            requests.append((user, hist.recent_weights(), list(hist.weights), ev.event_id, ev.ts))
-        yield RANK_TAG, (key, requests)
+            requests.append((user, hist.recent_weights(), list(hist.weights), hist.last_event_id, hist.last_ts))
+        if requests:
+            yield RANK_TAG, (key, requests, final)
 
 
 class ItemWindow(_Windowed):

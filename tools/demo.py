@@ -30,6 +30,7 @@ def reset(cfg: dict[str, Any], r: Any) -> None:
     wait_for_kafka(k["bootstrap"], timeout=60)
     topics = project_topics(cfg)
     delete_topics(k["bootstrap"], topics, wait=True)
+    forget_group(k["bootstrap"], k["group_id"])
     ensure_topics(k["bootstrap"], topics, partitions=int(k["partitions"]))
     prefix = cfg["redis"]["prefix"]
     n = 0
@@ -37,6 +38,20 @@ def reset(cfg: dict[str, Any], r: Any) -> None:
         r.unlink(key)
         n += 1
     logger.info("reset topics %s and %d Redis keys under %r", ", ".join(topics), n, prefix)
+
+
+def forget_group(bootstrap: str, group: str) -> None:
+    """Delete the job's consumer group, so its committed offsets do not outlive the deleted topics."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_groups([group])
+    except KafkaError as exc:  # no such group yet: nothing to forget
+        logger.debug("consumer group %s not deleted: %s", group, exc)
+    finally:
+        admin.close()
 
 
 def describe_reason(reason: str, title: Any) -> str:

@@ -163,6 +163,8 @@ def parse_event(raw: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Event:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidEvent("bad_utf8", f"message is not UTF-8: {exc}") from None
+    elif "\ufffd" in raw:  # Flink's string deserializer turns invalid UTF-8 into U+FFFD
+        raise InvalidEvent("bad_utf8", f"message is not valid UTF-8 (replacement character at {raw.index(chr(0xFFFD))})")
     try:
         obj = json.loads(raw, parse_constant=_reject_constant)
     except InvalidEvent:

@@ -5,7 +5,7 @@ Recommendation message (Kafka ``recommendations`` topic, and Redis ``rec:recs:<u
     {"user_id": "196",
      "items": [{"item_id": "242", "score": 3.21, "reason": "because of 51"}, ...],
      "event_id": "ml-17", "event_ts": 881250949000, "processed_at": 1764514800123,
-     "history_size": 12}
+     "history_size": 12, "trigger": "events"}
 
 Similar items (Redis ``rec:similar:<item_id>``)::
 
@@ -22,7 +22,8 @@ _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def recs_message(user_id: str, ranked: Iterable[tuple[str, float, str]], event_id: str, event_ts: int,
-                 processed_at: int, history_size: int) -> dict[str, Any]:
+                 processed_at: int, history_size: int, trigger: str = "events") -> dict[str, Any]:
+    """``trigger``: ``events`` (the user acted) or ``final`` (the re-rank at the end of a bounded input)."""
     return {
         "user_id": user_id,
         "items": [{"item_id": j, "score": round(s, 6), "reason": r} for j, s, r in ranked],
@@ -30,6 +31,7 @@ def recs_message(user_id: str, ranked: Iterable[tuple[str, float, str]], event_i
         "event_ts": event_ts,
         "processed_at": processed_at,
         "history_size": history_size,
+        "trigger": trigger,
     }
 
 
