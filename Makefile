@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv jars services-up services-down services-status run live job produce catalog serve \
-        test test-unit test-flink test-integration lint eval bench clean distclean
+        test test-unit lint eval bench clean distclean cluster-up cluster-down cluster-status submit savepoint resume
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,24 @@ catalog: services-up ## publish the item catalog to the items topic and Redis
 serve: services-up ## the HTTP API and live page on http://127.0.0.1:8000
 	$(PY) -m serving $(ARGS)
 
+cluster-up: $(STAMP) $(JARS_STAMP) ## start a local Flink cluster (JobManager + TaskManager JVMs), UI http://127.0.0.1:8081
+	$(PY) -m deploy.cluster up
+
+cluster-down: ## stop the local Flink cluster (running jobs stop too: `make savepoint` first)
+	$(PY) -m deploy.cluster down
+
+cluster-status: ## the local Flink cluster's slots and jobs
+	@$(PY) -m deploy.cluster status
+
+submit: services-up cluster-up ## submit the job to the cluster (PARALLELISM=N, ARGS="--set k=v"); prints the job id
+	$(PY) -m deploy.submit submit $(if $(PARALLELISM),--parallelism $(PARALLELISM)) $(ARGS)
+
+savepoint: ## stop the submitted job with a savepoint under var/flink/savepoints; prints its path
+	$(PY) -m deploy.submit savepoint $(ARGS)
+
+resume: services-up cluster-up ## resume from the newest savepoint (PARALLELISM=2 default, SAVEPOINT=path)
+	$(PY) -m deploy.submit resume --parallelism $(or $(PARALLELISM),2) $(if $(SAVEPOINT),--savepoint $(SAVEPOINT)) $(ARGS)
+
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
@@ -74,8 +92,10 @@ bench: services-up ## throughput, freshness and scale benchmarks -> results/benc
 	$(PY) -m bench $(ARGS)
 
 clean: ## remove caches, results and service data (keeps .venv and jars)
+	-$(PY) -m deploy.cluster down
 	-bash deploy/services.sh down
-	rm -rf var/kafka var/redis var/checkpoints var/test-artifacts results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var/kafka var/redis var/flink var/log var/checkpoints var/savepoints var/test-checkpoints var/test-artifacts \
+	       results .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
 
 distclean: clean ## also remove .venv and the downloaded jars

@@ -76,14 +76,16 @@ def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None
         os.environ["FLINK_LOG_DIR"] = str(log_dir)
         logger.info("Flink logs: %s", log_dir)
     conf = Configuration()
-    # The Python worker must be this interpreter (the venv's), not whatever `python` is on PATH.
-    conf.set_string("python.executable", sys.executable)
-    conf.set_string("python.client.executable", sys.executable)
+    submitted = "PYFLINK_GATEWAY_PORT" in os.environ  # started by `flink run`: -pyexec, -j ... decide
+    if not submitted:
+        # The Python worker must be this interpreter (the venv's), not whatever `python` is on PATH.
+        conf.set_string("python.executable", sys.executable)
+        conf.set_string("python.client.executable", sys.executable)
     conf.set_string("python.execution-mode", job["python_mode"])
     conf.set_string("python.fn-execution.bundle.size", str(job["bundle_size"]))
     conf.set_string("python.fn-execution.bundle.time", str(job["bundle_time_ms"]))
     conf.set_string("state.backend.type", job["state_backend"])
-    if kafka:
+    if kafka and not submitted:
         conf.set_string("pipeline.jars", connector_jar().as_uri())
     interval = job["checkpoint_interval_ms"]
     if interval:
