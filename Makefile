@@ -10,7 +10,7 @@ JARS_STAMP := var/jars/.stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv jars services-up services-down services-status run live job produce catalog serve \
+.PHONY: chromium help venv jars services-up services-down services-status run live job produce catalog serve \
         test test-unit lint eval bench clean distclean cluster-up cluster-down cluster-status submit savepoint resume
 
 help: ## list the targets
@@ -82,7 +82,12 @@ lint: $(STAMP) ## ruff and mypy
 test-unit: $(STAMP) ## fast tests of the pure-Python parts (no JVM, no services)
 	$(VENV)/bin/pytest -m "not flink and not integration" $(PYTEST_ARGS)
 
-test: lint services-up ## everything: lint, unit, mini-cluster and integration tests (what CI runs)
+chromium: ## install Debian's chromium for the browser test (no browser download)
+	@command -v chromium >/dev/null || { echo "[make] installing Debian's chromium (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >var/apt-chromium.log 2>&1 \
+	  || { echo "apt-get install chromium failed, see var/apt-chromium.log"; exit 1; }; }
+
+test: lint services-up chromium ## everything: lint, unit, mini-cluster and integration tests (what CI runs)
 	REQUIRE_SERVICES=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 eval: $(STAMP) ## offline and prequential evaluation on MovieLens-100K -> results/eval/

@@ -120,9 +120,10 @@ def validate(cfg: Mapping[str, Any]) -> None:
     for key in ("model.history_cap", "job.checkpoint_interval_ms", "job.refresh_budget_ms",
                 "job.max_out_of_orderness_ms"):
         positive_int(key, allow_zero=True)
-    for dotted, allowed in (("job.python_mode", ("thread", "process")), ("job.state_backend", ("hashmap", "rocksdb")),
-                            ("job.starting_offsets", ("committed", "earliest", "latest")), ("job.late_events", ("apply", "dlq")),
-                            ("job.delivery", ("exactly_once", "at_least_once"))):
+    choices = {"job.python_mode": ("thread", "process"), "job.state_backend": ("hashmap", "rocksdb"),
+               "job.starting_offsets": ("committed", "earliest", "latest"), "job.late_events": ("apply", "dlq"),
+               "job.delivery": ("exactly_once", "at_least_once")}
+    for dotted, allowed in choices.items():
         section, key = dotted.split(".")
         if cfg[section][key] not in allowed:
             raise ConfigError(f"config key {dotted} must be one of {', '.join(allowed)}, got {cfg[section][key]!r}")

@@ -1,0 +1,598 @@
+"""The HTTP API over the job's results: ``create_app(cfg)`` builds the FastAPI app (run it with ``python -m serving``).
+
+=========================================  ====================================================================
+endpoint                                   answer
+=========================================  ====================================================================
+``GET /users/{user_id}/recommendations``   ranked items (score, reason, title, year, genres) and ``age_ms``;
+                                           ``?n=10``; 404 for an unknown user, or with ``?cold_start=true``
+                                           the trending items and ``"cold_start": true``
+``GET /users?limit=20``                    the most recently updated users (``rec:users``)
+``GET /items/{item_id}``                   the catalog entry; 404 if unknown
+``GET /items/{item_id}/similar?n=10``      the item's nearest neighbours with their titles
+``GET /items?q=toy&limit=20``              catalog search by title (case-insensitive substring) or exact id
+``GET /trending?n=10``                     the trending items
+``POST /events``                           one event or a list: 202 ``{"accepted", "rejected": []}``; 422 with
+                                           per-record errors when some are invalid (the valid ones are still
+                                           produced); 400 body not JSON; 413 too large; 503 Kafka unavailable
+``GET /healthz``                           Redis, Kafka and job freshness; 200 or 503 with the details
+``GET /metrics``                           Prometheus text format
+``GET /`` ``/static/*``                    the live web page
+``GET /openapi.json`` ``/docs``            OpenAPI document and Swagger UI, served locally (works offline)
+=========================================  ====================================================================
+
+Events are validated with :func:`udfs.events.validate_event` (limits from the config) and produced to
+``kafka.topics.events`` keyed by ``user_id`` with the value :func:`udfs.events.event_to_json`. The schema
+is strict: a missing ``event_id`` or ``ts`` is an error, not filled in by the API.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from redis.exceptions import RedisError, ResponseError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ingest.producer import event_record
+from serving.kafka_io import EventPublisher, KafkaProbe, ProbeResult, PublishError
+from serving.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
+from serving.store import CorruptDocument, ListDoc, Store, catalog_view, doc_int, doc_str, entry_view, make_client
+from udfs.events import EVENT_TYPES, REQUIRED, Event, InvalidEvent, Limits, validate_event
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = FsPath(__file__).with_name("static")
+MAX_N = 100
+MAX_BATCH = 1000
+MAX_BODY_BYTES = 2 * 1024 * 1024
+DEFAULT_MAX_AGE_S = 600.0
+API_VERSION = "1.0.0"
+
+
+# --- response documents (for the OpenAPI document; handlers build plain dicts and encode them with orjson) ---------
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="what went wrong, naming the field and the value")
+
+
+class ValidationErrorOut(ErrorOut):
+    details: list[dict[str, Any]] = Field(default_factory=list, description="one entry per invalid parameter")
+
+
+class RankedItem(BaseModel):
+    rank: int = Field(description="1-based position")
+    item_id: str
+    score: float | None
+    reason: str | None = Field(description="why the item is recommended, e.g. 'because of 51'")
+    title: str | None = Field(description="from the catalog hash; null if the item is not in the catalog")
+    year: int | None
+    genres: list[str]
+
+
+class RecommendationsOut(BaseModel):
+    user_id: str
+    cold_start: bool = Field(description="true: the user has no recommendations; these are the trending items")
+    count: int
+    items: list[RankedItem]
+    event_id: str | None = Field(description="the event that produced this result")
+    event_ts: int | None = Field(description="event time of that event (epoch ms)")
+    processed_at: int | None = Field(description="when the job wrote the result (epoch ms)")
+    age_ms: int | None = Field(description="now - processed_at")
+    history_size: int | None
+    trigger: str | None = Field(description="events (the user acted) or final (re-rank at the end of a bounded "
+                                            "run); null for cold start")
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    title: str | None
+    year: int | None
+    genres: list[str]
+
+
+class SimilarOut(BaseModel):
+    item_id: str
+    title: str | None
+    count: int
+    neighbors: list[RankedItem]
+    updated_at: int | None
+    age_ms: int | None
+
+
+class TrendingOut(BaseModel):
+    count: int
+    items: list[RankedItem]
+
+
+class UserOut(BaseModel):
+    user_id: str
+    processed_at: int
+    age_ms: int
+
+
+class UsersOut(BaseModel):
+    total: int
+    users: list[UserOut]
+
+
+class SearchOut(BaseModel):
+    query: str
+    total: int = Field(description="matches in the catalog (only the first `limit` are listed)")
+    items: list[ItemOut]
+
+
+class Rejection(BaseModel):
+    index: int = Field(description="position of the record in the request (0 for a single object)")
+    reason: str = Field(description="machine-readable code of udfs.events.InvalidEvent, e.g. missing_field")
+    error: str = Field(description="the message, naming the field and the value")
+    event_id: str | None = None
+
+
+class EventsOut(BaseModel):
+    accepted: list[str] = Field(description="event ids produced to the events topic")
+    rejected: list[Rejection]
+
+
+class EventsFailedOut(EventsOut):
+    error: str
+    failed: list[str] = Field(description="ids of valid events that Kafka did not acknowledge")
+
+
+class HealthOut(BaseModel):
+    status: str = Field(description="ok or unavailable")
+    checks: dict[str, dict[str, Any]]
+
+
+def event_json_schema(limits: Limits) -> dict[str, Any]:
+    """The JSON Schema of one event (the rules of :mod:`udfs.events`, without the cross-field ones)."""
+    ident = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": limits.max_id_length},
+                       {"type": "integer", "minimum": 0}]}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(REQUIRED),
+        "properties": {
+            "event_id": {**ident, "description": "unique id of the event (the API does not fill it in)"},
+            "user_id": ident,
+            "item_id": ident,
+            "type": {"type": "string", "enum": list(EVENT_TYPES)},
+            "value": {"type": "number",
+                      "description": f"rate: the rating, {limits.min_rating:g}..{limits.max_rating:g}; "
+                                     "other types: optional positive weight"},
+            "ts": {"type": "integer", "minimum": limits.min_ts_ms, "maximum": limits.max_ts_ms,
+                   "description": "event time, epoch milliseconds (the API does not fill it in)"},
+        },
+        "example": {"event_id": "web-3f2a", "user_id": "196", "item_id": "242", "type": "rate", "value": 4,
+                    "ts": 1764514800123},
+    }
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------------
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
+
+
+def _error(status: int, message: str, **extra: Any) -> Response:
+    return _json({"error": message, **extra}, status)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} is not allowed")
+
+
+def _event_id_of(obj: Any) -> str | None:
+    raw = obj.get("event_id") if isinstance(obj, dict) else None
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        return None
+    return str(raw)[:200]
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = [str(x) for x in err.get("loc", ())]
+        where = f"{loc[0]} parameter {'.'.join(loc[1:])}" if len(loc) > 1 else ".".join(loc) or "request"
+        value = err.get("input")
+        parts.append(f"{where}: {err.get('msg', 'invalid')} (got {value!r:.60})")
+    return "invalid request: " + "; ".join(parts)
+
+
+class _State:
+    """What the handlers share; the Redis client is made in the app's lifespan (it belongs to the event loop)."""
+
+    def __init__(self, cfg: Mapping[str, Any], redis_client: Any, producer: Any, max_age_s: float,
+                 kafka_timeout_s: float, use_script: bool) -> None:
+        self.cfg = cfg
+        self.limits = Limits.from_config(cfg)
+        self.prefix = str(cfg["redis"]["prefix"])
+        self.redis_addr = f"{cfg['redis']['host']}:{cfg['redis']['port']}"
+        self.max_age_s = max_age_s
+        self.use_script = use_script
+        self._given_client = redis_client
+        self.client: Any = None
+        self.store_: Store | None = None
+        bootstrap = str(cfg["kafka"]["bootstrap"])
+        self.events_topic = str(cfg["kafka"]["topics"]["events"])
+        self.publisher = EventPublisher(bootstrap, self.events_topic, int(cfg["kafka"]["partitions"]),
+                                        producer=producer, timeout_s=kafka_timeout_s)
+        self.probe = KafkaProbe(bootstrap, self.events_topic, timeout_s=min(kafka_timeout_s, 3.0))
+        self.metrics = ApiMetrics()
+
+    @property
+    def store(self) -> Store:
+        if self.store_ is None:  # the app is used without its lifespan (e.g. a TestClient outside `with`)
+            self.open()
+        assert self.store_ is not None
+        return self.store_
+
+    def open(self) -> None:
+        if self._given_client is not None:
+            self.client = self._given_client
+        else:
+            self.client = make_client(self.cfg["redis"])
+        self.store_ = Store(self.client, self.prefix, use_script=self.use_script)
+
+    async def close(self) -> None:
+        if self.client is not None and self._given_client is None:
+            await self.client.aclose()
+        self.client, self.store_ = None, None
+        await run_in_threadpool(self.publisher.close)
+        await run_in_threadpool(self.probe.close)
+
+
+def _check_redis_client(client: Any) -> None:
+    import redis
+
+    if isinstance(client, redis.Redis):
+        raise TypeError("redis_client must be a redis.asyncio.Redis (the API is async), got a synchronous "
+                        "redis.Redis; create one with redis.asyncio.Redis(host=..., port=..., decode_responses=True)")
+
+
+def _swagger_dir() -> FsPath | None:
+    try:
+        import swagger_ui
+    except ImportError:
+        return None
+    path = FsPath(swagger_ui.__file__).with_name("static")
+    return path if (path / "swagger-ui-bundle.js").is_file() else None
+
+
+_FALLBACK_DOCS = """<!doctype html><html><head><meta charset="utf-8"><title>flinkrec API</title>
+<style>body{font:15px system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#1f2937}
+code{background:#f3f4f6;padding:.1rem .3rem;border-radius:4px}li{margin:.3rem 0}</style></head>
+<body><h1>flinkrec API</h1><p>Swagger UI is not installed (<code>pip install swagger-ui-py</code>); the operations of
+<a href="/openapi.json">/openapi.json</a>:</p><ul id="ops"></ul><script>
+fetch('/openapi.json').then(r => r.json()).then(doc => {
+  const ul = document.getElementById('ops');
+  for (const [path, ops] of Object.entries(doc.paths)) for (const [method, op] of Object.entries(ops)) {
+    const li = document.createElement('li');
+    li.innerHTML = '<code></code> ';
+    li.firstChild.textContent = method.toUpperCase() + ' ' + path;
+    li.append(op.summary || '');
+    ul.append(li);
+  }
+});
+</script></body></html>"""
+
+
+# --- the app ---------------------------------------------------------------------------------------------------------
+
+def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any = None, *,
+               max_age_s: float = DEFAULT_MAX_AGE_S, kafka_timeout_s: float = 10.0, use_script: bool = True,
+               static_dir: str | FsPath | None = None) -> FastAPI:
+    """Build the API over the Redis layout and the events topic of ``cfg`` (from :func:`config.load_config`).
+
+    ``redis_client``: an existing ``redis.asyncio.Redis`` (not closed by the app; by default one is made from
+    the ``redis`` section). ``producer``: an existing ``KafkaProducer`` (not closed; by default one is made on
+    the first ``POST /events``). ``max_age_s``: ``/healthz`` reports 503 when the newest recommendation is older
+    (0 disables the freshness rule). ``use_script``: read a document and its catalog hashes in one round trip
+    with a Lua script (else GET + pipelined HGETALL).
+    """
+    if redis_client is not None:
+        _check_redis_client(redis_client)
+    state = _State(cfg, redis_client, producer, max_age_s, kafka_timeout_s, use_script)
+    static = FsPath(static_dir) if static_dir is not None else STATIC_DIR
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.open()
+        logger.info("serving Redis %s prefix %r, events topic %s", state.redis_addr, state.prefix, state.events_topic)
+        try:
+            yield
+        finally:
+            await state.close()
+
+    app = FastAPI(
+        title="flinkrec serving API",
+        version=API_VERSION,
+        description="Real-time recommendations computed by the Flink job, read from Redis; events in to Kafka.",
+        docs_url=None, redoc_url=None, lifespan=lifespan,
+    )
+    app.state.serving = state
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+
+    # --- errors ----------------------------------------------------------------------------------------------
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        details = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
+        return _json({"error": _describe_validation(exc), "details": details}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no such endpoint: {request.method} {request.url.path} (see /docs)"
+        return _json({"error": message}, exc.status_code)
+
+    @app.exception_handler(RedisError)
+    async def on_redis_error(request: Request, exc: RedisError) -> Response:
+        if isinstance(exc, ResponseError):  # Redis answered, but refused the command (e.g. WRONGTYPE): a data problem
+            logger.error("Redis at %s refused a command during %s %s: %s", state.redis_addr, request.method,
+                         request.url.path, exc)
+            return _error(500, f"Redis at {state.redis_addr} refused the command: {exc}")
+        logger.warning("Redis at %s failed during %s %s: %r", state.redis_addr, request.method, request.url.path, exc)
+        return _error(503, f"Redis at {state.redis_addr} is not available: {exc}")
+
+    @app.exception_handler(CorruptDocument)
+    async def on_corrupt(request: Request, exc: CorruptDocument) -> Response:
+        logger.error("%s", exc)
+        return _error(500, f"stored data does not follow the layout: {exc}")
+
+    # --- recommendations ---------------------------------------------------------------------------------------
+    id_max = state.limits.max_id_length
+    UserId = Annotated[str, Path(min_length=1, max_length=id_max, description="user id", examples=["196"])]
+    ItemId = Annotated[str, Path(min_length=1, max_length=id_max, description="item id", examples=["242"])]
+    TopN = Annotated[int, Query(ge=1, le=MAX_N, description="how many items (1..100)")]
+
+    def ranked(found: ListDoc) -> list[dict[str, Any]]:
+        return [entry_view(i + 1, e, c) for i, (e, c) in enumerate(zip(found.entries, found.catalog, strict=True))]
+
+    @app.get("/users/{user_id}/recommendations", response_model=None, tags=["recommendations"],
+             summary="A user's ranked recommendations with titles",
+             responses={200: {"model": RecommendationsOut}, 404: {"model": ErrorOut},
+                        422: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
+    async def recommendations(user_id: UserId, n: TopN = 10, cold_start: Annotated[bool, Query(
+            description="a user without recommendations gets the trending items instead of a 404")] = False,
+            ) -> Response:
+        found = await state.store.recommendations(user_id, n)
+        if found is None:
+            if cold_start:
+                trending = await state.store.trending(n)
+                if trending is not None and trending.entries:
+                    items = ranked(trending)
+                    for it in items:
+                        it["reason"] = it["reason"] or "trending"
+                    return _json({"user_id": user_id, "cold_start": True, "count": len(items), "items": items,
+                                  "event_id": None, "event_ts": None, "processed_at": None, "age_ms": None,
+                                  "history_size": 0, "trigger": None})
+                return _error(404, f"no recommendations for user {user_id!r} and no trending items yet "
+                                   "(the job has not written any)", user_id=user_id)
+            return _error(404, f"no recommendations for user {user_id!r} (unknown user, or none of their events "
+                               "processed yet; ?cold_start=true returns trending items instead)", user_id=user_id)
+        doc = found.doc
+        processed_at = doc_int(doc, "processed_at")
+        age_ms = max(0, _now_ms() - processed_at) if processed_at is not None else None
+        if age_ms is not None:
+            state.metrics.rec_age.observe(age_ms / 1000)
+        items = ranked(found)
+        return _json({"user_id": doc_str(doc, "user_id") or user_id, "cold_start": False, "count": len(items),
+                      "items": items, "event_id": doc_str(doc, "event_id"), "event_ts": doc_int(doc, "event_ts"),
+                      "processed_at": processed_at, "age_ms": age_ms, "history_size": doc_int(doc, "history_size"),
+                      "trigger": doc_str(doc, "trigger")})
+
+    @app.get("/users", response_model=None, tags=["recommendations"],
+             summary="The most recently updated users",
+             responses={200: {"model": UsersOut}, 422: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
+    async def users(limit: Annotated[int, Query(ge=1, le=1000, description="how many users")] = 20) -> Response:
+        newest, total = await state.store.users(limit)
+        now = _now_ms()
+        return _json({"total": total, "users": [{"user_id": u, "processed_at": ts, "age_ms": max(0, now - ts)}
+                                                 for u, ts in newest]})
+
+    @app.get("/trending", response_model=None, tags=["recommendations"], summary="The trending items",
+             responses={200: {"model": TrendingOut}, 422: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
+    async def trending(n: TopN = 10) -> Response:
+        found = await state.store.trending(n)
+        items = ranked(found) if found is not None else []
+        return _json({"count": len(items), "items": items})
+
+    # --- items -----------------------------------------------------------------------------------------------------
+    @app.get("/items", response_model=None, tags=["items"], summary="Search the catalog by title",
+             responses={200: {"model": SearchOut}, 422: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
+    async def search_items(
+            q: Annotated[str, Query(min_length=1, max_length=200, description="part of a title, or an item id")],
+            limit: Annotated[int, Query(ge=1, le=100, description="how many matches")] = 20) -> Response:
+        found, total = await state.store.search_items(q, limit)
+        return _json({"query": q, "total": total, "items": found})
+
+    @app.get("/items/{item_id}", response_model=None, tags=["items"], summary="One catalog entry",
+             responses={200: {"model": ItemOut}, 404: {"model": ErrorOut}, 422: {"model": ValidationErrorOut},
+                        503: {"model": ErrorOut}})
+    async def item(item_id: ItemId) -> Response:
+        fields = await state.store.item(item_id)
+        if fields is None:
+            return _error(404, f"item {item_id!r} is not in the catalog ({state.prefix}item:{item_id})",
+                          item_id=item_id)
+        return _json(catalog_view(item_id, fields))
+
+    @app.get("/items/{item_id}/similar", response_model=None, tags=["items"],
+             summary="The nearest neighbours of an item, with titles",
+             responses={200: {"model": SimilarOut}, 404: {"model": ErrorOut}, 422: {"model": ValidationErrorOut},
+                        503: {"model": ErrorOut}})
+    async def similar(item_id: ItemId, n: TopN = 10) -> Response:
+        found = await state.store.similar(item_id, n)
+        if found is None:
+            fields = await state.store.item(item_id)
+            if fields is None:
+                return _error(404, f"item {item_id!r} is not in the catalog and has no similar items",
+                              item_id=item_id)
+            return _error(404, f"no similar items computed for item {item_id!r} yet", item_id=item_id)
+        updated_at = doc_int(found.doc, "updated_at")
+        neighbors = ranked(found)
+        own = await state.store.item(item_id)
+        return _json({"item_id": item_id, "title": (own or {}).get("title"), "count": len(neighbors),
+                      "neighbors": neighbors, "updated_at": updated_at,
+                      "age_ms": max(0, _now_ms() - updated_at) if updated_at is not None else None})
+
+    # --- events ------------------------------------------------------------------------------------------------
+    @app.post("/events", response_model=None, status_code=202, tags=["events"],
+              summary="Send one event or a list of events to the events topic",
+              responses={202: {"model": EventsOut, "description": "every event valid and produced"},
+                         400: {"model": ErrorOut, "description": "the body is not JSON, or an empty list"},
+                         413: {"model": ErrorOut, "description": f"more than {MAX_BATCH} events or "
+                                                                 f"{MAX_BODY_BYTES} bytes"},
+                         422: {"model": EventsOut, "description": "some events invalid; the valid ones "
+                                                                 "were produced"},
+                         503: {"model": EventsFailedOut, "description": "Kafka did not take the events"}},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "anyOf": [{"$ref": "#/components/schemas/Event"},
+                            {"type": "array", "items": {"$ref": "#/components/schemas/Event"},
+                             "minItems": 1, "maxItems": MAX_BATCH}]}}}}})
+    async def post_events(request: Request) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return _error(413, f"request body of {declared} bytes is larger than {MAX_BODY_BYTES}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return _error(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        try:
+            payload = json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            return _error(400, f"request body is not JSON: {exc}", reason="bad_json")
+        records = payload if isinstance(payload, list) else [payload]
+        if not records:
+            return _error(400, "request body is an empty list; send one event object or a non-empty list",
+                          reason="empty_batch")
+        if len(records) > MAX_BATCH:
+            return _error(413, f"request holds {len(records)} events, more than {MAX_BATCH}; split the batch")
+        valid: list[Event] = []
+        rejected: list[dict[str, Any]] = []
+        for i, obj in enumerate(records):
+            try:
+                valid.append(validate_event(obj, state.limits))
+            except InvalidEvent as exc:
+                rejected.append({"index": i, "reason": exc.reason, "error": str(exc), "event_id": _event_id_of(obj)})
+        if valid:
+            try:
+                await run_in_threadpool(state.publisher.publish, [event_record(e) for e in valid])
+            except PublishError as exc:
+                sent = set(exc.sent)
+                accepted = [e.event_id for i, e in enumerate(valid) if i in sent]
+                failed = [e.event_id for i, e in enumerate(valid) if i not in sent]
+                state.metrics.events.labels("accepted").inc(len(accepted))
+                state.metrics.events.labels("failed").inc(len(failed))
+                state.metrics.events.labels("rejected").inc(len(rejected))
+                logger.warning("POST /events: %s", exc)
+                return _json({"error": str(exc), "accepted": accepted, "failed": failed, "rejected": rejected}, 503)
+        state.metrics.events.labels("accepted").inc(len(valid))
+        state.metrics.events.labels("rejected").inc(len(rejected))
+        if rejected:
+            logger.info("POST /events: %d accepted, %d rejected (first: %s)", len(valid), len(rejected),
+                        rejected[0]["error"])
+        return _json({"accepted": [e.event_id for e in valid], "rejected": rejected}, 422 if rejected else 202)
+
+    # --- operations ----------------------------------------------------------------------------------------------
+    async def redis_check() -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            await state.store.ping()
+            newest = await state.store.newest_update()
+        except (RedisError, OSError) as exc:
+            ms = round((time.perf_counter() - started) * 1000, 2)
+            return {"redis": {"ok": False, "address": state.redis_addr, "latency_ms": ms,
+                              "error": f"{type(exc).__name__}: {exc}"},
+                    "job": {"ok": False, "error": "unknown: Redis is not available"}}
+        ms = round((time.perf_counter() - started) * 1000, 2)
+        job: dict[str, Any] = {"max_age_s": state.max_age_s or None}
+        if newest is None:
+            job.update(ok=False, users=0, error=f"no recommendations written yet ({state.prefix}users is empty)")
+        else:
+            user, ts, total = newest
+            age_ms = _now_ms() - ts
+            job.update(users=total, newest_user=user, newest_processed_at=ts, age_ms=age_ms,
+                       ok=not state.max_age_s or age_ms <= state.max_age_s * 1000)
+            if not job["ok"]:
+                job["error"] = (f"newest recommendation is {age_ms / 1000:.0f} s old, more than "
+                                f"{state.max_age_s:g} s: is the Flink job running?")
+        return {"redis": {"ok": True, "address": state.redis_addr, "latency_ms": ms}, "job": job}
+
+    @app.get("/healthz", response_model=None, tags=["operations"],
+             summary="Redis and Kafka reachable, and the job's results fresh",
+             responses={200: {"model": HealthOut}, 503: {"model": HealthOut}})
+    async def healthz() -> Response:
+        redis_part, kafka = await asyncio.gather(redis_check(), run_in_threadpool(state.probe.check))
+        assert isinstance(kafka, ProbeResult)
+        checks: dict[str, dict[str, Any]] = dict(redis_part)
+        checks["kafka"] = {"ok": kafka.ok, "bootstrap": state.probe.bootstrap, "latency_ms": round(kafka.latency_ms, 2)}
+        if kafka.error:
+            checks["kafka"]["error"] = kafka.error
+        else:
+            checks["kafka"]["events_topic"] = {"name": state.events_topic, "exists": kafka.topic_exists}
+        ok = all(c["ok"] for c in checks.values())
+        return _json({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (text format 0.0.4)",
+             response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    async def metrics() -> Response:
+        try:
+            newest = await state.store.newest_update()
+        except (RedisError, OSError):
+            newest = None
+        state.metrics.job_age.set((_now_ms() - newest[1]) / 1000 if newest else float("nan"))
+        if newest:
+            state.metrics.job_users.set(newest[2])
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    # --- page and docs -------------------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=static), name="static")
+    swagger = _swagger_dir()
+    if swagger is not None:
+        app.mount("/docs-assets", StaticFiles(directory=swagger), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        if swagger is None:
+            return HTMLResponse(_FALLBACK_DOCS)
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="flinkrec API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {})["Event"] = event_json_schema(state.limits)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

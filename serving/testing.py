@@ -1,0 +1,189 @@
+"""Helpers for the serving tests and the benchmark: fake job output in the Redis layout, topic reading.
+
+The documents are built with :mod:`udfs.serde` (the job's own encoders), so a fake ``rec:recs:<user>``
+has exactly the layout the Flink job writes. Nothing here is used by the API itself.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+import uuid
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from udfs.serde import dumps, recs_message, similar_message
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # kafka-python 3.0 on Python 3.11
+    from kafka import KafkaConsumer, TopicPartition
+
+REQUIRE_ENV = "REQUIRE_SERVICES"  # set by `make test` (FLINKREC_* would be read as config keys)
+START_HINT = "start them with `bash deploy/services.sh up`"
+
+GENRES = ("Action", "Adventure", "Animation", "Comedy", "Crime", "Documentary", "Drama", "Fantasy", "Horror",
+          "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
+WORDS = ("Red", "Silent", "Last", "Golden", "Midnight", "Lost", "Electric", "Paper", "Hidden", "Winter", "Broken",
+         "Iron", "Glass", "Northern", "Wild", "Quiet", "Distant", "Burning", "Secret", "Blue")
+NOUNS = ("River", "Garden", "City", "Letter", "Kingdom", "Harbor", "Machine", "Dream", "Station", "Forest", "Mirror",
+         "Island", "Engine", "Road", "Empire", "Signal", "Orchard", "Tower", "Voyage", "Symphony")
+
+
+def services_required() -> bool:
+    """True when ``REQUIRE_SERVICES=1``: missing services fail the tests instead of skipping them."""
+    return os.environ.get(REQUIRE_ENV, "") == "1"
+
+
+def unique(base: str) -> str:
+    """``base`` with a random suffix, for topic names, prefixes and groups that other tests do not share."""
+    return f"{base}-{uuid.uuid4().hex[:10]}"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- fake job output --------------------------------------------------------------------------------------------
+
+def fake_catalog(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` catalog records (``item_id`` "1".."n", invented titles, years, 1-3 genres) for ``ingest.catalog``."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(1, n + 1):
+        title = f"The {rng.choice(WORDS)} {rng.choice(NOUNS)}" + (f" {rng.randint(2, 4)}" if rng.random() < .1 else "")
+        out.append({"item_id": str(i), "title": title, "year": rng.randint(1950, 2024) if rng.random() < .95 else None,
+                    "genres": sorted(rng.sample(GENRES, rng.randint(1, 3)))})
+    return out
+
+
+def recs_doc(user_id: str, items: Sequence[tuple[str, float, str]], processed_at: int | None = None,
+             event_id: str = "test-1", event_ts: int | None = None, history_size: int = 1) -> str:
+    """The JSON of ``rec:recs:<user_id>`` for ranked ``(item_id, score, reason)``, as the job writes it."""
+    at = now_ms() if processed_at is None else processed_at
+    return dumps(recs_message(user_id, items, event_id, at if event_ts is None else event_ts, at, history_size))
+
+
+def write_recs(client: Any, prefix: str, user_id: str, items: Sequence[tuple[str, float, str]],
+               processed_at: int | None = None, **fields: Any) -> str:
+    """Write a user's recommendations like ``operators.redis_sink.RecsToRedis``: the string and the ``users`` zset."""
+    at = now_ms() if processed_at is None else processed_at
+    doc = recs_doc(user_id, items, processed_at=at, **fields)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(f"{prefix}recs:{user_id}", doc)
+    pipe.zadd(f"{prefix}users", {user_id: at})
+    pipe.execute()
+    return doc
+
+
+def write_similar(client: Any, prefix: str, item_id: str, neighbors: Sequence[tuple[str, float]],
+                  updated_at: int | None = None) -> None:
+    """Write ``rec:similar:<item_id>`` like ``operators.redis_sink.NeighborsToRedis``."""
+    at = now_ms() if updated_at is None else updated_at
+    client.set(f"{prefix}similar:{item_id}", dumps(similar_message(item_id, neighbors, at)))
+
+
+def write_trending(client: Any, prefix: str, trending: Sequence[tuple[str, float]]) -> None:
+    """Write ``rec:trending`` (JSON list of ``{"item_id", "score"}``)."""
+    client.set(f"{prefix}trending", dumps([{"item_id": i, "score": s} for i, s in trending]))
+
+
+def fill_fake_users(client: Any, prefix: str, n_users: int, n_items: int, top_n: int = 10, seed: int = 0,
+                    pipeline_size: int = 1000) -> list[str]:
+    """``n_users`` users ("u1".."uN") with ``top_n`` recommendations each over items "1".."n_items"; return the ids."""
+    rng = random.Random(seed)
+    users = [f"u{i}" for i in range(1, n_users + 1)]
+    at = now_ms()
+    pipe = client.pipeline(transaction=False)
+    for k, user in enumerate(users, 1):
+        picks = rng.sample(range(1, n_items + 1), min(top_n, n_items))
+        ranked = [(str(j), round(5.0 - 0.3 * r - rng.random() * 0.1, 6), f"because of {rng.randint(1, n_items)}")
+                  for r, j in enumerate(picks)]
+        pipe.set(f"{prefix}recs:{user}", recs_doc(user, ranked, processed_at=at, event_id=f"bench-{k}"))
+        pipe.zadd(f"{prefix}users", {user: at})
+        if k % pipeline_size == 0:
+            pipe.execute()
+    pipe.execute()
+    return users
+
+
+def delete_prefix(client: Any, prefix: str) -> int:
+    """Delete every key starting with ``prefix``; return how many."""
+    if not prefix:
+        raise ValueError("refusing to delete with an empty prefix")
+    n = 0
+    batch: list[Any] = []
+    for key in client.scan_iter(match=prefix + "*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            n += client.delete(*batch)
+            batch = []
+    if batch:
+        n += client.delete(*batch)
+    return n
+
+
+# --- Kafka --------------------------------------------------------------------------------------------------------
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every record of ``topic`` up to its current end offsets (read_committed), partition by partition.
+
+    Stops at the end offsets instead of polling on, so no late metadata request re-creates a topic a
+    test deletes afterwards.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             isolation_level="read_committed", auto_offset_reset="earliest",
+                             allow_auto_create_topics=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not tps:
+            raise ValueError(f"topic {topic!r} has no partitions on {bootstrap}")
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: dict[int, list[Any]] = defaultdict(list)
+        pending = {tp for tp in tps if end[tp] > 0}
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{topic}: partitions {sorted(tp.partition for tp in pending)} not read to the end "
+                                   f"in {timeout:g} s")
+            for tp, recs in consumer.poll(timeout_ms=500).items():
+                out[tp.partition].extend(recs)
+            pending = {tp for tp in pending if consumer.position(tp) < end[tp]}
+        return [r for p in sorted(out) for r in out[p]]
+    finally:
+        consumer.close()
+
+
+def produce_values(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes | None = None) -> int:
+    """Send raw values to ``topic`` and wait for the acknowledgements; return how many."""
+    from ingest.producer import Record, send_records
+
+    return send_records((Record(key, v) for v in values), bootstrap, topic, progress=False)
+
+
+def drop_topics(bootstrap: str, topics: Iterable[str]) -> None:
+    """Delete the topics that exist; twice, half a second apart (a late metadata request could re-create one)."""
+    from ingest.kafka_admin import delete_topics
+
+    names = list(topics)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, allow_auto_create_topics=False)
+    try:
+        present = [t for t in names if t in consumer.topics()]
+    finally:
+        consumer.close()
+    if present:
+        delete_topics(bootstrap, present, wait=True)
+        time.sleep(0.5)
+        delete_topics(bootstrap, present, wait=True)

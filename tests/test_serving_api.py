@@ -1,0 +1,563 @@
+"""The serving API against the real Redis and Kafka (``bash deploy/services.sh up``).
+
+The Flink job is not run here: fixtures write ``rec:recs:``, ``rec:users``, ``rec:similar:``,
+``rec:trending`` and the catalog hashes in exactly the job's layout (``serving.testing`` builds them with
+``udfs.serde``). Each test uses a random Redis prefix and a random events topic and removes them.
+With ``REQUIRE_SERVICES=1`` missing services fail the tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from config import PROJECT_ROOT, load_config
+from ingest.catalog import store_catalog
+from ingest.kafka_admin import KafkaUnavailable, wait_for_kafka
+from serving.api import MAX_BATCH, create_app
+from serving.store import Store, make_client
+from serving.testing import (
+    START_HINT,
+    delete_prefix,
+    drop_topics,
+    free_port,
+    now_ms,
+    read_topic,
+    services_required,
+    unique,
+    write_recs,
+    write_similar,
+    write_trending,
+)
+from udfs.events import event_to_json, validate_event
+
+pytestmark = pytest.mark.integration
+
+CATALOG: list[dict[str, Any]] = [
+    {"item_id": "1", "title": "Toy Story", "year": 1995, "genres": ["Animation", "Children's", "Comedy"]},
+    {"item_id": "2", "title": "GoldenEye", "year": 1995, "genres": ["Action", "Adventure", "Thriller"]},
+    {"item_id": "50", "title": "Star Wars", "year": 1977, "genres": ["Action", "Sci-Fi", "War"]},
+    {"item_id": "172", "title": "Empire Strikes Back, The", "year": 1980, "genres": ["Action", "Sci-Fi"]},
+    {"item_id": "181", "title": "Return of the Jedi", "year": 1983, "genres": ["Action", "Romance", "Sci-Fi"]},
+    {"item_id": "242", "title": "Kolya", "year": 1996, "genres": ["Comedy"]},
+    {"item_id": "267", "title": "unknown", "year": None, "genres": []},
+]
+RECS_196 = [("50", 4.21, "because of 172"), ("181", 3.9, "because of 172"), ("242", 2.5, "similar users"),
+            ("999", 1.25, "trending"), ("1", 1.0, "because of 2")]
+
+
+def unavailable(message: str) -> None:
+    if services_required():
+        pytest.fail(f"{message} (REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def base_cfg() -> dict[str, Any]:
+    return load_config()
+
+
+@pytest.fixture(scope="module")
+def kafka(base_cfg: dict[str, Any]) -> str:
+    bootstrap = str(base_cfg["kafka"]["bootstrap"])
+    try:
+        wait_for_kafka(bootstrap, timeout=10)
+    except KafkaUnavailable as exc:
+        unavailable(f"no Kafka broker at {bootstrap} ({exc}); {START_HINT}")
+    return bootstrap
+
+
+@pytest.fixture(scope="module")
+def rds(base_cfg: dict[str, Any]) -> Iterator[Any]:
+    import redis
+
+    r = base_cfg["redis"]
+    client = redis.Redis(host=r["host"], port=int(r["port"]), db=int(r["db"]), decode_responses=True,
+                         socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unavailable(f"no Redis at {r['host']}:{r['port']} ({exc}); {START_HINT}")
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def prefix(rds: Any) -> Iterator[str]:
+    p = unique("test-serving") + ":"
+    yield p
+    delete_prefix(rds, p)
+
+
+@pytest.fixture()
+def events_topic(kafka: str) -> Iterator[str]:
+    """A random events topic name; the app creates it on the first POST; deleted afterwards."""
+    topic = unique("test-serving-events")
+    yield topic
+    drop_topics(kafka, [topic])
+
+
+@pytest.fixture()
+def seeded(rds: Any, prefix: str) -> dict[str, Any]:
+    """Catalog, two users, similar items of 50 and trending items, as the job and ingest.catalog write them."""
+    store_catalog(CATALOG, rds, prefix=prefix)
+    now = now_ms()
+    write_recs(rds, prefix, "196", RECS_196, processed_at=now - 1500, event_id="ml-17", event_ts=881250949000,
+               history_size=12)
+    write_recs(rds, prefix, "7", [("2", 2.0, "because of 1")], processed_at=now - 60_000, event_id="ml-3")
+    write_similar(rds, prefix, "50", [("172", 0.91), ("181", 0.87), ("888", 0.5)], updated_at=now - 2000)
+    write_trending(rds, prefix, [("50", 120.0), ("1", 99.5), ("2", 80.0)])
+    return {"now": now}
+
+
+def make_cfg(prefix: str, topic: str, *extra: str) -> dict[str, Any]:
+    return load_config(overrides=[f"redis.prefix={prefix}", f"kafka.topics.events={topic}", *extra])
+
+
+@pytest.fixture()
+def cfg(kafka: str, prefix: str, events_topic: str) -> dict[str, Any]:
+    return make_cfg(prefix, events_topic)
+
+
+@pytest.fixture()
+def client(cfg: dict[str, Any]) -> Iterator[TestClient]:
+    with TestClient(create_app(cfg, kafka_timeout_s=5)) as c:
+        yield c
+
+
+def event(i: int, user: str = "196", **over: Any) -> dict[str, Any]:
+    e: dict[str, Any] = {"event_id": f"t-{i}", "user_id": user, "item_id": str(100 + i), "type": "rate",
+                         "value": 4.0, "ts": 1764514800000 + i}
+    e.update(over)
+    return e
+
+
+# --- recommendations -------------------------------------------------------------------------------------------
+
+def test_recommendations_are_ranked_with_catalog_fields(client: TestClient, seeded: dict[str, Any]) -> None:
+    resp = client.get("/users/196/recommendations")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "application/json"
+    body = resp.json()
+    assert body["user_id"] == "196" and body["cold_start"] is False
+    assert body["count"] == 5 and [it["rank"] for it in body["items"]] == [1, 2, 3, 4, 5]
+    assert [(it["item_id"], it["score"], it["reason"]) for it in body["items"]] == [
+        (i, s, r) for i, s, r in RECS_196]
+    first = body["items"][0]
+    assert (first["title"], first["year"], first["genres"]) == ("Star Wars", 1977, ["Action", "Sci-Fi", "War"])
+    unknown = body["items"][3]
+    assert unknown["item_id"] == "999" and (unknown["title"], unknown["year"], unknown["genres"]) == (None, None, [])
+    assert body["event_id"] == "ml-17" and body["event_ts"] == 881250949000 and body["history_size"] == 12
+    assert body["trigger"] == "events"
+    assert body["processed_at"] == seeded["now"] - 1500
+    assert 1500 <= body["age_ms"] < 1500 + 30_000
+
+
+def test_recommendations_n_truncates(client: TestClient, seeded: dict[str, Any]) -> None:
+    body = client.get("/users/196/recommendations", params={"n": 2}).json()
+    assert [it["item_id"] for it in body["items"]] == ["50", "181"] and body["count"] == 2
+    assert client.get("/users/196/recommendations", params={"n": 100}).json()["count"] == 5
+
+
+@pytest.mark.parametrize("n", ["0", "101", "-1", "ten", "1.5"])
+def test_recommendations_bad_n_is_422_naming_the_parameter(client: TestClient, seeded: dict[str, Any],
+                                                           n: str) -> None:
+    resp = client.get("/users/196/recommendations", params={"n": n})
+    assert resp.status_code == 422
+    body = resp.json()
+    assert "query parameter n" in body["error"] and repr(n) in body["error"], body
+    assert body["details"][0]["loc"] == ["query", "n"]
+
+
+def test_unknown_user_is_404_with_a_message(client: TestClient, seeded: dict[str, Any]) -> None:
+    resp = client.get("/users/nobody-here/recommendations")
+    assert resp.status_code == 404
+    assert resp.json()["user_id"] == "nobody-here"
+    assert "no recommendations for user 'nobody-here'" in resp.json()["error"]
+    assert "cold_start=true" in resp.json()["error"]
+
+
+def test_cold_start_returns_trending_items(client: TestClient, seeded: dict[str, Any]) -> None:
+    body = client.get("/users/nobody-here/recommendations", params={"cold_start": "true", "n": 2}).json()
+    assert body["cold_start"] is True and body["user_id"] == "nobody-here"
+    assert [(it["item_id"], it["title"], it["reason"]) for it in body["items"]] == [
+        ("50", "Star Wars", "trending"), ("1", "Toy Story", "trending")]
+    assert body["age_ms"] is None and body["processed_at"] is None and body["trigger"] is None
+    # a known user is not affected by the flag
+    assert client.get("/users/196/recommendations", params={"cold_start": "true"}).json()["cold_start"] is False
+
+
+def test_cold_start_without_trending_is_404(client: TestClient, rds: Any, prefix: str, seeded: dict[str, Any]
+                                            ) -> None:
+    rds.delete(f"{prefix}trending")
+    resp = client.get("/users/nobody-here/recommendations", params={"cold_start": "true"})
+    assert resp.status_code == 404 and "no trending items yet" in resp.json()["error"]
+
+
+def test_users_lists_the_most_recent_first(client: TestClient, seeded: dict[str, Any]) -> None:
+    body = client.get("/users", params={"limit": 10}).json()
+    assert body["total"] == 2
+    assert [u["user_id"] for u in body["users"]] == ["196", "7"]
+    assert body["users"][0]["processed_at"] == seeded["now"] - 1500
+    assert client.get("/users", params={"limit": 0}).status_code == 422
+
+
+def test_trending(client: TestClient, seeded: dict[str, Any]) -> None:
+    body = client.get("/trending", params={"n": 3}).json()
+    assert [(it["item_id"], it["score"], it["title"]) for it in body["items"]] == [
+        ("50", 120.0, "Star Wars"), ("1", 99.5, "Toy Story"), ("2", 80.0, "GoldenEye")]
+
+
+# --- items -----------------------------------------------------------------------------------------------------
+
+def test_item_from_the_catalog_hash(client: TestClient, seeded: dict[str, Any]) -> None:
+    assert client.get("/items/1").json() == {"item_id": "1", "title": "Toy Story", "year": 1995,
+                                             "genres": ["Animation", "Children's", "Comedy"]}
+    assert client.get("/items/267").json() == {"item_id": "267", "title": "unknown", "year": None, "genres": []}
+
+
+def test_unknown_item_is_404(client: TestClient, prefix: str, seeded: dict[str, Any]) -> None:
+    resp = client.get("/items/4242")
+    assert resp.status_code == 404
+    assert resp.json() == {"error": f"item '4242' is not in the catalog ({prefix}item:4242)",
+                           "item_id": "4242"}
+
+
+def test_similar_items_with_titles(client: TestClient, seeded: dict[str, Any]) -> None:
+    body = client.get("/items/50/similar", params={"n": 10}).json()
+    assert body["item_id"] == "50" and body["title"] == "Star Wars" and body["count"] == 3
+    assert [(n["item_id"], n["score"], n["title"]) for n in body["neighbors"]] == [
+        ("172", 0.91, "Empire Strikes Back, The"), ("181", 0.87, "Return of the Jedi"), ("888", 0.5, None)]
+    assert body["updated_at"] == seeded["now"] - 2000 and body["age_ms"] >= 2000
+    assert client.get("/items/50/similar", params={"n": 1}).json()["count"] == 1
+
+
+def test_similar_404s_tell_unknown_from_not_computed(client: TestClient, seeded: dict[str, Any]) -> None:
+    unknown = client.get("/items/4242/similar")
+    assert unknown.status_code == 404 and "not in the catalog" in unknown.json()["error"]
+    pending = client.get("/items/1/similar")
+    assert pending.status_code == 404 and "no similar items computed for item '1' yet" in pending.json()["error"]
+
+
+def test_search_by_title_prefix_first(client: TestClient, seeded: dict[str, Any]) -> None:
+    body = client.get("/items", params={"q": "star"}).json()
+    assert body["total"] == 1 and body["items"][0]["title"] == "Star Wars"
+    body = client.get("/items", params={"q": "E"}).json()  # case-insensitive substring, starts-with first
+    titles = [it["title"] for it in body["items"]]
+    assert titles[0] == "Empire Strikes Back, The" and "GoldenEye" in titles
+    assert client.get("/items", params={"q": "242"}).json()["items"][0]["title"] == "Kolya"  # an exact id
+    assert client.get("/items", params={"q": "zzz"}).json() == {"query": "zzz", "total": 0, "items": []}
+    assert client.get("/items", params={"q": ""}).status_code == 422
+
+
+def test_lua_script_and_pipeline_read_the_same(cfg: dict[str, Any], seeded: dict[str, Any]) -> None:
+
+    async def both() -> list[Any]:
+        client = make_client(cfg["redis"])
+        try:
+            out = []
+            for use_script in (True, False):
+                store = Store(client, cfg["redis"]["prefix"], use_script=use_script)
+                found = await store.recommendations("196", 4)
+                sim = await store.similar("50", 10)
+                trend = await store.trending(2)
+                assert found is not None and sim is not None and trend is not None
+                out.append((found.entries, found.catalog, sim.catalog, trend.entries, trend.catalog,
+                            await store.recommendations("nobody", 4)))
+            return out
+        finally:
+            await client.aclose()
+
+    scripted, pipelined = asyncio.run(both())
+    assert scripted == pipelined
+    assert scripted[1][0]["title"] == "Star Wars" and scripted[1][3] == {}  # item 999 has no hash
+    assert scripted[5] is None
+
+
+def test_script_and_pipeline_agree_on_odd_lists(cfg: dict[str, Any], rds: Any, prefix: str,
+                                                 seeded: dict[str, Any]) -> None:
+    """Entries that are not objects, ids that are floats, ints or booleans, a title that is not UTF-8."""
+
+    items = [{"item_id": "50", "score": 1}, "junk", {"item_id": 2.0}, {"item_id": 242, "score": 0.5},
+             {"item_id": True}, [1, 2], {"no_id": 1}, {"item_id": "bad-utf8"}, {"item_id": "1"}, {"item_id": "50"}]
+    rds.set(f"{prefix}recs:odd", json.dumps({"user_id": "odd", "items": items, "processed_at": now_ms()}))
+    rds.hset(f"{prefix}item:bad-utf8", mapping={"title": b"Caf\xe9", "year": "2001", "genres": "Drama"})
+
+    async def read(use_script: bool) -> list[tuple[str, str | None]]:
+        client = make_client(cfg["redis"])
+        try:
+            found = await Store(client, prefix, use_script=use_script).recommendations("odd", 10)
+            assert found is not None
+            return [(e["item_id"], c.get("title")) for e, c in zip(found.entries, found.catalog, strict=True)]
+        finally:
+            await client.aclose()
+
+    expected = [("50", "Star Wars"), ("242", "Kolya"), ("bad-utf8", "Caf\ufffd"), ("1", "Toy Story"),
+                ("50", "Star Wars")]
+    assert asyncio.run(read(True)) == expected
+    assert asyncio.run(read(False)) == expected
+
+
+def test_corrupt_document_is_a_clear_500(client: TestClient, rds: Any, prefix: str, seeded: dict[str, Any]) -> None:
+    rds.set(f"{prefix}recs:broken", "{not json")
+    resp = client.get("/users/broken/recommendations")
+    assert resp.status_code == 500 and "does not hold JSON" in resp.json()["error"]
+    rds.hset(f"{prefix}recs:hash", mapping={"a": "1"})  # a key of the wrong type
+    resp = client.get("/users/hash/recommendations")
+    assert resp.status_code == 500 and "WRONGTYPE" in resp.json()["error"]
+
+
+# --- events ----------------------------------------------------------------------------------------------------
+
+def test_post_one_event_is_produced_keyed_by_user(client: TestClient, kafka: str, events_topic: str) -> None:
+    e = event(1, user="196", value=3.5)
+    resp = client.post("/events", json=e)
+    assert resp.status_code == 202, resp.text
+    assert resp.json() == {"accepted": ["t-1"], "rejected": []}
+    records = read_topic(kafka, events_topic)
+    assert [(r.key, r.value) for r in records] == [(b"196", event_to_json(validate_event(e)).encode())]
+
+
+def test_post_a_batch_of_valid_events(client: TestClient, kafka: str, events_topic: str) -> None:
+    batch = [event(i, user=f"u{i % 3}", type="view", value=None) for i in range(6)]
+    for e in batch:
+        del e["value"]
+    resp = client.post("/events", json=batch)
+    assert resp.status_code == 202 and resp.json()["accepted"] == [f"t-{i}" for i in range(6)]
+    records = read_topic(kafka, events_topic)
+    assert sorted(json.loads(r.value)["event_id"] for r in records) == [f"t-{i}" for i in range(6)]
+    assert all(r.key.decode() == json.loads(r.value)["user_id"] for r in records)
+    assert {json.loads(r.value)["value"] for r in records} == {1.0}  # the view weight of the config
+
+
+def test_mixed_batch_is_422_and_the_valid_events_still_arrive(client: TestClient, kafka: str,
+                                                              events_topic: str) -> None:
+    batch: list[Any] = [
+        event(0),
+        event(1, value=9.5),                       # rating out of range
+        event(2, user="42"),
+        {"event_id": "t-3", "user_id": "196"},     # missing fields
+        "not an object",
+        event(5, type="like"),                     # unknown type
+        event(6, ts="yesterday"),                  # wrong type
+        event(7, extra=1),                         # unknown field
+        event(8, user_id=17),                      # an integer id is accepted as "17"
+    ]
+    resp = client.post("/events", json=batch)
+    assert resp.status_code == 422, resp.text
+    body = resp.json()
+    assert body["accepted"] == ["t-0", "t-2", "t-8"]
+    assert [(r["index"], r["reason"]) for r in body["rejected"]] == [
+        (1, "rating_out_of_range"), (3, "missing_field"), (4, "not_an_object"), (5, "unknown_type"),
+        (6, "wrong_type"), (7, "unknown_field")]
+    assert body["rejected"][0]["event_id"] == "t-1" and "rating 9.5 out of range" in body["rejected"][0]["error"]
+    assert "item_id" in body["rejected"][1]["error"] and "ts" in body["rejected"][1]["error"]
+    assert "'like'" in body["rejected"][3]["error"] and "'extra'" in body["rejected"][5]["error"]
+    records = read_topic(kafka, events_topic)
+    got = {json.loads(r.value)["event_id"]: (r.key, json.loads(r.value)) for r in records}
+    assert sorted(got) == ["t-0", "t-2", "t-8"]
+    assert got["t-8"][0] == b"17" and got["t-8"][1]["user_id"] == "17"
+    assert got["t-2"][0] == b"42"
+
+
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    (b'{"event_id": "x", ', 400, "request body is not JSON"),
+    (b"", 400, "request body is not JSON"),
+    (b"[]", 400, "empty list"),
+    (b'{"event_id": "x", "user_id": "1", "item_id": "2", "type": "rate", "value": NaN, "ts": 1}', 400, "NaN"),
+    (b"\xff\xfe\xfa", 400, "not JSON"),
+    (b"42", 422, "must be a JSON object"),
+])
+def test_post_bad_bodies(client: TestClient, events_topic: str, body: bytes, status: int, needle: str) -> None:
+    resp = client.post("/events", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == status, resp.text
+    text = resp.json().get("error") or resp.json()["rejected"][0]["error"]
+    assert needle in text
+
+
+def test_post_too_many_events_is_413(client: TestClient) -> None:
+    resp = client.post("/events", json=[event(i) for i in range(MAX_BATCH + 1)])
+    assert resp.status_code == 413 and f"more than {MAX_BATCH}" in resp.json()["error"]
+    resp = client.post("/events", content=b" " * (3 * 1024 * 1024), headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+
+
+def test_post_events_with_kafka_down_is_503(kafka: str, prefix: str, events_topic: str) -> None:
+    cfg = make_cfg(prefix, events_topic, f"kafka.bootstrap=127.0.0.1:{free_port()}")
+    with TestClient(create_app(cfg, kafka_timeout_s=1)) as c:
+        resp = c.post("/events", json=[event(1), event(2, value=99)])
+    assert resp.status_code == 503
+    body = resp.json()
+    assert "not available" in body["error"] and body["accepted"] == [] and body["failed"] == ["t-1"]
+    assert [r["reason"] for r in body["rejected"]] == ["rating_out_of_range"]
+
+
+# --- operations ------------------------------------------------------------------------------------------------
+
+def test_healthz_ok(client: TestClient, seeded: dict[str, Any], events_topic: str) -> None:
+    resp = client.get("/healthz")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["status"] == "ok"
+    checks = body["checks"]
+    assert checks["redis"]["ok"] and checks["kafka"]["ok"] and checks["job"]["ok"]
+    assert checks["job"]["newest_user"] == "196" and checks["job"]["users"] == 2
+    assert 1500 <= checks["job"]["age_ms"] < 60_000
+    assert checks["kafka"]["events_topic"] == {"name": events_topic, "exists": False}
+
+
+def test_healthz_stale_job_is_503(cfg: dict[str, Any], rds: Any, prefix: str) -> None:
+    write_recs(rds, prefix, "old", [("1", 1.0, "x")], processed_at=now_ms() - 3_600_000)
+    with TestClient(create_app(cfg, max_age_s=600)) as c:
+        resp = c.get("/healthz")
+    assert resp.status_code == 503
+    job = resp.json()["checks"]["job"]
+    assert job["ok"] is False and "is the Flink job running?" in job["error"] and job["age_ms"] >= 3_600_000
+    with TestClient(create_app(cfg, max_age_s=0)) as c:  # freshness rule off
+        assert c.get("/healthz").status_code == 200
+
+
+def test_healthz_without_any_result_is_503(client: TestClient, prefix: str) -> None:
+    resp = client.get("/healthz")
+    assert resp.status_code == 503
+    assert resp.json()["checks"]["job"] == {"max_age_s": 600.0, "ok": False, "users": 0,
+                                            "error": f"no recommendations written yet ({prefix}users is empty)"}
+
+
+def test_healthz_with_redis_and_kafka_down_is_503(prefix: str, events_topic: str) -> None:
+    cfg = make_cfg(prefix, events_topic, f"redis.port={free_port()}", f"kafka.bootstrap=127.0.0.1:{free_port()}")
+    with TestClient(create_app(cfg, kafka_timeout_s=1)) as c:
+        started = time.monotonic()
+        resp = c.get("/healthz")
+        assert time.monotonic() - started < 10
+        recs = c.get("/users/196/recommendations")
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["redis"]["ok"] is False and "Connect" in body["checks"]["redis"]["error"]
+    assert body["checks"]["kafka"]["ok"] is False and body["checks"]["kafka"]["error"]
+    assert recs.status_code == 503 and "Redis at 127.0.0.1:" in recs.json()["error"]
+
+
+def test_metrics_in_prometheus_text_format(client: TestClient, seeded: dict[str, Any]) -> None:
+    for _ in range(3):
+        client.get("/users/196/recommendations")
+    client.get("/users/nobody/recommendations")
+    client.get("/no/such/path")
+    resp = client.get("/metrics")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    families = {f.name: f for f in text_string_to_metric_families(resp.text)}
+    route = "/users/{user_id}/recommendations"
+    counts = {(s.labels["route"], s.labels["status"]): s.value
+              for s in families["flinkrec_api_requests"].samples if s.name.endswith("_total")}
+    assert counts[(route, "200")] == 3 and counts[(route, "404")] == 1 and counts[("<unmatched>", "404")] == 1
+    latency = families["flinkrec_api_request_duration_seconds"]
+    assert latency.type == "histogram"
+    buckets = [s for s in latency.samples if s.name.endswith("_bucket") and s.labels["route"] == route]
+    assert buckets[-1].labels["le"] == "+Inf" and buckets[-1].value == 4
+    age = {s.name: s.value for s in families["flinkrec_api_recommendation_age_seconds"].samples}
+    assert age["flinkrec_api_recommendation_age_seconds_count"] == 3
+    assert 1.5 * 3 <= age["flinkrec_api_recommendation_age_seconds_sum"] < 3 * 60
+    job_age = families["flinkrec_job_last_update_age_seconds"].samples[0].value
+    assert 1.5 <= job_age < 60
+    assert families["flinkrec_job_users"].samples[0].value == 2
+    assert {s.labels["outcome"] for s in families["flinkrec_api_events"].samples} == {"accepted", "rejected", "failed"}
+
+
+def test_metrics_without_redis_still_answer(prefix: str, events_topic: str) -> None:
+    cfg = make_cfg(prefix, events_topic, f"redis.port={free_port()}")
+    with TestClient(create_app(cfg)) as c:
+        resp = c.get("/metrics")
+    assert resp.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(resp.text)}
+    assert math.isnan(families["flinkrec_job_last_update_age_seconds"].samples[0].value)
+
+
+def test_unknown_route_is_a_json_404(client: TestClient) -> None:
+    resp = client.get("/nope")
+    assert resp.status_code == 404 and resp.json() == {"error": "no such endpoint: GET /nope (see /docs)"}
+
+
+def test_page_and_static_files_are_served_without_external_urls(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "flinkrec" in page.text and "/static/app.js" in page.text
+    for name in ("app.js", "style.css"):
+        resp = client.get(f"/static/{name}")
+        assert resp.status_code == 200 and len(resp.text) > 1000
+        assert "http://" not in resp.text and "https://" not in resp.text, f"{name} refers to an external URL"
+    assert "http://" not in page.text and "https://" not in page.text
+
+
+def test_openapi_and_offline_docs(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    assert {"/users/{user_id}/recommendations", "/items/{item_id}", "/items/{item_id}/similar", "/events",
+            "/healthz", "/metrics"} <= set(doc["paths"])
+    assert doc["components"]["schemas"]["Event"]["required"] == ["event_id", "user_id", "item_id", "type", "ts"]
+    html = client.get("/docs")
+    assert html.status_code == 200
+    assert "https://" not in html.text and "http://" not in html.text
+    assert "/docs-assets/swagger-ui-bundle.js" in html.text
+    bundle = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and len(bundle.content) > 100_000
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+
+
+def test_a_synchronous_redis_client_is_refused(cfg: dict[str, Any]) -> None:
+    import redis
+
+    with pytest.raises(TypeError, match=r"redis\.asyncio\.Redis"):
+        create_app(cfg, redis_client=redis.Redis())
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+def test_cli_help_has_examples() -> None:
+    out = subprocess.run([sys.executable, "-m", "serving", "--help"], capture_output=True, text=True, timeout=60,
+                         cwd=PROJECT_ROOT, check=True).stdout
+    assert "--host" in out and "--port" in out and "--config" in out and "--set" in out and "examples:" in out
+
+
+def test_cli_serves_the_api(seeded: dict[str, Any], prefix: str, events_topic: str) -> None:
+    import requests
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning",
+                             "--set", f"redis.prefix={prefix}", "--set", f"kafka.topics.events={events_topic}"],
+                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                resp = requests.get(f"http://127.0.0.1:{port}/users/196/recommendations?n=1", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, f"python -m serving exited: {proc.stdout.read() if proc.stdout else ''}"
+                assert time.monotonic() < deadline, "python -m serving did not answer within 30 s"
+                time.sleep(0.2)
+        assert resp.status_code == 200 and resp.json()["items"][0]["title"] == "Star Wars"
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=15)[0]
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so the exit status tells why it stopped
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "Traceback" not in output, output
+
+
+def test_cli_bad_config_override_exits_2() -> None:
+    proc = subprocess.run([sys.executable, "-m", "serving", "--set", "redis.nope=1"], capture_output=True, text=True,
+                          timeout=60, cwd=PROJECT_ROOT)
+    assert proc.returncode == 2 and "unknown config key 'redis.nope'" in proc.stderr
