@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", default="1,196,405", help="comma-separated users to print (default 1,196,405)")
     parser.add_argument("--no-reset", action="store_true", help="keep the topics and Redis keys of an earlier run")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--serve", action="store_true", help="afterwards, serve the API and page until Ctrl-C")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "py4j"):
@@ -151,6 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{sum(1 for _ in r.scan_iter(match=f'{prefix}similar:*', count=1000)):,}")
     print(f"messages on {k['topics']['recommendations']!r}: {n_recs:,} (one per user update)")
     print(f"messages on {k['topics']['dlq']!r}: {n_dlq:,} (malformed input with the reason)")
+    if args.serve:
+        import uvicorn
+
+        from serving.api import create_app
+
+        print("serving the API and the live page on http://127.0.0.1:8000/ (Ctrl-C stops)", flush=True)
+        uvicorn.run(create_app(cfg), host="127.0.0.1", port=8000, log_level="warning")
+    else:
+        print("browse them: `make serve`, then http://127.0.0.1:8000/ (or `make run ARGS=--serve`)")
     return 0
 
 
