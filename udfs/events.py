@@ -164,7 +164,8 @@ def parse_event(raw: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Event:
         except UnicodeDecodeError as exc:
             raise InvalidEvent("bad_utf8", f"message is not UTF-8: {exc}") from None
     elif "\ufffd" in raw:  # Flink's string deserializer turns invalid UTF-8 into U+FFFD
-        raise InvalidEvent("bad_utf8", f"message is not valid UTF-8 (replacement character at {raw.index(chr(0xFFFD))})")
+        at = raw.index("\ufffd")
+        raise InvalidEvent("bad_utf8", f"message is not valid UTF-8 (replacement character at {at})")
     try:
         obj = json.loads(raw, parse_constant=_reject_constant)
     except InvalidEvent:
