@@ -1,0 +1,264 @@
+"""Run the job as a subprocess (``python -m jobs.recommend``), wait until it answers, sample its memory, stop it.
+
+The job is started in a session of its own, so stopping it reaches the JVM (the mini-cluster, started
+by PyFlink's gateway) and any Python workers it spawned: :meth:`JobProcess.stop` sends SIGTERM to each
+process of the tree, by pid, then SIGKILL to what is left. Every started job is registered, and an
+``atexit`` hook and the SIGTERM handler of the CLI stop whatever is still running.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+from bench.common import RESULTS_DIR, BenchError, flink_log_dir, progress
+from config import PROJECT_ROOT
+
+logger = logging.getLogger(__name__)
+
+_RUNNING: set[JobProcess] = set()
+_FLINK_LOGS = re.compile(r"Flink logs?: (\S+)")
+_LOCK = threading.Lock()
+
+
+def stop_all() -> None:
+    """Stop every job this process started and that still runs (atexit, signal handlers)."""
+    with _LOCK:
+        jobs = list(_RUNNING)
+    for job in jobs:
+        job.stop()
+
+
+atexit.register(stop_all)
+
+
+class RssSampler(threading.Thread):
+    """Samples the resident memory of a process tree every ``interval`` s; keeps the peaks.
+
+    ``peak_total`` is the largest sum over the tree at one sample; ``peak_jvm`` the largest RSS of a
+    ``java`` process; ``peak_python_workers`` the largest sum of Python processes below the JVM
+    (process mode's Beam workers; in thread mode the Python code runs inside the JVM process);
+    ``peak_client`` the launching ``python -m jobs.recommend`` process.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_total = self.peak_jvm = self.peak_python_workers = self.peak_client = 0
+        self.samples = 0
+        self.last_total = 0
+        self._stop_event = threading.Event()
+
+    def sample(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        total = jvm = workers = client = 0
+        for p in procs:
+            try:
+                rss = p.memory_info().rss
+                name = p.name()
+            except psutil.Error:
+                continue
+            total += rss
+            if p.pid == self.pid:
+                client = rss
+            elif name == "java":
+                jvm += rss
+            elif name.startswith("python"):
+                workers += rss
+        self.samples += 1
+        self.last_total = total
+        self.peak_total = max(self.peak_total, total)
+        self.peak_jvm = max(self.peak_jvm, jvm)
+        self.peak_python_workers = max(self.peak_python_workers, workers)
+        self.peak_client = max(self.peak_client, client)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def result(self) -> dict[str, int]:
+        return {"peak_total_bytes": self.peak_total, "peak_jvm_bytes": self.peak_jvm,
+                "peak_python_workers_bytes": self.peak_python_workers, "peak_client_bytes": self.peak_client,
+                "samples": self.samples}
+
+
+class JobProcess:
+    """``python -m jobs.recommend --set ...`` in its own session, its output in ``log_path``."""
+
+    def __init__(self, overrides: list[str], log_path: Path, *, sample_rss: bool = True) -> None:
+        self.overrides = overrides
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sampler: RssSampler | None = None
+        self.sample_rss = sample_rss
+        self._log: IO[bytes] | None = None
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "jobs.recommend"]
+        for item in self.overrides:
+            cmd += ["--set", item]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        logger.debug("starting job: %s", " ".join(cmd))
+        self.proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.started_at = time.time()
+        with _LOCK:
+            _RUNNING.add(self)
+        if self.sample_rss:
+            self.sampler = RssSampler(self.proc.pid)
+            self.sampler.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else -1
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def java_pids(self) -> list[int]:
+        if not self.alive():
+            return []
+        try:
+            return [p.pid for p in psutil.Process(self.pid).children(recursive=True) if p.name() == "java"]
+        except psutil.Error:
+            return []
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds used so far by the job's process tree (the JVM included)."""
+        if self.proc is None:
+            return 0.0
+        total = 0.0
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+    def flink_log(self) -> str:
+        """Where the mini-cluster logs: the folder the job names in its log, else PyFlink's default."""
+        try:
+            m = _FLINK_LOGS.search(self.log_path.read_text(errors="replace"))
+        except OSError:
+            m = None
+        if m:
+            return m.group(1)
+        return f"{flink_log_dir()} (.venv/lib/python3.11/site-packages/pyflink/log/)"
+
+    def failure_hint(self) -> str:
+        return f"job log: {self.log_path}; Flink log: {self.flink_log()}"
+
+    def check_alive(self) -> None:
+        """Raise :class:`BenchError` with the end of the job's log if the job has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(f"the job exited with code {self.proc.returncode}; {self.failure_hint()}\n"
+                             f"--- last lines of the job log ---\n{self.tail()}")
+
+    def wait_until_serving(self, is_ready: Callable[[], bool], poke: Callable[[], None], timeout: float,
+                           poke_every: float = 2.0) -> float:
+        """Call ``poke`` (send a warm-up event) every ``poke_every`` s until ``is_ready()``; return seconds waited."""
+        t0 = time.monotonic()
+        next_poke = t0
+        next_note = t0 + 15
+        while True:
+            self.check_alive()
+            now = time.monotonic()
+            if now >= next_poke:
+                poke()
+                next_poke = now + poke_every
+            if is_ready():
+                return time.monotonic() - t0
+            if now - t0 > timeout:
+                raise BenchError(f"the job produced no output within {timeout:.0f} s of its start (no warm-up "
+                                 f"recommendation in Redis); {self.failure_hint()}\n"
+                                 f"--- last lines of the job log ---\n{self.tail()}")
+            if now >= next_note:
+                progress("  ... waiting for the job to start (%.0f s)", now - t0)
+                next_note = now + 15
+            time.sleep(0.1)
+
+    def stop(self, grace: float = 15.0) -> None:
+        """Stop the whole process tree: SIGTERM each process by pid, then SIGKILL what is left after ``grace`` s."""
+        proc = self.proc
+        if proc is None:
+            return
+        if self.sampler is not None:
+            self.sampler.stop()
+        procs: list[psutil.Process] = []
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        for p in reversed(procs):  # children first, so the launcher does not restart anything
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs(procs, timeout=grace)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                logger.debug("killing pid %d (%s)", p.pid, p.name())
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        with _LOCK:
+            _RUNNING.discard(self)
+
+    def __enter__(self) -> JobProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def latest_checkpoint(root: Path, after: float = 0.0) -> Path | None:
+    """The newest completed checkpoint ``<root>/<job id>/chk-N`` (it has ``_metadata``) written after ``after``."""
+    best: tuple[float, Path] | None = None
+    for meta in root.glob("*/chk-*/_metadata"):
+        try:
+            mtime = meta.stat().st_mtime
+        except OSError:
+            continue
+        if mtime >= after and (best is None or mtime > best[0]):
+            best = (mtime, meta.parent)
+    return best[1] if best else None
+
+
+LOG_DIR = RESULTS_DIR / "logs"

@@ -1,0 +1,141 @@
+"""The report: machine, versions and config of a run, the summary table, the JSON file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = ("apache-flink", "apache-beam", "pemja", "kafka-python", "redis", "numpy", "psutil", "matplotlib")
+#: config keys recorded with the results (missing ones are left out: the job's config evolves)
+CONFIG_KEYS = (
+    "job.parallelism", "job.python_mode", "job.window_ms", "job.shards", "job.refresh_budget_ms",
+    "job.bundle_size", "job.bundle_time_ms", "job.checkpoint_interval_ms", "job.state_backend", "job.delivery",
+    "job.dedup_max_ids", "kafka.partitions", "redis.pipeline_size", "model.top_n", "model.top_k",
+    "model.history_cap", "model.trending_size",
+)
+
+
+def machine_info() -> dict[str, Any]:
+    vm = psutil.virtual_memory()
+    return {
+        "cpus_logical": os.cpu_count(),
+        "cpus_physical": psutil.cpu_count(logical=False),
+        "memory_bytes": vm.total,
+        "memory_gib": round(vm.total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def versions(redis_client: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    try:
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=20)
+        out["java"] = (java.stderr or java.stdout).splitlines()[0] if (java.stderr or java.stdout) else None
+    except (OSError, subprocess.TimeoutExpired):
+        out["java"] = None
+    if redis_client is not None:
+        try:
+            out["redis_server"] = redis_client.info("server").get("redis_version")
+        except Exception as exc:  # informational only
+            logger.debug("redis INFO failed: %s", exc)
+    return out
+
+
+def config_used(cfg: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted in CONFIG_KEYS:
+        section, key = dotted.split(".")
+        if key in cfg.get(section, {}):
+            out[dotted] = cfg[section][key]
+    return out
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _fmt(value: Any, spec: str = ",.0f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)):
+        return format(value, spec)
+    return str(value)
+
+
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(measurement, value, detail)`` rows of the summary table."""
+    rows: list[tuple[str, str, str]] = []
+    for run in report.get("throughput", {}).get("runs", []):
+        rows.append((f"throughput {run['dataset']} p={run['parallelism']}", f"{_fmt(run.get('events_per_s'))} ev/s",
+                     f"{run['events']:,} events in {_fmt(run.get('elapsed_s'), '.2f')} s; job CPU "
+                     f"{_fmt(run.get('job_cpu_us_per_event'))} us/event; peak RSS "
+                     f"{_fmt((run.get('rss') or {}).get('peak_total_bytes', 0) / 2**20)} MiB"))
+    fr = report.get("freshness")
+    if fr and fr.get("count"):
+        rows.append((f"freshness p={fr['parallelism']} @ {fr['rate']:g} ev/s",
+                     f"p50 {_fmt(fr['p50_ms'])} ms",
+                     f"p95 {_fmt(fr['p95_ms'])}, p99 {_fmt(fr['p99_ms'])}, max {_fmt(fr['max_ms'])} ms; "
+                     f"{fr['count']:,} probes over {fr['duration_s']:.0f} s, {fr['timeouts']} timed out; "
+                     f"background {fr['background_achieved_per_s']:,.0f} ev/s"))
+    sc = report.get("scale")
+    if sc and sc.get("events_per_s"):
+        state = sc.get("state") or {}
+        chk = state.get("checkpoint") or {}
+        red = state.get("redis") or {}
+        rss = sc.get("rss") or {}
+        rows.append((f"scale {sc['events']:,} events p={sc['parallelism']}", f"{_fmt(sc['events_per_s'])} ev/s",
+                     f"{_fmt(sc['elapsed_s'], '.1f')} s; peak RSS JVM "
+                     f"{_fmt(rss.get('peak_jvm_bytes', 0) / 2**20)} MiB, "
+                     f"tree {_fmt(rss.get('peak_total_bytes', 0) / 2**20)} MiB; checkpoint "
+                     f"{_fmt(chk.get('bytes', 0) / 2**20, ',.1f') if chk else '-'} MiB; Redis "
+                     f"{_fmt(red.get('memory_usage_bytes', 0) / 2**20, ',.1f')} MiB in {red.get('keys', 0):,} keys"))
+    for run in report.get("limit", {}).get("runs", []):
+        est = " (est.)" if run.get("estimated") else ""
+        part = "" if run.get("complete") else f", first {run['events']:,} events (time cap)"
+        cpu = run.get("cpu_us_per_event")
+        per_event = f" = {cpu:,.0f} us/event" if cpu else ""
+        rows.append((f"limit {run['dataset']} {run['variant']}", f"{_fmt(run.get('events_per_s'))} ev/s{est}",
+                     f"1 Python process, no Flink/Kafka/Redis; wall {run['wall_s']:.1f} s, CPU {run['cpu_s']:.1f} s"
+                     f"{per_event}{part}"))
+    for ratio in report.get("limit", {}).get("ratios", []):
+        cpu = ratio.get("cpu_ratio")
+        detail = "; ".join(x for x in (f"CPU per event job/limit {cpu:.2f}" if cpu else "", ratio.get("note", "")) if x)
+        rows.append((f"ratio job/limit {ratio['job']} / {ratio['limit']}", f"{ratio['ratio']:.2f}", detail))
+    return rows
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    rows = summary_rows(report)
+    if not rows:
+        return "(nothing measured)"
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    head = f"{'measurement':<{w0}}  {'result':>{w1}}  detail"
+    lines = [head, "-" * len(head)]
+    lines += [f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
