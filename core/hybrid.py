@@ -1,0 +1,583 @@
+"""Hybrid recommender: item-CF, user-CF, content and trending candidates, fused into one ranking.
+
+One :class:`HybridRecommender` owns one instance of every part and feeds each event to all of them. The
+state is plain dicts of small per-key pieces, so that each part can be held by a Flink operator keyed the
+same way:
+
+* item-CF (:class:`core.itemcf.ItemCF`): ``itemcf.users[user]`` (UserHistory, keyed by user) and
+  ``itemcf.items`` (ItemRows: co-occurrence rows, keyed by item shard);
+* user-CF (:class:`core.usercf.UserCF`): ``usercf.users[user]`` (UserState) and ``usercf.items[item]`` (raters);
+* content (:class:`core.content.ContentModel`): ``content.items[item]`` (ItemFeatures) and the title IDF counts;
+  ``profiles[user]`` (:class:`core.content.UserProfile`);
+* baseline (:class:`core.baseline.BaselinePredictor`): ``baseline.users[user]``, ``baseline.items[item]``, μ;
+* trending (:class:`core.popularity.Trending`) and the learned combiner (:class:`core.fusion.LogisticCombiner`,
+  one weight per feature): small global state, broadcast in the job;
+* the hybrid's own pieces: ``logs[user]`` (:class:`UserLog`: engaged items with value, time and event type)
+  and ``item_stats[item]`` (distinct users, latest engagement time).
+
+Each candidate method returns its own top ``candidate_pool`` unseen items (:meth:`HybridRecommender.candidates`):
+
+* ``itemcf``: ``Σ_{k ∈ recent history} w_uk · d_k · sim(k, j)`` with :func:`core.itemcf.rank_items`, where
+  ``d_k = 2^(-(T_u - ts_k) / half_life_s)`` decays the user's older history items (``T_u`` the user's latest
+  event; ``half_life_s=None`` gives ``d_k = 1``, exactly :meth:`ItemCF.rank`; the content profile decays with the
+  same half-life). Neighbour lists are
+  recomputed only for rows the co-occurrence update marked dirty, and with ``refresh_events > 0`` a dirty
+  list is reused until it is that many events old (the lag the Flink job's windowed refresh has too);
+* ``usercf``: :meth:`UserCF.rank`; ``content``: :meth:`ContentModel.rank` of the user's profile (so an item
+  with no co-occurrence yet is reachable as soon as it is in the catalog); ``popular``: the trending window
+  (or the decayed popularity when ``trending_half_life_s`` is set), its ranking likewise reused for up to
+  ``refresh_events`` events (it is broadcast state in the job).
+
+``rank(user, n, mode)`` fuses them (:mod:`core.fusion`): ``weighted`` (min-max scores times
+``fusion_weights``), ``rrf`` / ``borda`` (votes over ranks), ``learned`` (an online
+:class:`~core.fusion.LogisticCombiner` over :data:`FEATURES`), or returns one method's list (``itemcf``,
+``usercf``, ``content``, ``popular``; for evaluation). Every list is filled up to ``n`` with trending items.
+A user with no history gets trending; a user with fewer than ``cold_start_items`` engaged items gets
+trending blended with content matches (``cold_start_weights``) in every fusion mode.
+
+The learned combiner is trained in the stream by *recommend-then-learn*: before an event of a user with
+history is learned, the candidates are built from the current state; the engaged item (when it is among
+them) is a positive and ``n_neg`` other candidates (sampled with the seeded RNG) are negatives. Until it has
+seen ``combiner_warmup`` examples, ``learned`` ranks like ``weighted``.
+
+Weights: a ``rate`` event uses the rating, optionally centred on the user's mean of their *other* current
+ratings (``center_ratings``; the global mean when there is none); other event types use their weight. The
+centred weight may be zero or negative: item-CF takes it as is, while the parts that need a positive weight
+(user-CF, the content profile) get ``max(w, MIN_POSITIVE_WEIGHT)``, i.e. a below-average rating counts as
+(almost) no preference there. Trending counts events; the baseline learns the raw ratings.
+
+Reasons: each recommended item carries the reason of the method that contributed most to its fused score
+(``"because you rated 50"``, ``"liked by similar users"``, ``"matches your taste for Comedy"``, ``"trending"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from core.baseline import BaselinePredictor
+from core.content import ContentModel, UserProfile
+from core.fusion import LogisticCombiner, borda, candidate_features, ranking, rrf, training_pairs, weighted
+from core.itemcf import ItemCF, Neighbors, UserHistory, rank_items
+from core.popularity import Trending
+from core.usercf import UserCF
+from udfs.events import EVENT_TYPES, Event
+
+logger = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("itemcf", "usercf", "content", "popular")
+"""The candidate generators, in the order used to break ties between reasons."""
+FUSIONS: tuple[str, ...] = ("weighted", "rrf", "borda", "learned")
+MODES: tuple[str, ...] = FUSIONS + METHODS
+FEATURES: tuple[str, ...] = ("itemcf", "usercf", "content", "popularity", "recency", "baseline",
+                             "itemcf_rank", "usercf_rank", "content_rank", "popular_rank")
+"""Features of the learned combiner, each in 0..1 (see :meth:`HybridRecommender.features`)."""
+MIN_POSITIVE_WEIGHT = 1e-3
+"""Weight given to user-CF and the content profile for a centred rating that is not positive."""
+
+_FEATURE_METHOD = {"itemcf": "itemcf", "usercf": "usercf", "content": "content", "popularity": "popular",
+                   **{f"{m}_rank": m for m in METHODS}}
+_VERBS = {"rate": "rated", "view": "viewed", "click": "clicked", "cart": "put in your cart", "purchase": "bought"}
+_ITEMCF_REASON = "because of "  # the prefix core.itemcf.rank_items gives its reasons
+
+DEFAULT_FUSION_WEIGHTS: dict[str, float] = {"itemcf": 1.0, "usercf": 0.3, "content": 0.05, "popular": 0.1}
+DEFAULT_COLD_START_WEIGHTS: dict[str, float] = {"popular": 1.0, "content": 0.5}
+
+Ranked = list[tuple[str, float, str]]
+"""``[(item, score, reason)]``, best first."""
+Candidates = dict[str, list[tuple[str, float]]]
+"""``{method: [(item, score)]}``, each list best first."""
+
+#: Config keys read from ``model`` (shared with the rest of the job) and their constructor arguments.
+MODEL_KEYS: dict[str, str] = {
+    "top_n": "top_n", "top_k": "top_k", "history_cap": "history_cap", "trending_size": "trending_size",
+    "min_rating": "min_rating", "max_rating": "max_rating",
+}
+
+
+class UserLog(TypedDict):
+    """The hybrid's own per-user piece: what the user engaged (for filters, reasons, decay and centring)."""
+
+    items: dict[str, tuple[float, int, str]]  # item -> (event value, ts, event type) of the latest engagement
+    rating_sum: float  # Σ current explicit ratings of the user
+    rating_n: int  # number of items the user rated explicitly
+
+
+def new_user_log() -> UserLog:
+    return {"items": {}, "rating_sum": 0.0, "rating_n": 0}
+
+
+@dataclass
+class _Pool:
+    """Candidates of one user at one state version, with every method's reason per item."""
+
+    lists: Candidates
+    reasons: dict[str, dict[str, str]]
+
+
+def _number(name: str, value: Any, lo: float = 0.0, allow_lo: bool = True, integer: bool = False) -> Any:
+    """``value`` if it is a (integer) number >= lo (> lo when not allow_lo), else ValueError naming ``name``."""
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < lo or (value == lo and not allow_lo):
+        what = "an integer" if integer else "a number"
+        raise ValueError(f"{name} {value!r} must be {what} {'>=' if allow_lo else '>'} {lo:g}")
+    return value
+
+
+def _optional_half_life(name: str, value: Any) -> float | None:
+    if value is None or value == 0:
+        return None
+    return float(_number(name, value, allow_lo=False))
+
+
+def _weights(name: str, value: Mapping[str, float], allowed: Sequence[str]) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} {value!r} must be a mapping of method -> weight")
+    out: dict[str, float] = {}
+    for method, w in value.items():
+        if method not in allowed:
+            raise ValueError(f"{name} has unknown method {method!r} (known: {', '.join(allowed)})")
+        out[method] = float(_number(f"{name}[{method!r}]", w))
+    return out
+
+
+class HybridRecommender:
+    """Item-CF, user-CF, content and trending, learned event by event and fused at query time.
+
+    Arguments (the config key is ``model.<name>`` for the first six, ``model.hybrid.<name>`` for the rest,
+    see :meth:`from_config`):
+
+    * ``top_n``: default list length of :meth:`rank`; ``top_k``: neighbours kept per item (item-CF);
+      ``history_cap``: recent items per user that pair with a new event in item-CF (0 = all);
+      ``trending_size``: trending items available to fill a short list; ``min_rating``/``max_rating``: the
+      rating range (clips the baseline, normalises its feature).
+    * ``mode``: default fusion, one of :data:`MODES`. ``methods``: the candidate generators kept up to date
+      (a subset of :data:`METHODS`; trending is always kept, it fills lists and serves new users).
+    * ``candidate_pool``: candidates per method. ``fusion_weights``: ``α`` per method for ``weighted``.
+      ``rrf_k``: the ``k`` of reciprocal-rank fusion.
+    * ``cold_start_items``: users with fewer engaged items than this get trending blended with content,
+      weighted by ``cold_start_weights`` (``popular``/``content``), in every fusion mode (1 = only users
+      with no history, who always get trending).
+    * ``usercf_top_k``, ``usercf_max_raters``: :class:`UserCF`'s ``top_k`` and ``max_raters``.
+      ``profile_max_items``: items kept per content profile (0 = all).
+    * ``half_life_s``: decay of the user's history, in seconds of event time (item-CF history weights at
+      query time, the content profile); None or 0 = off. ``trending_window_s``, ``trending_buckets``:
+      the trending window; ``trending_half_life_s``: rank ``popular`` by decayed popularity instead.
+    * ``recency_half_life_s``: the half-life of the ``recency`` feature. ``center_ratings``: centre
+      ratings on the user's mean. ``refresh_events``: events a derived list (a dirty item-CF neighbour list,
+      the trending ranking) may be reused for (0 = always current: item-CF then equals :meth:`ItemCF.rank`).
+    * ``train_combiner``: train the learned combiner in the stream; ``combiner_lr``, ``combiner_l2``: its
+      SGD step and L2; ``n_neg``: negatives per positive; ``combiner_sample``: share of eligible events
+      that train it (a cost knob, drawn with the seeded RNG); ``combiner_warmup``: examples before
+      ``learned`` stops falling back to ``weighted``. ``baseline_lr``, ``baseline_l2``: the baseline's SGD.
+    * ``seed``: the RNG of negative sampling. ``deny``: items never recommended.
+    """
+
+    def __init__(
+        self,
+        *,
+        top_n: int = 10,
+        top_k: int = 20,
+        history_cap: int = 50,
+        trending_size: int = 100,
+        min_rating: float = 0.5,
+        max_rating: float = 5.0,
+        mode: str = "weighted",
+        methods: Sequence[str] = METHODS,
+        candidate_pool: int = 50,
+        fusion_weights: Mapping[str, float] | None = None,
+        rrf_k: float = 60.0,
+        cold_start_items: int = 2,
+        cold_start_weights: Mapping[str, float] | None = None,
+        usercf_top_k: int = 20,
+        usercf_max_raters: int = 50,
+        profile_max_items: int = 200,
+        half_life_s: float | None = 180.0,
+        trending_window_s: float = 7 * 86400.0,
+        trending_buckets: int = 7,
+        trending_half_life_s: float | None = 7 * 86400.0,
+        recency_half_life_s: float = 86400.0,
+        center_ratings: bool = False,
+        refresh_events: int = 1000,
+        train_combiner: bool = True,
+        combiner_lr: float = 0.05,
+        combiner_l2: float = 1e-4,
+        n_neg: int = 4,
+        combiner_sample: float = 0.2,
+        combiner_warmup: int = 200,
+        baseline_lr: float = 0.02,
+        baseline_l2: float = 0.02,
+        seed: int = 0,
+        deny: Iterable[str] = (),
+    ) -> None:
+        self.top_n = _number("top_n", top_n, 1, integer=True)
+        self.mode = self._check_mode(mode)
+        bad = [m for m in methods if m not in METHODS]
+        if bad or not methods:
+            raise ValueError(f"methods {list(methods)!r} must be a non-empty subset of {', '.join(METHODS)}")
+        self.methods: tuple[str, ...] = tuple(m for m in METHODS if m in methods)
+        self.candidate_pool = _number("candidate_pool", candidate_pool, 1, integer=True)
+        self.fusion_weights = _weights("fusion_weights", DEFAULT_FUSION_WEIGHTS if fusion_weights is None
+                                       else fusion_weights, METHODS)
+        missing = [m for m in self.methods if m not in self.fusion_weights]
+        if missing:
+            raise ValueError(f"fusion_weights {dict(self.fusion_weights)!r} has no weight for {', '.join(missing)}")
+        self.rrf_k = float(_number("rrf_k", rrf_k))
+        self.cold_start_items = _number("cold_start_items", cold_start_items, 0, integer=True)
+        self.cold_start_weights = _weights("cold_start_weights", DEFAULT_COLD_START_WEIGHTS if cold_start_weights
+                                           is None else cold_start_weights, ("popular", "content"))
+        if not (isinstance(min_rating, (int, float)) and isinstance(max_rating, (int, float))
+                and min_rating < max_rating):
+            raise ValueError(f"min_rating {min_rating!r} must be a number below max_rating {max_rating!r}")
+        self.min_rating, self.max_rating = float(min_rating), float(max_rating)
+        self.half_life_s = _optional_half_life("half_life_s", half_life_s)
+        self.trending_half_life_s = _optional_half_life("trending_half_life_s", trending_half_life_s)
+        self.recency_half_life_s = float(_number("recency_half_life_s", recency_half_life_s, allow_lo=False))
+        self.center_ratings = bool(center_ratings)
+        self.refresh_events = _number("refresh_events", refresh_events, 0, integer=True)
+        self.trending_size = _number("trending_size", trending_size, 1, integer=True)
+        self.train_combiner = bool(train_combiner)
+        self.n_neg = _number("n_neg", n_neg, 0, integer=True)
+        self.combiner_sample = float(_number("combiner_sample", combiner_sample))
+        if self.combiner_sample > 1:
+            raise ValueError(f"combiner_sample {combiner_sample!r} must be in 0..1")
+        self.combiner_warmup = _number("combiner_warmup", combiner_warmup, 0, integer=True)
+
+        # the parts (each validates its own arguments and names them in its errors)
+        self.itemcf = ItemCF(top_k=top_k, history_cap=history_cap, trending_size=trending_size)
+        self.usercf = UserCF(top_k=usercf_top_k, max_raters=usercf_max_raters)
+        self.content = ContentModel()
+        self.profile_max_items = _number("profile_max_items", profile_max_items, 0, integer=True)
+        self.profiles: dict[str, UserProfile] = {}
+        self.trending = Trending(window_s=trending_window_s, n_buckets=trending_buckets, weighted=False,
+                                 half_life_s=self.trending_half_life_s)
+        self.baseline = BaselinePredictor(lr=baseline_lr, l2=baseline_l2, prior_mean=(min_rating + max_rating) / 2,
+                                          min_rating=min_rating, max_rating=max_rating)
+        self.combiner = LogisticCombiner(FEATURES, lr=combiner_lr, l2=combiner_l2)
+        self.logs: dict[str, UserLog] = {}
+        self.item_stats: dict[str, tuple[int, int]] = {}  # item -> (distinct users engaged, latest ts)
+        self.max_users = 0  # the largest distinct-user count of any item (popularity normalisation)
+        self.now_ms: int | None = None  # latest event time seen
+        self.denied: set[str] = set(deny)
+        self.rng = random.Random(seed)
+        self.version = 0  # bumped by every state change; keys the candidate cache
+        self._pool_cache: tuple[str, int, _Pool] | None = None
+        self._nb_cache: dict[str, tuple[int, Neighbors]] = {}
+        self._trend_cache: tuple[int, list[tuple[str, float]]] | None = None
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, model: Mapping[str, Any], **overrides: Any) -> HybridRecommender:
+        """Build from the config ``model`` section (keys :data:`MODEL_KEYS` and the ``hybrid`` subsection).
+
+        Every key of ``model.hybrid`` is a constructor argument of the same name (an unknown key is an
+        error naming it); ``overrides`` win over the config.
+        """
+        kwargs: dict[str, Any] = {arg: model[key] for key, arg in MODEL_KEYS.items() if key in model}
+        hybrid = model.get("hybrid") or {}
+        if not isinstance(hybrid, Mapping):
+            raise ValueError(f"config key model.hybrid {hybrid!r} must be a mapping")
+        known = set(cls.__init__.__kwdefaults__ or {})
+        for key, value in hybrid.items():
+            if key not in known or key in MODEL_KEYS:
+                raise ValueError(f"config key model.hybrid.{key} is unknown (known: {', '.join(sorted(known))})")
+            kwargs[key] = value
+        for key in overrides:
+            if key not in known:
+                raise ValueError(f"argument {key!r} is unknown (known: {', '.join(sorted(known))})")
+        kwargs.update(overrides)
+        logger.debug("hybrid: from config with %s", kwargs)
+        return cls(**kwargs)
+
+    @staticmethod
+    def _check_mode(mode: str) -> str:
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r} must be one of {', '.join(MODES)}")
+        return mode
+
+    # -- updates ----------------------------------------------------------------------------------
+    def add_item(self, record: Mapping[str, Any]) -> str:
+        """Add or update a catalog item (see :meth:`ContentModel.add_item`); returns its id."""
+        item = self.content.add_item(record)
+        self.version += 1
+        return item
+
+    def deny(self, items: Iterable[str]) -> None:
+        """Never recommend these items from now on."""
+        self.denied.update(items)
+        self.version += 1
+
+    def _model_weight(self, log: UserLog, event: Event) -> float:
+        if event.type != "rate" or not self.center_ratings:
+            return event.weight
+        total, n = log["rating_sum"], log["rating_n"]
+        old = log["items"].get(event.item_id)
+        if old is not None and old[2] == "rate":  # a re-rating: centre on the *other* ratings
+            total, n = total - old[0], n - 1
+        return event.weight - (total / n if n > 0 else self.baseline.mean)
+
+    def learn_one(self, event: Event) -> None:
+        """Learn one event (recommend-then-learn: the combiner trains on the state before the event)."""
+        if event.type not in EVENT_TYPES:
+            raise ValueError(f"type {event.type!r} of event {event.event_id} is not one of {', '.join(EVENT_TYPES)}")
+        if not (isinstance(event.weight, (int, float)) and math.isfinite(event.weight) and event.weight > 0):
+            raise ValueError(f"weight {event.weight!r} of event {event.event_id} must be a positive finite number")
+        user, item, ts = event.user_id, event.item_id, event.ts
+        log = self.logs.get(user)
+        if log is None:
+            log = self.logs[user] = new_user_log()
+        elif (self.train_combiner and log["items"] and item not in log["items"]
+              and self.rng.random() < self.combiner_sample):
+            self._train(user, item)
+
+        w = self._model_weight(log, event)
+        w_pos = max(w, MIN_POSITIVE_WEIGHT)
+        old = log["items"].get(item)
+        if old is not None and old[2] == "rate":
+            log["rating_sum"] -= old[0]
+            log["rating_n"] -= 1
+        if event.type == "rate":
+            log["rating_sum"] += event.weight
+            log["rating_n"] += 1
+        log["items"][item] = (float(event.weight), ts, event.type)
+
+        if "itemcf" in self.methods:
+            self.itemcf.learn_one(user, item, w, ts)
+        if "usercf" in self.methods:
+            self.usercf.learn_one(user, item, w_pos, ts)
+        if "content" in self.methods:
+            profile = self.profiles.get(user)
+            if profile is None:
+                profile = self.profiles[user] = UserProfile(self.half_life_s, self.profile_max_items)
+            profile.learn_one(item, w_pos, ts, self.content)
+        self.trending.learn_one(item, 1.0, ts)
+        if event.type == "rate":
+            self.baseline.learn_one(user, item, event.weight)
+        users, last = self.item_stats.get(item, (0, ts))
+        if old is None:
+            users += 1
+        self.item_stats[item] = (users, max(last, ts))
+        self.max_users = max(self.max_users, users)
+        self.now_ms = ts if self.now_ms is None else max(self.now_ms, ts)
+        self.version += 1
+
+    def _train(self, user: str, item: str) -> None:
+        feats = self.features(user)
+        pairs = training_pairs(feats, item, self.n_neg, self.rng)
+        for x, label in pairs:
+            self.combiner.learn_one(x, label)
+        logger.debug("hybrid: combiner learned %d examples for user %s item %s (%d candidates)",
+                     len(pairs), user, item, len(feats))
+
+    # -- reads ------------------------------------------------------------------------------------
+    def has_history(self, user: str) -> bool:
+        log = self.logs.get(user)
+        return bool(log and log["items"])
+
+    def seen(self, user: str) -> set[str]:
+        """Items the user engaged (never recommended to them)."""
+        log = self.logs.get(user)
+        return set(log["items"]) if log else set()
+
+    def _neighbors(self, item: str) -> Neighbors:
+        cached = self._nb_cache.get(item)
+        dirty = self.itemcf.items.dirty
+        if cached is not None and (item not in dirty or self.version - cached[0] < self.refresh_events):
+            return cached[1]
+        nb = self.itemcf.neighbors(item)
+        dirty.pop(item, None)
+        self._nb_cache[item] = (self.version, nb)
+        return nb
+
+    def itemcf_history(self, user: str) -> list[tuple[str, float]]:
+        """The user's recent item-CF history as ``(item, w · decay)`` (plain weights with decay off)."""
+        hist = self.itemcf.users.get(user) or UserHistory()
+        pairs = hist.recent_weights()
+        log = self.logs.get(user)
+        if self.half_life_s is None or log is None:
+            return pairs
+        h_ms = self.half_life_s * 1000.0
+        return [(k, w * 2.0 ** (-(hist.last_ts - log["items"][k][1]) / h_ms)) for k, w in pairs]
+
+    def trending_ranking(self) -> list[tuple[str, float]]:
+        """Every item by trending score (decayed popularity if ``trending_half_life_s``, else the window count)."""
+        cached = self._trend_cache
+        if cached is None or (cached[0] != self.version and self.version - cached[0] >= self.refresh_events):
+            if self.trending_half_life_s is not None:
+                ranked = self.trending.top_decayed(len(self.trending.decayed))
+            else:
+                ranked = self.trending.top(len(self.trending.totals))
+            self._trend_cache = cached = (self.version, ranked)
+        return cached[1]
+
+    def _popular(self, n: int, skip: Collection[str]) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        if n <= 0:
+            return out
+        for item, score in self.trending_ranking():
+            if item not in skip:
+                out.append((item, score))
+                if len(out) >= n:
+                    break
+        return out
+
+    def _reason_itemcf(self, log: UserLog, reason: str) -> str:
+        anchor = reason.removeprefix(_ITEMCF_REASON)
+        engaged = log["items"].get(anchor)
+        if reason == anchor or engaged is None:
+            return reason
+        return f"because you {_VERBS.get(engaged[2], 'engaged with')} {anchor}"
+
+    def _pool(self, user: str) -> _Pool:
+        cached = self._pool_cache
+        if cached is not None and cached[0] == user and cached[1] == self.version:
+            return cached[2]
+        log = self.logs.get(user) or new_user_log()
+        skip = set(log["items"]) | self.denied
+        n = self.candidate_pool
+        lists: Candidates = {}
+        reasons: dict[str, dict[str, str]] = {}
+        if "itemcf" in self.methods:
+            history = self.itemcf_history(user)
+            nb = {k: self._neighbors(k) for k, _ in history}
+            ranked = rank_items(history, nb, skip, n)
+            lists["itemcf"] = [(i, s) for i, s, _ in ranked]
+            reasons["itemcf"] = {i: self._reason_itemcf(log, r) for i, _, r in ranked}
+        if "usercf" in self.methods:
+            ranked = self.usercf.rank(user, n, exclude=skip)
+            lists["usercf"] = [(i, s) for i, s, _ in ranked]
+            reasons["usercf"] = dict.fromkeys((i for i, _ in lists["usercf"]), "liked by similar users")
+        if "content" in self.methods:
+            profile = self.profiles.get(user)
+            ranked = self.content.rank(profile, n, exclude=skip) if profile is not None and profile.items else []
+            lists["content"] = [(i, s) for i, s, _ in ranked]
+            reasons["content"] = {i: r for i, _, r in ranked}
+        if "popular" in self.methods:
+            lists["popular"] = self._popular(n, skip)
+            reasons["popular"] = dict.fromkeys((i for i, _ in lists["popular"]), "trending")
+        pool = _Pool(lists, reasons)
+        self._pool_cache = (user, self.version, pool)
+        return pool
+
+    def candidates(self, user: str) -> Candidates:
+        """Each method's own top ``candidate_pool`` unseen, not denied items, as ``{method: [(item, score)]}``."""
+        return {m: list(c) for m, c in self._pool(user).lists.items()}
+
+    def features(self, user: str, lists: Candidates | None = None) -> dict[str, dict[str, float]]:
+        """Learned-mode features of every candidate (the union of ``lists``, default :meth:`candidates`).
+
+        ``itemcf``, ``usercf``, ``content``: the method's score divided by its list's best score (0 when the
+        item is not in its list); ``popularity``: ``ln(1 + users) / ln(1 + most users of any item)``;
+        ``recency``: ``2^(-(now - last engagement) / recency_half_life_s)``; ``baseline``: ``μ + b_u + b_i``
+        scaled from the rating range to 0..1; ``<method>_rank``: ``1 - ln(rank) / ln(candidate_pool + 1)`` for
+        the item's 1-based rank in that method's list (0 when absent), which keeps the order information the
+        score ratio loses.
+        """
+        if lists is None:
+            lists = self._pool(user).lists
+        scaled: dict[str, dict[str, float]] = {}
+        for method in ("itemcf", "usercf", "content"):
+            best = max((s for _, s in lists.get(method, ())), default=0.0)
+            scaled[method] = {i: s / best for i, s in lists.get(method, ())} if best > 0 else {}
+        log_pool = math.log(max(self.candidate_pool, max((len(c) for c in lists.values()), default=0)) + 1)
+        ranks: dict[str, dict[str, float]] = {
+            method: {i: 1.0 - math.log(r) / log_pool for r, i in enumerate(ranking(lists.get(method, ())), start=1)}
+            for method in METHODS
+        }
+        items = {i for c in lists.values() for i, _ in c}
+        pop_norm = math.log1p(self.max_users) if self.max_users > 0 else 1.0
+        h_ms = self.recency_half_life_s * 1000.0
+        now = self.now_ms or 0
+        span = self.max_rating - self.min_rating
+        out: dict[str, dict[str, float]] = {}
+        for item in items:
+            users, last = self.item_stats.get(item, (0, None))
+            pred = (self.baseline.predict(user, item) - self.min_rating) / span
+            out[item] = {
+                "itemcf": scaled["itemcf"].get(item, 0.0),
+                "usercf": scaled["usercf"].get(item, 0.0),
+                "content": scaled["content"].get(item, 0.0),
+                "popularity": math.log1p(users) / pop_norm,
+                "recency": 2.0 ** (-max(now - last, 0) / h_ms) if last is not None else 0.0,
+                "baseline": min(max(pred, 0.0), 1.0),
+                **{f"{method}_rank": ranks[method].get(item, 0.0) for method in METHODS},
+            }
+        return out
+
+    # -- ranking ----------------------------------------------------------------------------------
+    def rank(self, user: str, n: int | None = None, mode: str | None = None,
+             exclude: Iterable[str] = ()) -> Ranked:
+        """The top ``n`` (default ``top_n``) items for ``user`` as ``(item, score, reason)``.
+
+        Never returns items the user engaged, denied items or ``exclude``; lists shorter than ``n`` are
+        filled with trending items (score 0.0).
+        """
+        n = self.top_n if n is None else _number("n", n, 0, integer=True)
+        mode = self._check_mode(self.mode if mode is None else mode)
+        extra = set(exclude)
+        skip = self.seen(user) | self.denied | extra
+        if not self.has_history(user):
+            return [(i, s, "trending") for i, s in self._popular(n, skip)]
+        pool = self._pool(user)
+        lists = pool.lists
+        if extra:
+            lists = {m: [(i, s) for i, s in c if i not in extra] for m, c in lists.items()}
+        if mode in METHODS:
+            out = [(i, s, pool.reasons[mode][i]) for i, s in lists.get(mode, [])[:n]]
+        elif len(self.logs[user]["items"]) < self.cold_start_items:
+            logger.debug("hybrid: user %s has %d items, cold-start blend", user, len(self.logs[user]["items"]))
+            cold: Candidates = {m: lists[m] for m in ("popular", "content") if m in lists}
+            out = self._weighted(cold, self.cold_start_weights, n, pool)
+        elif mode == "weighted" or (mode == "learned" and self.combiner.n_seen < self.combiner_warmup):
+            out = self._weighted(lists, self.fusion_weights, n, pool)
+        elif mode == "learned":
+            out = self._learned(user, lists, n, pool)
+        else:
+            fused = rrf(lists, k=self.rrf_k, n=n) if mode == "rrf" else borda(lists, n=n)
+            ranks = {m: {i: r for r, i in enumerate(ranking(c))} for m, c in lists.items()}
+            out = [(i, s, self._reason(i, {m: -float(r[i]) for m, r in ranks.items() if i in r}, pool))
+                   for i, s in fused]
+        return self._fill(out, n, skip)
+
+    def _weighted(self, lists: Candidates, alphas: Mapping[str, float], n: int, pool: _Pool) -> Ranked:
+        alphas = {m: alphas.get(m, 0.0) for m in lists}
+        feats = candidate_features(lists)
+        return [(i, s, self._reason(i, {m: alphas[m] * v for m, v in feats[i].items()}, pool))
+                for i, s in weighted(lists, alphas, n)]
+
+    def _learned(self, user: str, lists: Candidates, n: int, pool: _Pool) -> Ranked:
+        feats = self.features(user, lists)
+        coef = self.combiner.coef
+        out = []
+        for i, p in self.combiner.rank(feats, n):
+            contrib: dict[str, float] = {}
+            for f, method in _FEATURE_METHOD.items():
+                contrib[method] = contrib.get(method, 0.0) + coef[f] * feats[i][f]
+            out.append((i, p, self._reason(i, contrib, pool)))
+        return out
+
+    @staticmethod
+    def _reason(item: str, contributions: Mapping[str, float], pool: _Pool) -> str:
+        """The reason of the method with the largest contribution that has one for ``item``."""
+        order = sorted(contributions, key=lambda m: (-contributions[m], METHODS.index(m)))
+        for method in order:
+            reason = pool.reasons.get(method, {}).get(item)
+            if reason is not None:
+                return reason
+        for method in METHODS:  # e.g. the learned model's best feature is popularity, the item not in that list
+            reason = pool.reasons.get(method, {}).get(item)
+            if reason is not None:
+                return reason
+        return "trending"
+
+    def _fill(self, out: Ranked, n: int, skip: set[str]) -> Ranked:
+        if len(out) >= n:
+            return out[:n]
+        taken = skip | {i for i, _, _ in out}
+        fill = self._popular(max(self.trending_size, n), taken)
+        return out + [(i, 0.0, "trending") for i, _ in fill[: n - len(out)]]

@@ -1,0 +1,291 @@
+"""``python -m evaluation``: evaluate the recommenders on MovieLens-100K and write tables and plots.
+
+Runs, on the same :class:`core.hybrid.HybridRecommender` the job uses:
+
+1. the prequential protocol (rank-then-learn over the time-ordered stream) for every method and fusion;
+2. an offline temporal split and a seeded random per-user split (next to Microsoft Recommenders' SAR row);
+3. beyond-accuracy metrics (coverage, novelty, intra-list diversity) of the random-split lists;
+4. item-CF alone with history caps, with and without time decay ("cost of the bounds").
+
+Writes ``results.md``, ``results.json``, ``prequential.png``, ``offline.png`` and ``bounds.png`` into ``--out``
+and prints the Markdown.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Small matrix-vector products (the content model) are ~40x slower with a multi-threaded BLAS on a small box,
+# and the tasks already use every core: one BLAS thread per process. Set before numpy is imported.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import multiprocessing  # noqa: E402
+import queue  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import yaml  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from config import ConfigError, load_config, resolve_path  # noqa: E402
+from core.hybrid import HybridRecommender  # noqa: E402
+from evaluation import report  # noqa: E402
+from evaluation.runner import Options, Task, run_task  # noqa: E402
+
+logger = logging.getLogger("evaluation")
+
+PROTOCOLS = ("prequential", "temporal", "random", "bounds")
+DEFAULT_CAPS = "10,20,50,0"
+DEFAULT_SAMPLE_EVERY = 10
+EXAMPLES = """\
+examples:
+  python -m evaluation                                  # the full run (what `make eval` runs)
+  python -m evaluation --sample-every 1                 # score every eligible event (slower, no sampling)
+  python -m evaluation --limit 5000 --protocols prequential --caps 50
+  python -m evaluation --param half_life_s=null --param 'fusion_weights={itemcf: 1, usercf: 1, content: 0, popular: 0}'
+  python -m evaluation --set model.top_k=30 --jobs 1 --out /tmp/eval
+"""
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m evaluation",
+        description="Evaluate the recommenders on MovieLens-100K: prequential replay, offline temporal and random "
+                    "splits, beyond-accuracy metrics and the cost of item-CF's bounds. Writes results.md, results.json "
+                    "and PNG plots into --out and prints the tables.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML merged over config/default.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override, e.g. --set model.history_cap=20 (repeatable)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="HybridRecommender argument overriding the config, VALUE parsed as YAML, e.g. "
+                        "--param candidate_pool=100 (repeatable)")
+    p.add_argument("--data-dir", metavar="DIR", help="ml-100k directory (default: config data.movielens_dir, "
+                                                     "else the recbole wheel)")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N events (quick runs)")
+    p.add_argument("--out", default="results/eval", metavar="DIR", help="output directory (default: %(default)s)")
+    p.add_argument("--protocols", default=",".join(PROTOCOLS), metavar="LIST",
+                   help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all)")
+    p.add_argument("--k", type=_positive_int, default=10, help="list length and metric cutoff (default: %(default)s)")
+    p.add_argument("--sample-every", type=_positive_int, default=DEFAULT_SAMPLE_EVERY, metavar="S",
+                   help="prequential: score every S-th eligible event, learn from all (default: %(default)s)")
+    p.add_argument("--window", type=_positive_int, default=5000, metavar="EVENTS",
+                   help="prequential curve: events per window (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling, splits and negatives (default: %(default)s)")
+    p.add_argument("--train-frac", type=float, default=0.8, metavar="F",
+                   help="offline splits: share of events for training (default: %(default)s)")
+    p.add_argument("--caps", default=DEFAULT_CAPS, metavar="LIST",
+                   help="bounds table: item-CF history caps, 0 = unlimited (default: %(default)s)")
+    p.add_argument("--decay-half-life-s", type=float, metavar="S",
+                   help="bounds table: half-life of the 'decay on' rows (default: the model's half_life_s, or 600)")
+    p.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
+                   help="worker processes (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
+    args = p.parse_args(argv)
+    protocols = [x.strip() for x in args.protocols.split(",") if x.strip()]
+    bad = [x for x in protocols if x not in PROTOCOLS]
+    if bad or not protocols:
+        p.error(f"--protocols {args.protocols!r}: unknown {', '.join(bad) or '(empty)'}; "
+                f"choose from {', '.join(PROTOCOLS)}")
+    args.protocols = protocols
+    try:
+        args.caps = [int(c) for c in args.caps.split(",") if c.strip()]
+    except ValueError:
+        p.error(f"--caps {args.caps!r} must be comma-separated integers")
+    if any(c < 0 for c in args.caps):
+        p.error(f"--caps {args.caps!r} must be >= 0 (0 = unlimited)")
+    if not 0 < args.train_frac < 1:
+        p.error(f"--train-frac {args.train_frac!r} must be between 0 and 1")
+    return args
+
+
+def parse_params(items: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--param {item!r} must look like NAME=VALUE")
+        try:
+            params[name.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--param {item!r}: cannot parse value {raw!r}: {exc}") from exc
+    return params
+
+
+def build_tasks(args: argparse.Namespace, n_events: int, half_life_s: float,
+                exact_cap: int | None = None) -> list[Task]:
+    """The tasks in the order they are started (longest first, so two workers finish close together)."""
+    train = round(n_events * args.train_frac)
+    tasks: list[Task] = []
+    if "prequential" in args.protocols:
+        tasks.append(Task("prequential", "prequential", n_events))
+    if "bounds" in args.protocols:
+        for cap in sorted(args.caps, key=lambda c: (c != 0, -c)):  # unlimited first: the slowest
+            label = "unlimited" if cap == 0 else str(cap)
+            tasks.append(Task(f"itemcf cap={label}", "bounds", n_events, {"history_cap": cap, "half_life_s": None}))
+            tasks.append(Task(f"itemcf cap={label} +decay", "bounds", n_events,
+                              {"history_cap": cap, "half_life_s": half_life_s}))
+        if exact_cap is not None:  # the configured bounds with neighbour lists recomputed whenever they change
+            tasks.append(Task(f"itemcf cap={exact_cap or 'unlimited'} +decay exact", "bounds", n_events,
+                              {"history_cap": exact_cap, "half_life_s": half_life_s, "refresh_events": 0}))
+    if "random" in args.protocols:
+        tasks.append(Task("random split", "random", train))
+    if "temporal" in args.protocols:
+        tasks.append(Task("temporal split", "temporal", train))
+    return tasks
+
+
+def run_tasks(tasks: Sequence[Task], opts: Options, jobs: int, progress: bool) -> dict[str, dict[str, Any]]:
+    """Run the tasks (in ``jobs`` worker processes when > 1) with one progress bar each."""
+    bars = {t.name: tqdm(total=t.total, desc=f"{t.name:<24}", unit="ev", position=i, leave=True,
+                         disable=not progress, dynamic_ncols=True, mininterval=0.5)
+            for i, t in enumerate(tasks)}
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        if jobs == 1:
+            for t in tasks:
+                results[t.name] = run_task(t, opts, bars[t.name].update)
+            return results
+        with multiprocessing.Manager() as manager:
+            updates = manager.Queue()
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                pending: dict[Future[dict[str, Any]], str] = {
+                    pool.submit(run_task, t, opts, _QueueProgress(updates, t.name)): t.name for t in tasks
+                }
+                while pending:
+                    done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    _drain(updates, bars)
+                    for fut in done:
+                        name = pending.pop(fut)
+                        results[name] = fut.result()
+                _drain(updates, bars)
+        return results
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
+class _QueueProgress:
+    """A picklable progress callback that forwards counts to the parent's bars."""
+
+    def __init__(self, q: Any, name: str) -> None:
+        self.q, self.name = q, name
+
+    def __call__(self, n: int) -> None:
+        self.q.put((self.name, n))
+
+
+def _drain(updates: Any, bars: dict[str, Any]) -> None:
+    while True:
+        try:
+            name, n = updates.get_nowait()
+        except queue.Empty:
+            return
+        bars[name].update(n)
+
+
+def render(results: dict[str, dict[str, Any]], meta: dict[str, Any], k: int) -> str:
+    parts = [f"# Evaluation on MovieLens-100K ({meta['date']})", ""]
+    parts.append(f"Total runtime **{meta['runtime_s']:.0f} s** with {meta['jobs']} worker process(es) on "
+                 f"{meta['cpus']} CPU(s). Model settings: `{json.dumps(meta['model'], sort_keys=True)}`. "
+                 f"Seed {meta['seed']}.")
+    pre = results.get("prequential")
+    if pre:
+        pre["k"] = k
+        parts += ["", f"## 1. Prequential (rank-then-learn), HR@{k} / NDCG@{k} / MRR@{k}", "",
+                  report.prequential_section(pre)]
+        comb = pre.get("combiner")
+        if comb:
+            weights = ", ".join(f"{n} {v:+.2f}" for n, v in comb["weights"].items())
+            parts += ["", f"Learned combiner after the stream ({comb['examples']:,} training examples): {weights}."]
+        parts += ["", "Plot: `prequential.png`."]
+    for key, title, ms in (("temporal split", "2a. Offline temporal split (first 80% by time -> last 20%)", False),
+                           ("random split", "2b. Offline random 80/20 per-user split (seeded)", True)):
+        if key in results:
+            results[key]["k"] = k
+            parts += ["", f"## {title}", "", report.offline_section(results[key], with_microsoft=ms)]
+    if "random split" in results:
+        parts += ["", "## 3. Beyond accuracy (random split lists)", "", report.beyond_section(results["random split"])]
+    bounds = [dict(r, label=name) for name, r in results.items() if r["kind"] == "bounds"]
+    if bounds:
+        parts += ["", "## 4. Cost of the bounds (item-CF, prequential)", "", report.bounds_section(bounds)]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    try:
+        cfg = load_config(args.config, args.overrides)
+        params = parse_params(args.param)
+        probe = HybridRecommender.from_config(cfg["model"], **params)  # fail fast on bad settings
+    except (ConfigError, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    half_life = args.decay_half_life_s or probe.half_life_s or 600.0
+    from ingest.movielens import DatasetNotFound, load_events
+
+    data_dir = args.data_dir or (str(resolve_path(cfg["data"]["movielens_dir"])) if cfg["data"].get("movielens_dir")
+                                 else None)
+    try:
+        n_events = len(load_events(data_dir, limit=args.limit))
+    except DatasetNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    opts = Options(model_cfg=cfg["model"], params=params, data_dir=data_dir, limit=args.limit, k=args.k,
+                   sample_every=args.sample_every, window=args.window, seed=args.seed, train_frac=args.train_frac)
+    tasks = build_tasks(args, n_events, half_life, probe.itemcf.history_cap if probe.refresh_events else None)
+    logger.info("running %d tasks with %d workers", len(tasks), args.jobs)
+    results = run_tasks(tasks, opts, min(args.jobs, len(tasks)), progress=not args.no_progress)
+    runtime = time.perf_counter() - started
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "runtime_s": runtime,
+            "jobs": min(args.jobs, len(tasks)), "cpus": os.cpu_count(), "seed": args.seed,
+            "model": results.get("prequential", {}).get("model") or {"half_life_s": probe.half_life_s},
+            "argv": list(sys.argv[1:] if argv is None else argv)}
+    md = render(results, meta, args.k)
+    if "prequential" in results:
+        report.plot_prequential(results["prequential"], out / "prequential.png")
+    splits: dict[str, dict[str, Any]] = {n: results[n] for n in ("temporal split", "random split") if n in results}
+    if splits:
+        report.plot_offline(splits, out / "offline.png")
+    bounds = [dict(r, label=name) for name, r in results.items() if r["kind"] == "bounds"]
+    if bounds:
+        report.plot_bounds(bounds, out / "bounds.png")
+    (out / "results.md").write_text(md, encoding="utf-8")
+    serialisable = {name: {k: v for k, v in r.items() if k != "hits"} for name, r in results.items()}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": serialisable}, indent=1, default=str),
+                                      encoding="utf-8")
+    print(md)
+    print(f"wrote {out / 'results.md'} and plots in {out}/ ({runtime:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

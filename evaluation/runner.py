@@ -1,0 +1,150 @@
+"""The evaluation's tasks: each builds its models from the config, runs one protocol and returns a summary.
+
+Tasks are plain top-level functions of a picklable :class:`Task`, so the CLI can run them in worker
+processes. Progress is reported through a callback (events processed), which the CLI turns into tqdm bars.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.hybrid import HybridRecommender
+from evaluation.protocols import (
+    OFFLINE_METRICS,
+    PREQUENTIAL_METRICS,
+    Arm,
+    beyond_accuracy,
+    offline,
+    prequential,
+    random_split,
+    temporal_split,
+)
+from ingest.movielens import load_catalog, load_events
+from udfs.events import Event
+
+logger = logging.getLogger(__name__)
+
+#: The arms of the main tables, in display order: single methods first, then the fusions.
+ARMS: tuple[str, ...] = ("popular", "itemcf", "usercf", "content", "weighted", "rrf", "borda", "learned")
+FUSION_ARMS: tuple[str, ...] = ("weighted", "rrf", "borda", "learned")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What every task needs to know (built from the command line)."""
+
+    model_cfg: Mapping[str, Any]
+    params: Mapping[str, Any] = field(default_factory=dict)  # HybridRecommender keyword overrides
+    data_dir: str | None = None
+    limit: int | None = None
+    k: int = 10
+    sample_every: int = 10
+    window: int = 5000
+    seed: int = 0
+    train_frac: float = 0.8
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # "prequential", "temporal", "random" or "bounds"
+    total: int  # progress units (events) for the bar
+    variant: Mapping[str, Any] = field(default_factory=dict)  # bounds: model arguments of this row
+
+
+def load_data(opts: Options) -> tuple[list[Event], list[dict[str, Any]]]:
+    events = load_events(opts.data_dir, limit=opts.limit)
+    catalog = load_catalog(opts.data_dir)
+    return events, catalog
+
+
+def build_model(opts: Options, catalog: list[dict[str, Any]], **extra: Any) -> HybridRecommender:
+    """A :class:`HybridRecommender` from the config, the ``--param`` overrides and ``extra``, catalog loaded."""
+    params = {**opts.params, **extra}
+    if "seed" not in params:
+        params["seed"] = opts.seed
+    model = HybridRecommender.from_config(opts.model_cfg, **params)
+    for record in catalog:
+        model.add_item(record)
+    return model
+
+
+def _arms(model: HybridRecommender, names: tuple[str, ...] = ARMS) -> dict[str, Arm]:
+    return {name: (model, name) for name in names}
+
+
+def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run one task and return its summary (plain data, picklable)."""
+    t0 = time.perf_counter()
+    events, catalog = load_data(opts)
+    out: dict[str, Any] = {"name": task.name, "kind": task.kind, "pid": os.getpid()}
+    if task.kind == "prequential":
+        model = build_model(opts, catalog)
+        res = prequential(_arms(model), events, k=opts.k, sample_every=opts.sample_every, window=opts.window,
+                          seed=opts.seed, progress=progress)
+        out.update(_prequential_summary(res))
+        out["combiner"] = {"weights": model.combiner.weights(), "examples": model.combiner.n_seen}
+        out["model"] = _model_settings(model)
+    elif task.kind in ("temporal", "random"):
+        if task.kind == "temporal":
+            train, test = temporal_split(events, opts.train_frac)
+        else:
+            train, test = random_split(events, opts.train_frac, seed=opts.seed)
+        model = build_model(opts, catalog)
+        ores = offline(_arms(model), train, test, k=opts.k, progress=progress)
+        genres = {r["item_id"]: r["genres"] for r in catalog}
+        items = [r["item_id"] for r in catalog]
+        out.update({
+            "n_train": len(train), "n_test": len(test), "n_users": ores.n_users, "n_cold": ores.n_cold,
+            "learn_s": ores.learn_s,
+            "metrics": {a: {m: ores.mean(a, m) for m in OFFLINE_METRICS} for a in ores.arms},
+            "rank_ms": {a: 1000 * ores.rank_s[a] / max(ores.n_users, 1) for a in ores.arms},
+            "beyond": {a: vars(beyond_accuracy(ores.lists[a], train, items, genres)) for a in ores.arms},
+        })
+    elif task.kind == "bounds":
+        variant = dict(task.variant)
+        model = build_model(opts, catalog, methods=("itemcf",), train_combiner=False, **variant)
+        res = prequential({"itemcf": (model, "itemcf")}, events, k=opts.k, sample_every=opts.sample_every,
+                          window=opts.window, seed=opts.seed, progress=progress)
+        summary = _prequential_summary(res)
+        rows = model.itemcf.items.rows
+        out.update(summary)
+        out.update({
+            "variant": variant,
+            "learn_us": 1e6 * res.learn_s / max(res.n_events, 1),
+            "pairs": sum(len(r) for r in rows.values()),
+            "refresh_events": model.refresh_events,
+            "history": sum(len(h.recent) for h in model.itemcf.users.values()),
+        })
+    else:
+        raise ValueError(f"task kind {task.kind!r} must be prequential, temporal, random or bounds")
+    out["seconds"] = time.perf_counter() - t0
+    logger.info("task %s done in %.1f s", task.name, out["seconds"])
+    return out
+
+
+def _prequential_summary(res: Any) -> dict[str, Any]:
+    return {
+        "n_events": res.n_events, "n_eligible": res.n_eligible, "n_scored": res.n_scored,
+        "n_new_user": res.n_new_user, "n_repeat": res.n_repeat, "sample_every": res.sample_every,
+        "window": res.window, "learn_s": res.learn_s,
+        "metrics": {a: {m: res.mean(a, m) for m in PREQUENTIAL_METRICS} for a in res.arms},
+        "rank_ms": {a: 1000 * res.rank_s[a] / max(res.n_scored, 1) for a in res.arms},
+        "curves": {a: res.curve(a) for a in res.arms},
+        "hits": {a: bytes(res.hits[a]) for a in res.arms},
+    }
+
+
+def _model_settings(model: HybridRecommender) -> dict[str, Any]:
+    return {
+        "history_cap": model.itemcf.history_cap, "top_k": model.itemcf.items.k, "candidate_pool": model.candidate_pool,
+        "half_life_s": model.half_life_s, "trending_half_life_s": model.trending_half_life_s,
+        "fusion_weights": dict(model.fusion_weights), "cold_start_items": model.cold_start_items,
+        "combiner_sample": model.combiner_sample, "n_neg": model.n_neg, "refresh_events": model.refresh_events,
+        "rrf_k": model.rrf_k, "center_ratings": model.center_ratings,
+    }

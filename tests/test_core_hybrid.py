@@ -1,0 +1,315 @@
+import math
+import pickle
+import random
+from typing import Any
+
+import pytest
+
+import config
+from core.hybrid import FEATURES, MIN_POSITIVE_WEIGHT, HybridRecommender
+from core.itemcf import ItemCF
+from udfs.events import Event
+
+# Catalog: a, b, d are Comedy, c Drama, e Action; no years and distinct one-word titles (distinct hash
+# buckets), so content cosines come from the genre block only: d matches a Comedy profile, c and e do not.
+CATALOG = [
+    {"item_id": "a", "title": "Alpha", "year": None, "genres": ["Comedy"]},
+    {"item_id": "b", "title": "Bravo", "year": None, "genres": ["Comedy"]},
+    {"item_id": "c", "title": "Charlie", "year": None, "genres": ["Drama"]},
+    {"item_id": "d", "title": "Delta", "year": None, "genres": ["Comedy"]},
+    {"item_id": "e", "title": "Echo", "year": None, "genres": ["Action"]},
+]
+# u2: a 4, b 5, c 1; u3: e 5; u4: e 3; u1: a 5, b 4.
+# Item-CF for u1 (seen a, b): norm_a = 25 + 16 = 41, norm_b = 16 + 25 = 41, norm_c = 1,
+#   sim(a, c) = 4/√41, sim(b, c) = 5/√41 -> score(c) = 5·4/√41 + 4·5/√41 = 40/√41 (a and b tie: reason a).
+# User-CF for u1: D[u1][u2] = 5·4 + 4·5 = 40, norm_u1 = 41, norm_u2 = 42 -> score(c) = 40/√1722 · 1.
+# Trending (window counts): a 2, b 2, e 2, c 1 -> unseen by u1: e 2, c 1.
+STREAM = [("u2", "a", 4.0), ("u2", "b", 5.0), ("u2", "c", 1.0), ("u3", "e", 5.0), ("u4", "e", 3.0),
+          ("u1", "a", 5.0), ("u1", "b", 4.0)]
+ITEMCF_C = 40 / math.sqrt(41)
+USERCF_C = 40 / math.sqrt(41 * 42)
+
+# Exact settings for known answers: neighbour lists and trending always current, no decay, window counts.
+EXACT: dict[str, Any] = {"refresh_events": 0, "half_life_s": None, "trending_half_life_s": None,
+                         "trending_window_s": 3600.0, "trending_buckets": 12, "train_combiner": False}
+
+
+def ev(n: int, user: str, item: str, w: float, etype: str = "rate", ts: int | None = None) -> Event:
+    return Event(f"e{n}", user, item, etype, w, 1000 * (n + 1) if ts is None else ts)
+
+
+def model(stream: list[tuple[str, str, float]] = STREAM, **kwargs: Any) -> HybridRecommender:
+    m = HybridRecommender(**{**EXACT, **kwargs})
+    for record in CATALOG:
+        m.add_item(record)
+    for n, (u, i, w) in enumerate(stream):
+        m.learn_one(ev(n, u, i, w))
+    return m
+
+
+def items(ranked: list[tuple[str, float, str]]) -> list[str]:
+    return [i for i, _, _ in ranked]
+
+
+def test_candidates_known_answer() -> None:
+    c = model().candidates("u1")
+    assert c["itemcf"] == [("c", pytest.approx(ITEMCF_C))]
+    assert c["usercf"] == [("c", pytest.approx(USERCF_C))]
+    assert [i for i, _ in c["content"]] == ["d"] and c["content"][0][1] > 0
+    assert c["popular"] == [("e", 2.0), ("c", 1.0)]
+
+
+def test_single_method_modes_fill_with_trending() -> None:
+    m = model()
+    assert m.rank("u1", 3, "itemcf") == [("c", pytest.approx(ITEMCF_C), "because you rated a"), ("e", 0.0, "trending")]
+    assert m.rank("u1", 3, "usercf") == [("c", pytest.approx(USERCF_C), "liked by similar users"),
+                                         ("e", 0.0, "trending")]
+    assert m.rank("u1", 3, "content")[0][::2] == ("d", "matches your taste for Comedy")
+    assert items(m.rank("u1", 3, "content")) == ["d", "e", "c"]
+    assert m.rank("u1", 3, "popular") == [("e", 2.0, "trending"), ("c", 1.0, "trending")]
+
+
+def test_weighted_known_answer() -> None:
+    # min-max per list: itemcf c 1; usercf c 1; content d 1; popular e 1, c 0.
+    # α = itemcf 1, usercf .5, content .1, popular .2: c = 1 + .5 + 0 = 1.5, e = .2, d = .1
+    m = model(fusion_weights={"itemcf": 1.0, "usercf": 0.5, "content": 0.1, "popular": 0.2})
+    assert m.rank("u1", 5, "weighted") == [
+        ("c", pytest.approx(1.5), "because you rated a"),
+        ("e", pytest.approx(0.2), "trending"),
+        ("d", pytest.approx(0.1), "matches your taste for Comedy"),
+    ]
+    # the reason follows the largest contribution: with usercf weighted up, c is "liked by similar users"
+    m2 = model(fusion_weights={"itemcf": 1.0, "usercf": 2.0, "content": 0.1, "popular": 0.2})
+    assert m2.rank("u1", 1, "weighted") == [("c", pytest.approx(3.0), "liked by similar users")]
+
+
+def test_rrf_and_borda_known_answer() -> None:
+    m = model(rrf_k=60)
+    # ranks: itemcf [c], usercf [c], content [d], popular [e, c]
+    assert m.rank("u1", 3, "rrf") == [
+        ("c", pytest.approx(2 / 61 + 1 / 62), "because you rated a"),
+        ("d", pytest.approx(1 / 61), "matches your taste for Comedy"),  # d and e tie: item id
+        ("e", pytest.approx(1 / 61), "trending"),
+    ]
+    # Borda, N = 3: c 3 + 3 + 1.5 + 2 = 9.5; e 1.5 · 3 + 3 = 7.5; d 1.5 + 1.5 + 3 + 1 = 7
+    assert m.rank("u1", 3, "borda") == [("c", 9.5, "because you rated a"), ("e", 7.5, "trending"),
+                                        ("d", 7.0, "matches your taste for Comedy")]
+
+
+def test_learned_mode_features_and_ranking() -> None:
+    m = model(combiner_warmup=0)
+    f = m.features("u1")
+    assert set(f) == {"c", "d", "e"} and all(set(x) == set(FEATURES) for x in f.values())
+    assert f["c"]["itemcf"] == 1.0 and f["c"]["usercf"] == 1.0 and f["c"]["content"] == 0.0
+    assert f["c"]["popularity"] == pytest.approx(math.log(2) / math.log(3))  # 1 user of c, at most 2 of any item
+    assert f["d"]["popularity"] == 0.0 and f["d"]["recency"] == 0.0  # d was never engaged
+    assert f["e"]["recency"] == pytest.approx(2 ** (-(7000 - 5000) / 86400e3))  # last engaged at 5 s, now 7 s
+    assert all(0.0 <= v <= 1.0 for x in f.values() for v in x.values())
+    # rank features: 1 - ln(rank) / ln(candidate_pool + 1), 0 when the method did not list the item
+    assert f["c"]["itemcf_rank"] == 1.0 and f["c"]["content_rank"] == 0.0
+    assert f["c"]["popular_rank"] == pytest.approx(1 - math.log(2) / math.log(m.candidate_pool + 1))
+    # a combiner that only trusts content ranks d first, and says why
+    m.combiner.load_weights(dict.fromkeys(FEATURES, 0.0) | {"content": 5.0, "popularity": 1.0, "bias": 0.0})
+    ranked = m.rank("u1", 3, "learned")
+    assert ranked[0] == ("d", pytest.approx(1 / (1 + math.exp(-5.0))), "matches your taste for Comedy")
+    assert items(ranked)[1:] == ["e", "c"]  # popularity: e (2 users) before c (1 user)
+    assert ranked[1][2] == "trending"
+
+
+def test_learned_falls_back_to_weighted_until_warm() -> None:
+    m = model(combiner_warmup=10)
+    assert m.combiner.n_seen == 0
+    assert m.rank("u1", 3, "learned") == m.rank("u1", 3, "weighted")
+
+
+def test_recommend_then_learn_trains_the_combiner() -> None:
+    m = model(train_combiner=True, combiner_sample=1.0, n_neg=1)
+    before = m.combiner.n_seen  # u2's and u1's later events already trained it
+    m.learn_one(ev(20, "u1", "c", 4.0))  # c was a candidate: one positive and one negative
+    assert m.combiner.n_seen == before + 2
+    m.learn_one(ev(21, "u1", "c", 2.0))  # a re-rating: the item is seen, nothing to learn
+    assert m.combiner.n_seen == before + 2
+    m.learn_one(ev(22, "u9", "a", 4.0))  # a new user: no history, nothing to learn
+    assert m.combiner.n_seen == before + 2
+    w = m.combiner.weights()
+    assert w["itemcf"] > 0 and w["usercf"] > 0  # c had the full item-CF and user-CF score
+
+
+def test_new_user_gets_trending_in_every_mode() -> None:
+    m = model()
+    expected = [("a", 2.0, "trending"), ("b", 2.0, "trending"), ("e", 2.0, "trending"), ("c", 1.0, "trending")]
+    for mode in ("weighted", "rrf", "borda", "learned", "itemcf", "usercf", "content", "popular"):
+        assert m.rank("nobody", 10, mode) == expected
+    assert m.rank("nobody", 2) == expected[:2]
+
+
+def test_one_event_user_gets_trending_blended_with_content() -> None:
+    m = model(cold_start_items=2, cold_start_weights={"popular": 1.0, "content": 0.5})
+    m.learn_one(ev(30, "u5", "d", 4.0))
+    # popular (d seen): a, b, e 2 -> 1.0 each, c 1 -> 0.0; content of a Comedy profile: a, b equal -> 1.0 each
+    ranked = m.rank("u5", 4, "weighted")
+    assert ranked == [("a", pytest.approx(1.5), "trending"), ("b", pytest.approx(1.5), "trending"),
+                      ("e", pytest.approx(1.0), "trending"), ("c", pytest.approx(0.0), "trending")]
+    assert m.rank("u5", 4, "rrf") == ranked  # every fusion mode uses the cold-start blend
+    m.learn_one(ev(31, "u5", "e", 4.0))  # two events: no longer cold, the mode's own fusion
+    assert m.rank("u5", 4, "weighted") != m.rank("u5", 4, "rrf")
+
+
+def test_new_item_mid_stream_is_reachable_through_content() -> None:
+    m = model(fusion_weights={"itemcf": 1.0, "usercf": 0.5, "content": 0.1, "popular": 0.2})
+    assert "n" not in m.content.items
+    m.add_item({"item_id": "n", "title": "November", "year": None, "genres": ["Comedy"]})
+    c = m.candidates("u1")
+    assert "n" in [i for i, _ in c["content"]]
+    assert "n" not in [i for i, _ in c["itemcf"]]  # no co-occurrence yet
+    ranked = m.rank("u1", 10, "weighted")
+    assert ("n", pytest.approx(0.1), "matches your taste for Comedy") in ranked  # content α 0.1 · min-max 1.0
+    # once engaged, the new item takes part in co-occurrence like any other
+    m.learn_one(ev(40, "u2", "n", 5.0))
+    assert "n" in [i for i, _ in m.candidates("u1")["itemcf"]]
+
+
+def test_rerating_replaces_the_weight_everywhere() -> None:
+    m = model()
+    m.learn_one(ev(50, "u1", "a", 1.0))  # u1 re-rates a: 5 -> 1
+    assert m.itemcf.users["u1"].weights["a"] == 1.0
+    assert m.usercf.users["u1"]["items"]["a"] == 1.0
+    assert m.baseline.users["u1"]["ratings"]["a"] == 1.0
+    assert m.logs["u1"]["items"]["a"][0] == 1.0 and m.logs["u1"]["rating_n"] == 2
+    assert m.logs["u1"]["rating_sum"] == 5.0
+    assert m.item_stats["a"][0] == 2  # still two users engaged a
+    # norm_a = 1 + 16 = 17: score(c) = 1·4/√17 + 4·5/√41
+    assert m.candidates("u1")["itemcf"] == [("c", pytest.approx(4 / math.sqrt(17) + 20 / math.sqrt(41)))]
+    assert "a" not in items(m.rank("u1", 10))
+
+
+def test_mean_centred_ratings() -> None:
+    m = model(stream=[], center_ratings=True)
+    m.learn_one(ev(0, "x", "p", 4.0))  # no other rating of x: centred on the global mean (the prior, 2.75)
+    assert m.itemcf.users["x"].weights["p"] == pytest.approx(4.0 - 2.75)
+    m.learn_one(ev(1, "x", "q", 2.0))  # centred on x's other ratings: 2 - 4 = -2
+    assert m.itemcf.users["x"].weights["q"] == pytest.approx(-2.0)
+    assert m.usercf.users["x"]["items"]["q"] == MIN_POSITIVE_WEIGHT  # positive-only parts get the floor
+    m.learn_one(ev(2, "x", "q", 5.0))  # a re-rating is centred on the *other* ratings: 5 - 4 = 1
+    assert m.itemcf.users["x"].weights["q"] == pytest.approx(1.0)
+    m.learn_one(ev(3, "x", "r", 2.0, etype="click"))  # implicit events keep their weight
+    assert m.itemcf.users["x"].weights["r"] == 2.0
+
+
+def test_reasons_name_the_event_type() -> None:
+    m = model(stream=[])
+    for n, (u, i, t) in enumerate([("v", "a", "view"), ("v", "b", "view"), ("w", "a", "purchase")]):
+        m.learn_one(ev(n, u, i, 1.0, etype=t))
+    # norm_a = 1 + 1, norm_b = 1, C[a][b] = 1: score(b) = 1 · 1/√2
+    assert m.rank("w", 1, "itemcf") == [("b", pytest.approx(1 / math.sqrt(2)), "because you bought a")]
+
+
+def test_filters_seen_denied_excluded_and_at_most_n() -> None:
+    m = model(deny=["e"])
+    ranked = m.rank("u1", 10)
+    assert "e" not in items(ranked) and not {"a", "b"} & set(items(ranked))
+    assert "c" not in items(m.rank("u1", 10, exclude=["c"]))
+    assert len(m.rank("u1", 1)) == 1 and m.rank("u1", 0) == []
+    m.deny(["c"])
+    assert "c" not in items(m.rank("u1", 10)) and "c" not in [i for i, _ in m.candidates("u1")["itemcf"]]
+    for mode in ("weighted", "rrf", "learned", "popular"):
+        assert len(m.rank("u1", 2, mode)) <= 2
+
+
+def random_stream(n: int = 400, seed: int = 3) -> list[Event]:
+    rng = random.Random(seed)
+    return [Event(f"r{k}", f"u{rng.randrange(15)}", f"i{int(rng.paretovariate(1.2)) % 25}", "rate",
+                  float(rng.randint(1, 5)), 60_000 * k) for k in range(n)]
+
+
+def test_itemcf_equals_the_reference_with_decay_off() -> None:
+    stream = random_stream()
+    m = HybridRecommender(**{**EXACT, "candidate_pool": 50}, top_k=5, history_cap=7)
+    ref = ItemCF(top_k=5, history_cap=7)
+    for e in stream:
+        m.learn_one(e)
+        ref.learn_one(e.user_id, e.item_id, e.weight, e.ts)
+    for user in sorted({e.user_id for e in stream}):
+        expected = [(i, pytest.approx(s)) for i, s, r in ref.rank(user, 50) if r != "trending"]
+        assert m.candidates(user)["itemcf"] == expected
+    # a half-life far longer than the stream gives the same ranking
+    slow = HybridRecommender(**{**EXACT, "candidate_pool": 50, "half_life_s": 1e15}, top_k=5, history_cap=7)
+    for e in stream:
+        slow.learn_one(e)
+    for user in sorted({e.user_id for e in stream}):
+        assert [i for i, _ in slow.candidates(user)["itemcf"]] == [i for i, _ in m.candidates(user)["itemcf"]]
+
+
+def test_decay_favours_the_recent_history() -> None:
+    # old: u rated x a day ago; recent: u rated y now. x's neighbour p, y's neighbour q.
+    day = 86_400_000
+    stream = [Event("1", "o1", "x", "rate", 5.0, 0), Event("2", "o1", "p", "rate", 5.0, 1),
+              Event("3", "o2", "y", "rate", 5.0, 2), Event("4", "o2", "q", "rate", 4.0, 3),
+              Event("5", "u", "x", "rate", 5.0, 4), Event("6", "u", "y", "rate", 4.0, day)]
+    undecayed = HybridRecommender(**EXACT)
+    decayed = HybridRecommender(**{**EXACT, "half_life_s": 3600.0})
+    for e in stream:
+        undecayed.learn_one(e)
+        decayed.learn_one(e)
+    # sim(x, p) = 25/√(50·25) = 1/√2, sim(y, q) = 20/√(41·16): undecayed p 5/√2 ≈ 3.54 > q 4·0.781 ≈ 3.12
+    assert [i for i, _ in undecayed.candidates("u")["itemcf"]] == ["p", "q"]
+    got = decayed.candidates("u")["itemcf"]
+    assert [i for i, _ in got] == ["q", "p"]
+    assert got[0][1] == pytest.approx(4 * 20 / math.sqrt(41 * 16))  # y is the latest item: no decay
+    assert got[1][1] == pytest.approx(5 * 2 ** (-(day - 4) / 3_600_000) / math.sqrt(2))  # x: ~24 half-lives
+
+
+def test_lagged_neighbour_lists_catch_up() -> None:
+    stream = random_stream(300)
+    lagged = HybridRecommender(**{**EXACT, "refresh_events": 50})
+    exact = HybridRecommender(**EXACT)
+    for e in stream:
+        lagged.learn_one(e)
+        exact.learn_one(e)
+        lagged.candidates(e.user_id)  # cache lists as the stream goes
+    lagged.version += 50  # 50 events later every dirty list is recomputed
+    for user in sorted({e.user_id for e in stream}):
+        assert lagged.candidates(user)["itemcf"] == exact.candidates(user)["itemcf"]
+
+
+def test_from_config_reads_the_model_section() -> None:
+    cfg = config.load_config()
+    m = HybridRecommender.from_config(cfg["model"])
+    assert m.top_n == cfg["model"]["top_n"] and m.itemcf.history_cap == cfg["model"]["history_cap"]
+    model_cfg = dict(cfg["model"], hybrid={"mode": "rrf", "candidate_pool": 7})
+    m2 = HybridRecommender.from_config(model_cfg, candidate_pool=9)
+    assert m2.mode == "rrf" and m2.candidate_pool == 9
+    with pytest.raises(ValueError, match=r"model\.hybrid\.nope"):
+        HybridRecommender.from_config(dict(cfg["model"], hybrid={"nope": 1}))
+    with pytest.raises(ValueError, match="argument 'bogus'"):
+        HybridRecommender.from_config(cfg["model"], bogus=1)
+
+
+def test_invalid_arguments_name_the_field() -> None:
+    with pytest.raises(ValueError, match="mode 'best'"):
+        HybridRecommender(mode="best")
+    with pytest.raises(ValueError, match="mode 'x'"):
+        model().rank("u1", 3, "x")
+    with pytest.raises(ValueError, match=r"fusion_weights\['itemcf'\] -1"):
+        HybridRecommender(fusion_weights={"itemcf": -1, "usercf": 1, "content": 1, "popular": 1})
+    with pytest.raises(ValueError, match=r"fusion_weights .* has no weight for usercf"):
+        HybridRecommender(fusion_weights={"itemcf": 1, "content": 1, "popular": 1})
+    with pytest.raises(ValueError, match="methods"):
+        HybridRecommender(methods=["itemcf", "svd"])
+    with pytest.raises(ValueError, match="candidate_pool 0"):
+        HybridRecommender(candidate_pool=0)
+    with pytest.raises(ValueError, match="combiner_sample 2"):
+        HybridRecommender(combiner_sample=2)
+    with pytest.raises(ValueError, match=r"weight -1\.0 of event e0"):
+        HybridRecommender().learn_one(ev(0, "u", "i", -1.0))
+    with pytest.raises(ValueError, match="type 'like'"):
+        HybridRecommender().learn_one(ev(0, "u", "i", 1.0, etype="like"))
+
+
+def test_state_is_plain_per_key_pieces_and_pickles() -> None:
+    m = model(train_combiner=True)
+    assert isinstance(m.logs["u1"], dict) and isinstance(m.item_stats["c"], tuple)
+    assert isinstance(m.usercf.users["u1"], dict) and isinstance(m.baseline.users["u1"], dict)
+    clone = pickle.loads(pickle.dumps(m))
+    for mode in ("weighted", "rrf", "learned", "itemcf", "content"):
+        assert clone.rank("u1", 5, mode) == m.rank("u1", 5, mode)
