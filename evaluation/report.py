@@ -31,6 +31,13 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _every(n: int) -> str:
+    if n == 1:
+        return "each"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"every {n}{suffix} (seeded offset)"
+
+
 def _arms(metrics: Mapping[str, Any]) -> list[str]:
     return [a for a in ARMS if a in metrics] + [a for a in metrics if a not in ARMS]
 
@@ -41,7 +48,7 @@ def prequential_section(s: Mapping[str, Any]) -> str:
     table = md_table(("method", f"HR@{k}", f"NDCG@{k}", f"MRR@{k}", "ms/query"), rows)
     notes = [
         f"Replayed {s['n_events']:,} events in timestamp order; {s['n_eligible']:,} were events of a user with history "
-        f"on an item new to them; every {s['sample_every']}th of those (seeded offset) was scored: "
+        f"on an item new to them; {_every(s['sample_every'])} of those was scored: "
         f"**{s['n_scored']:,} scored events**. Skipped: {s['n_new_user']:,} first events of a user, "
         f"{s['n_repeat']:,} repeats. Every event was learned. Learning took {s['learn_s']:.0f} s in total "
         "(including the learned combiner's recommend-then-learn training).",
@@ -71,6 +78,14 @@ def acceptance(s: Mapping[str, Any]) -> str:
         f"-> {'met' if ok_icf else 'NOT met'}; paired on the same events: `{best}` hit where `itemcf` missed {b}x, "
         f"the reverse {c}x, McNemar z = {z:.2f} ({'significant' if abs(z) > 1.96 else 'not significant'} at 5%)",
     ]
+    half = len(s["hits"][best]) // 2
+    if half:
+        parts = []
+        for label, sl in (("first", slice(None, half)), ("second", slice(half, None))):
+            f_hits, i_hits = s["hits"][best][sl], s["hits"]["itemcf"][sl]
+            parts.append(f"{label} half of the scored events `{best}` {sum(f_hits) / len(f_hits):.4f} vs `itemcf` "
+                         f"{sum(i_hits) / len(i_hits):.4f}")
+        lines.append("* over time: " + "; ".join(parts))
     return "\n".join(lines)
 
 
