@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import BOOTSTRAP, REDIS_HOST, REDIS_PORT, unavailable
+from conftest import REDIS_HOST, REDIS_PORT, unavailable
 
 from config import PROJECT_ROOT
 from ingest import kafka_admin
@@ -32,12 +32,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def kafka() -> str:
-    try:
-        kafka_admin.wait_for_kafka(BOOTSTRAP, timeout=10)
-    except kafka_admin.KafkaUnavailable as exc:
-        unavailable(f"no Kafka broker at {BOOTSTRAP} ({exc})")
-    return BOOTSTRAP
+def kafka(kafka_bootstrap: str) -> str:
+    return kafka_bootstrap  # the shared conftest fixture, under this module's name
 
 
 @pytest.fixture(scope="module")

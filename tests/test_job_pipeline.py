@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 from flink_harness import event_json, run_pipeline
+from reference import batch_cosine
 
 from ingest.movielens import load_events
 from udfs.events import event_to_json
@@ -18,20 +19,6 @@ from udfs.events import event_to_json
 pytestmark = pytest.mark.flink
 
 K = 20
-
-
-def batch_cosine(events: list[tuple[str, str, float]]) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
-    final: dict[tuple[str, str], float] = {}
-    for u, i, w in events:
-        final[(u, i)] = w
-    users = {u: n for n, u in enumerate(sorted({u for u, _ in final}))}
-    items = {i: n for n, i in enumerate(sorted({i for _, i in final}))}
-    r = np.zeros((len(users), len(items)))
-    for (u, i), w in final.items():
-        r[users[u], items[i]] = w
-    c = r.T @ r
-    norms = np.diag(c).copy()
-    return items, c / np.sqrt(np.outer(norms, norms)), norms
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])

@@ -9,9 +9,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 from conftest import REDIS_PORT
+from reference import batch_cosine
 
 from config import load_config
 from ingest import kafka_admin
@@ -87,14 +87,7 @@ def test_redis_holds_recommendations_for_every_user(run: dict[str, Any], redis_c
 
 def test_redis_similar_items_equal_the_batch_cosine(run: dict[str, Any], redis_conn: Any) -> None:
     p = run["cfg"]["redis"]["prefix"]
-    events = run["events"]
-    users = {u: n for n, u in enumerate(sorted({e.user_id for e in events}))}
-    items = {i: n for n, i in enumerate(sorted({e.item_id for e in events}))}
-    r = np.zeros((len(users), len(items)))
-    for e in events:
-        r[users[e.user_id], items[e.item_id]] = e.weight
-    c = r.T @ r
-    cos = c / np.sqrt(np.outer(np.diag(c), np.diag(c)))
+    items, cos, _ = batch_cosine((e.user_id, e.item_id, e.weight) for e in run["events"])
     keys = list(redis_conn.scan_iter(match=f"{p}similar:*", count=1000))
     assert len(keys) > 0.9 * len(items)
     for key in keys[:300]:
