@@ -98,6 +98,7 @@ class ContentModel:
         self.df: dict[int, int] = {}  # title bucket -> number of items whose title has it
         self._cache: dict[str, np.ndarray] = {}
         self._matrix: tuple[list[str], np.ndarray, np.ndarray] | None = None
+        self._rows: dict[str, int] = {}
 
     @property
     def dim(self) -> int:
@@ -193,7 +194,13 @@ class ContentModel:
             ids = sorted(self.items)
             m = np.array([self.vector(i) for i in ids]).reshape(len(ids), self.dim)
             self._matrix = (ids, m, np.linalg.norm(m, axis=1))
+            self._rows = {i: k for k, i in enumerate(ids)}
         return self._matrix
+
+    def vectors(self, items: list[str]) -> np.ndarray:
+        """The vectors of catalog items (each must be in the catalog) as the rows of one matrix."""
+        _, m, _ = self._catalog()
+        return m[[self._rows[i] for i in items]]
 
     def _cosines(self, query: np.ndarray) -> tuple[list[str], np.ndarray]:
         ids, m, norms = self._catalog()
@@ -309,6 +316,30 @@ class UserProfile:
         if not self.items:
             self._clear()
         return True
+
+    @classmethod
+    def from_items(cls, items: Mapping[str, tuple[float, int]], model: ContentModel,
+                   half_life_s: float | None = None, max_items: int = 200) -> UserProfile:
+        """The profile :meth:`learn_one` builds from these ``item -> (w, ts)`` engagements in time order,
+        computed in one vectorised step (items not in the catalog are skipped)."""
+        p = cls(half_life_s, max_items)
+        kept = sorted((ts, i, w) for i, (w, ts) in items.items() if i in model.items)
+        if max_items:
+            kept = kept[-max_items:]
+        if not kept:
+            return p
+        t_ref = kept[-1][0]
+        ts = np.array([t for t, _, _ in kept], dtype=np.float64)
+        w = np.array([w for _, _, w in kept], dtype=np.float64)
+        if np.any(w <= 0) or not np.all(np.isfinite(w)):
+            raise ValueError(f"w {w[(w <= 0) | ~np.isfinite(w)][0]!r} must be a positive finite number")
+        c = w if p.half_life_s is None else w * np.exp2(-((t_ref - ts) / 1000.0) / p.half_life_s)
+        sums = c @ model.vectors([i for _, i, _ in kept])
+        p.sums = {int(k): float(sums[k]) for k in np.flatnonzero(sums)}
+        p.z = float(c.sum())
+        p.t_ref = t_ref
+        p.items = {i: (float(wi), t) for t, i, wi in kept}
+        return p
 
     def rebuild(self, model: ContentModel) -> None:
         """Recompute the sums from the kept items with the model's current vectors."""

@@ -55,16 +55,16 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from core.baseline import BaselinePredictor
+from core.baseline import BaselinePredictor, predict, user_bias
 from core.content import ContentModel, UserProfile
 from core.fusion import LogisticCombiner, borda, candidate_features, ranking, rrf, training_pairs, weighted
 from core.itemcf import ItemCF, Neighbors, UserHistory, rank_items
 from core.popularity import Trending
-from core.usercf import UserCF
+from core.usercf import UserCF, rank_users
 from udfs.events import EVENT_TYPES, Event
 
 logger = logging.getLogger(__name__)
@@ -102,13 +102,65 @@ MODEL_KEYS: dict[str, str] = {
 class UserLog(TypedDict):
     """The hybrid's own per-user piece: what the user engaged (for filters, reasons, decay and centring)."""
 
-    items: dict[str, tuple[float, int, str]]  # item -> (event value, ts, event type) of the latest engagement
+    # item -> (event value, ts, event type, model weight) of the latest engagement; the model weight is the
+    # value after centring (item-CF uses it; user-CF and the content profile use max(it, MIN_POSITIVE_WEIGHT))
+    items: dict[str, tuple[float, int, str, float]]
     rating_sum: float  # Σ current explicit ratings of the user
     rating_n: int  # number of items the user rated explicitly
 
 
 def new_user_log() -> UserLog:
     return {"items": {}, "rating_sum": 0.0, "rating_n": 0}
+
+
+def log_event(log: UserLog, event: Event, w: float) -> tuple[float, int, str, float] | None:
+    """Record ``event`` (model weight ``w``) in the user's log; returns the engagement it replaces (None if new)."""
+    old = log["items"].get(event.item_id)
+    if old is not None and old[2] == "rate":
+        log["rating_sum"] -= old[0]
+        log["rating_n"] -= 1
+    if event.type == "rate":
+        log["rating_sum"] += event.weight
+        log["rating_n"] += 1
+    log["items"][event.item_id] = (float(event.weight), event.ts, event.type, float(w))
+    return old
+
+
+def decayed_history(recent: Sequence[tuple[str, float]], log: UserLog, last_ts: int,
+                    half_life_s: float | None) -> list[tuple[str, float]]:
+    """The item-CF history ``(item, w · d)``, ``d = 2^(-(T_u - ts) / half_life)``; plain weights with decay off."""
+    if half_life_s is None:
+        return list(recent)
+    h_ms = half_life_s * 1000.0
+    items = log["items"]
+    return [(k, w * 2.0 ** (-(last_ts - items[k][1]) / h_ms)) if k in items else (k, w) for k, w in recent]
+
+
+def profile_items(log: UserLog) -> dict[str, tuple[float, int]]:
+    """The content-profile input of a user: ``item -> (max(model weight, MIN_POSITIVE_WEIGHT), ts)``."""
+    return {i: (max(e[3], MIN_POSITIVE_WEIGHT), e[1]) for i, e in log["items"].items()}
+
+
+def ratings_of(log: UserLog) -> dict[str, float]:
+    """The user's current explicit ratings (the baseline's ``R(u)``)."""
+    return {i: e[0] for i, e in log["items"].items() if e[2] == "rate"}
+
+
+@dataclass
+class UserView:
+    """Everything ranking reads about one user, and how to read the shared models, at one moment.
+
+    :meth:`HybridRecommender.view` builds it from the in-process state; the Flink ranker builds it from
+    the rank request (the user's pieces) and its broadcast state (neighbour lists, catalog, item stats).
+    """
+
+    user: str
+    log: UserLog
+    itemcf_history: list[tuple[str, float]]  # recent (item, decayed weight)
+    item_neighbors: Callable[[str], Neighbors]
+    user_neighbors: Callable[[], list[tuple[str, float]]]
+    user_items: Callable[[str], Mapping[str, float]]
+    cache_key: Any = None  # pools are cached while (user, cache_key) is unchanged (None: never)
 
 
 @dataclass
@@ -174,8 +226,10 @@ class HybridRecommender:
     * ``train_combiner``: train the learned combiner in the stream; ``combiner_lr``, ``combiner_l2``: its
       SGD step and L2; ``n_neg``: negatives per positive; ``combiner_sample``: share of eligible events
       that train it (a cost knob, drawn with the seeded RNG); ``combiner_warmup``: examples before
-      ``learned`` stops falling back to ``weighted``. ``baseline_lr``, ``baseline_l2``: the baseline's SGD.
-    * ``seed``: the RNG of negative sampling. ``deny``: items never recommended.
+      ``learned`` stops falling back to ``weighted``. ``baseline_lambda_item``, ``baseline_lambda_user``: the
+      baseline's damping (:mod:`core.baseline`).
+    * ``seed``: the RNG of negative sampling. ``deny``: items never recommended. ``exclude_types``: event
+      types after which an item is never recommended to that user again (default: every type).
     """
 
     def __init__(
@@ -210,10 +264,11 @@ class HybridRecommender:
         n_neg: int = 4,
         combiner_sample: float = 0.2,
         combiner_warmup: int = 200,
-        baseline_lr: float = 0.02,
-        baseline_l2: float = 0.02,
+        baseline_lambda_item: float = 25.0,
+        baseline_lambda_user: float = 10.0,
         seed: int = 0,
         deny: Iterable[str] = (),
+        exclude_types: Sequence[str] = EVENT_TYPES,
     ) -> None:
         self.top_n = _number("top_n", top_n, 1, integer=True)
         self.mode = self._check_mode(mode)
@@ -247,16 +302,22 @@ class HybridRecommender:
         if self.combiner_sample > 1:
             raise ValueError(f"combiner_sample {combiner_sample!r} must be in 0..1")
         self.combiner_warmup = _number("combiner_warmup", combiner_warmup, 0, integer=True)
+        self.profile_max_items = _number("profile_max_items", profile_max_items, 0, integer=True)
+        bad = [t for t in exclude_types if t not in EVENT_TYPES]
+        if bad:
+            raise ValueError(f"exclude_types {list(exclude_types)!r} has unknown event types {bad} "
+                             f"(known: {', '.join(EVENT_TYPES)})")
+        self.exclude_types = frozenset(exclude_types)
 
         # the parts (each validates its own arguments and names them in its errors)
         self.itemcf = ItemCF(top_k=top_k, history_cap=history_cap, trending_size=trending_size)
         self.usercf = UserCF(top_k=usercf_top_k, max_raters=usercf_max_raters)
         self.content = ContentModel()
-        self.profile_max_items = _number("profile_max_items", profile_max_items, 0, integer=True)
-        self.profiles: dict[str, UserProfile] = {}
+        self.titles: dict[str, str] = {}
         self.trending = Trending(window_s=trending_window_s, n_buckets=trending_buckets, weighted=False,
                                  half_life_s=self.trending_half_life_s)
-        self.baseline = BaselinePredictor(lr=baseline_lr, l2=baseline_l2, prior_mean=(min_rating + max_rating) / 2,
+        self.baseline = BaselinePredictor(lambda_item=baseline_lambda_item, lambda_user=baseline_lambda_user,
+                                          prior_mean=(min_rating + max_rating) / 2,
                                           min_rating=min_rating, max_rating=max_rating)
         self.combiner = LogisticCombiner(FEATURES, lr=combiner_lr, l2=combiner_l2)
         self.logs: dict[str, UserLog] = {}
@@ -266,7 +327,7 @@ class HybridRecommender:
         self.denied: set[str] = set(deny)
         self.rng = random.Random(seed)
         self.version = 0  # bumped by every state change; keys the candidate cache
-        self._pool_cache: tuple[str, int, _Pool] | None = None
+        self._pool_cache: tuple[str, Any, _Pool] | None = None
         self._nb_cache: dict[str, tuple[int, Neighbors]] = {}
         self._trend_cache: tuple[int, list[tuple[str, float]]] | None = None
 
@@ -304,6 +365,9 @@ class HybridRecommender:
     def add_item(self, record: Mapping[str, Any]) -> str:
         """Add or update a catalog item (see :meth:`ContentModel.add_item`); returns its id."""
         item = self.content.add_item(record)
+        title = record.get("title")
+        if isinstance(title, str) and title:
+            self.titles[item] = title
         self.version += 1
         return item
 
@@ -312,7 +376,12 @@ class HybridRecommender:
         self.denied.update(items)
         self.version += 1
 
-    def _model_weight(self, log: UserLog, event: Event) -> float:
+    def model_weight(self, log: UserLog, event: Event) -> float:
+        """The weight the models learn for ``event``: the rating or the type's weight, centred if configured."""
+        if not (isinstance(event.weight, (int, float)) and math.isfinite(event.weight) and event.weight > 0):
+            raise ValueError(f"weight {event.weight!r} of event {event.event_id} must be a positive finite number")
+        if event.type not in EVENT_TYPES:
+            raise ValueError(f"type {event.type!r} of event {event.event_id} is not one of {', '.join(EVENT_TYPES)}")
         if event.type != "rate" or not self.center_ratings:
             return event.weight
         total, n = log["rating_sum"], log["rating_n"]
@@ -323,56 +392,45 @@ class HybridRecommender:
 
     def learn_one(self, event: Event) -> None:
         """Learn one event (recommend-then-learn: the combiner trains on the state before the event)."""
-        if event.type not in EVENT_TYPES:
-            raise ValueError(f"type {event.type!r} of event {event.event_id} is not one of {', '.join(EVENT_TYPES)}")
-        if not (isinstance(event.weight, (int, float)) and math.isfinite(event.weight) and event.weight > 0):
-            raise ValueError(f"weight {event.weight!r} of event {event.event_id} must be a positive finite number")
         user, item, ts = event.user_id, event.item_id, event.ts
         log = self.logs.get(user)
         if log is None:
             log = self.logs[user] = new_user_log()
-        elif (self.train_combiner and log["items"] and item not in log["items"]
-              and self.rng.random() < self.combiner_sample):
-            self._train(user, item)
-
-        w = self._model_weight(log, event)
+        w = self.model_weight(log, event)
+        if (self.train_combiner and log["items"] and item not in log["items"]
+                and self.rng.random() < self.combiner_sample):
+            self.train(self.view(user), item, self.combiner, self.rng)
         w_pos = max(w, MIN_POSITIVE_WEIGHT)
-        old = log["items"].get(item)
-        if old is not None and old[2] == "rate":
-            log["rating_sum"] -= old[0]
-            log["rating_n"] -= 1
-        if event.type == "rate":
-            log["rating_sum"] += event.weight
-            log["rating_n"] += 1
-        log["items"][item] = (float(event.weight), ts, event.type)
-
+        old = log_event(log, event, w)
         if "itemcf" in self.methods:
             self.itemcf.learn_one(user, item, w, ts)
         if "usercf" in self.methods:
             self.usercf.learn_one(user, item, w_pos, ts)
-        if "content" in self.methods:
-            profile = self.profiles.get(user)
-            if profile is None:
-                profile = self.profiles[user] = UserProfile(self.half_life_s, self.profile_max_items)
-            profile.learn_one(item, w_pos, ts, self.content)
-        self.trending.learn_one(item, 1.0, ts)
         if event.type == "rate":
             self.baseline.learn_one(user, item, event.weight)
+        self.learn_item(item, ts, old is None)
+
+    def learn_item(self, item: str, ts: int, new_user: bool) -> None:
+        """The item-side statistics of one engagement: trending, distinct users, latest time, event time."""
+        self.trending.learn_one(item, 1.0, ts)
         users, last = self.item_stats.get(item, (0, ts))
-        if old is None:
-            users += 1
-        self.item_stats[item] = (users, max(last, ts))
-        self.max_users = max(self.max_users, users)
+        self.set_item_stats(item, (users + 1 if new_user else users, max(last, ts)))
         self.now_ms = ts if self.now_ms is None else max(self.now_ms, ts)
         self.version += 1
 
-    def _train(self, user: str, item: str) -> None:
-        feats = self.features(user)
-        pairs = training_pairs(feats, item, self.n_neg, self.rng)
+    def set_item_stats(self, item: str, stats: tuple[int, int]) -> None:
+        self.item_stats[item] = stats
+        self.max_users = max(self.max_users, stats[0])
+
+    def train(self, view: UserView, item: str, combiner: LogisticCombiner, rng: random.Random) -> int:
+        """Recommend-then-learn: ``item`` (engaged next) against ``n_neg`` sampled candidates of ``view``."""
+        feats = self.features(view)
+        pairs = training_pairs(feats, item, self.n_neg, rng)
         for x, label in pairs:
-            self.combiner.learn_one(x, label)
+            combiner.learn_one(x, label)
         logger.debug("hybrid: combiner learned %d examples for user %s item %s (%d candidates)",
-                     len(pairs), user, item, len(feats))
+                     len(pairs), view.user, item, len(feats))
+        return len(pairs)
 
     # -- reads ------------------------------------------------------------------------------------
     def has_history(self, user: str) -> bool:
@@ -380,9 +438,14 @@ class HybridRecommender:
         return bool(log and log["items"])
 
     def seen(self, user: str) -> set[str]:
-        """Items the user engaged (never recommended to them)."""
+        """Items the user engaged with an event of ``exclude_types`` (never recommended to them)."""
         log = self.logs.get(user)
-        return set(log["items"]) if log else set()
+        return self.seen_in(log) if log else set()
+
+    def seen_in(self, log: UserLog) -> set[str]:
+        if len(self.exclude_types) == len(EVENT_TYPES):
+            return set(log["items"])
+        return {i for i, e in log["items"].items() if e[2] in self.exclude_types}
 
     def _neighbors(self, item: str) -> Neighbors:
         cached = self._nb_cache.get(item)
@@ -394,15 +457,17 @@ class HybridRecommender:
         self._nb_cache[item] = (self.version, nb)
         return nb
 
-    def itemcf_history(self, user: str) -> list[tuple[str, float]]:
-        """The user's recent item-CF history as ``(item, w · decay)`` (plain weights with decay off)."""
+    def view(self, user: str) -> UserView:
+        """The :class:`UserView` of ``user`` on the in-process state."""
+        log = self.logs.get(user) or new_user_log()
         hist = self.itemcf.users.get(user) or UserHistory()
-        pairs = hist.recent_weights()
-        log = self.logs.get(user)
-        if self.half_life_s is None or log is None:
-            return pairs
-        h_ms = self.half_life_s * 1000.0
-        return [(k, w * 2.0 ** (-(hist.last_ts - log["items"][k][1]) / h_ms)) for k, w in pairs]
+        return UserView(
+            user=user, log=log,
+            itemcf_history=decayed_history(hist.recent_weights(), log, hist.last_ts, self.half_life_s),
+            item_neighbors=self._neighbors,
+            user_neighbors=lambda: self.usercf.neighbors(user),
+            user_items=self.usercf._items_of,
+            cache_key=self.version)
 
     def trending_ranking(self) -> list[tuple[str, float]]:
         """Every item by trending score (decayed popularity if ``trending_half_life_s``, else the window count)."""
@@ -415,61 +480,70 @@ class HybridRecommender:
             self._trend_cache = cached = (self.version, ranked)
         return cached[1]
 
-    def _popular(self, n: int, skip: Collection[str]) -> list[tuple[str, float]]:
+    def popular(self, n: int, skip: Collection[str] = ()) -> list[tuple[str, float]]:
+        """The ``n`` most trending items not in ``skip`` (or denied)."""
         out: list[tuple[str, float]] = []
         if n <= 0:
             return out
         for item, score in self.trending_ranking():
-            if item not in skip:
+            if item not in skip and item not in self.denied:
                 out.append((item, score))
                 if len(out) >= n:
                     break
         return out
+
+    def _title(self, item: str) -> str:
+        return self.titles.get(item, item)
 
     def _reason_itemcf(self, log: UserLog, reason: str) -> str:
         anchor = reason.removeprefix(_ITEMCF_REASON)
         engaged = log["items"].get(anchor)
         if reason == anchor or engaged is None:
             return reason
-        return f"because you {_VERBS.get(engaged[2], 'engaged with')} {anchor}"
+        return f"because you {_VERBS.get(engaged[2], 'engaged with')} {self._title(anchor)}"
 
-    def _pool(self, user: str) -> _Pool:
+    def profile(self, log: UserLog) -> UserProfile:
+        """The user's content profile: the decayed, value-weighted mean of the engaged items' vectors."""
+        return UserProfile.from_items(profile_items(log), self.content, self.half_life_s, self.profile_max_items)
+
+    def _pool(self, view: UserView) -> _Pool:
         cached = self._pool_cache
-        if cached is not None and cached[0] == user and cached[1] == self.version:
+        if view.cache_key is not None and cached is not None and cached[:2] == (view.user, view.cache_key):
             return cached[2]
-        log = self.logs.get(user) or new_user_log()
-        skip = set(log["items"]) | self.denied
+        log = view.log
+        skip = self.seen_in(log) | self.denied
         n = self.candidate_pool
         lists: Candidates = {}
         reasons: dict[str, dict[str, str]] = {}
         if "itemcf" in self.methods:
-            history = self.itemcf_history(user)
-            nb = {k: self._neighbors(k) for k, _ in history}
+            history = view.itemcf_history
+            nb = {k: view.item_neighbors(k) for k, _ in history}
             ranked = rank_items(history, nb, skip, n)
             lists["itemcf"] = [(i, s) for i, s, _ in ranked]
             reasons["itemcf"] = {i: self._reason_itemcf(log, r) for i, _, r in ranked}
         if "usercf" in self.methods:
-            ranked = self.usercf.rank(user, n, exclude=skip)
+            ranked = rank_users(view.user_neighbors(), view.user_items, n, skip)
             lists["usercf"] = [(i, s) for i, s, _ in ranked]
-            reasons["usercf"] = dict.fromkeys((i for i, _ in lists["usercf"]), "liked by similar users")
+            reasons["usercf"] = {i: r for i, _, r in ranked}
         if "content" in self.methods:
-            profile = self.profiles.get(user)
-            ranked = self.content.rank(profile, n, exclude=skip) if profile is not None and profile.items else []
+            profile = self.profile(log)
+            ranked = self.content.rank(profile, n, exclude=skip) if profile.items else []
             lists["content"] = [(i, s) for i, s, _ in ranked]
             reasons["content"] = {i: r for i, _, r in ranked}
         if "popular" in self.methods:
-            lists["popular"] = self._popular(n, skip)
+            lists["popular"] = self.popular(n, skip)
             reasons["popular"] = dict.fromkeys((i for i, _ in lists["popular"]), "trending")
         pool = _Pool(lists, reasons)
-        self._pool_cache = (user, self.version, pool)
+        if view.cache_key is not None:
+            self._pool_cache = (view.user, view.cache_key, pool)
         return pool
 
     def candidates(self, user: str) -> Candidates:
         """Each method's own top ``candidate_pool`` unseen, not denied items, as ``{method: [(item, score)]}``."""
-        return {m: list(c) for m, c in self._pool(user).lists.items()}
+        return {m: list(c) for m, c in self._pool(self.view(user)).lists.items()}
 
-    def features(self, user: str, lists: Candidates | None = None) -> dict[str, dict[str, float]]:
-        """Learned-mode features of every candidate (the union of ``lists``, default :meth:`candidates`).
+    def features(self, view: UserView | str, lists: Candidates | None = None) -> dict[str, dict[str, float]]:
+        """Learned-mode features of every candidate (the union of ``lists``, default the view's candidates).
 
         ``itemcf``, ``usercf``, ``content``: the method's score divided by its list's best score (0 when the
         item is not in its list); ``popularity``: ``ln(1 + users) / ln(1 + most users of any item)``;
@@ -478,8 +552,10 @@ class HybridRecommender:
         the item's 1-based rank in that method's list (0 when absent), which keeps the order information the
         score ratio loses.
         """
+        if isinstance(view, str):
+            view = self.view(view)
         if lists is None:
-            lists = self._pool(user).lists
+            lists = self._pool(view).lists
         scaled: dict[str, dict[str, float]] = {}
         for method in ("itemcf", "usercf", "content"):
             best = max((s for _, s in lists.get(method, ())), default=0.0)
@@ -494,10 +570,12 @@ class HybridRecommender:
         h_ms = self.recency_half_life_s * 1000.0
         now = self.now_ms or 0
         span = self.max_rating - self.min_rating
+        mu = self.baseline.mean
+        b_u = user_bias(ratings_of(view.log), self.baseline.item_bias, mu, self.baseline.lambda_user)
         out: dict[str, dict[str, float]] = {}
         for item in items:
             users, last = self.item_stats.get(item, (0, None))
-            pred = (self.baseline.predict(user, item) - self.min_rating) / span
+            pred = (predict(mu, b_u, self.baseline.item_bias(item)) - self.min_rating) / span
             out[item] = {
                 "itemcf": scaled["itemcf"].get(item, 0.0),
                 "usercf": scaled["usercf"].get(item, 0.0),
@@ -517,26 +595,32 @@ class HybridRecommender:
         Never returns items the user engaged, denied items or ``exclude``; lists shorter than ``n`` are
         filled with trending items (score 0.0).
         """
+        return self.rank_view(self.view(user), n, mode, exclude)
+
+    def rank_view(self, view: UserView, n: int | None = None, mode: str | None = None,
+                  exclude: Iterable[str] = (), combiner: LogisticCombiner | None = None) -> Ranked:
+        """:meth:`rank` on a :class:`UserView` (``combiner``: the learned mode's model, default this one's)."""
         n = self.top_n if n is None else _number("n", n, 0, integer=True)
         mode = self._check_mode(self.mode if mode is None else mode)
+        combiner = self.combiner if combiner is None else combiner
         extra = set(exclude)
-        skip = self.seen(user) | self.denied | extra
-        if not self.has_history(user):
-            return [(i, s, "trending") for i, s in self._popular(n, skip)]
-        pool = self._pool(user)
+        skip = self.seen_in(view.log) | self.denied | extra
+        if not view.log["items"]:
+            return [(i, s, "trending") for i, s in self.popular(n, skip)]
+        pool = self._pool(view)
         lists = pool.lists
         if extra:
             lists = {m: [(i, s) for i, s in c if i not in extra] for m, c in lists.items()}
         if mode in METHODS:
             out = [(i, s, pool.reasons[mode][i]) for i, s in lists.get(mode, [])[:n]]
-        elif len(self.logs[user]["items"]) < self.cold_start_items:
-            logger.debug("hybrid: user %s has %d items, cold-start blend", user, len(self.logs[user]["items"]))
+        elif len(view.log["items"]) < self.cold_start_items:
+            logger.debug("hybrid: user %s has %d items, cold-start blend", view.user, len(view.log["items"]))
             cold: Candidates = {m: lists[m] for m in ("popular", "content") if m in lists}
             out = self._weighted(cold, self.cold_start_weights, n, pool)
-        elif mode == "weighted" or (mode == "learned" and self.combiner.n_seen < self.combiner_warmup):
+        elif mode == "weighted" or (mode == "learned" and combiner.n_seen < self.combiner_warmup):
             out = self._weighted(lists, self.fusion_weights, n, pool)
         elif mode == "learned":
-            out = self._learned(user, lists, n, pool)
+            out = self._learned(view, lists, n, pool, combiner)
         else:
             fused = rrf(lists, k=self.rrf_k, n=n) if mode == "rrf" else borda(lists, n=n)
             ranks = {m: {i: r for r, i in enumerate(ranking(c))} for m, c in lists.items()}
@@ -550,11 +634,11 @@ class HybridRecommender:
         return [(i, s, self._reason(i, {m: alphas[m] * v for m, v in feats[i].items()}, pool))
                 for i, s in weighted(lists, alphas, n)]
 
-    def _learned(self, user: str, lists: Candidates, n: int, pool: _Pool) -> Ranked:
-        feats = self.features(user, lists)
-        coef = self.combiner.coef
+    def _learned(self, view: UserView, lists: Candidates, n: int, pool: _Pool, combiner: LogisticCombiner) -> Ranked:
+        feats = self.features(view, lists)
+        coef = combiner.coef
         out = []
-        for i, p in self.combiner.rank(feats, n):
+        for i, p in combiner.rank(feats, n):
             contrib: dict[str, float] = {}
             for f, method in _FEATURE_METHOD.items():
                 contrib[method] = contrib.get(method, 0.0) + coef[f] * feats[i][f]
@@ -579,5 +663,5 @@ class HybridRecommender:
         if len(out) >= n:
             return out[:n]
         taken = skip | {i for i, _, _ in out}
-        fill = self._popular(max(self.trending_size, n), taken)
+        fill = self.popular(max(self.trending_size, n), taken)
         return out + [(i, 0.0, "trending") for i, _ in fill[: n - len(out)]]

@@ -17,23 +17,24 @@ only items where one of them has been evicted are missed, so similarities are an
 
 State is split into small per-key pieces of plain dicts and floats, so a Flink operator keyed by
 user can hold one :class:`UserState` and one keyed by item one raters dict; the module-level
-functions (:func:`set_weight`, :func:`record_rater`, :func:`add_dot`, :func:`offer_neighbor`)
+functions (:func:`set_weight`, :func:`record_rater`, :func:`pair_deltas`, :func:`rank_users`)
 are the steps that act on one piece each, and :class:`UserCF` chains them in one process.
 
-Each user keeps its ``top_k`` neighbours. They are ranked by ``D[u][v] / sqrt(norm[v])``, which
-orders ``u``'s neighbours exactly like the cosine (``norm[u]`` is common to all of them) but does
-not go stale when ``u``'s own norm changes; an entry is refreshed whenever the pair is touched.
-:meth:`UserCF.neighbors` recomputes the exact cosine of the kept neighbours.
+User-user similarities are kept by the same engine as item-item ones (:class:`core.itemcf.ItemRows`,
+with users as rows and columns): each user's row of dot products, every user's norm, and the exact
+top-K neighbours recomputed from the sums. The Flink job holds the rows keyed by user shard.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TypedDict
 
 import numpy as np
+
+from core.itemcf import ItemRows
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,10 @@ class UserState(TypedDict):
 
     items: dict[str, float]  # item -> current weight
     norm: float  # Σ w² over items
-    dots: dict[str, float]  # other user -> dot product of the two weight rows
-    top: dict[str, float]  # kept neighbour -> D[u][v] / sqrt(norm[v]) when the pair was last touched
 
 
 def new_user_state() -> UserState:
-    return {"items": {}, "norm": 0.0, "dots": {}, "top": {}}
+    return {"items": {}, "norm": 0.0}
 
 
 def _check_weight(w: float) -> None:
@@ -81,30 +80,41 @@ def record_rater(raters: Raters, user: str, w: float, ts: int, max_raters: int) 
     return partners
 
 
-def add_dot(state: UserState, other: str, delta: float) -> float:
-    """Add ``delta`` to the dot product with ``other`` and return the new value (pairs at <= 0 are dropped)."""
-    dot = state["dots"].get(other, 0.0) + delta
-    if dot <= 0.0:  # only reachable with a max_raters cap, where a pair may have missed contributions
-        state["dots"].pop(other, None)
-        state["top"].pop(other, None)
-        return 0.0
-    state["dots"][other] = dot
-    return dot
+def pair_deltas(user: str, delta: float, partners: Iterable[tuple[str, float]]) -> dict[str, dict[str, float]]:
+    """The dot-product deltas of one weight change of ``user`` on an item: ``D[u][v] += delta · w_vi`` (both ways)."""
+    out: dict[str, dict[str, float]] = {}
+    if delta == 0.0:
+        return out
+    row = out.setdefault(user, {})
+    for v, w_vi in partners:
+        d = delta * w_vi
+        row[v] = row.get(v, 0.0) + d
+        other = out.setdefault(v, {})
+        other[user] = other.get(user, 0.0) + d
+    return out
 
 
-def offer_neighbor(state: UserState, other: str, key: float, top_k: int) -> None:
-    """Offer ``other`` with ranking key ``D/sqrt(norm_other)`` to the user's top-``top_k`` neighbours."""
-    top = state["top"]
-    if key <= 0.0:
-        top.pop(other, None)
-        return
-    if other in top or len(top) < top_k:
-        top[other] = key
-        return
-    floor = min(top.values())
-    if key > floor:
-        del top[min(v for v, s in top.items() if s == floor)]
-        top[other] = key
+def rank_users(neighbors: Iterable[tuple[str, float]], items_of: Callable[[str], Mapping[str, float]], n: int,
+               skip: Collection[str]) -> list[tuple[str, float, str]]:
+    """``score(j) = Σ_{v ∈ neighbours} sim(u, v) · w_vj``: the ``n`` best unskipped items as ``(item, score, reason)``.
+
+    The reason names the neighbour that contributed most (ties: the smaller user id).
+    """
+    if n < 0:
+        raise ValueError(f"n {n!r} must be non-negative")
+    out: dict[str, tuple[float, str, float]] = {}
+    for v, sim in neighbors:
+        for item, w in items_of(v).items():
+            if item in skip:
+                continue
+            c = sim * w
+            total, best, best_c = out.get(item, (0.0, v, -1.0))
+            if c > best_c or (c == best_c and v < best):
+                best, best_c = v, c
+            out[item] = (total + c, best, best_c)
+    ranked = sorted(((item, total, f"liked by similar user {best}") for item, (total, best, _) in out.items()),
+                    key=lambda t: (-t[1], t[0]))
+    return ranked[:n]
 
 
 def cosine(dot: float, norm_a: float, norm_b: float) -> float:
@@ -118,7 +128,7 @@ class UserCF:
     """Online user-based CF: ``learn_one`` per event, ``neighbors`` / ``score`` / ``rank`` for queries.
 
     ``top_k``: neighbours kept per user (>= 1). ``max_raters``: most recent raters of an item that a new
-    event is paired with (0 = unlimited, exact). Per event the work is O(max_raters · top_k).
+    event is paired with (0 = unlimited, exact). Per event the work is O(max_raters).
     """
 
     def __init__(self, top_k: int = 20, max_raters: int = 50) -> None:
@@ -130,6 +140,7 @@ class UserCF:
         self.max_raters = max_raters
         self.users: dict[str, UserState] = {}
         self.items: dict[str, Raters] = {}
+        self.rows = ItemRows(top_k)  # user rows of dot products and user norms
 
     def user_state(self, user: str) -> UserState:
         """The per-user piece (created empty if the user is unknown)."""
@@ -150,50 +161,28 @@ class UserCF:
         us = self.user_state(user)
         w_old = set_weight(us, item, w)
         partners = record_rater(self.item_raters(item), user, w, ts, self.max_raters)
-        delta = w - w_old
-        if delta == 0.0:
-            return
-        for v, w_vi in partners:
-            vs = self.users[v]
-            dot = add_dot(us, v, delta * w_vi)
-            add_dot(vs, user, delta * w_vi)
-            offer_neighbor(us, v, dot / math.sqrt(vs["norm"]) if dot > 0 else 0.0, self.top_k)
-            offer_neighbor(vs, user, dot / math.sqrt(us["norm"]) if dot > 0 else 0.0, self.top_k)
+        self.rows.apply({user: w * w - w_old * w_old}, pair_deltas(user, w - w_old, partners), {})
 
     def similarity(self, u: str, v: str) -> float:
         """The current cosine of ``u`` and ``v`` from the maintained sums (0.0 for unknown users)."""
-        us, vs = self.users.get(u), self.users.get(v)
-        if us is None or vs is None:
-            return 0.0
         if u == v:
-            return 1.0 if us["norm"] > 0 else 0.0
-        return cosine(us["dots"].get(v, 0.0), us["norm"], vs["norm"])
+            return 1.0 if self.rows.norm(u) > 0 else 0.0
+        return self.rows.similarity(u, v)
 
     def neighbors(self, user: str, k: int | None = None) -> list[tuple[str, float]]:
-        """Up to ``k`` (default ``top_k``) kept neighbours with their exact current cosine, best first."""
-        us = self.users.get(user)
-        if us is None:
-            return []
-        sims = [(v, self.similarity(user, v)) for v in us["top"]]
-        sims = sorted((p for p in sims if p[1] > 0), key=lambda p: (-p[1], p[0]))
-        return sims[: self.top_k if k is None else k]
+        """Up to ``k`` (default ``top_k``) most similar users with their exact current cosine, best first."""
+        self.rows.dirty.pop(user, None)
+        return self.rows.neighbors(user)[: self.top_k if k is None else k]
 
-    def _contributions(self, user: str, k: int | None) -> dict[str, tuple[float, str, float]]:
-        """item -> (Σ sim·w_vj, most contributing neighbour, its contribution) over the neighbours' items."""
-        out: dict[str, tuple[float, str, float]] = {}
-        for v, sim in self.neighbors(user, k):
-            for item, w in self.users[v]["items"].items():
-                c = sim * w
-                total, best, best_c = out.get(item, (0.0, v, -1.0))
-                if c > best_c or (c == best_c and v < best):
-                    best, best_c = v, c
-                out[item] = (total + c, best, best_c)
-        return out
+    def _items_of(self, v: str) -> Mapping[str, float]:
+        state = self.users.get(v)
+        return state["items"] if state else {}
 
     def score(self, user: str, items: Iterable[str], k: int | None = None) -> dict[str, float]:
         """``Σ_{v in topK(u)} sim(u,v)·w_vj`` for each item (0.0 when no neighbour engaged it)."""
-        contrib = self._contributions(user, k)
-        return {item: contrib[item][0] if item in contrib else 0.0 for item in items}
+        wanted = list(items)
+        got = {i: s for i, s, _ in rank_users(self.neighbors(user, k), self._items_of, len(self.items) + 1, ())}
+        return {item: got.get(item, 0.0) for item in wanted}
 
     def rank(
         self, user: str, n: int, exclude: Iterable[str] | None = None, k: int | None = None
@@ -203,18 +192,9 @@ class UserCF:
         ``exclude`` defaults to the items the user already engaged. The reason names the neighbour
         that contributed most to the score.
         """
-        if n < 0:
-            raise ValueError(f"n {n!r} must be non-negative")
         if exclude is None:
             exclude = self.users[user]["items"] if user in self.users else ()
-        skip = set(exclude)
-        contrib = self._contributions(user, k)
-        ranked = sorted(
-            ((item, total, f"liked by similar user {best}") for item, (total, best, _) in contrib.items()
-             if item not in skip),
-            key=lambda t: (-t[1], t[0]),
-        )
-        return ranked[:n]
+        return rank_users(self.neighbors(user, k), self._items_of, n, set(exclude))
 
 
 def batch_user_cosine(events: Iterable[tuple[str, str, float, int]]) -> tuple[list[str], np.ndarray]:

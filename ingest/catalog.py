@@ -20,30 +20,11 @@ from typing import Any
 
 from config import ConfigError, load_config
 from ingest.producer import Record, add_config_args, number_arg, send_records, setup_logging
+from udfs.catalog import GENRE_SEPARATOR, validate_record
 
 logger = logging.getLogger(__name__)
 
-GENRE_SEPARATOR = "|"
-
-
-def validate_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Check one catalog record and return it normalised; the error names the field and the value."""
-    item_id = record.get("item_id")
-    if not isinstance(item_id, str) or not item_id or item_id.strip() != item_id:
-        raise ValueError(f"catalog record has a bad item_id {item_id!r}: {dict(record)!r:.200}")
-    title = record.get("title")
-    if not isinstance(title, str):
-        raise ValueError(f"item {item_id}: title must be a string, got {title!r}")
-    year = record.get("year")
-    if year is not None and (isinstance(year, bool) or not isinstance(year, int)):
-        raise ValueError(f"item {item_id}: year must be an integer or None, got {year!r}")
-    genres = record.get("genres", [])
-    if not isinstance(genres, (list, tuple)) or not all(isinstance(g, str) and g for g in genres):
-        raise ValueError(f"item {item_id}: genres must be a list of non-empty strings, got {genres!r}")
-    bad = [g for g in genres if GENRE_SEPARATOR in g]
-    if bad:
-        raise ValueError(f"item {item_id}: genre {bad[0]!r} contains the separator {GENRE_SEPARATOR!r}")
-    return {"item_id": item_id, "title": title, "year": year, "genres": list(genres)}
+__all__ = ["GENRE_SEPARATOR", "validate_record"]  # re-exported: they moved to udfs.catalog
 
 
 def catalog_record(record: Mapping[str, Any]) -> Record:

@@ -1,14 +1,18 @@
-"""The recommendation job: Kafka events -> item-CF state -> ranked top-N -> Redis + Kafka.
+"""The recommendation job: Kafka events + catalog -> hybrid model state -> ranked top-N -> Redis + Kafka.
 
 Topology (``job.shards`` virtual shards per side, ``job.window_ms`` tumbling windows)::
 
     KafkaSource(events) -> ParseEvents --dlq--> KafkaSink(events-dlq)
-        -> key_by(user shard) -> UserWindow --(per item shard deltas)--> key_by(item shard) -> ItemWindow
-                                     |                                                          |
-                               rank requests                                     neighbour lists (broadcast)
-                                     '-> key_by(user shard) -> Ranker <--------------------------'
-                                                                  -> RecsToRedis -> KafkaSink(recommendations)
-                                                               ItemWindow -> NeighborsToRedis
+      -> key_by(user shard) -> UserWindow --(item-CF deltas, engagements)--> key_by(item shard) -> ItemWindow
+              |        |                                                            |        |
+              |   user-CF rows                                       user-user deltas   neighbour lists,
+              |        |                                      key_by(user shard) -> UserSimWindow  item stats,
+        rank requests  |                                                     |          trending
+              |        '----------------------------+------------------------+----------'
+              |                   KafkaSource(items) -> ParseCatalog ---------'   (union, broadcast)
+              '-> key_by(user shard) -> Ranker <-------------------------------------'
+                                           -> RecsToRedis -> KafkaSink(recommendations)
+                                 ItemWindow -> NeighborsToRedis
 
 Run ``python -m jobs.recommend --help``.
 """
@@ -22,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common import Types, WatermarkStrategy
 from pyflink.common.serialization import SimpleStringSchema
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
@@ -36,12 +40,13 @@ from pyflink.datastream.connectors.kafka import (
 )
 
 from config import load_config, resolve_path
+from core.hybrid import MODES, HybridRecommender
 from jobs.flink_env import make_env, resolve_restore
-from operators.late import EventTime, LateEvents
-from operators.parse import DLQ_TAG, ParseEvents
-from operators.ranker import COUNTS_STATE, NEIGHBORS_STATE, Ranker
+from operators.late import assign_event_time
+from operators.parse import DLQ_TAG, ParseCatalog, ParseEvents
+from operators.ranker import BROADCAST_STATES, Ranker
 from operators.redis_sink import NeighborsToRedis, RecsToRedis
-from operators.windows import RANK_TAG, ItemWindow, UserWindow
+from operators.windows import RANK_TAG, USER_DELTA_TAG, USER_ITEMS_TAG, ItemWindow, UserSimWindow, UserWindow
 from udfs.events import Limits
 from udfs.shard import shard_of
 
@@ -53,42 +58,59 @@ PICKLED = Types.PICKLED_BYTE_ARRAY()
 @dataclass
 class RecommendOutputs:
     recommendations: DataStream  # JSON strings, one per updated user
-    neighbors: DataStream  # pickled neighbour-list batches (item shard, {item: [(item, sim)]}, counts, ts)
+    neighbors: DataStream  # item batches ("items", shard, {item: [(item, sim)]}, stats, engagements, ts)
+    user_neighbors: DataStream | None  # user batches ("users", shard, {user: [(user, sim)]}, ts); None without user-CF
     dlq: DataStream  # JSON strings: rejected input with the reason
 
 
 def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
-              parse_parallelism: int | None = None) -> RecommendOutputs:
+              parse_parallelism: int | None = None, catalog: DataStream | None = None) -> RecommendOutputs:
     """Build the pipeline on a stream of raw JSON event strings and return its output streams.
 
+    ``catalog``: raw JSON catalog records (the ``items`` topic), joined into the ranker by broadcast.
     With ``redis=False`` nothing is written to Redis (tests collect the streams instead). The parser
     runs at ``parse_parallelism`` (default: the job's) chained to the source, which keeps each
     source partition's order: a user's events must reach the user state in order.
     """
     job, model = cfg["job"], cfg["model"]
     shards, window = job["shards"], job["window_ms"]
-    parsed = events.process(ParseEvents(Limits.from_config(cfg)), output_type=PICKLED).name("parse")
-    watermarks = (WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(job["max_out_of_orderness_ms"]))
-                  .with_timestamp_assigner(EventTime()))
-    timed = parsed.assign_timestamps_and_watermarks(watermarks).name("event-time")
-    checked = timed.process(LateEvents(job["late_events"]), output_type=PICKLED).name("late-events")
+    hybrid = HybridRecommender.from_config(model)  # validates the model section before anything runs
+    for mode in model.get("compare_modes") or ():
+        hybrid._check_mode(mode)
+    usercf = "usercf" in hybrid.methods
+    parse_out = Types.TUPLE([PICKLED, Types.LONG()])
+    parsed = events.process(ParseEvents(Limits.from_config(cfg)), output_type=parse_out).name("parse")
     if parse_parallelism:
-        for op in (parsed, timed, checked):
-            op.set_parallelism(parse_parallelism)
-    dlq = parsed.get_side_output(DLQ_TAG).union(checked.get_side_output(DLQ_TAG))
-    parsed = checked
+        parsed.set_parallelism(parse_parallelism)
+    # event time from the events' ts field, with Java operators at the parser's parallelism (in order)
+    timed = assign_event_time(parsed, PICKLED, job["max_out_of_orderness_ms"], parse_parallelism)
 
-    users = (parsed.key_by(lambda e: shard_of(e.user_id, shards), key_type=Types.INT())
-             .process(UserWindow(window, shards, model["history_cap"], job["dedup_ttl_ms"], job["dedup_max_ids"]),
-                      output_type=PICKLED)
+    users = (timed.key_by(lambda e: shard_of(e.user_id, shards), key_type=Types.INT())
+             .process(UserWindow(window, shards, model, job["dedup_ttl_ms"], job["dedup_max_ids"],
+                                 job["late_events"]), output_type=PICKLED)
              .name("user-window").uid("user-window"))
+    dlq = parsed.get_side_output(DLQ_TAG).union(users.get_side_output(DLQ_TAG))
     items = (users.key_by(lambda d: d[0], key_type=Types.INT())
-             .process(ItemWindow(window, model["top_k"], job["refresh_budget_ms"]), output_type=PICKLED)
+             .process(ItemWindow(window, model["top_k"], job["refresh_budget_ms"], shards,
+                                 hybrid.usercf.max_raters, usercf), output_type=PICKLED)
              .name("item-window").uid("item-window"))
+    shared = items
+    user_sims = None
+    if usercf:
+        user_sims = (items.get_side_output(USER_DELTA_TAG)
+                     .key_by(lambda d: d[0], key_type=Types.INT())
+                     .process(UserSimWindow(window, hybrid.usercf.top_k, job["refresh_budget_ms"]),
+                              output_type=PICKLED)
+                     .name("user-similarity").uid("user-similarity"))
+        shared = shared.union(user_sims, users.get_side_output(USER_ITEMS_TAG))
+    if catalog is not None:
+        parsed_catalog = catalog.process(ParseCatalog(), output_type=PICKLED).name("parse-catalog")
+        dlq = dlq.union(parsed_catalog.get_side_output(DLQ_TAG))
+        shared = shared.union(parsed_catalog)
     ranked = (users.get_side_output(RANK_TAG)
               .key_by(lambda r: r[0], key_type=Types.INT())
-              .connect(items.broadcast(NEIGHBORS_STATE, COUNTS_STATE))
-              .process(Ranker(model["top_n"], model["trending_size"], window), output_type=PICKLED)
+              .connect(shared.broadcast(*BROADCAST_STATES))
+              .process(Ranker(model, window, model.get("compare_modes") or ()), output_type=PICKLED)
               .name("ranker").uid("ranker"))
     if redis:
         r = cfg["redis"]
@@ -99,7 +121,7 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
         from udfs.serde import dumps
 
         recs = ranked.flat_map(lambda b: [dumps(m) for m in b[1]], output_type=Types.STRING()).name("recs-json")
-    return RecommendOutputs(recommendations=recs, neighbors=items, dlq=dlq)
+    return RecommendOutputs(recommendations=recs, neighbors=items, user_neighbors=user_sims, dlq=dlq)
 
 
 class ProcessingTime(TimestampAssigner):
@@ -113,6 +135,23 @@ class ProcessingTime(TimestampAssigner):
 def restamp(stream: DataStream) -> DataStream:
     return stream.assign_timestamps_and_watermarks(
         WatermarkStrategy.no_watermarks().with_timestamp_assigner(ProcessingTime())).name("restamp")
+
+
+def catalog_source(cfg: dict[str, Any]) -> KafkaSource:
+    """The catalog (``items`` topic, compacted): always read from the beginning, in its own consumer group."""
+    k = cfg["kafka"]
+    builder = (KafkaSource.builder()
+               .set_bootstrap_servers(k["bootstrap"])
+               .set_topics(k["topics"]["items"])
+               .set_group_id(f"{k['group_id']}-catalog")
+               .set_starting_offsets(KafkaOffsetsInitializer.earliest())
+               .set_value_only_deserializer(SimpleStringSchema())
+               .set_property("isolation.level", "read_committed"))
+    if cfg["job"]["bounded"]:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    else:
+        builder = builder.set_property("partition.discovery.interval.ms", "10000")
+    return builder.build()
 
 
 def kafka_source(cfg: dict[str, Any]) -> KafkaSource:
@@ -166,10 +205,12 @@ def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], *, drain
     """
     topics = cfg["kafka"]["topics"]
     source_cfg = {**cfg, "job": {**cfg["job"], "bounded": False}} if drain else cfg
-    # event time comes from the events' ts field (operators.late.EventTime), not the Kafka record time
+    # event time comes from the events' ts field (operators.late.assign_event_time), not the Kafka record time
     events = env.from_source(kafka_source(source_cfg), WatermarkStrategy.no_watermarks(), "kafka-events") \
         .uid("kafka-events")
-    out = recommend(events, cfg)
+    catalog = env.from_source(catalog_source(source_cfg), WatermarkStrategy.no_watermarks(), "kafka-items") \
+        .uid("kafka-items").set_parallelism(1)
+    out = recommend(events, cfg, catalog=catalog)
     restamp(out.recommendations).sink_to(kafka_sink(cfg, topics["recommendations"], "recs")) \
         .name("kafka-recommendations").uid("kafka-recommendations")
     restamp(out.dlq).sink_to(kafka_sink(cfg, topics["dlq"], "dlq")).name("kafka-dlq").uid("kafka-dlq")
@@ -228,11 +269,14 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> _Offsets:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.recommend",
-        description="Run the real-time recommendation job: read events from Kafka, keep item-CF state, "
-                    "write top-N recommendations to Redis and to the Kafka recommendations topic.",
+        description="Run the real-time recommendation job: read events and the item catalog from Kafka, keep "
+                    "item-CF, user-CF, content and trending state, fuse them (model.hybrid.mode: weighted, rrf, "
+                    "borda or learned), write top-N recommendations with reasons to Redis and to the Kafka "
+                    "recommendations topic.",
         epilog="examples:\n"
                "  python -m jobs.recommend --bounded            # process what is in the topic, then stop\n"
                "  python -m jobs.recommend --set job.parallelism=2 --set model.top_n=20\n"
+               "  python -m jobs.recommend --mode learned        # = --set model.hybrid.mode=learned\n"
                "  FLINKREC_KAFKA__BOOTSTRAP=broker:9092 python -m jobs.recommend",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file merged over config/default.yaml")
@@ -241,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bounded", action="store_true",
                         help="stop when the events topic is drained (default: run until Ctrl-C)")
     parser.add_argument("--parallelism", type=int, help="shortcut for --set job.parallelism=N")
+    parser.add_argument("--mode", choices=MODES,
+                        help="fusion mode (or one method alone), shortcut for --set model.hybrid.mode=MODE")
     parser.add_argument("--resume", metavar="latest|PATH",
                         help="restore state and Kafka offsets from a checkpoint or savepoint: a path, or 'latest' "
                              "for the newest checkpoint under job.checkpoint_dir")
@@ -253,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append("job.bounded=true")
     if args.parallelism:
         overrides.append(f"job.parallelism={args.parallelism}")
+    if args.mode:
+        overrides.append(f"model.hybrid.mode={args.mode}")
     cfg = load_config(args.config, overrides)
     restore = resolve_restore(cfg, args.resume)
     env = make_env(cfg, restore=restore)

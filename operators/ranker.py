@@ -1,24 +1,41 @@
-"""The ranker: joins rank requests (keyed by user shard) with the broadcast neighbour lists.
+"""The ranker: rank requests (keyed by user shard) joined with the broadcast model state.
 
-Every ranker subtask receives every neighbour-list update (a broadcast stream) and keeps them in
-broadcast state, with a Python working copy. A rank request batch (one per user shard per window)
-is answered half a window after the next window boundary, so that the neighbour lists of the
-window that produced it have arrived: ``score(j) = Σ_{k ∈ recent history} w_uk · sim(k, j)``,
-seen items dropped, trending items filling the list up to N. On the final watermark of a bounded
-input every pending request is answered with the final lists.
+Every ranker subtask receives every update of the shared model pieces (one broadcast stream, a union
+of four kinds of record) and keeps them in broadcast state, with a Python working copy inside a
+:class:`core.hybrid.HybridRecommender` (whose per-user pieces stay empty: they come with the request):
+
+* ``items``: item-CF neighbour lists, item statistics (distinct users, latest time, rating sums for
+  the baseline) and the engagements that feed the trending window (``ItemWindow``);
+* ``users``: user-CF neighbour lists (``UserSimWindow``); ``user_items``: the users' user-CF rows
+  (``UserWindow``), which the user-CF score ``Σ_v sim(u, v)·w_vj`` reads;
+* ``catalog``: catalog records from the ``items`` topic (content vectors, titles), usable as soon as
+  they arrive, without a restart.
+
+A rank request batch (one per user shard per window) is answered half a window after the next window
+boundary, so that the neighbour lists of the window that produced it have arrived. For each user the
+ranker first trains the learned combiner by recommend-then-learn (the items the user engaged for the
+first time in the window are positives against candidates built from the state without them), then
+ranks with :meth:`HybridRecommender.rank_view` in ``model.hybrid.mode`` (and the modes of
+``model.compare_modes``, carried in the message as ``alternatives``). The combiner is state of the
+user shard (keyed ``ValueState``), so it is checkpointed, and its weights go out with the results.
+On the final watermark of a bounded input every pending request is answered with the final state.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pyflink.common import Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, RuntimeContext
-from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
+from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
 
-from core.itemcf import Neighbors, rank_items, top_k
+from core.fusion import LogisticCombiner
+from core.hybrid import FEATURES, HybridRecommender, UserLog, UserView, decayed_history
+from core.itemcf import Neighbors
 from operators.compat import put_all
 from operators.windows import END_OF_TIME
 from udfs.serde import recs_message
@@ -26,54 +43,107 @@ from udfs.serde import recs_message
 logger = logging.getLogger(__name__)
 
 NEIGHBORS_STATE = MapStateDescriptor("neighbors", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
-COUNTS_STATE = MapStateDescriptor("popularity", Types.STRING(), Types.LONG())
+USER_NEIGHBORS_STATE = MapStateDescriptor("user-neighbors", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+USER_ITEMS_STATE = MapStateDescriptor("user-items", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+ITEM_STATS_STATE = MapStateDescriptor("item-stats", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+CATALOG_STATE = MapStateDescriptor("catalog", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+GLOBALS_STATE = MapStateDescriptor("globals", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+BROADCAST_STATES = (NEIGHBORS_STATE, USER_NEIGHBORS_STATE, USER_ITEMS_STATE, ITEM_STATS_STATE, CATALOG_STATE,
+                    GLOBALS_STATE)
+COMBINER_LOG_EVERY = 1000  # log a shard's combiner weights each time it has learned this many more examples
 
 
 class Ranker(KeyedBroadcastProcessFunction):
-    """Rank request batches in, one batch of recommendation messages out (``("recs", [msg...], trending)``)."""
+    """Rank request batches in; ``("recs", [msg...], trending, combiner)`` out (combiner: None or its weights)."""
 
-    def __init__(self, top_n: int, trending_size: int, window_ms: int) -> None:
+    def __init__(self, model: Mapping[str, Any], window_ms: int, compare_modes: Sequence[str] = ()) -> None:
+        self.model = dict(model)
         self.window_ms = window_ms
-        self.top_n = top_n
-        self.trending_size = trending_size
-        self._neighbors: dict[str, Neighbors] | None = None
-        self._counts: dict[str, int] = {}
-        self._trending: Neighbors = []
-        self._trending_dirty = False
+        self.compare_modes = tuple(compare_modes)
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self._neighbors = None
+        self.rec = HybridRecommender.from_config(self.model)
+        for mode in self.compare_modes:
+            self.rec._check_mode(mode)
+        self._loaded = False
+        self._neighbors: dict[str, Neighbors] = {}
+        self._user_neighbors: dict[str, Neighbors] = {}
+        self._user_items: dict[str, dict[str, float]] = {}
+        self._combiners: dict[int, tuple[LogisticCombiner, random.Random]] = {}
         self._armed: dict[Any, int] = {}
+        self._seq = 0
         self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
         # requests made at the end of a bounded input wait for the final watermark (and so for the final
-        # neighbour lists), never for a processing-time timer
+        # model state), never for a processing-time timer
         self.final = runtime_context.get_list_state(ListStateDescriptor("final", Types.PICKLED_BYTE_ARRAY()))
+        self.combiner = runtime_context.get_state(ValueStateDescriptor("combiner", Types.PICKLED_BYTE_ARRAY()))
+        self._trained = runtime_context.get_metrics_group().counter("combiner_examples")
 
-    def _load(self, ctx: Any) -> dict[str, Neighbors]:
-        if self._neighbors is None:  # fresh start or restore: read the broadcast state once
-            self._neighbors = dict(ctx.get_broadcast_state(NEIGHBORS_STATE).items())
-            self._counts = dict(ctx.get_broadcast_state(COUNTS_STATE).items())
-            self._trending_dirty = True
-        return self._neighbors
+    # -- broadcast side -----------------------------------------------------------------------------
+    def _load(self, ctx: Any) -> None:
+        """Fresh start or restore: read the broadcast state into the working copy once."""
+        if self._loaded:
+            return
+        self._loaded = True
+        rec = self.rec
+        for _, record in ctx.get_broadcast_state(CATALOG_STATE).items():
+            rec.add_item(record)
+        self._set_stats(dict(ctx.get_broadcast_state(ITEM_STATS_STATE).items()))
+        self._neighbors = dict(ctx.get_broadcast_state(NEIGHBORS_STATE).items())
+        self._user_neighbors = dict(ctx.get_broadcast_state(USER_NEIGHBORS_STATE).items())
+        self._user_items = dict(ctx.get_broadcast_state(USER_ITEMS_STATE).items())
+        globals_ = dict(ctx.get_broadcast_state(GLOBALS_STATE).items())
+        if "trending" in globals_:
+            rec.trending = globals_["trending"]
+            rec.now_ms = globals_.get("now_ms")
+        if self._neighbors or rec.content.items:
+            logger.info("ranker restored: %d neighbour lists, %d user lists, %d catalog items",
+                        len(self._neighbors), len(self._user_neighbors), len(rec.content.items))
+
+    def _set_stats(self, stats: Mapping[str, tuple[int, int, float, int]]) -> None:
+        rec, base = self.rec, self.rec.baseline
+        for item, (users, last, r_sum, r_n) in stats.items():
+            rec.set_item_stats(item, (users, last))
+            old_sum, old_n = base.items.get(item, (0.0, 0))
+            base.total += r_sum - old_sum
+            base.count += r_n - old_n
+            base.items[item] = (r_sum, r_n)
 
     def process_broadcast_element(self, value, ctx):  # type: ignore[no-untyped-def]
-        _, neighbors, counts, _ = value
-        cache = self._load(ctx)
-        if neighbors:
-            put_all(ctx.get_broadcast_state(NEIGHBORS_STATE), neighbors)
-            cache.update(neighbors)
-        if counts:
-            put_all(ctx.get_broadcast_state(COUNTS_STATE), counts)
-            self._counts.update(counts)
-            self._trending_dirty = True
+        self._load(ctx)
+        kind = value[0]
+        rec = self.rec
+        if kind == "items":
+            _, _, neighbors, stats, engagements, _ = value
+            if neighbors:
+                put_all(ctx.get_broadcast_state(NEIGHBORS_STATE), neighbors)
+                self._neighbors.update(neighbors)
+            if stats:
+                put_all(ctx.get_broadcast_state(ITEM_STATS_STATE), stats)
+                self._set_stats(stats)
+            if engagements:
+                for item, ts in engagements:
+                    rec.trending.learn_one(item, 1.0, ts)
+                    rec.now_ms = ts if rec.now_ms is None else max(rec.now_ms, ts)
+                rec.version += len(engagements)
+                put_all(ctx.get_broadcast_state(GLOBALS_STATE), {"trending": rec.trending, "now_ms": rec.now_ms})
+        elif kind == "users":
+            _, _, neighbors, _ = value
+            put_all(ctx.get_broadcast_state(USER_NEIGHBORS_STATE), neighbors)
+            self._user_neighbors.update(neighbors)
+        elif kind == "user_items":
+            put_all(ctx.get_broadcast_state(USER_ITEMS_STATE), value[1])
+            self._user_items.update(value[1])
+        elif kind == "catalog":
+            records = {}
+            for record in value[1]:
+                records[rec.add_item(record)] = record
+            put_all(ctx.get_broadcast_state(CATALOG_STATE), records)
+        else:  # pragma: no cover - a wiring error
+            raise ValueError(f"broadcast record kind {kind!r} is not items, users, user_items or catalog")
         return iter(())
 
-    def trending(self) -> Neighbors:
-        if self._trending_dirty:
-            self._trending = top_k(((i, float(c)) for i, c in self._counts.items()), self.trending_size)
-            self._trending_dirty = False
-        return self._trending
-
+    # -- keyed side ---------------------------------------------------------------------------------
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
         _, requests, final = value
         key = ctx.get_current_key()
@@ -91,6 +161,41 @@ class Ranker(KeyedBroadcastProcessFunction):
             self._armed[key] = due
         return iter(())
 
+    def _combiner(self, key: int) -> tuple[LogisticCombiner, random.Random]:
+        found = self._combiners.get(key)
+        if found is None:
+            found = self.combiner.value()
+            if found is None:
+                rec = self.rec
+                found = (LogisticCombiner(FEATURES, lr=rec.combiner.lr, l2=rec.combiner.l2),
+                         random.Random(f"{self.model.get('hybrid', {}).get('seed', 0)}-{key}"))
+            self._combiners[key] = found
+        return found
+
+    def view(self, user: str, log: UserLog, recent: list[tuple[str, float]], last_ts: int) -> UserView:
+        self._seq += 1
+        return UserView(
+            user=user, log=log,
+            itemcf_history=decayed_history(recent, log, last_ts, self.rec.half_life_s),
+            item_neighbors=lambda k: self._neighbors.get(k, []),
+            user_neighbors=lambda: self._user_neighbors.get(user, []),
+            user_items=lambda v: self._user_items.get(v, {}),
+            cache_key=self._seq)
+
+    def _train(self, request: tuple[Any, ...], combiner: LogisticCombiner, rng: random.Random) -> int:
+        """Recommend-then-learn on the state without the window's first engagements of this user."""
+        user, log, recent, last_ts, _, _, new_items = request
+        rec = self.rec
+        if not rec.train_combiner or not new_items:
+            return 0
+        fresh = set(new_items)
+        before: UserLog = {"items": {i: e for i, e in log["items"].items() if i not in fresh},
+                           "rating_sum": log["rating_sum"], "rating_n": log["rating_n"]}
+        if not before["items"]:
+            return 0  # a new user: nothing was recommended from history
+        view = self.view(user, before, [(i, w) for i, w in recent if i not in fresh], last_ts)
+        return sum(rec.train(view, item, combiner, rng) for item in new_items if rng.random() < rec.combiner_sample)
+
     def on_timer(self, timestamp, ctx):  # type: ignore[no-untyped-def]
         batches = list(self.pending.get() or ())
         if batches:
@@ -104,16 +209,35 @@ class Ranker(KeyedBroadcastProcessFunction):
                 final_users = {req[0] for requests in final for req in requests}
         if not batches:
             return
-        neighbors = self._load(ctx)
-        trending = self.trending()
-        now = int(time.time() * 1000)
+        self._load(ctx)
+        key = ctx.get_current_key()
+        combiner, rng = self._combiner(key)
+        seen_before = combiner.n_seen
         latest: dict[str, tuple[Any, ...]] = {}
-        for requests in batches:  # a user asked twice: answer the latest request only
+        for requests in batches:  # a user asked twice: train on both, answer the latest request only
             for req in requests:
+                if self._train(req, combiner, rng):
+                    latest.pop(req[0], None)
                 latest[req[0]] = req
+        rec = self.rec
+        now = int(time.time() * 1000)
         out = []
-        for user, recent, seen, event_id, event_ts in latest.values():
-            ranked = rank_items(recent, neighbors, set(seen), self.top_n, trending)
-            out.append(recs_message(user, ranked, event_id, event_ts, now, len(seen),
-                                    "final" if user in final_users else "events"))
-        yield ("recs", out, trending[: self.top_n])
+        for user, log, recent, last_ts, event_id, event_ts, _ in latest.values():
+            view = self.view(user, log, recent, last_ts)
+            ranked = rec.rank_view(view, combiner=combiner)
+            msg = recs_message(user, ranked, event_id, event_ts, now, len(log["items"]),
+                               "final" if user in final_users else "events", rec.mode)
+            if self.compare_modes:
+                msg["alternatives"] = {mode: recs_message(user, rec.rank_view(view, mode=mode, combiner=combiner),
+                                                          event_id, event_ts, now, 0, "", mode)["items"]
+                                       for mode in self.compare_modes}
+            out.append(msg)
+        weights = None
+        if combiner.n_seen != seen_before:
+            self._trained.inc(combiner.n_seen - seen_before)
+            self.combiner.update((combiner, rng))
+            weights = {"shard": key, "n_seen": combiner.n_seen, "weights": combiner.weights()}
+            if combiner.n_seen // COMBINER_LOG_EVERY != seen_before // COMBINER_LOG_EVERY:
+                logger.info("combiner of user shard %s after %d examples: %s", key, combiner.n_seen,
+                            ", ".join(f"{f} {w:+.3f}" for f, w in combiner.weights().items()))
+        yield ("recs", out, rec.popular(rec.top_n), weights)

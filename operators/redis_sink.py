@@ -9,6 +9,7 @@ key                            type    value
 ``rec:users``                  zset    user_id -> processed_at (ms) of the latest update
 ``rec:similar:<item_id>``      string  top-K neighbours (JSON, ``udfs.serde``)
 ``rec:trending``               string  JSON list of ``{"item_id", "score"}``
+``rec:model:combiner:<shard>`` string  the learned combiner of a user shard (JSON, ``udfs.serde``)
 ``rec:item:<item_id>``         hash    title, year, genres (written by ``ingest.catalog``)
 =============================  ======  =====================================================
 
@@ -90,10 +91,10 @@ class _RedisWriter(FlatMapFunction):
 
 
 class RecsToRedis(_RedisWriter):
-    """``("recs", [message...], trending)`` -> Redis; yields each message as JSON for the Kafka sink."""
+    """``("recs", [message...], trending, combiner)`` -> Redis; yields each message as JSON for the Kafka sink."""
 
     def flat_map(self, value):  # type: ignore[no-untyped-def]
-        _, messages, trending = value
+        _, messages, trending, combiner = value
         p = self.prefix
         commands: list[tuple[str, tuple[Any, ...]]] = []
         out = []
@@ -105,6 +106,9 @@ class RecsToRedis(_RedisWriter):
                                       False, True)))  # GT: only move forward
         if trending:
             commands.append(("set", (f"{p}trending", dumps([{"item_id": i, "score": s} for i, s in trending]))))
+        if combiner:
+            body = dumps({**combiner, "updated_at": int(time.time() * 1000)})
+            commands.append(("set", (f"{p}model:combiner:{combiner['shard']}", body)))
         self._write(commands)
         return out
 
@@ -113,7 +117,7 @@ class NeighborsToRedis(_RedisWriter):
     """Neighbour-list batches -> ``rec:similar:<item>``."""
 
     def flat_map(self, value):  # type: ignore[no-untyped-def]
-        _, neighbors, _, updated_at = value
+        _, _, neighbors, _, _, updated_at = value
         p = self.prefix
         self._write([("set", (f"{p}similar:{item}", dumps(similar_message(item, nb, updated_at))))
                      for item, nb in neighbors.items()])

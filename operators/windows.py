@@ -1,36 +1,47 @@
-"""The windowed, sharded state operators of the item-CF pipeline.
+"""The windowed, sharded state operators of the recommendation pipeline.
 
 Python state access and every record that crosses an operator boundary are the costs of a PyFlink
 job, so the per-event hot path is one ``ListState.add``; all model work happens once per tumbling
 processing-time window (``job.window_ms``) per *virtual shard* of keys:
 
-* :class:`UserWindow` (keyed by user shard) applies the window's events to the per-user state
-  (``MapState`` user -> :class:`core.itemcf.UserHistory`), and emits per window one record per
-  item shard with that shard's co-occurrence deltas and the norm deltas of all items, plus one
-  rank request per user shard to the ranker (side output ``RANK_TAG``).
-* :class:`ItemWindow` (keyed by item shard) adds the deltas into the co-occurrence rows it owns
-  (``MapState`` item -> row), keeps a copy of all norms, recomputes the top-K neighbours of every
-  row whose similarities moved, and emits one neighbour-update batch per window.
+* :class:`UserWindow` (keyed by user shard) applies the window's events to each user's pieces (item-CF
+  history, the hybrid's log, the user-CF row; :class:`UserPieces`) with the functions of
+  :mod:`core.hybrid`, and emits per window one record per item shard (item-CF pair and norm deltas,
+  and the engagements of that shard's items), one rank request batch per user shard (``RANK_TAG``) and
+  the changed users' user-CF rows for the rankers (``USER_ITEMS_TAG``).
+* :class:`ItemWindow` (keyed by item shard) adds the deltas into the co-occurrence rows it owns, keeps
+  each owned item's recent raters (user-CF fan-out), statistics (distinct users, latest time, rating
+  sums for the baseline), recomputes the top-K neighbours of changed rows, and emits one batch per
+  window: neighbour lists, item statistics and the engagements (for trending). Its side output
+  (``USER_DELTA_TAG``) carries the user–user dot-product and user-norm deltas to :class:`UserSimWindow`.
+* :class:`UserSimWindow` (keyed by user shard) holds the user–user rows with the same engine as the
+  item side (:class:`core.itemcf.ItemRows`) and emits the changed users' top-K neighbours.
 
-Both keep a Python working copy of their shard's state (a cache read back from Flink state after a
+Each keeps a Python working copy of its shard's state (a cache read back from Flink state after a
 restore); Flink state stays the source of truth and is written each window for what changed.
 
-Windows are processing-time; an event-time timer at the end of time flushes the last window
-when a bounded input ends (the final watermark), so bounded runs lose nothing.
+Windows are processing-time; an event-time timer at the end of time flushes the last window when a
+bounded input ends (the final watermark), so bounded runs lose nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 
+from core.hybrid import MIN_POSITIVE_WEIGHT, HybridRecommender, UserLog, log_event, new_user_log
 from core.itemcf import ItemRows, PairDeltas, UserHistory, user_event
+from core.usercf import UserState, new_user_state, pair_deltas, record_rater, set_weight
 from operators.compat import put_all
+from operators.late import LateCheck
+from operators.parse import DLQ_TAG
 from udfs.events import Event
 from udfs.shard import shard_of
 
@@ -38,11 +49,27 @@ logger = logging.getLogger(__name__)
 
 END_OF_TIME = 2**63 - 1  # Long.MAX_VALUE: fires on the final watermark of a bounded input
 RANK_TAG = OutputTag("rank-requests", Types.PICKLED_BYTE_ARRAY())
+USER_ITEMS_TAG = OutputTag("user-items", Types.PICKLED_BYTE_ARRAY())
+USER_DELTA_TAG = OutputTag("user-deltas", Types.PICKLED_BYTE_ARRAY())
 
 # Records between the operators (pickled tuples, kept small and flat):
-#   ItemDelta   (item_shard, norms {item: d}, pairs {row item: {col item: d}}, counts {item: n})
-#   RankRequest (user_shard, [(user, recent [(item, w)], seen [item], event_id, event_ts), ...], final)
-#   Neighbors   (item_shard, {item: [(item, sim), ...]}, counts {item: n}, processed_at)
+#   ItemDelta   (item_shard, norms {item: d}, pairs {row item: {col item: d}}, engagements [Engagement])
+#   Engagement  (item, user, ts, first engagement?, user-CF weight, previous user-CF weight, Δ rating sum, Δ rating n)
+#   RankRequest (user_shard, [(user, log, recent [(item, w)], last_ts, event_id, event_ts, new items), ...], final)
+#   UserItems   ("user_items", {user: {item: user-CF weight}})
+#   ItemBatch   ("items", item_shard, {item: [(item, sim)]}, {item: (users, last ts, rating sum, rating n)},
+#                [(item, ts) per engagement], processed_at)
+#   UserDelta   (user_shard, user norms {user: d}, pairs {row user: {col user: d}})
+#   UserBatch   ("users", user_shard, {user: [(user, sim)]}, processed_at)
+
+
+@dataclass
+class UserPieces:
+    """What the job keeps per user: item-CF history (with de-duplication), the hybrid's log, the user-CF row."""
+
+    hist: UserHistory = field(default_factory=UserHistory)
+    log: UserLog = field(default_factory=new_user_log)
+    ucf: UserState = field(default_factory=new_user_state)
 
 
 class _Windowed(KeyedProcessFunction):
@@ -79,71 +106,103 @@ class _Windowed(KeyedProcessFunction):
 
 
 class UserWindow(_Windowed):
-    """Per-user history state; emits item-shard deltas and rank requests per window."""
+    """Per-user pieces; emits item-shard deltas, rank requests and user-CF rows per window.
 
-    def __init__(self, window_ms: int, item_shards: int, history_cap: int, dedup_ttl_ms: int,
-                 dedup_max_ids: int) -> None:
+    Each event is first checked against the watermark (:class:`operators.late.LateCheck`, ``job.late_events``):
+    a late event is counted and applied, or sent to ``DLQ_TAG``.
+    """
+
+    def __init__(self, window_ms: int, item_shards: int, model: Mapping[str, Any], dedup_ttl_ms: int,
+                 dedup_max_ids: int, late_events: str = "apply") -> None:
         super().__init__(window_ms)
+        self.late = LateCheck(late_events)
         self.item_shards = item_shards
-        self.history_cap = history_cap
+        self.model = dict(model)
         self.dedup_ttl_ms = dedup_ttl_ms
         self.dedup_max_ids = dedup_max_ids
-        self._cache: dict[str, UserHistory] = {}
+        self._cache: dict[str, UserPieces] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.open_buffer(runtime_context)
+        self.rec = HybridRecommender.from_config(self.model)  # config, validation and the weight rule only
+        self.itemcf, self.usercf = "itemcf" in self.rec.methods, "usercf" in self.rec.methods
         self.users = runtime_context.get_map_state(
             MapStateDescriptor("users", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self._cache = {}
         self._duplicates = runtime_context.get_metrics_group().counter("duplicates")
+        self.late.open(runtime_context.get_metrics_group())
 
-    def _history(self, user: str) -> UserHistory:
-        hist = self._cache.get(user)
-        if hist is None:
-            hist = self.users.get(user) or UserHistory()
-            self._cache[user] = hist
-        return hist
+    def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
+        rejected = self.late.reject(value, ctx.timer_service().current_watermark())
+        if rejected is not None:
+            yield DLQ_TAG, rejected
+            return
+        yield from super().process_element(value, ctx)
+
+    def _pieces(self, user: str) -> UserPieces:
+        pieces = self._cache.get(user)
+        if pieces is None:
+            pieces = self.users.get(user) or UserPieces()
+            self._cache[user] = pieces
+        return pieces
 
     def flush(self, key: Any, batch: list[Event], ctx: Any, timestamp: int) -> Any:
         final = timestamp == END_OF_TIME
         if not batch and not final:
             return
         deltas = PairDeltas()
+        n = self.item_shards
+        engagements: list[list[tuple[Any, ...]]] = [[] for _ in range(n)]
         touched: dict[str, None] = {}  # users whose recommendations change, in first-touch order
+        new_items: dict[str, list[str]] = {}  # items each user engaged for the first time in this window
+        cap = self.rec.itemcf.history_cap
         for ev in batch:
-            hist = self._history(ev.user_id)
-            if not hist.remember(ev.event_id, ev.ts, self.dedup_ttl_ms, self.dedup_max_ids):
+            p = self._pieces(ev.user_id)
+            if not p.hist.remember(ev.event_id, ev.ts, self.dedup_ttl_ms, self.dedup_max_ids):
                 self._duplicates.inc()  # the same event delivered again: applied once only
                 continue
-            new = ev.item_id not in hist.weights
-            deltas.add(ev.item_id, *user_event(hist, ev.item_id, ev.weight, ev.ts, self.history_cap, ev.event_id),
-                       new=new)
+            w = self.rec.model_weight(p.log, ev)
+            old = log_event(p.log, ev, w)
+            if old is None:
+                new_items.setdefault(ev.user_id, []).append(ev.item_id)
+            if self.itemcf:
+                new = ev.item_id not in p.hist.weights
+                deltas.add(ev.item_id, *user_event(p.hist, ev.item_id, w, ev.ts, cap, ev.event_id), new=new)
+            elif ev.ts >= p.hist.last_ts:
+                p.hist.last_ts, p.hist.last_event_id = ev.ts, ev.event_id
+            w_pos = max(w, MIN_POSITIVE_WEIGHT)
+            w_old = set_weight(p.ucf, ev.item_id, w_pos) if self.usercf else w_pos
+            d_sum = (ev.weight if ev.type == "rate" else 0.0) - (old[0] if old and old[2] == "rate" else 0.0)
+            d_n = (ev.type == "rate") - (old is not None and old[2] == "rate")
+            engagements[shard_of(ev.item_id, n)].append(
+                (ev.item_id, ev.user_id, ev.ts, old is None, w_pos, w_old, d_sum, d_n))
             touched[ev.user_id] = None
         put_all(self.users, {u: self._cache[u] for u in touched})
+        if self.usercf and touched:
+            yield USER_ITEMS_TAG, ("user_items", {u: dict(self._cache[u].ucf["items"]) for u in touched})
         if final:  # end of a bounded input: re-rank every user of the shard with the final model
-            for user, hist in self.users.items():
+            for user, pieces in self.users.items():
                 if user not in touched:
-                    self._cache.setdefault(user, hist)
+                    self._cache.setdefault(user, pieces)
                     touched[user] = None
-        if deltas:
-            n = self.item_shards
-            per_shard: list[dict[str, dict[str, float]]] = [{} for _ in range(n)]
-            for row, cols in deltas.pairs.items():
-                per_shard[shard_of(row, n)][row] = cols
-            for s in range(n):
-                # every shard needs every norm (for the cosine of its rows' columns)
-                if per_shard[s] or deltas.norms or deltas.counts:
-                    yield (s, deltas.norms, per_shard[s], deltas.counts if s == 0 else {})
+        per_shard: list[dict[str, dict[str, float]]] = [{} for _ in range(n)]
+        for row, cols in deltas.pairs.items():
+            per_shard[shard_of(row, n)][row] = cols
+        for s in range(n):
+            # every shard needs every norm (for the cosine of its rows' columns)
+            if per_shard[s] or deltas.norms or engagements[s]:
+                yield (s, deltas.norms, per_shard[s], engagements[s])
         requests = []
         for user in touched:
-            hist = self._cache[user]
-            requests.append((user, hist.recent_weights(), list(hist.weights), hist.last_event_id, hist.last_ts))
+            p = self._cache[user]
+            requests.append((user, p.log, p.hist.recent_weights(), p.hist.last_ts, p.hist.last_event_id,
+                             p.hist.last_ts, new_items.get(user, [])))
         if requests:
             yield RANK_TAG, (key, requests, final)
 
 
-class ItemWindow(_Windowed):
-    """Co-occurrence rows and norms of one item shard; emits changed top-K neighbour lists."""
+class _RowsWindow(_Windowed):
+    """Similarity rows of one shard (:class:`ItemRows`): sums in, changed top-K neighbour lists out."""
 
     def __init__(self, window_ms: int, top_k: int, refresh_budget_ms: int) -> None:
         super().__init__(window_ms)
@@ -151,12 +210,11 @@ class ItemWindow(_Windowed):
         self.refresh_budget_ms = refresh_budget_ms
         self._models: dict[int, ItemRows] = {}
 
-    def open(self, runtime_context: RuntimeContext) -> None:
+    def open_rows(self, runtime_context: RuntimeContext) -> None:
         self.open_buffer(runtime_context)
         self.rows = runtime_context.get_map_state(
             MapStateDescriptor("rows", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.norms = runtime_context.get_map_state(MapStateDescriptor("norms", Types.STRING(), Types.DOUBLE()))
-        self.counts = runtime_context.get_map_state(MapStateDescriptor("counts", Types.STRING(), Types.LONG()))
         self.index = runtime_context.get_map_state(MapStateDescriptor("index", Types.STRING(), Types.INT()))
         self._models = {}
         self._budget_window, self._budget_until = -1, 0.0
@@ -173,36 +231,108 @@ class ItemWindow(_Windowed):
         model = self._models.get(shard)
         if model is None:  # first use of this shard in this process (fresh start or restore)
             model = ItemRows(self.top_k)
-            model.load(dict(self.index.items()), dict(self.rows.items()), dict(self.norms.items()),
-                       dict(self.counts.items()))
+            model.load(dict(self.index.items()), dict(self.rows.items()), dict(self.norms.items()), {})
             model.dirty = dict.fromkeys(model.rows)  # neighbour lists are derived: recompute them
             self._models[shard] = model
             if model.rows:
-                logger.info("item shard %s restored: %d rows, %d norms", shard, len(model.rows), len(model.norms))
+                logger.info("%s shard %s restored: %d rows, %d norms", type(self).__name__, shard,
+                            len(model.rows), len(model.norms))
         return model
 
-    def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int) -> Any:
+    def apply_rows(self, key: Any, deltas: Iterable[tuple[Mapping[str, float], Mapping[str, Mapping[str, float]]]],
+                   ctx: Any, final: bool) -> dict[str, list[tuple[str, float]]]:
+        """Add (norm deltas, pair deltas) batches, write what changed to state, return refreshed lists."""
         model = self._model(key)
         known = len(model.names)
         changed: set[str] = set()
         norms: dict[str, None] = {}
-        counts: dict[str, None] = {}
-        for _, n_d, p_d, c_d in batch:  # the deltas are additive: apply each user shard's as it is
-            changed |= model.apply(n_d, p_d, c_d)[0]
+        for n_d, p_d in deltas:  # the deltas are additive: apply each upstream shard's as it is
+            changed |= model.apply(n_d, p_d, {})[0]
             norms.update(dict.fromkeys(n_d))
-            counts.update(dict.fromkeys(c_d))
         if len(model.names) > known:
             put_all(self.index, {model.names[i]: i for i in range(known, len(model.names))})
         if changed:
             put_all(self.rows, {a: model.rows[a] for a in changed})
         if norms:
             put_all(self.norms, {i: model.norm(i) for i in norms})
-        if counts:
-            put_all(self.counts, {i: model.counts[i] for i in counts})
-        final = timestamp == END_OF_TIME
         neighbors = model.refresh(None if final or not self.refresh_budget_ms else self._budget_left())
         if model.dirty and not final:  # over budget: carry on in the next window even without input
             now = ctx.timer_service().current_processing_time()
             ctx.timer_service().register_processing_time_timer(now - now % self.window_ms + self.window_ms)
-        if neighbors or counts:
-            yield (key, neighbors, {i: model.counts[i] for i in counts}, int(time.time() * 1000))
+        return neighbors
+
+
+class ItemWindow(_RowsWindow):
+    """Item shard: co-occurrence rows, recent raters, item statistics; emits neighbour lists and statistics."""
+
+    def __init__(self, window_ms: int, top_k: int, refresh_budget_ms: int, user_shards: int,
+                 max_raters: int, usercf: bool) -> None:
+        super().__init__(window_ms, top_k, refresh_budget_ms)
+        self.user_shards = user_shards
+        self.max_raters = max_raters
+        self.usercf = usercf
+        self._raters: dict[int, dict[str, dict[str, tuple[float, int]]]] = {}
+        self._stats: dict[int, dict[str, tuple[int, int, float, int]]] = {}
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.open_rows(runtime_context)
+        self.raters = runtime_context.get_map_state(
+            MapStateDescriptor("raters", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+        self.stats = runtime_context.get_map_state(
+            MapStateDescriptor("stats", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+        self._raters, self._stats = {}, {}
+
+    def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int) -> Any:
+        final = timestamp == END_OF_TIME
+        neighbors = self.apply_rows(key, ((n_d, p_d) for _, n_d, p_d, _ in batch), ctx, final)
+        if key not in self._stats:
+            self._stats[key] = dict(self.stats.items())
+            self._raters[key] = dict(self.raters.items()) if self.usercf else {}
+        stats, raters = self._stats[key], self._raters[key]
+        changed: dict[str, None] = {}
+        changed_raters: dict[str, None] = {}
+        trending: list[tuple[str, int]] = []
+        user_norms: dict[str, float] = {}
+        user_pairs: dict[str, dict[str, float]] = {}
+        for _, _, _, engagements in batch:
+            for item, user, ts, first, w, w_old, d_sum, d_n in engagements:
+                users, last, r_sum, r_n = stats.get(item, (0, ts, 0.0, 0))
+                stats[item] = (users + first, max(last, ts), r_sum + d_sum, r_n + d_n)
+                changed[item] = None
+                trending.append((item, ts))
+                if not self.usercf:
+                    continue
+                partners = record_rater(raters.setdefault(item, {}), user, w, ts, self.max_raters)
+                changed_raters[item] = None
+                if w != w_old:
+                    user_norms[user] = user_norms.get(user, 0.0) + w * w - w_old * w_old
+                    for row, cols in pair_deltas(user, w - w_old, partners).items():
+                        target = user_pairs.setdefault(row, {})
+                        for col, d in cols.items():
+                            target[col] = target.get(col, 0.0) + d
+        if changed:
+            put_all(self.stats, {i: stats[i] for i in changed})
+        if changed_raters:
+            put_all(self.raters, {i: raters[i] for i in changed_raters})
+        if user_norms or user_pairs:
+            n = self.user_shards
+            per_shard: list[dict[str, dict[str, float]]] = [{} for _ in range(n)]
+            for row, cols in user_pairs.items():
+                per_shard[shard_of(row, n)][row] = cols
+            for s in range(n):
+                if per_shard[s] or user_norms:
+                    yield USER_DELTA_TAG, (s, user_norms, per_shard[s])
+        if neighbors or changed:
+            yield ("items", key, neighbors, {i: stats[i] for i in changed}, trending, int(time.time() * 1000))
+
+
+class UserSimWindow(_RowsWindow):
+    """User shard: user–user dot-product rows and every user's norm; emits changed top-K neighbours."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.open_rows(runtime_context)
+
+    def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int) -> Any:
+        neighbors = self.apply_rows(key, ((n_d, p_d) for _, n_d, p_d in batch), ctx, timestamp == END_OF_TIME)
+        if neighbors:
+            yield ("users", key, neighbors, int(time.time() * 1000))

@@ -22,7 +22,8 @@ from jobs.recommend import recommend
 class PipelineResult:
     recs: list[dict[str, Any]] = field(default_factory=list)  # every recommendation message, in output order
     neighbors: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # last list emitted per item
-    counts: dict[str, int] = field(default_factory=dict)  # last popularity emitted per item
+    counts: dict[str, int] = field(default_factory=dict)  # last popularity (distinct users) emitted per item
+    user_neighbors: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # last list per user
     dlq: list[dict[str, Any]] = field(default_factory=list)
 
     def latest_recs(self) -> dict[str, dict[str, Any]]:
@@ -32,15 +33,25 @@ class PipelineResult:
         return out
 
 
-def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[str] = ()) -> PipelineResult:
+def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[str] = (),
+                 catalog: Sequence[str] | None = None) -> PipelineResult:
+    """Run the job on ``events`` (and ``catalog`` records, JSON strings, when given) and collect its outputs."""
     cfg = load_config(overrides=["job.checkpoint_interval_ms=0", *overrides], env={})
     env = make_env(cfg, kafka=False, parallelism=parallelism)
-    source = env.from_collection(list(events), type_info=Types.STRING())
-    out = recommend(source, cfg, redis=False, parse_parallelism=1)
-    tagged = out.recommendations.map(lambda s: "R" + s, output_type=Types.STRING()).union(
+    # one source subtask keeps the input order (as one Kafka partition does): PyFlink's from_collection
+    # is an InputFormatSourceFunction, a *parallel* source that splits the collection among the subtasks
+    source = env.from_collection(list(events), type_info=Types.STRING()).set_parallelism(1)
+    items = (env.from_collection(list(catalog), type_info=Types.STRING()).set_parallelism(1)
+             if catalog is not None else None)
+    out = recommend(source, cfg, redis=False, parse_parallelism=1, catalog=items)
+    streams = [
         out.dlq.map(lambda s: "D" + s, output_type=Types.STRING()),
-        out.neighbors.map(lambda b: "N" + json.dumps([b[1], b[2]]), output_type=Types.STRING()),
-    )
+        out.neighbors.map(lambda b: "N" + json.dumps([b[2], {i: st[0] for i, st in b[3].items()}]),
+                          output_type=Types.STRING()),
+    ]
+    if out.user_neighbors is not None:
+        streams.append(out.user_neighbors.map(lambda b: "U" + json.dumps(b[2]), output_type=Types.STRING()))
+    tagged = out.recommendations.map(lambda s: "R" + s, output_type=Types.STRING()).union(*streams)
     result = PipelineResult()
     with tagged.execute_and_collect() as records:
         for rec in records:
@@ -49,6 +60,8 @@ def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[st
                 result.recs.append(body)
             elif kind == "D":
                 result.dlq.append(body)
+            elif kind == "U":
+                result.user_neighbors.update({u: [(v, s) for v, s in lst] for u, lst in body.items()})
             else:
                 nbrs, counts = body
                 result.neighbors.update({i: [(j, s) for j, s in lst] for i, lst in nbrs.items()})

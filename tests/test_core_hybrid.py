@@ -61,8 +61,9 @@ def test_candidates_known_answer() -> None:
 
 def test_single_method_modes_fill_with_trending() -> None:
     m = model()
-    assert m.rank("u1", 3, "itemcf") == [("c", pytest.approx(ITEMCF_C), "because you rated a"), ("e", 0.0, "trending")]
-    assert m.rank("u1", 3, "usercf") == [("c", pytest.approx(USERCF_C), "liked by similar users"),
+    assert m.rank("u1", 3, "itemcf") == [("c", pytest.approx(ITEMCF_C), "because you rated Alpha"),
+                                         ("e", 0.0, "trending")]
+    assert m.rank("u1", 3, "usercf") == [("c", pytest.approx(USERCF_C), "liked by similar user u2"),
                                          ("e", 0.0, "trending")]
     assert m.rank("u1", 3, "content")[0][::2] == ("d", "matches your taste for Comedy")
     assert items(m.rank("u1", 3, "content")) == ["d", "e", "c"]
@@ -74,25 +75,25 @@ def test_weighted_known_answer() -> None:
     # α = itemcf 1, usercf .5, content .1, popular .2: c = 1 + .5 + 0 = 1.5, e = .2, d = .1
     m = model(fusion_weights={"itemcf": 1.0, "usercf": 0.5, "content": 0.1, "popular": 0.2})
     assert m.rank("u1", 5, "weighted") == [
-        ("c", pytest.approx(1.5), "because you rated a"),
+        ("c", pytest.approx(1.5), "because you rated Alpha"),
         ("e", pytest.approx(0.2), "trending"),
         ("d", pytest.approx(0.1), "matches your taste for Comedy"),
     ]
-    # the reason follows the largest contribution: with usercf weighted up, c is "liked by similar users"
+    # the reason follows the largest contribution: with usercf weighted up, c is "liked by similar user u2"
     m2 = model(fusion_weights={"itemcf": 1.0, "usercf": 2.0, "content": 0.1, "popular": 0.2})
-    assert m2.rank("u1", 1, "weighted") == [("c", pytest.approx(3.0), "liked by similar users")]
+    assert m2.rank("u1", 1, "weighted") == [("c", pytest.approx(3.0), "liked by similar user u2")]
 
 
 def test_rrf_and_borda_known_answer() -> None:
     m = model(rrf_k=60)
     # ranks: itemcf [c], usercf [c], content [d], popular [e, c]
     assert m.rank("u1", 3, "rrf") == [
-        ("c", pytest.approx(2 / 61 + 1 / 62), "because you rated a"),
+        ("c", pytest.approx(2 / 61 + 1 / 62), "because you rated Alpha"),
         ("d", pytest.approx(1 / 61), "matches your taste for Comedy"),  # d and e tie: item id
         ("e", pytest.approx(1 / 61), "trending"),
     ]
     # Borda, N = 3: c 3 + 3 + 1.5 + 2 = 9.5; e 1.5 · 3 + 3 = 7.5; d 1.5 + 1.5 + 3 + 1 = 7
-    assert m.rank("u1", 3, "borda") == [("c", 9.5, "because you rated a"), ("e", 7.5, "trending"),
+    assert m.rank("u1", 3, "borda") == [("c", 9.5, "because you rated Alpha"), ("e", 7.5, "trending"),
                                         ("d", 7.0, "matches your taste for Comedy")]
 
 
@@ -174,7 +175,7 @@ def test_rerating_replaces_the_weight_everywhere() -> None:
     m.learn_one(ev(50, "u1", "a", 1.0))  # u1 re-rates a: 5 -> 1
     assert m.itemcf.users["u1"].weights["a"] == 1.0
     assert m.usercf.users["u1"]["items"]["a"] == 1.0
-    assert m.baseline.users["u1"]["ratings"]["a"] == 1.0
+    assert m.baseline.users["u1"]["a"] == 1.0
     assert m.logs["u1"]["items"]["a"][0] == 1.0 and m.logs["u1"]["rating_n"] == 2
     assert m.logs["u1"]["rating_sum"] == 5.0
     assert m.item_stats["a"][0] == 2  # still two users engaged a
@@ -201,7 +202,7 @@ def test_reasons_name_the_event_type() -> None:
     for n, (u, i, t) in enumerate([("v", "a", "view"), ("v", "b", "view"), ("w", "a", "purchase")]):
         m.learn_one(ev(n, u, i, 1.0, etype=t))
     # norm_a = 1 + 1, norm_b = 1, C[a][b] = 1: score(b) = 1 · 1/√2
-    assert m.rank("w", 1, "itemcf") == [("b", pytest.approx(1 / math.sqrt(2)), "because you bought a")]
+    assert m.rank("w", 1, "itemcf") == [("b", pytest.approx(1 / math.sqrt(2)), "because you bought Alpha")]
 
 
 def test_filters_seen_denied_excluded_and_at_most_n() -> None:

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from core.usercf import UserCF, batch_user_cosine, record_rater
+from core.usercf import UserCF, batch_user_cosine, pair_deltas, rank_users, record_rater
 
 # Hand-built matrix (users a, b, c; items x, y, z):
 #   a: x=1, y=2          norm_a = 1 + 4     = 5
@@ -66,7 +66,8 @@ def test_rerating_replaces_weight() -> None:
     m.learn_one("a", "x", 3.0, 7)
     # norm_a = 9 + 4 = 13, D[a][b] = 3·2 + 2·1 = 8
     assert m.users["a"]["norm"] == 13.0
-    assert m.users["a"]["dots"]["b"] == 8.0 == m.users["b"]["dots"]["a"]
+    b, a = m.rows.index["b"], m.rows.index["a"]
+    assert m.rows.rows["a"][b] == 8.0 == m.rows.rows["b"][a]
     assert m.similarity("a", "b") == pytest.approx(8 / math.sqrt(13 * 9), rel=1e-12)
 
 
@@ -115,7 +116,6 @@ def test_record_rater_evicts_oldest_by_event_time() -> None:
 
 def test_top_k_keeps_the_best_neighbour() -> None:
     m = fitted(top_k=1, max_raters=0)
-    assert list(m.users["b"]["top"]) == ["c"]  # c (2/3) displaced a (0.596)
     assert m.neighbors("b") == [("c", pytest.approx(2 / 3))]
 
 
@@ -129,3 +129,15 @@ def test_state_pickles_and_validation() -> None:
         UserCF(top_k=0)
     with pytest.raises(ValueError, match="max_raters -1"):
         UserCF(max_raters=-1)
+
+
+def test_pair_deltas_and_rank_users_known_answer() -> None:
+    assert pair_deltas("u", 2.0, [("v", 3.0), ("w", 0.5)]) == {"u": {"v": 6.0, "w": 1.0}, "v": {"u": 6.0},
+                                                                "w": {"u": 1.0}}
+    assert pair_deltas("u", 0.0, [("v", 3.0)]) == {}
+    items = {"v": {"x": 2.0, "y": 1.0}, "w": {"x": 1.0, "z": 4.0}}
+    # x: 0.5·2 + 0.25·1 = 1.25 (v contributes most), z: 0.25·4 = 1.0, y: 0.5 (skipped)
+    ranked = rank_users([("v", 0.5), ("w", 0.25)], lambda v: items[v], 5, {"y"})
+    assert ranked == [("x", 1.25, "liked by similar user v"), ("z", 1.0, "liked by similar user w")]
+    with pytest.raises(ValueError, match="n -1"):
+        rank_users([], lambda v: {}, -1, ())

@@ -28,15 +28,15 @@ def test_known_answer_fixture(parallelism: int) -> None:
     # cos(x,y)=40/sqrt(66*41)~0.769, cos(x,z)=4/sqrt(66)~0.492, cos(y,z)=5/sqrt(41)~0.781.
     rows = [("a", "x", 5), ("a", "y", 4), ("b", "x", 4), ("b", "y", 5), ("b", "z", 1), ("c", "x", 5)]
     events = [event_json(f"e{n}", u, i, w, 1000 + n) for n, (u, i, w) in enumerate(rows)]
-    res = run_pipeline(events, parallelism)
+    res = run_pipeline(events, parallelism, overrides=["model.hybrid.mode=itemcf"])
     cxy, cxz, cyz = 40 / math.sqrt(66 * 41), 4 / math.sqrt(66), 5 / math.sqrt(41)
     assert res.neighbors["x"] == [("y", pytest.approx(cxy)), ("z", pytest.approx(cxz))]
     assert res.neighbors["y"] == [("z", pytest.approx(cyz)), ("x", pytest.approx(cxy))]
     assert res.neighbors["z"] == [("y", pytest.approx(cyz)), ("x", pytest.approx(cxz))]
     latest = res.latest_recs()
     # c saw x: y scores 5*cos(x,y)~3.84, z scores 5*cos(x,z)~2.46; both because of x
-    assert [(it["item_id"], it["reason"]) for it in latest["c"]["items"]] == [("y", "because of x"),
-                                                                              ("z", "because of x")]
+    assert [(it["item_id"], it["reason"]) for it in latest["c"]["items"]] == [("y", "because you rated x"),
+                                                                              ("z", "because you rated x")]
     assert [it["score"] for it in latest["c"]["items"]] == pytest.approx([5 * cxy, 5 * cxz], rel=1e-5)
     # a saw x and y: only z is left; b saw everything and gets nothing (no unseen item exists)
     assert [it["item_id"] for it in latest["a"]["items"]] == ["z"]

@@ -3,9 +3,14 @@
 Recommendation message (Kafka ``recommendations`` topic, and Redis ``rec:recs:<user_id>``)::
 
     {"user_id": "196",
-     "items": [{"item_id": "242", "score": 3.21, "reason": "because of 51"}, ...],
+     "items": [{"item_id": "242", "score": 3.21, "reason": "because you rated Star Wars (1977)"}, ...],
      "event_id": "ml-17", "event_ts": 881250949000, "processed_at": 1764514800123,
-     "history_size": 12, "trigger": "events"}
+     "history_size": 12, "trigger": "events", "mode": "weighted",
+     "alternatives": {"rrf": [...], ...}}      # only with model.compare_modes: the same user in other modes
+
+Learned combiner (Redis ``rec:model:combiner:<user shard>``)::
+
+    {"shard": 3, "n_seen": 5120, "weights": {"itemcf": 1.9, ..., "bias": -2.1}, "updated_at": 1764514800123}
 
 Similar items (Redis ``rec:similar:<item_id>``)::
 
@@ -22,8 +27,9 @@ _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def recs_message(user_id: str, ranked: Iterable[tuple[str, float, str]], event_id: str, event_ts: int,
-                 processed_at: int, history_size: int, trigger: str = "events") -> dict[str, Any]:
-    """``trigger``: ``events`` (the user acted) or ``final`` (the re-rank at the end of a bounded input)."""
+                 processed_at: int, history_size: int, trigger: str = "events", mode: str = "itemcf") -> dict[str, Any]:
+    """``trigger``: ``events`` (the user acted) or ``final`` (the re-rank at the end of a bounded input);
+    ``mode``: the fusion mode (or single method) that ranked the items."""
     return {
         "user_id": user_id,
         "items": [{"item_id": j, "score": round(s, 6), "reason": r} for j, s, r in ranked],
@@ -32,6 +38,7 @@ def recs_message(user_id: str, ranked: Iterable[tuple[str, float, str]], event_i
         "processed_at": processed_at,
         "history_size": history_size,
         "trigger": trigger,
+        "mode": mode,
     }
 
 

@@ -1,0 +1,48 @@
+"""Catalog records (the ``items`` topic): one JSON object per item.
+
+``{"item_id": "1", "title": "Toy Story", "year": 1995, "genres": ["Animation", "Children's", "Comedy"]}``;
+``year`` may be null, ``genres`` may be empty. The job joins them into the stream (content features);
+``ingest.catalog`` publishes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+GENRE_SEPARATOR = "|"
+
+
+def validate_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Check one catalog record and return it normalised; the error names the field and the value."""
+    item_id = record.get("item_id")
+    if not isinstance(item_id, str) or not item_id or item_id.strip() != item_id:
+        raise ValueError(f"catalog record has a bad item_id {item_id!r}: {dict(record)!r:.200}")
+    title = record.get("title")
+    if not isinstance(title, str):
+        raise ValueError(f"item {item_id}: title must be a string, got {title!r}")
+    year = record.get("year")
+    if year is not None and (isinstance(year, bool) or not isinstance(year, int)):
+        raise ValueError(f"item {item_id}: year must be an integer or None, got {year!r}")
+    genres = record.get("genres", [])
+    if not isinstance(genres, (list, tuple)) or not all(isinstance(g, str) and g for g in genres):
+        raise ValueError(f"item {item_id}: genres must be a list of non-empty strings, got {genres!r}")
+    bad = [g for g in genres if GENRE_SEPARATOR in g]
+    if bad:
+        raise ValueError(f"item {item_id}: genre {bad[0]!r} contains the separator {GENRE_SEPARATOR!r}")
+    return {"item_id": item_id, "title": title, "year": year, "genres": list(genres)}
+
+
+def parse_catalog(raw: str | bytes) -> dict[str, Any]:
+    """Decode and validate one catalog message; ValueError (naming the field and value) when invalid."""
+    import json
+
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"catalog record is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"catalog record must be a JSON object, got {type(obj).__name__}")
+    if isinstance(obj.get("item_id"), int) and not isinstance(obj.get("item_id"), bool):
+        obj["item_id"] = str(obj["item_id"])
+    return validate_record(obj)
