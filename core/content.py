@@ -332,7 +332,7 @@ class UserProfile:
         ts = np.array([t for t, _, _ in kept], dtype=np.float64)
         w = np.array([w for _, _, w in kept], dtype=np.float64)
         if np.any(w <= 0) or not np.all(np.isfinite(w)):
-            raise ValueError(f"w {w[(w <= 0) | ~np.isfinite(w)][0]!r} must be a positive finite number")
+            raise ValueError(f"w {float(w[(w <= 0) | ~np.isfinite(w)][0])!r} must be a positive finite number")
         c = w if p.half_life_s is None else w * np.exp2(-((t_ref - ts) / 1000.0) / p.half_life_s)
         sums = c @ model.vectors([i for _, i, _ in kept])
         p.sums = {int(k): float(sums[k]) for k in np.flatnonzero(sums)}

@@ -209,7 +209,7 @@ def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], *, drain
     events = env.from_source(kafka_source(source_cfg), WatermarkStrategy.no_watermarks(), "kafka-events") \
         .uid("kafka-events")
     catalog = env.from_source(catalog_source(source_cfg), WatermarkStrategy.no_watermarks(), "kafka-items") \
-        .uid("kafka-items").set_parallelism(1)
+        .uid("kafka-items")
     out = recommend(events, cfg, catalog=catalog)
     restamp(out.recommendations).sink_to(kafka_sink(cfg, topics["recommendations"], "recs")) \
         .name("kafka-recommendations").uid("kafka-recommendations")

@@ -72,6 +72,7 @@ class Ranker(KeyedBroadcastProcessFunction):
         self._combiners: dict[int, tuple[LogisticCombiner, random.Random]] = {}
         self._armed: dict[Any, int] = {}
         self._seq = 0
+        self._trend_at = (-1, -1)  # (model version, window) the trending ranking was computed at
         self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
         # requests made at the end of a bounded input wait for the final watermark (and so for the final
         # model state), never for a processing-time timer
@@ -182,6 +183,14 @@ class Ranker(KeyedBroadcastProcessFunction):
             user_items=lambda v: self._user_items.get(v, {}),
             cache_key=self._seq)
 
+    def _refresh_trending(self, timestamp: int) -> None:
+        """Re-rank trending at most once per window (it sorts every item), and always at the end of input."""
+        rec = self.rec
+        window = timestamp // self.window_ms if timestamp != END_OF_TIME else END_OF_TIME
+        if rec.version != self._trend_at[0] and window != self._trend_at[1]:
+            rec._trend_cache = None
+            self._trend_at = (rec.version, window)
+
     def _train(self, request: tuple[Any, ...], combiner: LogisticCombiner, rng: random.Random) -> int:
         """Recommend-then-learn on the state without the window's first engagements of this user."""
         user, log, recent, last_ts, _, _, new_items = request
@@ -210,6 +219,7 @@ class Ranker(KeyedBroadcastProcessFunction):
         if not batches:
             return
         self._load(ctx)
+        self._refresh_trending(timestamp)
         key = ctx.get_current_key()
         combiner, rng = self._combiner(key)
         seen_before = combiner.n_seen

@@ -128,6 +128,24 @@ def test_profile_matches_batch_recompute() -> None:
     np.testing.assert_allclose(p.vector(m.dim), batch, rtol=1e-9, atol=1e-12)
 
 
+def test_from_items_equals_learning_in_time_order() -> None:
+    m = full_model()
+    rng = random.Random(5)
+    items = [str(r["item_id"]) for r in CATALOG]
+    engaged = {rng.choice(items): (rng.uniform(0.5, 5.0), rng.randrange(0, 9_000_000)) for _ in range(40)}
+    engaged["not-in-catalog"] = (1.0, 5)
+    for half_life, cap in [(None, 0), (600.0, 0), (600.0, 3)]:
+        incremental = UserProfile(half_life, cap)
+        for item, (w, ts) in sorted(engaged.items(), key=lambda kv: (kv[1][1], kv[0])):
+            incremental.learn_one(item, w, ts, m)
+        batch = UserProfile.from_items(engaged, m, half_life, cap)
+        assert batch.items == incremental.items
+        np.testing.assert_allclose(batch.vector(m.dim), incremental.vector(m.dim), rtol=1e-9, atol=1e-12)
+    assert UserProfile.from_items({}, m).z == 0.0
+    with pytest.raises(ValueError, match="w -1"):
+        UserProfile.from_items({items[0]: (-1.0, 0)}, m)
+
+
 def test_profile_max_items_and_rebuild() -> None:
     m = full_model()
     p = UserProfile(max_items=2)

@@ -217,6 +217,17 @@ def test_filters_seen_denied_excluded_and_at_most_n() -> None:
         assert len(m.rank("u1", 2, mode)) <= 2
 
 
+def test_exclude_types_keeps_viewed_items_recommendable() -> None:
+    m = model(stream=[], exclude_types=["rate", "purchase"])
+    for n, (u, i, t, w) in enumerate([("v", "a", "rate", 5.0), ("v", "b", "rate", 4.0), ("w", "a", "rate", 5.0),
+                                      ("w", "b", "view", 1.0)]):
+        m.learn_one(ev(n, u, i, w, etype=t))
+    assert m.seen("w") == {"a"}  # the view of b does not hide b
+    assert "b" in items(m.rank("w", 5, "itemcf"))
+    with pytest.raises(ValueError, match="exclude_types .* unknown event types \\['like'\\]"):
+        HybridRecommender(exclude_types=["like"])
+
+
 def random_stream(n: int = 400, seed: int = 3) -> list[Event]:
     rng = random.Random(seed)
     return [Event(f"r{k}", f"u{rng.randrange(15)}", f"i{int(rng.paretovariate(1.2)) % 25}", "rate",

@@ -44,7 +44,10 @@ class Scenario:
         self.overrides += [f"kafka.bootstrap={bootstrap}", f"redis.port={REDIS_PORT}", f"kafka.group_id=g-{tag}",
                            f"redis.prefix=rel-{tag}:", "job.checkpoint_interval_ms=2000",
                            f"job.checkpoint_dir=var/test-checkpoints/{tag}", f"job.transactional_id_prefix=t-{tag}",
-                           "job.delivery=exactly_once", "job.parallelism=2"]
+                           "job.delivery=exactly_once", "job.parallelism=2",
+                           # exact user-CF: with a fan-out cap, which raters an event pairs with depends on the
+                           # arrival order of other users' events, which a recovery does not reproduce
+                           "model.hybrid.usercf_max_raters=0"]
         self.cfg = load_config(overrides=self.overrides)
         kafka_admin.ensure_topics(bootstrap, kafka_admin.project_topics(self.cfg), partitions=2)
 
@@ -102,7 +105,9 @@ def assert_same_state(got: dict[str, Any], want: dict[str, Any]) -> None:
     bad_items = [i for i, nbrs in want["similar"].items() if dict(got["similar"][i]) != pytest.approx(dict(nbrs),
                                                                                                    rel=1e-6)]
     assert not bad_items, f"{len(bad_items)} neighbour lists differ, e.g. {bad_items[:5]}"
-    assert got["trending"] == want["trending"]
+    # trending scores are decayed counts: float sums whose last bits depend on the order they were added in
+    assert [t["item_id"] for t in got["trending"]] == [t["item_id"] for t in want["trending"]]
+    assert [t["score"] for t in got["trending"]] == pytest.approx([t["score"] for t in want["trending"]], rel=1e-9)
     assert set(got["recs"]) == set(want["recs"])
     bad_users = [u for u, (eid, size, items) in want["recs"].items()
                  if got["recs"][u][:2] != (eid, size) or dict(got["recs"][u][2]) != pytest.approx(dict(items),

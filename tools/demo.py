@@ -4,7 +4,8 @@ Steps: (1) reset the project's topics and Redis keys, (2) publish the catalog to
 ``items`` topic and to Redis, (3) replay the ratings in timestamp order into ``events`` (plus a few
 malformed records, to show the dead-letter topic), (4) run the Flink job in bounded mode until the
 topic is drained, (5) print the top-10 of three users read back from Redis, with titles and
-reasons, and count the messages on the output topics.
+reasons, under each fusion mode (``--modes``; the job computes them beside the served mode), the
+learned combiner's weights, and count the messages on the output topics.
 """
 
 from __future__ import annotations
@@ -54,31 +55,45 @@ def forget_group(bootstrap: str, group: str) -> None:
         admin.close()
 
 
-def describe_reason(reason: str, title: Any) -> str:
-    if reason.startswith("because of "):
-        return f"because you rated {title(reason[len('because of '):])}"
-    return reason
+FUSIONS = ("weighted", "rrf", "borda", "learned")
 
 
-def show_user(r: Any, prefix: str, user: str) -> str:
+def show_user(r: Any, prefix: str, user: str, modes: Sequence[str] = ()) -> str:
+    """The user's top-N from Redis with titles and reasons: the served list, then each mode of ``modes``."""
     raw = r.get(f"{prefix}recs:{user}")
     if raw is None:
         return f"user {user}: no recommendations in Redis"
     msg = json.loads(raw)
+    lists = {msg.get("mode", "served"): msg["items"]}
+    for mode in modes:
+        if mode in msg.get("alternatives", {}):
+            lists[mode] = msg["alternatives"][mode]
+    ids = sorted({it["item_id"] for items in lists.values() for it in items})
     pipe = r.pipeline(transaction=False)
-    ids = [it["item_id"] for it in msg["items"]]
-    reason_ids = [it["reason"][len("because of "):] for it in msg["items"] if it["reason"].startswith("because of ")]
-    names = ids + reason_ids
-    for i in names:
+    for i in ids:
         pipe.hmget(f"{prefix}item:{i}", "title", "year")
     titles = {}
-    for i, (t, y) in zip(names, pipe.execute(), strict=True):
+    for i, (t, y) in zip(ids, pipe.execute(), strict=True):
         titles[i] = f"{t.decode()} ({y.decode()})" if t and y else (t.decode() if t else f"item {i}")
-    lines = [f"user {user}: top-{len(ids)} after {msg['history_size']} ratings (event {msg['event_id']})"]
-    for rank, it in enumerate(msg["items"], 1):
-        why = describe_reason(it["reason"], lambda i: titles.get(i, f"item {i}"))
-        lines.append(f"  {rank:2d}. {titles[it['item_id']]:<52.52} {it['score']:8.3f}  {why}")
+    lines = [f"user {user}: {msg['history_size']} items engaged (latest event {msg['event_id']})"]
+    for mode, items in lists.items():
+        served = " (served)" if mode == msg.get("mode") else ""
+        lines.append(f"  mode {mode}{served}:")
+        for rank, it in enumerate(items, 1):
+            lines.append(f"    {rank:2d}. {titles[it['item_id']]:<48.48} {it['score']:8.3f}  {it['reason']}")
     return "\n".join(lines)
+
+
+def show_combiner(r: Any, prefix: str) -> str:
+    """The learned combiner of each user shard (from Redis), summarised: examples and mean weights."""
+    shards = [json.loads(v) for v in (r.get(k) for k in r.scan_iter(match=f"{prefix}model:combiner:*")) if v]
+    if not shards:
+        return "learned combiner: not trained (model.hybrid.train_combiner is off, or no user came back)"
+    n = sum(s["n_seen"] for s in shards)
+    names = list(shards[0]["weights"])
+    mean = {f: sum(s["weights"][f] * s["n_seen"] for s in shards) / max(n, 1) for f in names}
+    body = ", ".join(f"{f} {w:+.2f}" for f, w in sorted(mean.items(), key=lambda kv: -abs(kv[1])))
+    return f"learned combiner ({len(shards)} user shards, {n:,} examples; weights averaged by examples): {body}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="replay only the first N ratings (default: all 100,000)")
     parser.add_argument("--bad", type=int, default=8, help="malformed records mixed into the replay (default 8)")
     parser.add_argument("--users", default="1,196,405", help="comma-separated users to print (default 1,196,405)")
+    parser.add_argument("--modes", default=",".join(FUSIONS),
+                        help="fusion modes to compute beside the served one (model.hybrid.mode) and print for "
+                             f"each user (default {','.join(FUSIONS)}; '' = the served list only)")
     parser.add_argument("--no-reset", action="store_true", help="keep the topics and Redis keys of an earlier run")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--serve", action="store_true", help="afterwards, serve the API and page until Ctrl-C")
@@ -99,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "py4j"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    cfg = load_config(args.config, [*args.set, "job.bounded=true"])
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    cfg = load_config(args.config, [f"model.compare_modes=[{','.join(modes)}]", *args.set, "job.bounded=true"])
 
     import redis
 
@@ -144,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print("[4/4] results", flush=True)
     for user in [u.strip() for u in args.users.split(",") if u.strip()]:
-        print(show_user(r, prefix, user))
+        print(show_user(r, prefix, user, modes))
+    print(show_combiner(r, prefix))
     n_recs = count_messages(k["bootstrap"], k["topics"]["recommendations"])
     n_dlq = count_messages(k["bootstrap"], k["topics"]["dlq"])
     print(f"users with recommendations in Redis ({prefix}users): {r.zcard(f'{prefix}users'):,}")
