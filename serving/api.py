@@ -95,6 +95,8 @@ class RecommendationsOut(BaseModel):
     history_size: int | None
     trigger: str | None = Field(description="events (the user acted) or final (re-rank at the end of a bounded "
                                             "run); null for cold start")
+    mode: str | None = Field(default=None, description="the fusion mode (or single method) that ranked the items "
+                                                       "(model.hybrid.mode); null for cold start")
 
 
 class ItemOut(BaseModel):
@@ -383,7 +385,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
                         it["reason"] = it["reason"] or "trending"
                     return _json({"user_id": user_id, "cold_start": True, "count": len(items), "items": items,
                                   "event_id": None, "event_ts": None, "processed_at": None, "age_ms": None,
-                                  "history_size": 0, "trigger": None})
+                                  "history_size": 0, "trigger": None, "mode": None})
                 return _error(404, f"no recommendations for user {user_id!r} and no trending items yet "
                                    "(the job has not written any)", user_id=user_id)
             return _error(404, f"no recommendations for user {user_id!r} (unknown user, or none of their events "
@@ -397,7 +399,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
         return _json({"user_id": doc_str(doc, "user_id") or user_id, "cold_start": False, "count": len(items),
                       "items": items, "event_id": doc_str(doc, "event_id"), "event_ts": doc_int(doc, "event_ts"),
                       "processed_at": processed_at, "age_ms": age_ms, "history_size": doc_int(doc, "history_size"),
-                      "trigger": doc_str(doc, "trigger")})
+                      "trigger": doc_str(doc, "trigger"), "mode": doc_str(doc, "mode")})
 
     @app.get("/users", response_model=None, tags=["recommendations"],
              summary="The most recently updated users",

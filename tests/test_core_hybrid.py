@@ -224,7 +224,7 @@ def test_exclude_types_keeps_viewed_items_recommendable() -> None:
         m.learn_one(ev(n, u, i, w, etype=t))
     assert m.seen("w") == {"a"}  # the view of b does not hide b
     assert "b" in items(m.rank("w", 5, "itemcf"))
-    with pytest.raises(ValueError, match="exclude_types .* unknown event types \\['like'\\]"):
+    with pytest.raises(ValueError, match=r"exclude_types .* unknown event types \['like'\]"):
         HybridRecommender(exclude_types=["like"])
 
 

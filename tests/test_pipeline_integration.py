@@ -14,8 +14,10 @@ from conftest import REDIS_PORT
 from reference import batch_cosine
 
 from config import load_config
+from core.hybrid import FEATURES
 from ingest import kafka_admin
-from ingest.movielens import load_events
+from ingest.catalog import publish_catalog
+from ingest.movielens import load_catalog, load_events
 from ingest.producer import BAD_KINDS, bad_records, interleave, produce_events
 from jobs.flink_env import make_env
 from jobs.recommend import recommend_job
@@ -57,6 +59,7 @@ def run(kafka_bootstrap: str, redis_conn: Any) -> Iterator[dict[str, Any]]:
     topics = kafka_admin.project_topics(cfg)
     kafka_admin.ensure_topics(kafka_bootstrap, topics, partitions=2)
     events = load_events(limit=N_EVENTS)
+    publish_catalog(load_catalog(), kafka_bootstrap, cfg["kafka"]["topics"]["items"])
     sent = produce_events(interleave(events, bad_records(N_BAD), len(events)), kafka_bootstrap,
                           cfg["kafka"]["topics"]["events"], progress=False)
     assert sent == N_EVENTS + N_BAD
@@ -83,6 +86,23 @@ def test_redis_holds_recommendations_for_every_user(run: dict[str, Any], redis_c
         last = [e for e in run["events"] if e.user_id == user][-1]
         assert (msg["event_id"], msg["event_ts"]) == (last.event_id, last.ts)
     assert json.loads(redis_conn.get(f"{p}trending"))
+
+
+def test_every_method_reaches_the_results(run: dict[str, Any], redis_conn: Any) -> None:
+    p = run["cfg"]["redis"]["prefix"]
+    reasons: list[str] = []
+    for key in redis_conn.scan_iter(match=f"{p}recs:*", count=1000):
+        msg = json.loads(redis_conn.get(key))
+        assert msg["mode"] == "weighted"
+        reasons += [it["reason"] for it in msg["items"]]
+    kinds = {r.split(" ")[0] for r in reasons}  # because / liked / matches / trending
+    assert {"because", "liked", "trending"} <= kinds, kinds
+    # the catalog from the items topic reached the ranker: item-CF reasons name titles, not ids
+    assert any(r.startswith("because you rated Star Wars") for r in reasons)
+    combiners = [json.loads(redis_conn.get(k)) for k in redis_conn.scan_iter(match=f"{p}model:combiner:*")]
+    assert combiners and sum(c["n_seen"] for c in combiners) > 100
+    for c in combiners:
+        assert set(c["weights"]) == {*FEATURES, "bias"} and c["updated_at"] > 0
 
 
 def test_redis_similar_items_equal_the_batch_cosine(run: dict[str, Any], redis_conn: Any) -> None:

@@ -159,7 +159,7 @@ def test_recommendations_are_ranked_with_catalog_fields(client: TestClient, seed
     unknown = body["items"][3]
     assert unknown["item_id"] == "999" and (unknown["title"], unknown["year"], unknown["genres"]) == (None, None, [])
     assert body["event_id"] == "ml-17" and body["event_ts"] == 881250949000 and body["history_size"] == 12
-    assert body["trigger"] == "events"
+    assert body["trigger"] == "events" and body["mode"] == "itemcf"
     assert body["processed_at"] == seeded["now"] - 1500
     assert 1500 <= body["age_ms"] < 1500 + 30_000
 
@@ -193,7 +193,7 @@ def test_cold_start_returns_trending_items(client: TestClient, seeded: dict[str,
     assert body["cold_start"] is True and body["user_id"] == "nobody-here"
     assert [(it["item_id"], it["title"], it["reason"]) for it in body["items"]] == [
         ("50", "Star Wars", "trending"), ("1", "Toy Story", "trending")]
-    assert body["age_ms"] is None and body["processed_at"] is None and body["trigger"] is None
+    assert body["age_ms"] is None and body["processed_at"] is None and body["trigger"] is None and body["mode"] is None
     # a known user is not affected by the flag
     assert client.get("/users/196/recommendations", params={"cold_start": "true"}).json()["cold_start"] is False
 

@@ -165,6 +165,7 @@ function renderMeta() {
     parts.push(`updated ${fmtAge(age)}`);
     if (d.history_size !== null) parts.push(`${d.history_size} item${d.history_size === 1 ? "" : "s"} in history`);
     if (d.event_id) parts.push(`last event ${d.event_id}`);
+    if (d.mode) parts.push(`${d.mode} fusion`);
     if (d.trigger === "final") parts.push("final re-rank");
   }
   meta.textContent = parts.join(" · ");
