@@ -135,12 +135,18 @@ class ItemRows:
     Columns are small integers from a shard-local, append-only index (``index``/``names``) so that a
     row's similarities are computed with numpy in one pass: ``rows[a]`` maps column index -> C[a][b].
     ``rev[b]`` lists the owned rows holding column b, so that a change of norm_b refreshes exactly
-    the similarities it changes; it is derived from ``rows`` and rebuilt by :meth:`rebuild_index`.
+    the similarities it changes; it is derived from ``rows`` and rebuilt by :meth:`rebuild_index`
+    (kept only with ``refresh_on_norms``).
     """
 
-    def __init__(self, top_k: int, eps: float = 1e-12) -> None:
+    def __init__(self, top_k: int, eps: float = 1e-12, refresh_on_norms: bool = True) -> None:
         self.k = top_k
         self.eps = eps
+        # True: a change of norm_b marks every row holding column b for refresh (lists always exact, but a
+        # popular item's or an active user's norm moves with every event and dirties most rows). False: a row
+        # is refreshed when its own sums or its own norm change, with every column's current norm; lists of
+        # untouched rows may use older column norms until then (:meth:`mark_all` makes them exact again).
+        self.refresh_on_norms = refresh_on_norms
         self.index: dict[str, int] = {}
         self.names: list[str] = []
         self.rows: dict[str, dict[int, float]] = {}
@@ -183,6 +189,8 @@ class ItemRows:
 
     def rebuild_index(self) -> None:
         self.rev = {}
+        if not self.refresh_on_norms:
+            return
         for a, row in self.rows.items():
             for b in row:
                 self.rev.setdefault(b, set()).add(a)
@@ -205,6 +213,8 @@ class ItemRows:
             self.counts[item] = self.counts.get(item, 0) + c
         changed: set[str] = set()
         rev = self.rev
+        track = self.refresh_on_norms
+        eps = self.eps
         for a, deltas in pairs.items():
             row = self.rows.get(a)
             if row is None:
@@ -212,30 +222,43 @@ class ItemRows:
             for b_name, d in deltas.items():
                 b = self.idx(b_name)
                 v = row.get(b, 0.0) + d
-                if abs(v) <= self.eps:
+                if abs(v) <= eps:
                     if b in row:
                         del row[b]
-                        rev.get(b, set()).discard(a)
+                        if track:
+                            rev.get(b, set()).discard(a)
                 else:
-                    if b not in row:
+                    if track and b not in row:
                         rev.setdefault(b, set()).add(a)
                     row[b] = v
             changed.add(a)
         refresh = set(changed)
         for item in norms:
-            refresh.update(rev.get(self.index[item], ()))
+            if track:
+                refresh.update(rev.get(self.index[item], ()))
             if item in self.rows:
                 refresh.add(item)
         self.dirty.update(dict.fromkeys(refresh))
         return changed, refresh
 
-    def refresh(self, budget_s: float | None = None) -> dict[str, Neighbors]:
+    def mark_all(self) -> None:
+        """Mark every row for refresh (e.g. at the end of a bounded input, when ``refresh_on_norms`` is off)."""
+        self.dirty.update(dict.fromkeys(self.rows))
+
+    def refresh(self, budget_s: float | None = None, only: Iterable[str] | None = None) -> dict[str, Neighbors]:
         """Recompute the neighbour lists of dirty rows, oldest first, for at most ``budget_s`` seconds.
 
         Rows left over stay dirty for the next call; ``budget_s=None`` refreshes them all. Under load
         this bounds the work per window, at the price of neighbour lists that lag behind the sums.
+        ``only``: refresh just these rows (those of them that are dirty); the others stay dirty.
         """
         out: dict[str, Neighbors] = {}
+        if only is not None:
+            for a in only:
+                if a in self.dirty:
+                    del self.dirty[a]
+                    out[a] = self.neighbors(a)
+            return out
         if budget_s is None:
             out = {a: self.neighbors(a) for a in self.dirty}
             self.dirty.clear()

@@ -204,10 +204,11 @@ class UserWindow(_Windowed):
 class _RowsWindow(_Windowed):
     """Similarity rows of one shard (:class:`ItemRows`): sums in, changed top-K neighbour lists out."""
 
-    def __init__(self, window_ms: int, top_k: int, refresh_budget_ms: int) -> None:
+    def __init__(self, window_ms: int, top_k: int, refresh_budget_ms: int, refresh_on_norms: bool = False) -> None:
         super().__init__(window_ms)
         self.top_k = top_k
         self.refresh_budget_ms = refresh_budget_ms
+        self.refresh_on_norms = refresh_on_norms
         self._models: dict[int, ItemRows] = {}
 
     def open_rows(self, runtime_context: RuntimeContext) -> None:
@@ -230,7 +231,7 @@ class _RowsWindow(_Windowed):
     def _model(self, shard: int) -> ItemRows:
         model = self._models.get(shard)
         if model is None:  # first use of this shard in this process (fresh start or restore)
-            model = ItemRows(self.top_k)
+            model = ItemRows(self.top_k, refresh_on_norms=self.refresh_on_norms)
             model.load(dict(self.index.items()), dict(self.rows.items()), dict(self.norms.items()), {})
             model.dirty = dict.fromkeys(model.rows)  # neighbour lists are derived: recompute them
             self._models[shard] = model
@@ -240,8 +241,12 @@ class _RowsWindow(_Windowed):
         return model
 
     def apply_rows(self, key: Any, deltas: Iterable[tuple[Mapping[str, float], Mapping[str, Mapping[str, float]]]],
-                   ctx: Any, final: bool) -> dict[str, list[tuple[str, float]]]:
-        """Add (norm deltas, pair deltas) batches, write what changed to state, return refreshed lists."""
+                   ctx: Any, final: bool, only_norms: bool = False) -> dict[str, list[tuple[str, float]]]:
+        """Add (norm deltas, pair deltas) batches, write what changed to state, return refreshed lists.
+
+        ``only_norms``: refresh only the dirty rows whose own norm moved in this window (the rows of the users
+        who acted; the others stay dirty until their owner acts, or the end of a bounded input).
+        """
         model = self._model(key)
         known = len(model.names)
         changed: set[str] = set()
@@ -255,6 +260,10 @@ class _RowsWindow(_Windowed):
             put_all(self.rows, {a: model.rows[a] for a in changed})
         if norms:
             put_all(self.norms, {i: model.norm(i) for i in norms})
+        if final and not self.refresh_on_norms:
+            model.mark_all()  # end of a bounded input: every list exact with the final norms
+        if only_norms and not final:
+            return model.refresh(only=[r for r in norms if r in model.rows])
         neighbors = model.refresh(None if final or not self.refresh_budget_ms else self._budget_left())
         if model.dirty and not final:  # over budget: carry on in the next window even without input
             now = ctx.timer_service().current_processing_time()
@@ -266,8 +275,8 @@ class ItemWindow(_RowsWindow):
     """Item shard: co-occurrence rows, recent raters, item statistics; emits neighbour lists and statistics."""
 
     def __init__(self, window_ms: int, top_k: int, refresh_budget_ms: int, user_shards: int,
-                 max_raters: int, usercf: bool) -> None:
-        super().__init__(window_ms, top_k, refresh_budget_ms)
+                 max_raters: int, usercf: bool, refresh_on_norms: bool = False) -> None:
+        super().__init__(window_ms, top_k, refresh_budget_ms, refresh_on_norms)
         self.user_shards = user_shards
         self.max_raters = max_raters
         self.usercf = usercf
@@ -327,12 +336,15 @@ class ItemWindow(_RowsWindow):
 
 
 class UserSimWindow(_RowsWindow):
-    """User shard: user–user dot-product rows and every user's norm; emits changed top-K neighbours."""
+    """User shard: user–user dot-product rows and every user's norm; emits the top-K neighbours of the users
+    who acted in the window (the only ones ranked next), and of every changed user at the end of the input."""
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.open_rows(runtime_context)
 
     def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int) -> Any:
-        neighbors = self.apply_rows(key, ((n_d, p_d) for _, n_d, p_d in batch), ctx, timestamp == END_OF_TIME)
+        # a user's neighbours are read only when that user is ranked, i.e. after they acted: refresh those rows
+        neighbors = self.apply_rows(key, ((n_d, p_d) for _, n_d, p_d in batch), ctx, timestamp == END_OF_TIME,
+                                    only_norms=True)
         if neighbors:
             yield ("users", key, neighbors, int(time.time() * 1000))

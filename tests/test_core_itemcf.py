@@ -113,3 +113,17 @@ def test_rank_items_drops_seen_and_fills_with_trending() -> None:
 
 def test_top_k_breaks_ties_by_id_and_drops_non_positive() -> None:
     assert top_k({"b": 1.0, "a": 1.0, "c": 2.0, "d": 0.0, "e": -1.0}, 3) == [("c", 2.0), ("a", 1.0), ("b", 1.0)]
+
+
+def test_refresh_on_norms_off_refreshes_touched_rows_then_mark_all_is_exact() -> None:
+    exact, lazy = ItemRows(5), ItemRows(5, refresh_on_norms=False)
+    for rows in (exact, lazy):
+        rows.apply({"a": 25.0, "b": 16.0, "c": 1.0}, {"a": {"b": 20.0, "c": 1.0}, "b": {"a": 20.0},
+                                                      "c": {"a": 1.0}}, {})
+        rows.refresh()
+        rows.apply({"b": 9.0}, {}, {})  # only b's norm moves
+    # exact: a (holds column b) and b itself; lazy: only b's own row, a keeps its list until touched
+    assert set(exact.dirty) == {"a", "b"} and set(lazy.dirty) == {"b"}
+    assert lazy.rev == {}  # no reverse index without refresh_on_norms
+    lazy.mark_all()
+    assert lazy.refresh() == exact.refresh() | {"c": exact.neighbors("c")}
