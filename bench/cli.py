@@ -229,7 +229,8 @@ def _throughput(args: argparse.Namespace, report: dict[str, Any]) -> None:
     runs: list[dict[str, Any]] = []
     report["throughput"] = {"dataset": "MovieLens-100K", "events": len(events), "runs": runs}
     for par in [int(x) for x in args.parallelism.split(",") if x.strip()]:
-        res = run_replay(events, ReplayOptions(f"tp-p{par}", par, overrides=list(args.overrides)))
+        res = run_replay(events, ReplayOptions(f"tp-p{par}", par, overrides=list(args.overrides),
+                                               catalog=_movielens_catalog()))
         res["dataset"] = "MovieLens-100K"
         runs.append(res)
 
@@ -259,12 +260,25 @@ def _scale_events(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
     return events, spec
 
 
+def _movielens_catalog() -> list[dict[str, Any]]:
+    from ingest.movielens import load_catalog
+
+    return load_catalog()
+
+
+def _scale_catalog(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    from ingest.synthetic import generate_catalog
+
+    return generate_catalog(spec["items"], seed=spec["seed"])
+
+
 def _scale(args: argparse.Namespace, report: dict[str, Any], out: Path) -> None:
     from bench.replay import ReplayOptions, run_replay
 
     events, spec = _scale_events(args)
     opts = ReplayOptions("scale", 1, overrides=list(args.overrides), state_size=True, partial_ok=True,
-                         timeout=args.scale_timeout, profile_s=args.profile, profile_out=out / "profile_scale.txt")
+                         timeout=args.scale_timeout, profile_s=args.profile, profile_out=out / "profile_scale.txt",
+                         catalog=_scale_catalog(spec))
     res = run_replay(events, opts)
     res["dataset"] = "synthetic"
     res["spec"] = spec
@@ -277,30 +291,30 @@ def _limit(args: argparse.Namespace, report: dict[str, Any], cfg: dict[str, Any]
     m, job = cfg["model"], cfg["job"]
     runs: list[dict[str, Any]] = []
     report["limit"] = {"top_k": m["top_k"], "history_cap": m["history_cap"], "top_n": m["top_n"],
+                       "mode": m["hybrid"]["mode"], "methods": m["hybrid"]["methods"],
                        "window_ms": job["window_ms"], "runs": runs}
     events = _movielens(args.events or (20_000 if args.quick else None))
+    catalog = _movielens_catalog()
     cap = min(args.limit_max_seconds, 30.0) if args.quick else args.limit_max_seconds
-    progress("limit: %d MovieLens events in one Python process (ItemCF top_k=%d, history_cap=%d)", len(events),
-             m["top_k"], m["history_cap"])
-    variants: list[tuple[str, Callable[[list[Any], float], dict[str, Any]]]] = [
-        ("windowed", lambda ev, c: limit.windowed(ev, m["top_k"], m["history_cap"], m["top_n"], job["window_ms"],
-                                                  m["trending_size"], max_seconds=c)),
-        ("batched", lambda ev, c: limit.batched(ev, m["top_k"], m["history_cap"], m["top_n"], job["window_ms"],
-                                                max_seconds=c)),
-        ("per_event", lambda ev, c: limit.per_event(ev, m["top_k"], m["history_cap"], m["top_n"],
-                                                    rank_stride=args.rank_stride, max_seconds=c)),
+    progress("limit: %d MovieLens events in one Python process (HybridRecommender, mode %s, methods %s)",
+             len(events), m["hybrid"]["mode"], ",".join(m["hybrid"]["methods"]))
+    variants: list[tuple[str, Callable[[list[Any], float, list[Any]], dict[str, Any]]]] = [
+        ("batched", lambda ev, c, cat: limit.batched(ev, m, job["window_ms"], cat, max_seconds=c)),
+        ("per_event", lambda ev, c, cat: limit.per_event(ev, m, cat, rank_stride=args.rank_stride,
+                                                         max_seconds=c)),
     ]
     for name, fn in variants:
-        res = fn(events, cap)
+        res = fn(events, cap, catalog)
         res["dataset"] = "MovieLens-100K"
         runs.append(res)
         progress("limit MovieLens-100K %s: %s events/s%s", name, res["events_per_s"],
                  " (estimated)" if res.get("estimated") else "")
     scale_cap = min(args.limit_scale_seconds, 15.0) if args.quick else args.limit_scale_seconds
     if scale_cap > 0:
-        scale_events, _ = _scale_events(args)
-        for name, fn in variants[:2]:
-            res = fn(scale_events, scale_cap)
+        scale_events, spec = _scale_events(args)
+        scale_catalog = _scale_catalog(spec)
+        for name, fn in variants[:1]:
+            res = fn(scale_events, scale_cap, scale_catalog)
             res["dataset"] = "synthetic"
             runs.append(res)
             progress("limit synthetic %s: %s events/s over %d events", name, res["events_per_s"], res["events"])

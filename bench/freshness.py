@@ -184,6 +184,10 @@ def run_freshness(events: Sequence[Event], opts: FreshnessOptions) -> dict[str, 
 
     try:
         names.create(cfg)
+        from ingest.catalog import publish_catalog
+        from ingest.movielens import load_catalog
+
+        publish_catalog(load_catalog(), cfg["kafka"]["bootstrap"], names.topics["items"])
         job.start()
         warm = Warmup(producer, topic, client, prefix)
         job.wait_until_serving(warm.ready, warm.poke, opts.startup_timeout)

@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ class ReplayOptions:
     profile_s: float = 0.0  # > 0: py-spy record the JVM for this long, profile_delay s after the first event
     profile_delay: float = 10.0
     profile_out: Path | None = None
+    catalog: Sequence[Mapping[str, Any]] = ()  # published to the run's items topic before the job starts
 
 
 class Warmup:
@@ -166,6 +167,10 @@ def run_replay(events: Sequence[Event], opts: ReplayOptions) -> dict[str, Any]:
                               "users": len(expected), "job_log": str(job.log_path)}
     try:
         names.create(cfg)
+        if opts.catalog:
+            from ingest.catalog import publish_catalog
+
+            publish_catalog(opts.catalog, bootstrap, names.topics["items"])
         job.start()
         # event time of the first event: the warm-up must not move the watermark past the replay
         warm = Warmup(producer, topic, client, prefix, ts=min(e.ts for e in events[:1000]))

@@ -225,10 +225,10 @@ class ContentModel:
         order = sorted((k for k in range(len(GENRES)) if g[k] > 0), key=lambda k: (-g[k], GENRES[k]))
         return [GENRES[k] for k in order[:n]]
 
-    def reason(self, profile: UserProfile, item: str, n_genres: int = 3) -> str:
-        """Why ``item`` fits the profile: the genres it shares with the profile's top ``n_genres``."""
+    def reason(self, profile: UserProfile, item: str, n_genres: int = 3, top: list[str] | None = None) -> str:
+        """Why ``item`` fits the profile: the genres it shares with the profile's top ``n_genres`` (``top``)."""
         item_genres = set(self.genres(item))
-        shared = [g for g in self.profile_genres(profile, n_genres) if g in item_genres]
+        shared = [g for g in (self.profile_genres(profile, n_genres) if top is None else top) if g in item_genres]
         if shared:
             return f"matches your taste for {', '.join(shared)}"
         return "similar to items you engaged with"
@@ -244,9 +244,25 @@ class ContentModel:
             raise ValueError(f"n {n!r} must be non-negative")
         skip = set(profile.items if exclude is None else exclude)
         ids, sims = self._cosines(profile.vector(self.dim))
-        best = sorted(((i, float(s)) for i, s in zip(ids, sims, strict=True) if s > 0 and i not in skip),
-                      key=lambda t: (-t[1], t[0]))[:n]
-        return [(i, s, self.reason(profile, i)) for i, s in best]
+        best = self._top(ids, sims, n, skip)
+        top = self.profile_genres(profile)
+        return [(i, s, self.reason(profile, i, top=top)) for i, s in best]
+
+    def _top(self, ids: list[str], sims: np.ndarray, n: int, skip: set[str]) -> list[tuple[str, float]]:
+        """The ``n`` best positive ``(id, score)`` not in ``skip``, by score then id, selected with numpy."""
+        if n <= 0:
+            return []
+        rows = self._rows
+        sims = sims.copy()
+        for i in skip:
+            r = rows.get(i)
+            if r is not None:
+                sims[r] = 0.0
+        pos = np.flatnonzero(sims > 0)
+        if len(pos) > n:
+            kth = np.partition(sims[pos], len(pos) - n)[len(pos) - n]
+            pos = pos[sims[pos] >= kth]  # every tie of the n-th score, so the id tie-break below is exact
+        return sorted(((ids[p], float(sims[p])) for p in pos.tolist()), key=lambda t: (-t[1], t[0]))[:n]
 
     def similar_items(self, item: str, n: int) -> list[tuple[str, float]]:
         """The ``n`` items with the highest cosine to ``item`` (cold start for a new item); [] if unknown."""

@@ -194,3 +194,20 @@ def test_validation_and_pickle() -> None:
         UserProfile(half_life_s=-1)
     with pytest.raises(ValueError, match="n_hash 0"):
         ContentModel(n_hash=0)
+
+
+def test_rank_equals_a_full_sort_including_ties() -> None:
+    m = full_model()
+    items = [str(r["item_id"]) for r in CATALOG]
+    for seed in range(5):
+        rng = random.Random(seed)
+        p = UserProfile()
+        for k in range(3):
+            p.learn_one(rng.choice(items), rng.uniform(0.5, 5.0), k, m)
+        scores = m.score(p, items)
+        for n in (0, 1, 3, len(items)):
+            want = sorted(((i, s) for i, s in scores.items() if s > 0 and i not in p.items),
+                          key=lambda t: (-t[1], t[0]))[:n]
+            got = [(i, s) for i, s, _ in m.rank(p, n)]
+            assert [i for i, _ in got] == [i for i, _ in want]
+            assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-12)
