@@ -94,7 +94,13 @@ def test_new_item_reachable_through_content(parallelism: int) -> None:
 
 @pytest.fixture(scope="module")
 def movielens() -> tuple[list[Any], list[dict[str, Any]]]:
-    return load_events(limit=4000), load_catalog()
+    """The first 4,000 MovieLens ratings, every 40th re-rated to a new value 500 events later, and the catalog."""
+    events = list(load_events(limit=4000))
+    for k, e in enumerate(events[:3500:40]):
+        again = e._replace(event_id=f"re-{e.event_id}", weight=6.0 - e.weight if e.weight != 3.0 else 1.0,
+                           ts=e.ts + 1)
+        events.insert(events.index(e) + 500 + k, again)
+    return events, load_catalog()
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])
