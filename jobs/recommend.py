@@ -137,32 +137,11 @@ def restamp(stream: DataStream) -> DataStream:
         WatermarkStrategy.no_watermarks().with_timestamp_assigner(ProcessingTime())).name("restamp")
 
 
-def catalog_source(cfg: dict[str, Any]) -> KafkaSource:
-    """The catalog (``items`` topic, compacted): always read from the beginning, in its own consumer group."""
-    k = cfg["kafka"]
+def _source(cfg: dict[str, Any], topic: str, group: str, start: Any) -> KafkaSource:
     builder = (KafkaSource.builder()
-               .set_bootstrap_servers(k["bootstrap"])
-               .set_topics(k["topics"]["items"])
-               .set_group_id(f"{k['group_id']}-catalog")
-               .set_starting_offsets(KafkaOffsetsInitializer.earliest())
-               .set_value_only_deserializer(SimpleStringSchema())
-               .set_property("isolation.level", "read_committed"))
-    if cfg["job"]["bounded"]:
-        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
-    else:
-        builder = builder.set_property("partition.discovery.interval.ms", "10000")
-    return builder.build()
-
-
-def kafka_source(cfg: dict[str, Any]) -> KafkaSource:
-    k = cfg["kafka"]
-    start = {"committed": KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST),
-             "earliest": KafkaOffsetsInitializer.earliest(),
-             "latest": KafkaOffsetsInitializer.latest()}[cfg["job"]["starting_offsets"]]
-    builder = (KafkaSource.builder()
-               .set_bootstrap_servers(k["bootstrap"])
-               .set_topics(k["topics"]["events"])
-               .set_group_id(k["group_id"])
+               .set_bootstrap_servers(cfg["kafka"]["bootstrap"])
+               .set_topics(topic)
+               .set_group_id(group)
                .set_starting_offsets(start)
                .set_value_only_deserializer(SimpleStringSchema())
                .set_property("isolation.level", "read_committed"))
@@ -172,6 +151,21 @@ def kafka_source(cfg: dict[str, Any]) -> KafkaSource:
     else:
         builder = builder.set_property("partition.discovery.interval.ms", "10000")
     return builder.build()
+
+
+def catalog_source(cfg: dict[str, Any]) -> KafkaSource:
+    """The catalog (``items`` topic, compacted): always read from the beginning, in its own consumer group."""
+    k = cfg["kafka"]
+    return _source(cfg, k["topics"]["items"], f"{k['group_id']}-catalog", KafkaOffsetsInitializer.earliest())
+
+
+def kafka_source(cfg: dict[str, Any]) -> KafkaSource:
+    """The events; where a job without restored source state starts is ``job.starting_offsets``."""
+    k = cfg["kafka"]
+    start = {"committed": KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST),
+             "earliest": KafkaOffsetsInitializer.earliest(),
+             "latest": KafkaOffsetsInitializer.latest()}[cfg["job"]["starting_offsets"]]
+    return _source(cfg, k["topics"]["events"], k["group_id"], start)
 
 
 def kafka_sink(cfg: dict[str, Any], topic: str, name: str) -> KafkaSink:

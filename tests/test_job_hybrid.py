@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from flink_harness import event_json, run_pipeline
+from test_core_hybrid import CATALOG, STREAM
 
 from core.hybrid import HybridRecommender
 from core.usercf import batch_user_cosine
@@ -23,21 +24,11 @@ from udfs.events import event_to_json
 
 pytestmark = pytest.mark.flink
 
-# The fixture of tests/test_core_hybrid.py: a, b, d Comedy, c Drama, e Action; distinct one-word titles.
-CATALOG = [
-    {"item_id": "a", "title": "Alpha", "year": None, "genres": ["Comedy"]},
-    {"item_id": "b", "title": "Bravo", "year": None, "genres": ["Comedy"]},
-    {"item_id": "c", "title": "Charlie", "year": None, "genres": ["Drama"]},
-    {"item_id": "d", "title": "Delta", "year": None, "genres": ["Comedy"]},
-    {"item_id": "e", "title": "Echo", "year": None, "genres": ["Action"]},
-]
-# u2: a 4, b 5, c 1; u3: e 5; u4: e 3; u1: a 5, b 4 (worked out in tests/test_core_hybrid.py):
+# CATALOG and STREAM: the fixture of tests/test_core_hybrid.py (worked out there, and below for u1):
 #   item-CF for u1: score(c) = 5·4/√41 + 4·5/√41 = 40/√41 (a, b tie: the reason names a);
 #   user-CF for u1: D[u1][u2] = 40, norms 41 and 42 -> score(c) = 40/√(41·42) · w(u2, c) = 40/√1722;
 #   content: u1's profile is pure Comedy -> d (the only unseen Comedy);
 #   trending (window counts): a 2, b 2, e 2, c 1 -> unseen by u1: e, c.
-STREAM = [("u2", "a", 4.0), ("u2", "b", 5.0), ("u2", "c", 1.0), ("u3", "e", 5.0), ("u4", "e", 3.0),
-          ("u1", "a", 5.0), ("u1", "b", 4.0)]
 MODES = ["itemcf", "usercf", "content", "popular", "weighted", "rrf", "borda"]
 EXACT = ["model.hybrid.trending_half_life_s=null", "model.hybrid.trending_window_s=3600",
          "model.hybrid.trending_buckets=12", "model.hybrid.train_combiner=false", "model.hybrid.half_life_s=null"]
