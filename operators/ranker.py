@@ -11,8 +11,9 @@ of four kinds of record) and keeps them in broadcast state, with a Python workin
 * ``catalog``: catalog records from the ``items`` topic (content vectors, titles), usable as soon as
   they arrive, without a restart.
 
-A rank request batch (one per user shard per window) is answered half a window after the next window
-boundary, so that the neighbour lists of the window that produced it have arrived. For each user the
+A rank request batch (one per user shard per window) is answered ``job.rank_delay_ms`` after it
+arrives (rounded up to 10 ms), which gives the neighbour lists of the window that produced it time
+to arrive; requests arriving while a batch waits join it. For each user the
 ranker first trains the learned combiner by recommend-then-learn (the items the user engaged for the
 first time in the window are positives against candidates built from the state without them), then
 ranks with :meth:`HybridRecommender.rank_view` in ``model.hybrid.mode`` (and the modes of
@@ -50,16 +51,19 @@ CATALOG_STATE = MapStateDescriptor("catalog", Types.STRING(), Types.PICKLED_BYTE
 GLOBALS_STATE = MapStateDescriptor("globals", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 BROADCAST_STATES = (NEIGHBORS_STATE, USER_NEIGHBORS_STATE, USER_ITEMS_STATE, ITEM_STATS_STATE, CATALOG_STATE,
                     GLOBALS_STATE)
+RANK_TICK_MS = 10
 COMBINER_LOG_EVERY = 1000  # log a shard's combiner weights each time it has learned this many more examples
 
 
 class Ranker(KeyedBroadcastProcessFunction):
     """Rank request batches in; ``("recs", [msg...], trending, combiner)`` out (combiner: None or its weights)."""
 
-    def __init__(self, model: Mapping[str, Any], window_ms: int, compare_modes: Sequence[str] = ()) -> None:
+    def __init__(self, model: Mapping[str, Any], window_ms: int, compare_modes: Sequence[str] = (),
+                 rank_delay_ms: int | None = None) -> None:
         self.model = dict(model)
         self.window_ms = window_ms
         self.compare_modes = tuple(compare_modes)
+        self.rank_delay_ms = window_ms // 2 if rank_delay_ms is None else rank_delay_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.rec = HybridRecommender.from_config(self.model)
@@ -154,8 +158,9 @@ class Ranker(KeyedBroadcastProcessFunction):
             return iter(())
         self.pending.add(requests)
         now = ctx.timer_service().current_processing_time()
-        due = now - now % self.window_ms + self.window_ms + self.window_ms // 2
-        if self._armed.get(key) != due:
+        due = now + self.rank_delay_ms
+        due += -due % RANK_TICK_MS  # requests of one shard arriving close together share a timer
+        if self._armed.get(key, -1) <= now:  # no timer of this key still to come: arm one
             if key not in self._armed:
                 ctx.timer_service().register_event_time_timer(END_OF_TIME)
             ctx.timer_service().register_processing_time_timer(due)
