@@ -27,6 +27,7 @@ top-K neighbours recomputed from the sums. The Flink job holds the rows keyed by
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -102,19 +103,24 @@ def rank_users(neighbors: Iterable[tuple[str, float]], items_of: Callable[[str],
     """
     if n < 0:
         raise ValueError(f"n {n!r} must be non-negative")
-    out: dict[str, tuple[float, str, float]] = {}
-    for v, sim in neighbors:
-        for item, w in items_of(v).items():
-            if item in skip:
-                continue
-            c = sim * w
-            total, best, best_c = out.get(item, (0.0, v, -1.0))
-            if c > best_c or (c == best_c and v < best):
-                best, best_c = v, c
-            out[item] = (total + c, best, best_c)
-    ranked = sorted(((item, total, f"liked by similar user {best}") for item, (total, best, _) in out.items()),
-                    key=lambda t: (-t[1], t[0]))
-    return ranked[:n]
+    rows = [(v, sim, items_of(v)) for v, sim in neighbors]
+    totals: dict[str, float] = {}
+    get = totals.get
+    for _, sim, items in rows:
+        for item, w in items.items():
+            totals[item] = get(item, 0.0) + sim * w
+    for item in skip:
+        totals.pop(item, None)
+    best = heapq.nsmallest(n, ((-t, item) for item, t in totals.items()))
+    out = []
+    for neg, item in best:  # the reason: the neighbour with the largest contribution (ties: smaller id)
+        top_c, top_v = -1.0, ""
+        for v, sim, items in rows:
+            w = items.get(item)
+            if w is not None and (sim * w > top_c or (sim * w == top_c and v < top_v)):
+                top_c, top_v = sim * w, v
+        out.append((item, -neg, f"liked by similar user {top_v}"))
+    return out
 
 
 def cosine(dot: float, norm_a: float, norm_b: float) -> float:
