@@ -95,7 +95,7 @@ Candidates = dict[str, list[tuple[str, float]]]
 #: Config keys read from ``model`` (shared with the rest of the job) and their constructor arguments.
 MODEL_KEYS: dict[str, str] = {
     "top_n": "top_n", "top_k": "top_k", "history_cap": "history_cap", "trending_size": "trending_size",
-    "min_rating": "min_rating", "max_rating": "max_rating",
+    "min_rating": "min_rating", "max_rating": "max_rating", "row_cap": "row_cap",
 }
 
 
@@ -215,7 +215,8 @@ class HybridRecommender:
     * ``cold_start_items``: users with fewer engaged items than this get trending blended with content,
       weighted by ``cold_start_weights`` (``popular``/``content``), in every fusion mode (1 = only users
       with no history, who always get trending).
-    * ``usercf_top_k``, ``usercf_max_raters``: :class:`UserCF`'s ``top_k`` and ``max_raters``.
+    * ``usercf_top_k``, ``usercf_max_raters``, ``usercf_row_cap``: :class:`UserCF`'s ``top_k``, ``max_raters`` and
+      ``row_cap``; ``row_cap`` (config ``model.row_cap``): entries kept per item-CF co-occurrence row (0 = all).
       ``profile_max_items``: items kept per content profile (0 = all).
     * ``half_life_s``: decay of the user's history, in seconds of event time (item-CF history weights at
       query time, the content profile); None or 0 = off. ``trending_window_s``, ``trending_buckets``:
@@ -250,6 +251,8 @@ class HybridRecommender:
         cold_start_weights: Mapping[str, float] | None = None,
         usercf_top_k: int = 20,
         usercf_max_raters: int = 50,
+        usercf_row_cap: int = 0,
+        row_cap: int = 0,
         profile_max_items: int = 200,
         half_life_s: float | None = 180.0,
         trending_window_s: float = 7 * 86400.0,
@@ -310,8 +313,8 @@ class HybridRecommender:
         self.exclude_types = frozenset(exclude_types)
 
         # the parts (each validates its own arguments and names them in its errors)
-        self.itemcf = ItemCF(top_k=top_k, history_cap=history_cap, trending_size=trending_size)
-        self.usercf = UserCF(top_k=usercf_top_k, max_raters=usercf_max_raters)
+        self.itemcf = ItemCF(top_k=top_k, history_cap=history_cap, trending_size=trending_size, row_cap=row_cap)
+        self.usercf = UserCF(top_k=usercf_top_k, max_raters=usercf_max_raters, row_cap=usercf_row_cap)
         self.content = ContentModel()
         self.titles: dict[str, str] = {}
         self.trending = Trending(window_s=trending_window_s, n_buckets=trending_buckets, weighted=False,

@@ -139,9 +139,17 @@ class ItemRows:
     (kept only with ``refresh_on_norms``).
     """
 
-    def __init__(self, top_k: int, eps: float = 1e-12, refresh_on_norms: bool = True) -> None:
+    def __init__(self, top_k: int, eps: float = 1e-12, refresh_on_norms: bool = True, row_cap: int = 0) -> None:
+        if isinstance(row_cap, bool) or not isinstance(row_cap, int) or row_cap < 0:
+            raise ValueError(f"row_cap {row_cap!r} must be a non-negative integer (0 = unlimited)")
+        if row_cap and row_cap < top_k:
+            raise ValueError(f"row_cap {row_cap!r} must be 0 or at least top_k {top_k!r}")
         self.k = top_k
         self.eps = eps
+        # > 0: a row that grows past 1.25 x row_cap entries is pruned to the row_cap entries with the largest
+        # C[a][b] / sqrt(norm_b) (the order of a's neighbours); a pruned pair restarts from 0 if it comes back
+        self.row_cap = row_cap
+        self.pruned = 0  # entries dropped by the cap so far
         # True: a change of norm_b marks every row holding column b for refresh (lists always exact, but a
         # popular item's or an active user's norm moves with every event and dirties most rows). False: a row
         # is refreshed when its own sums or its own norm change, with every column's current norm; lists of
@@ -231,6 +239,8 @@ class ItemRows:
                     if track and b not in row:
                         rev.setdefault(b, set()).add(a)
                     row[b] = v
+            if self.row_cap and len(row) > self.row_cap + self.row_cap // 4:
+                self._prune(a, row)
             changed.add(a)
         refresh = set(changed)
         for item in norms:
@@ -240,6 +250,21 @@ class ItemRows:
                 refresh.add(item)
         self.dirty.update(dict.fromkeys(refresh))
         return changed, refresh
+
+    def _prune(self, a: str, row: dict[int, float]) -> None:
+        """Keep the ``row_cap`` entries of row ``a`` with the largest ``C[a][b] / sqrt(norm_b)``."""
+        n = len(row)
+        cols = np.fromiter(row.keys(), dtype=np.int64, count=n)
+        vals = np.fromiter(row.values(), dtype=np.float64, count=n)
+        nb = self._norm[cols]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            key = np.where(nb > 0, vals / np.sqrt(nb), -np.inf)
+        drop = np.argpartition(key, n - self.row_cap)[: n - self.row_cap]
+        for b in cols[drop].tolist():
+            del row[b]
+            if self.refresh_on_norms:
+                self.rev.get(b, set()).discard(a)
+        self.pruned += len(drop)
 
     def mark_all(self) -> None:
         """Mark every row for refresh (e.g. at the end of a bounded input, when ``refresh_on_norms`` is off)."""
@@ -345,7 +370,7 @@ class ItemCF:
     ['z']
     """
 
-    def __init__(self, top_k: int = 20, history_cap: int = 50, trending_size: int = 100) -> None:
+    def __init__(self, top_k: int = 20, history_cap: int = 50, trending_size: int = 100, row_cap: int = 0) -> None:
         if top_k <= 0:
             raise ValueError(f"top_k {top_k!r} must be positive")
         if history_cap < 0:
@@ -353,7 +378,7 @@ class ItemCF:
         self.history_cap = history_cap
         self.trending_size = trending_size
         self.users: dict[str, UserHistory] = {}
-        self.items = ItemRows(top_k)
+        self.items = ItemRows(top_k, row_cap=row_cap)
 
     def learn_one(self, user: str, item: str, weight: float, ts: int = 0) -> None:
         hist = self.users.get(user)

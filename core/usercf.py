@@ -116,9 +116,10 @@ def rank_users(neighbors: Iterable[tuple[str, float]], items_of: Callable[[str],
     for neg, item in best:  # the reason: the neighbour with the largest contribution (ties: smaller id)
         top_c, top_v = -1.0, ""
         for v, sim, items in rows:
-            w = items.get(item)
-            if w is not None and (sim * w > top_c or (sim * w == top_c and v < top_v)):
-                top_c, top_v = sim * w, v
+            if item in items:
+                c = sim * items[item]
+                if c > top_c or (c == top_c and v < top_v):
+                    top_c, top_v = c, v
         out.append((item, -neg, f"liked by similar user {top_v}"))
     return out
 
@@ -134,10 +135,11 @@ class UserCF:
     """Online user-based CF: ``learn_one`` per event, ``neighbors`` / ``score`` / ``rank`` for queries.
 
     ``top_k``: neighbours kept per user (>= 1). ``max_raters``: most recent raters of an item that a new
-    event is paired with (0 = unlimited, exact). Per event the work is O(max_raters).
+    event is paired with (0 = unlimited, exact). Per event the work is O(max_raters). ``row_cap``: most
+    dot products kept per user (0 = all; see :class:`core.itemcf.ItemRows`).
     """
 
-    def __init__(self, top_k: int = 20, max_raters: int = 50) -> None:
+    def __init__(self, top_k: int = 20, max_raters: int = 50, row_cap: int = 0) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k {top_k!r} must be a positive integer")
         if isinstance(max_raters, bool) or not isinstance(max_raters, int) or max_raters < 0:
@@ -146,7 +148,7 @@ class UserCF:
         self.max_raters = max_raters
         self.users: dict[str, UserState] = {}
         self.items: dict[str, Raters] = {}
-        self.rows = ItemRows(top_k)  # user rows of dot products and user norms
+        self.rows = ItemRows(top_k, row_cap=row_cap)  # user rows of dot products and user norms
 
     def user_state(self, user: str) -> UserState:
         """The per-user piece (created empty if the user is unknown)."""

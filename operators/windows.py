@@ -204,11 +204,13 @@ class UserWindow(_Windowed):
 class _RowsWindow(_Windowed):
     """Similarity rows of one shard (:class:`ItemRows`): sums in, changed top-K neighbour lists out."""
 
-    def __init__(self, window_ms: int, top_k: int, refresh_budget_ms: int, refresh_on_norms: bool = False) -> None:
+    def __init__(self, window_ms: int, top_k: int, refresh_budget_ms: int, refresh_on_norms: bool = False,
+                 row_cap: int = 0) -> None:
         super().__init__(window_ms)
         self.top_k = top_k
         self.refresh_budget_ms = refresh_budget_ms
         self.refresh_on_norms = refresh_on_norms
+        self.row_cap = row_cap
         self._models: dict[int, ItemRows] = {}
 
     def open_rows(self, runtime_context: RuntimeContext) -> None:
@@ -231,7 +233,7 @@ class _RowsWindow(_Windowed):
     def _model(self, shard: int) -> ItemRows:
         model = self._models.get(shard)
         if model is None:  # first use of this shard in this process (fresh start or restore)
-            model = ItemRows(self.top_k, refresh_on_norms=self.refresh_on_norms)
+            model = ItemRows(self.top_k, refresh_on_norms=self.refresh_on_norms, row_cap=self.row_cap)
             model.load(dict(self.index.items()), dict(self.rows.items()), dict(self.norms.items()), {})
             model.dirty = dict.fromkeys(model.rows)  # neighbour lists are derived: recompute them
             self._models[shard] = model
@@ -275,8 +277,8 @@ class ItemWindow(_RowsWindow):
     """Item shard: co-occurrence rows, recent raters, item statistics; emits neighbour lists and statistics."""
 
     def __init__(self, window_ms: int, top_k: int, refresh_budget_ms: int, user_shards: int,
-                 max_raters: int, usercf: bool, refresh_on_norms: bool = False) -> None:
-        super().__init__(window_ms, top_k, refresh_budget_ms, refresh_on_norms)
+                 max_raters: int, usercf: bool, refresh_on_norms: bool = False, row_cap: int = 0) -> None:
+        super().__init__(window_ms, top_k, refresh_budget_ms, refresh_on_norms, row_cap)
         self.user_shards = user_shards
         self.max_raters = max_raters
         self.usercf = usercf

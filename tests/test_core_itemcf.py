@@ -127,3 +127,19 @@ def test_refresh_on_norms_off_refreshes_touched_rows_then_mark_all_is_exact() ->
     assert lazy.rev == {}  # no reverse index without refresh_on_norms
     lazy.mark_all()
     assert lazy.refresh() == exact.refresh() | {"c": exact.neighbors("c")}
+
+
+def test_row_cap_keeps_the_best_entries_by_cosine_order() -> None:
+    rows = ItemRows(2, row_cap=4)
+    # norms: b..g; C[a][x] chosen so C/sqrt(norm_x) orders them g > f > e > d > c > b
+    norms = {"a": 100.0, "b": 100.0, "c": 64.0, "d": 36.0, "e": 16.0, "f": 4.0, "g": 1.0}
+    rows.apply(norms, {"a": {"b": 1.0, "c": 1.0, "d": 1.0, "e": 1.0}}, {})
+    assert len(rows.rows["a"]) == 4 and rows.pruned == 0  # at the cap: nothing dropped
+    rows.apply({}, {"a": {"f": 1.0, "g": 1.0}}, {})  # 6 > 4 + 4 // 4: prune back to 4
+    kept = {rows.names[b] for b in rows.rows["a"]}
+    assert kept == {"d", "e", "f", "g"} and rows.pruned == 2
+    assert rows.neighbors("a") == [("g", pytest.approx(1 / 10)), ("f", pytest.approx(1 / 20))]
+    with pytest.raises(ValueError, match="row_cap 1 must be 0 or at least top_k 2"):
+        ItemRows(2, row_cap=1)
+    with pytest.raises(ValueError, match="row_cap -1"):
+        ItemRows(2, row_cap=-1)
