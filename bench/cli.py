@@ -266,6 +266,9 @@ def _movielens_catalog() -> list[dict[str, Any]]:
     return load_catalog()
 
 
+SCALE_OVERRIDES = ("model.row_cap=200", "model.hybrid.usercf_row_cap=100")
+
+
 def _scale_catalog(spec: dict[str, Any]) -> list[dict[str, Any]]:
     from ingest.synthetic import generate_catalog
 
@@ -276,12 +279,16 @@ def _scale(args: argparse.Namespace, report: dict[str, Any], out: Path) -> None:
     from bench.replay import ReplayOptions, run_replay
 
     events, spec = _scale_events(args)
-    opts = ReplayOptions("scale", 1, overrides=list(args.overrides), state_size=True, partial_ok=True,
+    # the row caps bound the similarity state at 100k users / 20k items (0 = exact, the default, would not fit in
+    # 4 GiB); --set overrides them
+    overrides = [*SCALE_OVERRIDES, *args.overrides]
+    opts = ReplayOptions("scale", 1, overrides=overrides, state_size=True, partial_ok=True,
                          timeout=args.scale_timeout, profile_s=args.profile, profile_out=out / "profile_scale.txt",
                          catalog=_scale_catalog(spec))
     res = run_replay(events, opts)
     res["dataset"] = "synthetic"
     res["spec"] = spec
+    res["overrides"] = overrides
     report["scale"] = res
 
 
