@@ -124,7 +124,9 @@ def flink_bin(name: str) -> Path:
 def flink_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: this process's environment) plus our conf, lib, log and pid dirs, for the wheel's
     scripts (``flink``, ``start-cluster.sh``...)."""
-    env = dict(os.environ if base is None else base)
+    from jobs.flink_env import SINGLE_THREADED_MATH
+
+    env = {**SINGLE_THREADED_MATH, **(os.environ if base is None else base)}
     env.update(FLINK_CONF_DIR=str(CONF_DIR), FLINK_LIB_DIR=str(LIB_DIR), FLINK_IDENT_STRING=IDENT,
                FLINK_LOG_DIR=str(LOG_DIR), FLINK_PID_DIR=str(RUN_DIR))
     return env
