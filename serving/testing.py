@@ -13,8 +13,8 @@ import time
 import uuid
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NoReturn
 
 from udfs.serde import dumps, recs_message, similar_message
 
@@ -36,6 +36,41 @@ NOUNS = ("River", "Garden", "City", "Letter", "Kingdom", "Harbor", "Machine", "D
 def services_required() -> bool:
     """True when ``REQUIRE_SERVICES=1``: missing services fail the tests instead of skipping them."""
     return os.environ.get(REQUIRE_ENV, "") == "1"
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the calling test, or fail it when ``REQUIRE_SERVICES=1`` (as ``make test`` sets)."""
+    import pytest
+
+    if services_required():
+        pytest.fail(f"{message} (REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+def require_kafka(cfg: Mapping[str, Any]) -> str:
+    """The config's bootstrap servers once a broker answers (else :func:`unavailable`)."""
+    from ingest.kafka_admin import KafkaUnavailable, wait_for_kafka
+
+    bootstrap = str(cfg["kafka"]["bootstrap"])
+    try:
+        wait_for_kafka(bootstrap, timeout=10)
+    except KafkaUnavailable as exc:
+        unavailable(f"no Kafka broker at {bootstrap} ({exc}); {START_HINT}")
+    return bootstrap
+
+
+def require_redis(cfg: Mapping[str, Any]) -> Any:
+    """A ``redis.Redis`` (str responses) of the config's Redis once it answers a PING (else :func:`unavailable`)."""
+    import redis
+
+    r = cfg["redis"]
+    client = redis.Redis(host=r["host"], port=int(r["port"]), db=int(r["db"]), decode_responses=True,
+                         socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unavailable(f"no Redis at {r['host']}:{r['port']} ({exc}); {START_HINT}")
+    return client
 
 
 def unique(base: str) -> str:

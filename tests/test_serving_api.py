@@ -24,17 +24,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import PROJECT_ROOT, load_config
 from ingest.catalog import store_catalog
-from ingest.kafka_admin import KafkaUnavailable, wait_for_kafka
 from serving.api import MAX_BATCH, create_app
 from serving.store import Store, make_client
 from serving.testing import (
-    START_HINT,
     delete_prefix,
     drop_topics,
     free_port,
     now_ms,
     read_topic,
-    services_required,
+    require_kafka,
+    require_redis,
     unique,
     write_recs,
     write_similar,
@@ -57,12 +56,6 @@ RECS_196 = [("50", 4.21, "because of 172"), ("181", 3.9, "because of 172"), ("24
             ("999", 1.25, "trending"), ("1", 1.0, "because of 2")]
 
 
-def unavailable(message: str) -> None:
-    if services_required():
-        pytest.fail(f"{message} (REQUIRE_SERVICES=1)")
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def base_cfg() -> dict[str, Any]:
     return load_config()
@@ -70,25 +63,12 @@ def base_cfg() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def kafka(base_cfg: dict[str, Any]) -> str:
-    bootstrap = str(base_cfg["kafka"]["bootstrap"])
-    try:
-        wait_for_kafka(bootstrap, timeout=10)
-    except KafkaUnavailable as exc:
-        unavailable(f"no Kafka broker at {bootstrap} ({exc}); {START_HINT}")
-    return bootstrap
+    return require_kafka(base_cfg)
 
 
 @pytest.fixture(scope="module")
 def rds(base_cfg: dict[str, Any]) -> Iterator[Any]:
-    import redis
-
-    r = base_cfg["redis"]
-    client = redis.Redis(host=r["host"], port=int(r["port"]), db=int(r["db"]), decode_responses=True,
-                         socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        unavailable(f"no Redis at {r['host']}:{r['port']} ({exc}); {START_HINT}")
+    client = require_redis(base_cfg)
     yield client
     client.close()
 

@@ -23,15 +23,16 @@ import pytest
 
 from config import PROJECT_ROOT, load_config
 from ingest.catalog import store_catalog
-from ingest.kafka_admin import KafkaUnavailable, ensure_topics, wait_for_kafka
+from ingest.kafka_admin import ensure_topics
 from serving.api import create_app
 from serving.testing import (
-    START_HINT,
     delete_prefix,
     drop_topics,
     free_port,
     now_ms,
-    services_required,
+    require_kafka,
+    require_redis,
+    unavailable,
     unique,
     write_recs,
     write_trending,
@@ -72,12 +73,6 @@ INITIAL = [("56", 4.1, "because of 100"), ("64", 3.9, "because of 127"), ("98", 
            ("242", 1.9, "because of 1")]
 #: what the stand-in puts on top after a rating of the key
 NEIGHBORS = {"50": ["172", "181"], "204": ["174", "100"]}
-
-
-def unavailable(message: str) -> None:
-    if services_required():
-        pytest.fail(f"{message} (REQUIRE_SERVICES=1)")
-    pytest.skip(message)
 
 
 class FakeJob(threading.Thread):
@@ -167,21 +162,9 @@ def offline(page: Any, base_url: str) -> list[str]:
 
 @pytest.fixture()
 def services() -> Iterator[tuple[str, Any]]:
-    import redis
-
     cfg = load_config()
-    bootstrap = str(cfg["kafka"]["bootstrap"])
-    try:
-        wait_for_kafka(bootstrap, timeout=10)
-    except KafkaUnavailable as exc:
-        unavailable(f"no Kafka broker at {bootstrap} ({exc}); {START_HINT}")
-    r = cfg["redis"]
-    client = redis.Redis(host=r["host"], port=int(r["port"]), db=int(r["db"]), decode_responses=True,
-                         socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        unavailable(f"no Redis at {r['host']}:{r['port']} ({exc}); {START_HINT}")
+    bootstrap = require_kafka(cfg)
+    client = require_redis(cfg)
     yield bootstrap, client
     client.close()
 

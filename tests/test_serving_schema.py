@@ -23,15 +23,14 @@ from schemathesis.specs.openapi.checks import (
 
 from config import load_config
 from ingest.catalog import store_catalog
-from ingest.kafka_admin import KafkaUnavailable, wait_for_kafka
 from serving.api import create_app
 from serving.testing import (
-    START_HINT,
     delete_prefix,
     drop_topics,
     fake_catalog,
     fill_fake_users,
-    services_required,
+    require_kafka,
+    require_redis,
     unique,
     write_recs,
     write_similar,
@@ -44,12 +43,6 @@ MAX_EXAMPLES = 100
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
-def unavailable(message: str) -> None:
-    if services_required():
-        pytest.fail(f"{message} (REQUIRE_SERVICES=1)")
-    pytest.skip(message)
-
-
 # The app is built at import (it connects to nothing until a request comes), with a random Redis prefix and
 # events topic; the module fixture below checks the services, writes the fake job output and cleans up. (The
 # lazy ``schemathesis.pytest.from_fixture`` loader of schemathesis 4.32 does not work with pytest 9.)
@@ -60,20 +53,8 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(CFG, kafka_t
 
 @pytest.fixture(scope="module", autouse=True)
 def fake_job_output() -> Iterator[None]:
-    import redis
-
-    bootstrap = str(CFG["kafka"]["bootstrap"])
-    try:
-        wait_for_kafka(bootstrap, timeout=10)
-    except KafkaUnavailable as exc:
-        unavailable(f"no Kafka broker at {bootstrap} ({exc}); {START_HINT}")
-    r = CFG["redis"]
-    client = redis.Redis(host=r["host"], port=int(r["port"]), db=int(r["db"]), decode_responses=True,
-                         socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        unavailable(f"no Redis at {r['host']}:{r['port']} ({exc}); {START_HINT}")
+    bootstrap = require_kafka(CFG)
+    client = require_redis(CFG)
     try:
         store_catalog(fake_catalog(300), client, prefix=PREFIX)
         fill_fake_users(client, PREFIX, 50, 300)

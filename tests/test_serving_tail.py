@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from config import PROJECT_ROOT, load_config
-from ingest.kafka_admin import KafkaUnavailable, ensure_topics, wait_for_kafka
+from ingest.kafka_admin import ensure_topics
 from serving.tail import TailError, tail
-from serving.testing import START_HINT, drop_topics, produce_values, recs_doc, services_required, unique
+from serving.testing import drop_topics, produce_values, recs_doc, require_kafka, unique
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -32,15 +32,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def kafka() -> str:
-    bootstrap = str(load_config()["kafka"]["bootstrap"])
-    try:
-        wait_for_kafka(bootstrap, timeout=10)
-    except KafkaUnavailable as exc:
-        message = f"no Kafka broker at {bootstrap} ({exc}); {START_HINT}"
-        if services_required():
-            pytest.fail(f"{message} (REQUIRE_SERVICES=1)")
-        pytest.skip(message)
-    return bootstrap
+    return require_kafka(load_config())
 
 
 @pytest.fixture()
