@@ -27,6 +27,7 @@ import math
 import re
 import zlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import numpy as np
@@ -72,6 +73,19 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> float:
     return float(value)
 
 
+@dataclass
+class _Csr:
+    """The catalog's vectors as compressed sparse rows: row k (item ``ids[k]``) holds ``data[indptr[k]:indptr[k+1]]``
+    at columns ``indices[...]``; ``row`` is the row of each stored value, ``norms`` each row's L2 norm."""
+
+    ids: list[str]
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    row: np.ndarray
+    norms: np.ndarray
+
+
 class ContentModel:
     """The item catalog as feature vectors; scores user profiles and finds similar items."""
 
@@ -97,7 +111,7 @@ class ContentModel:
         self.items: dict[str, ItemFeatures] = {}
         self.df: dict[int, int] = {}  # title bucket -> number of items whose title has it
         self._cache: dict[str, np.ndarray] = {}
-        self._matrix: tuple[list[str], np.ndarray, np.ndarray] | None = None
+        self._matrix: _Csr | None = None
         self._rows: dict[str, int] = {}
 
     @property
@@ -188,25 +202,49 @@ class ContentModel:
         feats = self.items.get(item)
         return [GENRES[k] for k in feats["genres"]] if feats else []
 
-    def _catalog(self) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """All item ids (sorted), their vectors as rows, and the row norms (cached until the catalog changes)."""
+    def _catalog(self) -> _Csr:
+        """All item vectors as a sparse row matrix, item ids sorted (cached until the catalog changes).
+
+        An item vector has a handful of non-zeros (its genres, its decade, its title's buckets) out of
+        ``dim``; kept sparse, scoring a profile against the whole catalog costs O(non-zeros), not
+        O(items x dim).
+        """
         if self._matrix is None:
             ids = sorted(self.items)
-            m = np.array([self.vector(i) for i in ids]).reshape(len(ids), self.dim)
-            self._matrix = (ids, m, np.linalg.norm(m, axis=1))
+            cols: list[np.ndarray] = []
+            vals: list[np.ndarray] = []
+            for i in ids:
+                v = self.vector(i)
+                assert v is not None
+                nz = np.flatnonzero(v)
+                cols.append(nz)
+                vals.append(v[nz])
+            lengths = np.array([len(c) for c in cols], dtype=np.int64)
+            indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            data = np.concatenate(vals) if vals else np.zeros(0)
+            self._matrix = _Csr(ids, data, np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64),
+                                indptr, np.repeat(np.arange(len(ids)), lengths),
+                                np.sqrt(np.bincount(np.repeat(np.arange(len(ids)), lengths), weights=data * data,
+                                                    minlength=len(ids))))
             self._rows = {i: k for k, i in enumerate(ids)}
         return self._matrix
 
-    def vectors(self, items: list[str]) -> np.ndarray:
-        """The vectors of catalog items (each must be in the catalog) as the rows of one matrix."""
-        _, m, _ = self._catalog()
-        return m[[self._rows[i] for i in items]]
+    def weighted_sum(self, items: list[str], weights: np.ndarray) -> np.ndarray:
+        """``Σ_k weights[k] · vector(items[k])`` as a dense vector (each item must be in the catalog)."""
+        m = self._catalog()
+        rows = np.array([self._rows[i] for i in items], dtype=np.int64)
+        starts, ends = m.indptr[rows], m.indptr[rows + 1]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        pos = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(total)
+        return np.bincount(m.indices[pos], weights=m.data[pos] * np.repeat(weights, lengths), minlength=self.dim)
 
     def _cosines(self, query: np.ndarray) -> tuple[list[str], np.ndarray]:
-        ids, m, norms = self._catalog()
-        qn = float(np.linalg.norm(query))
-        denom = norms * qn
-        return ids, np.divide(m @ query, denom, out=np.zeros(len(ids)), where=denom > 0)
+        m = self._catalog()
+        n = len(m.ids)
+        dots = np.bincount(m.row, weights=m.data * query[m.indices], minlength=n)
+        denom = m.norms * float(np.linalg.norm(query))
+        return m.ids, np.divide(dots, denom, out=np.zeros(n), where=denom > 0)
 
     def score(self, profile: UserProfile, items: Iterable[str]) -> dict[str, float]:
         """Cosine of the profile and each item's vector (0.0 for unknown items or an empty profile)."""
@@ -350,7 +388,7 @@ class UserProfile:
         if np.any(w <= 0) or not np.all(np.isfinite(w)):
             raise ValueError(f"w {float(w[(w <= 0) | ~np.isfinite(w)][0])!r} must be a positive finite number")
         c = w if p.half_life_s is None else w * np.exp2(-((t_ref - ts) / 1000.0) / p.half_life_s)
-        sums = c @ model.vectors([i for _, i, _ in kept])
+        sums = model.weighted_sum([i for _, i, _ in kept], c)
         p.sums = {int(k): float(sums[k]) for k in np.flatnonzero(sums)}
         p.z = float(c.sum())
         p.t_ref = t_ref
