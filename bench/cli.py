@@ -266,7 +266,7 @@ def _movielens_catalog() -> list[dict[str, Any]]:
     return load_catalog()
 
 
-SCALE_OVERRIDES = ("model.row_cap=200", "model.hybrid.usercf_row_cap=100")
+SCALE_OVERRIDES = ("model.row_cap=100", "model.hybrid.usercf_row_cap=50")
 
 
 def _scale_catalog(spec: dict[str, Any]) -> list[dict[str, Any]]:
