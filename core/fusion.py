@@ -152,6 +152,18 @@ class LogisticCombiner:
         self.bias -= self.lr * g
         self.n_seen += 1
 
+    def add_features(self, features: Sequence[str]) -> list[str]:
+        """Add the ``features`` it does not have yet, with weight 0 (e.g. a combiner restored from an older
+        checkpoint after features were added); returns the added names."""
+        added = [name for name in features if name not in self.coef]
+        if "bias" in added:
+            raise ValueError("a feature cannot be named 'bias'")
+        for name in added:
+            self.coef[name] = 0.0
+        if added:
+            logger.info("fusion: combiner gained features %s (weight 0)", ", ".join(added))
+        return added
+
     def weights(self) -> dict[str, float]:
         """The feature weights and the ``"bias"``, to log or store."""
         return {**self.coef, "bias": self.bias}

@@ -74,12 +74,13 @@ METHODS: tuple[str, ...] = ("itemcf", "usercf", "content", "popular")
 FUSIONS: tuple[str, ...] = ("weighted", "rrf", "borda", "learned")
 MODES: tuple[str, ...] = FUSIONS + METHODS
 FEATURES: tuple[str, ...] = ("itemcf", "usercf", "content", "popularity", "recency", "baseline",
-                             "itemcf_rank", "usercf_rank", "content_rank", "popular_rank")
+                             "itemcf_rank", "usercf_rank", "content_rank", "popular_rank", "itemcf_max", "usercf_max")
 """Features of the learned combiner, each in 0..1 (see :meth:`HybridRecommender.features`)."""
 MIN_POSITIVE_WEIGHT = 1e-3
 """Weight given to user-CF and the content profile for a centred rating that is not positive."""
 
 _FEATURE_METHOD = {"itemcf": "itemcf", "usercf": "usercf", "content": "content", "popularity": "popular",
+                   "itemcf_max": "itemcf", "usercf_max": "usercf",
                    **{f"{m}_rank": m for m in METHODS}}
 _VERBS = {"rate": "rated", "view": "viewed", "click": "clicked", "cart": "put in your cart", "purchase": "bought"}
 _ITEMCF_REASON = "because of "  # the prefix core.itemcf.rank_items gives its reasons
@@ -169,6 +170,12 @@ class _Pool:
 
     lists: Candidates
     reasons: dict[str, dict[str, str]]
+
+
+def _scaled(values: Mapping[str, float]) -> dict[str, float]:
+    """``max(v, 0) / max(values)`` for each value; empty when no value is positive."""
+    best = max(values.values(), default=0.0)
+    return {i: max(v, 0.0) / best for i, v in values.items()} if best > 0 else {}
 
 
 def _number(name: str, value: Any, lo: float = 0.0, allow_lo: bool = True, integer: bool = False) -> Any:
@@ -262,7 +269,7 @@ class HybridRecommender:
         center_ratings: bool = False,
         refresh_events: int = 1000,
         train_combiner: bool = True,
-        combiner_lr: float = 0.05,
+        combiner_lr: float = 0.1,
         combiner_l2: float = 1e-4,
         n_neg: int = 4,
         combiner_sample: float = 0.2,
@@ -428,6 +435,8 @@ class HybridRecommender:
     def train(self, view: UserView, item: str, combiner: LogisticCombiner, rng: random.Random) -> int:
         """Recommend-then-learn: ``item`` (engaged next) against ``n_neg`` sampled candidates of ``view``."""
         feats = self.features(view)
+        if len(combiner.coef) < len(FEATURES):
+            combiner.add_features(FEATURES)  # a combiner from before a feature was added
         pairs = training_pairs(feats, item, self.n_neg, rng)
         for x, label in pairs:
             combiner.learn_one(x, label)
@@ -548,27 +557,32 @@ class HybridRecommender:
     def features(self, view: UserView | str, lists: Candidates | None = None) -> dict[str, dict[str, float]]:
         """Learned-mode features of every candidate (the union of ``lists``, default the view's candidates).
 
-        ``itemcf``, ``usercf``, ``content``: the method's score divided by its list's best score (0 when the
-        item is not in its list); ``popularity``: ``ln(1 + users) / ln(1 + most users of any item)``;
-        ``recency``: ``2^(-(now - last engagement) / recency_half_life_s)``; ``baseline``: ``μ + b_u + b_i``
-        scaled from the rating range to 0..1; ``<method>_rank``: ``1 - ln(rank) / ln(candidate_pool + 1)`` for
-        the item's 1-based rank in that method's list (0 when absent), which keeps the order information the
-        score ratio loses.
+        Every feature is in 0..1. The method scores are computed for *every* candidate, not only for the
+        items of that method's own list (an item proposed by user-CF still gets its item-CF score), and
+        each is divided by its best value over the candidates (0 when that best is not positive):
+
+        * ``itemcf``: ``Σ_k w_uk · d_k · sim(k, j)`` over the view's (decayed) item-CF history;
+          ``itemcf_max``: the largest single term of that sum (one recent item very like ``j``);
+        * ``usercf``: ``Σ_v sim(u, v) · w_vj`` over the user's neighbours; ``usercf_max``: its largest term;
+        * ``content``: the cosine of the user's content profile and the item;
+        * ``popularity``: ``ln(1 + users) / ln(1 + most users of any item)``; ``recency``:
+          ``2^(-(now - last engagement) / recency_half_life_s)``; ``baseline``: ``μ + b_u + b_i`` scaled
+          from the rating range to 0..1;
+        * ``<method>_rank``: ``1 - ln(rank) / ln(candidate_pool + 1)`` for the item's 1-based rank in that
+          method's list (0 when absent), which keeps the order information the score ratio loses.
         """
         if isinstance(view, str):
             view = self.view(view)
         if lists is None:
             lists = self._pool(view).lists
-        scaled: dict[str, dict[str, float]] = {}
-        for method in ("itemcf", "usercf", "content"):
-            best = max((s for _, s in lists.get(method, ())), default=0.0)
-            scaled[method] = {i: s / best for i, s in lists.get(method, ())} if best > 0 else {}
+        items = {i for c in lists.values() for i, _ in c}
+        scores = self._method_scores(view, items)
+        scaled = {name: _scaled(values) for name, values in scores.items()}
         log_pool = math.log(max(self.candidate_pool, max((len(c) for c in lists.values()), default=0)) + 1)
         ranks: dict[str, dict[str, float]] = {
             method: {i: 1.0 - math.log(r) / log_pool for r, i in enumerate(ranking(lists.get(method, ())), start=1)}
             for method in METHODS
         }
-        items = {i for c in lists.values() for i, _ in c}
         pop_norm = math.log1p(self.max_users) if self.max_users > 0 else 1.0
         h_ms = self.recency_half_life_s * 1000.0
         now = self.now_ms or 0
@@ -580,15 +594,44 @@ class HybridRecommender:
             users, last = self.item_stats.get(item, (0, None))
             pred = (predict(mu, b_u, self.baseline.item_bias(item)) - self.min_rating) / span
             out[item] = {
-                "itemcf": scaled["itemcf"].get(item, 0.0),
-                "usercf": scaled["usercf"].get(item, 0.0),
-                "content": scaled["content"].get(item, 0.0),
+                **{name: values.get(item, 0.0) for name, values in scaled.items()},
                 "popularity": math.log1p(users) / pop_norm,
                 "recency": 2.0 ** (-max(now - last, 0) / h_ms) if last is not None else 0.0,
                 "baseline": min(max(pred, 0.0), 1.0),
                 **{f"{method}_rank": ranks[method].get(item, 0.0) for method in METHODS},
             }
         return out
+
+    def _method_scores(self, view: UserView, items: Collection[str]) -> dict[str, dict[str, float]]:
+        """The raw item-CF, user-CF (sum and largest term) and content scores of ``items`` (absent = 0)."""
+        icf: dict[str, float] = {}
+        icf_max: dict[str, float] = {}
+        ucf: dict[str, float] = {}
+        ucf_max: dict[str, float] = {}
+        content: dict[str, float] = {}
+        if "itemcf" in self.methods:
+            for k, wk in view.itemcf_history:
+                for j, s in view.item_neighbors(k):
+                    if j in items:
+                        c = wk * s
+                        icf[j] = icf.get(j, 0.0) + c
+                        if c > icf_max.get(j, 0.0):
+                            icf_max[j] = c
+        if "usercf" in self.methods:
+            for v, sim in view.user_neighbors():
+                engaged = view.user_items(v)
+                for j in items:
+                    w = engaged.get(j)
+                    if w is not None:
+                        c = sim * w
+                        ucf[j] = ucf.get(j, 0.0) + c
+                        if c > ucf_max.get(j, 0.0):
+                            ucf_max[j] = c
+        if "content" in self.methods and view.log["items"]:
+            profile = self.profile(view.log)
+            if profile.items:
+                content = self.content.score(profile, items)
+        return {"itemcf": icf, "usercf": ucf, "content": content, "itemcf_max": icf_max, "usercf_max": ucf_max}
 
     # -- ranking ----------------------------------------------------------------------------------
     def rank(self, user: str, n: int | None = None, mode: str | None = None,
@@ -639,6 +682,8 @@ class HybridRecommender:
 
     def _learned(self, view: UserView, lists: Candidates, n: int, pool: _Pool, combiner: LogisticCombiner) -> Ranked:
         feats = self.features(view, lists)
+        if len(combiner.coef) < len(FEATURES):
+            combiner.add_features(FEATURES)  # a combiner from before a feature was added
         coef = combiner.coef
         out = []
         for i, p in combiner.rank(feats, n):

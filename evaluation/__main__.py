@@ -8,7 +8,8 @@ Runs, on the same :class:`core.hybrid.HybridRecommender` the job uses:
 4. item-CF alone with history caps, with and without time decay ("cost of the bounds").
 
 Writes ``results.md``, ``results.json``, ``prequential.png``, ``offline.png`` and ``bounds.png`` into ``--out``
-and prints the Markdown.
+and prints the Markdown. ``--docs DIR`` also copies the plots to ``DIR/eval-<name>.png`` (``docs/img`` is the
+committed folder the README embeds; ``results/`` is git-ignored).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import multiprocessing  # noqa: E402
 import queue  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -46,6 +48,7 @@ logger = logging.getLogger("evaluation")
 PROTOCOLS = ("prequential", "temporal", "random", "bounds")
 DEFAULT_CAPS = "10,20,50,0"
 DEFAULT_SAMPLE_EVERY = 10
+DOCS_DIR = "docs/img"
 EXAMPLES = """\
 examples:
   python -m evaluation                                  # the full run (what `make eval` runs)
@@ -53,6 +56,7 @@ examples:
   python -m evaluation --limit 5000 --protocols prequential --caps 50
   python -m evaluation --param half_life_s=null --param 'fusion_weights={itemcf: 1, usercf: 1, content: 0, popular: 0}'
   python -m evaluation --set model.top_k=30 --jobs 1 --out /tmp/eval
+  python -m evaluation --docs                           # also copy the plots to docs/img/ (the README's)
 """
 
 
@@ -85,6 +89,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                                      "else the recbole wheel)")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N events (quick runs)")
     p.add_argument("--out", default="results/eval", metavar="DIR", help="output directory (default: %(default)s)")
+    p.add_argument("--docs", nargs="?", const=DOCS_DIR, metavar="DIR",
+                   help=f"also copy the plots to DIR/eval-<name>.png (DIR default: {DOCS_DIR}, the folder the README "
+                        "embeds)")
     p.add_argument("--protocols", default=",".join(PROTOCOLS), metavar="LIST",
                    help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all)")
     p.add_argument("--k", type=_positive_int, default=10, help="list length and metric cutoff (default: %(default)s)")
@@ -210,7 +217,7 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any], k: int) -> 
     parts = [f"# Evaluation on MovieLens-100K ({meta['date']})", ""]
     parts.append(f"Total runtime **{meta['runtime_s']:.0f} s** with {meta['jobs']} worker process(es) on "
                  f"{meta['cpus']} CPU(s). Model settings: `{json.dumps(meta['model'], sort_keys=True)}`. "
-                 f"Seed {meta['seed']}.")
+                 f"Seed {meta['seed']}. Command: `{' '.join(['python -m evaluation', *meta.get('argv', [])])}`.")
     pre = results.get("prequential")
     if pre:
         pre["k"] = k
@@ -232,6 +239,17 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any], k: int) -> 
     if bounds:
         parts += ["", "## 4. Cost of the bounds (item-CF, prequential)", "", report.bounds_section(bounds)]
     return "\n".join(parts) + "\n"
+
+
+def copy_plots(plots: Sequence[Path], docs: Path) -> list[Path]:
+    """Copy the plots of this run to ``docs/eval-<name>.png``; returns the copies."""
+    docs.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for plot in plots:
+        target = docs / f"eval-{plot.name}"
+        shutil.copyfile(plot, target)
+        copied.append(target)
+    return copied
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,20 +288,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             "model": results.get("prequential", {}).get("model") or {"half_life_s": probe.half_life_s},
             "argv": list(sys.argv[1:] if argv is None else argv)}
     md = render(results, meta, args.k)
+    plots: list[Path] = []
     if "prequential" in results:
-        report.plot_prequential(results["prequential"], out / "prequential.png")
+        plots.append(out / "prequential.png")
+        report.plot_prequential(results["prequential"], plots[-1])
     splits: dict[str, dict[str, Any]] = {n: results[n] for n in ("temporal split", "random split") if n in results}
     if splits:
-        report.plot_offline(splits, out / "offline.png")
+        plots.append(out / "offline.png")
+        report.plot_offline(splits, plots[-1])
     bounds = [dict(r, label=name) for name, r in results.items() if r["kind"] == "bounds"]
     if bounds:
-        report.plot_bounds(bounds, out / "bounds.png")
+        plots.append(out / "bounds.png")
+        report.plot_bounds(bounds, plots[-1])
     (out / "results.md").write_text(md, encoding="utf-8")
     serialisable = {name: {k: v for k, v in r.items() if k != "hits"} for name, r in results.items()}
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": serialisable}, indent=1, default=str),
                                       encoding="utf-8")
     print(md)
     print(f"wrote {out / 'results.md'} and plots in {out}/ ({runtime:.0f} s)", file=sys.stderr)
+    if args.docs:
+        copied = copy_plots(plots, Path(args.docs))
+        print(f"copied {', '.join(str(p) for p in copied)}", file=sys.stderr)
     return 0
 
 

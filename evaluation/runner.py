@@ -145,6 +145,7 @@ def _model_settings(model: HybridRecommender) -> dict[str, Any]:
         "history_cap": model.itemcf.history_cap, "top_k": model.itemcf.items.k, "candidate_pool": model.candidate_pool,
         "half_life_s": model.half_life_s, "trending_half_life_s": model.trending_half_life_s,
         "fusion_weights": dict(model.fusion_weights), "cold_start_items": model.cold_start_items,
-        "combiner_sample": model.combiner_sample, "n_neg": model.n_neg, "refresh_events": model.refresh_events,
+        "combiner_sample": model.combiner_sample, "combiner_lr": model.combiner.lr, "n_neg": model.n_neg,
+        "refresh_events": model.refresh_events,
         "rrf_k": model.rrf_k, "center_ratings": model.center_ratings,
     }

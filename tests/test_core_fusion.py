@@ -112,3 +112,14 @@ def test_logistic_validation() -> None:
         lc.learn_one({"a": 1.0}, 2)
     with pytest.raises(ValueError, match="n_neg -1"):
         training_pairs({}, "a", -1, random.Random(0))
+
+
+def test_logistic_add_features_keeps_the_weights() -> None:
+    c = LogisticCombiner(["a"], lr=1.0, l2=0.0)
+    c.learn_one({"a": 1.0}, 1)  # p = 0.5: a += 0.5, bias += 0.5
+    assert c.add_features(["a", "b"]) == ["b"]
+    assert c.weights() == {"a": 0.5, "b": 0.0, "bias": 0.5}
+    assert c.decision({"a": 1.0, "b": 1.0}) == 1.0  # b now accepted, weight 0
+    assert c.add_features(["a", "b"]) == []
+    with pytest.raises(ValueError, match="bias"):
+        c.add_features(["bias"])

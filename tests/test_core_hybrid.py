@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 import config
+from core.fusion import LogisticCombiner
 from core.hybrid import FEATURES, MIN_POSITIVE_WEIGHT, HybridRecommender
 from core.itemcf import ItemCF
 from udfs.events import Event
@@ -115,6 +116,53 @@ def test_learned_mode_features_and_ranking() -> None:
     assert ranked[0] == ("d", pytest.approx(1 / (1 + math.exp(-5.0))), "matches your taste for Comedy")
     assert items(ranked)[1:] == ["e", "c"]  # popularity: e (2 users) before c (1 user)
     assert ranked[1][2] == "trending"
+
+
+def test_learned_features_score_every_candidate() -> None:
+    # u2: a 4, b 5, c 1, d 2; u3: a 3, c 2; u1: a 5, b 4. candidate_pool=1 keeps one item per method.
+    # Item-CF norms: a 16+9+25 = 50, b 25+16 = 41, c 1+4 = 5, d 4; co-occurrence C[a][c] = 4·1 + 3·2 = 10,
+    #   C[b][c] = 5, C[a][d] = 8, C[b][d] = 10.  For u1 (a 5, b 4), the terms w·sim:
+    #   c: 5·10/√250 and 4·5/√205;  d: 5·8/√200 and 4·10/√164  -> d scores higher: the item-CF list is [d].
+    # User-CF: sim(u1, u2) = 40/√(41·46), sim(u1, u3) = 15/√(41·13);
+    #   c: s12·1 + s13·2 (terms s12, 2·s13);  d: s12·2  -> the user-CF list is [c].
+    # Trending (counts): a 3, b 2, c 2, d 1 -> popular [c]; content (Comedy profile) [d]. Candidates {c, d}.
+    stream = [("u2", "a", 4.0), ("u2", "b", 5.0), ("u2", "c", 1.0), ("u2", "d", 2.0), ("u3", "a", 3.0),
+              ("u3", "c", 2.0), ("u1", "a", 5.0), ("u1", "b", 4.0)]
+    m = model(stream, candidate_pool=1)
+    c = m.candidates("u1")
+    assert [i for i, _ in c["itemcf"]] == ["d"] and [i for i, _ in c["usercf"]] == ["c"]
+    icf_c = [50 / math.sqrt(250), 20 / math.sqrt(205)]
+    icf_d = [40 / math.sqrt(200), 40 / math.sqrt(164)]
+    s12, s13 = 40 / math.sqrt(41 * 46), 15 / math.sqrt(41 * 13)
+    f = m.features("u1")
+    assert set(f) == {"c", "d"}
+    # c is not in the item-CF list of one, but gets its item-CF score (it used to get 0)
+    assert f["d"]["itemcf"] == pytest.approx(1.0)
+    assert f["c"]["itemcf"] == pytest.approx(sum(icf_c) / sum(icf_d))
+    assert f["c"]["itemcf_max"] == pytest.approx(1.0)  # 50/√250 = 3.162 > 40/√164 = 3.123
+    assert f["d"]["itemcf_max"] == pytest.approx(icf_d[1] / icf_c[0])
+    # likewise d gets its user-CF score although only c is in the user-CF list
+    assert f["c"]["usercf"] == pytest.approx(1.0)
+    assert f["d"]["usercf"] == pytest.approx(2 * s12 / (s12 + 2 * s13))
+    assert f["d"]["usercf_max"] == pytest.approx(1.0)  # 2·s12 = 1.842 > 2·s13 = 1.299
+    assert f["c"]["usercf_max"] == pytest.approx(s13 / s12)
+    assert f["d"]["content"] == 1.0 and f["c"]["content"] == 0.0  # d is the only Comedy candidate
+    assert f["d"]["itemcf_rank"] == 1.0 and f["c"]["itemcf_rank"] == 0.0  # ranks still come from the lists
+    # a method that is switched off contributes nothing
+    f2 = model(stream, candidate_pool=1, methods=("itemcf", "popular")).features("u1")
+    assert all(x["usercf"] == x["usercf_max"] == x["content"] == 0.0 for x in f2.values())
+    assert f2["c"]["itemcf"] == pytest.approx(sum(icf_c) / sum(icf_d))
+
+
+def test_combiner_from_before_new_features_still_ranks_and_trains() -> None:
+    m = model(combiner_warmup=0)
+    old = LogisticCombiner(FEATURES[:10], lr=m.combiner.lr)  # e.g. restored from an older checkpoint
+    old.load_weights({"content": 5.0, "bias": 0.0})
+    assert items(m.rank_view(m.view("u1"), 3, "learned", combiner=old))[0] == "d"
+    assert set(old.coef) == set(FEATURES) and old.coef["itemcf_max"] == 0.0 and old.coef["content"] == 5.0
+    old2 = LogisticCombiner(FEATURES[:10])
+    assert m.train(m.view("u1"), "c", old2, random.Random(0)) == 3  # c and both other candidates
+    assert set(old2.coef) == set(FEATURES)
 
 
 def test_learned_falls_back_to_weighted_until_warm() -> None:

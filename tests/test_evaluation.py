@@ -166,17 +166,25 @@ def test_smoke_prequential_and_offline_on_movielens() -> None:
 
 
 def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "eval"
+    out, docs = tmp_path / "eval", tmp_path / "docs" / "img"
     rc = main(["--limit", "300", "--jobs", "1", "--no-progress", "--out", str(out), "--caps", "10",
-               "--sample-every", "3", "--window", "100"])
+               "--sample-every", "3", "--window", "100", "--docs", str(docs)])
     assert rc == 0
     md = (out / "results.md").read_text(encoding="utf-8")
+    assert "Command: `python -m evaluation --limit 300 " in md
     for heading in ("## 1. Prequential", "## 2a. Offline temporal", "## 2b. Offline random", "## 3. Beyond",
                     "## 4. Cost of the bounds", "NOT ours", "every test item of the user is relevant"):
         assert heading in md
     for png in ("prequential.png", "offline.png", "bounds.png"):
         assert (out / png).stat().st_size > 1000
+        assert (docs / f"eval-{png}").read_bytes() == (out / png).read_bytes()  # --docs: the README's copies
     assert "| learned |" in capsys.readouterr().out
+    # a run of one protocol copies only the plot it made (no stale plots of an earlier run)
+    docs2 = tmp_path / "docs2"
+    assert main(["--limit", "200", "--jobs", "1", "--no-progress", "--out", str(out), "--protocols", "prequential",
+                 "--docs", str(docs2)]) == 0
+    assert sorted(p.name for p in docs2.iterdir()) == ["eval-prequential.png"]
+    assert parse_args(["--docs"]).docs == "docs/img" and parse_args([]).docs is None
 
 
 def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
