@@ -69,6 +69,8 @@ class Ranker(KeyedBroadcastProcessFunction):
         self.rec = HybridRecommender.from_config(self.model)
         for mode in self.compare_modes:
             self.rec._check_mode(mode)
+        # recommend-then-learn costs a second candidate pool per trained user: only when learned is ranked
+        self.training = self.rec.train_combiner and "learned" in (self.rec.mode, *self.compare_modes)
         self._loaded = False
         self._neighbors: dict[str, Neighbors] = {}
         self._user_neighbors: dict[str, Neighbors] = {}
@@ -200,7 +202,7 @@ class Ranker(KeyedBroadcastProcessFunction):
         """Recommend-then-learn on the state without the window's first engagements of this user."""
         user, log, recent, last_ts, _, _, new_items = request
         rec = self.rec
-        if not rec.train_combiner or not new_items:
+        if not self.training or not new_items:
             return 0
         fresh = set(new_items)
         before: UserLog = {"items": {i: e for i, e in log["items"].items() if i not in fresh},

@@ -54,7 +54,8 @@ def run(kafka_bootstrap: str, redis_conn: Any) -> Iterator[dict[str, Any]]:
     overrides += [f"kafka.bootstrap={kafka_bootstrap}", f"redis.port={REDIS_PORT}",
                   f"kafka.group_id=it-{tag}", f"redis.prefix=it-{tag}:", "job.bounded=true",
                   "job.checkpoint_interval_ms=1000", f"job.checkpoint_dir=var/test-checkpoints/it-{tag}",
-                  f"job.transactional_id_prefix=it-{tag}", "model.history_cap=0", "job.parallelism=2"]
+                  f"job.transactional_id_prefix=it-{tag}", "model.history_cap=0", "job.parallelism=2",
+                  "model.compare_modes=[learned]"]
     cfg = load_config(overrides=overrides, env={})
     topics = kafka_admin.project_topics(cfg)
     kafka_admin.ensure_topics(kafka_bootstrap, topics, partitions=2)
