@@ -226,6 +226,15 @@ class Ranker(KeyedBroadcastProcessFunction):
         if not batches:
             return
         self._load(ctx)
+        if timestamp != END_OF_TIME and not self.rec.trending.totals and not self.rec.trending.decayed:
+            # no item state has reached this subtask yet (the job's first window): wait for it rather than
+            # answer with empty lists
+            for requests in batches:
+                self.pending.add(requests)
+            due = timestamp + self.window_ms
+            ctx.timer_service().register_processing_time_timer(due)
+            self._armed[ctx.get_current_key()] = due
+            return
         self._refresh_trending(timestamp)
         key = ctx.get_current_key()
         combiner, rng = self._combiner(key)

@@ -220,7 +220,9 @@ def test_savepoint_and_rescale_keep_the_model_exact(cluster: None, kafka_bootstr
     defaults = load_config(env={})
     overrides = [f"kafka.topics.{name}={tag}-{name}" for name in defaults["kafka"]["topics"]]
     overrides += [f"kafka.bootstrap={kafka_bootstrap}", f"kafka.group_id={tag}", f"redis.port={REDIS_PORT}",
-                  f"redis.prefix={tag}:", "model.history_cap=0"]
+                  f"redis.prefix={tag}:", "model.history_cap=0",
+                  # lists exact while the job runs (the default refreshes a list when its own row changes)
+                  "job.refresh_on_norms=true"]
     if "transactional_id_prefix" in defaults["job"]:  # no fencing with other runs' Kafka transactions
         overrides.append(f"job.transactional_id_prefix={tag}")
     cfg = load_config(overrides=overrides, env={})
