@@ -35,7 +35,7 @@ from typing import Any
 
 from bench.common import BenchError, RunNames, base_config, percentile, progress, redis_client
 from bench.jobrun import LOG_DIR, JobProcess
-from bench.replay import Warmup
+from bench.replay import Warmup, teardown
 from udfs.events import Event
 
 logger = logging.getLogger(__name__)
@@ -282,12 +282,7 @@ def run_freshness(events: Sequence[Event], opts: FreshnessOptions) -> dict[str, 
                  result["max_ms"] or 0, timeouts)
     finally:
         background.stop_event.set()
-        job.stop()
-        producer.close(timeout=5)
-        if job.sampler is not None:
-            result["rss"] = job.sampler.result()
-        client.close()
-        names.cleanup(cfg)
+        teardown(job, producer, client, names, cfg, result)
     if not samples:
         raise BenchError(f"freshness: no probe event became visible in Redis; {job.failure_hint()}")
     return result

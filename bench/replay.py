@@ -195,13 +195,19 @@ def run_replay(events: Sequence[Event], opts: ReplayOptions) -> dict[str, Any]:
             result["state"] = _state_size(job, names, client, prefix, result["t_end"], opts.checkpoint_wait,
                                           int(cfg["job"]["checkpoint_interval_ms"]))
     finally:
-        job.stop()
-        producer.close(timeout=5)
-        if job.sampler is not None:
-            result["rss"] = job.sampler.result()
-        client.close()
-        names.cleanup(cfg)
+        teardown(job, producer, client, names, cfg, result)
     return result
+
+
+def teardown(job: Any, producer: Any, client: Any, names: RunNames, cfg: dict[str, Any],
+             result: dict[str, Any]) -> None:
+    """Stop the job and the clients, record the job's peak RSS in ``result``, delete the run's topics and keys."""
+    job.stop()
+    producer.close(timeout=5)
+    if job.sampler is not None:
+        result["rss"] = job.sampler.result()
+    client.close()
+    names.cleanup(cfg)
 
 
 def _profiler(job: JobProcess, opts: ReplayOptions) -> Profiler | None:

@@ -104,6 +104,13 @@ class BaselinePredictor:
             logger.debug("baseline: user %s re-rated item %s from %s to %s", user, item, old, r)
         ratings[item] = r
 
+    def set_item_sums(self, item: str, sums: ItemSums) -> None:
+        """Replace an item's ``(Σ ratings, n)`` (kept elsewhere, e.g. by the job's item shards); μ follows."""
+        old_sum, old_n = self.items.get(item, (0.0, 0))
+        self.total += sums[0] - old_sum
+        self.count += sums[1] - old_n
+        self.items[item] = (float(sums[0]), int(sums[1]))
+
     def item_bias(self, item: str) -> float:
         return item_bias(self.items.get(item), self.mean, self.lambda_item)
 

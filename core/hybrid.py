@@ -387,11 +387,10 @@ class HybridRecommender:
         self.version += 1
 
     def model_weight(self, log: UserLog, event: Event) -> float:
-        """The weight the models learn for ``event``: the rating or the type's weight, centred if configured."""
-        if not (isinstance(event.weight, (int, float)) and math.isfinite(event.weight) and event.weight > 0):
-            raise ValueError(f"weight {event.weight!r} of event {event.event_id} must be a positive finite number")
-        if event.type not in EVENT_TYPES:
-            raise ValueError(f"type {event.type!r} of event {event.event_id} is not one of {', '.join(EVENT_TYPES)}")
+        """The weight the models learn for a valid ``event``: the rating or the type's weight, centred if configured.
+
+        The Flink job calls it for events its parser validated; :meth:`learn_one` checks its events first.
+        """
         if event.type != "rate" or not self.center_ratings:
             return event.weight
         total, n = log["rating_sum"], log["rating_n"]
@@ -402,6 +401,10 @@ class HybridRecommender:
 
     def learn_one(self, event: Event) -> None:
         """Learn one event (recommend-then-learn: the combiner trains on the state before the event)."""
+        if not (isinstance(event.weight, (int, float)) and math.isfinite(event.weight) and event.weight > 0):
+            raise ValueError(f"weight {event.weight!r} of event {event.event_id} must be a positive finite number")
+        if event.type not in EVENT_TYPES:
+            raise ValueError(f"type {event.type!r} of event {event.event_id} is not one of {', '.join(EVENT_TYPES)}")
         user, item, ts = event.user_id, event.item_id, event.ts
         log = self.logs.get(user)
         if log is None:
@@ -480,6 +483,10 @@ class HybridRecommender:
             user_neighbors=lambda: self.usercf.neighbors(user),
             user_items=self.usercf._items_of,
             cache_key=self.version)
+
+    def refresh_trending(self) -> None:
+        """Recompute the trending ranking at its next use (the job calls it once per window)."""
+        self._trend_cache = None
 
     def trending_ranking(self) -> list[tuple[str, float]]:
         """Every item by trending score (decayed popularity if ``trending_half_life_s``, else the window count)."""

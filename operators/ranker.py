@@ -108,13 +108,9 @@ class Ranker(KeyedBroadcastProcessFunction):
                         len(self._neighbors), len(self._user_neighbors), len(rec.content.items))
 
     def _set_stats(self, stats: Mapping[str, tuple[int, int, float, int]]) -> None:
-        rec, base = self.rec, self.rec.baseline
         for item, (users, last, r_sum, r_n) in stats.items():
-            rec.set_item_stats(item, (users, last))
-            old_sum, old_n = base.items.get(item, (0.0, 0))
-            base.total += r_sum - old_sum
-            base.count += r_n - old_n
-            base.items[item] = (r_sum, r_n)
+            self.rec.set_item_stats(item, (users, last))
+            self.rec.baseline.set_item_sums(item, (r_sum, r_n))
 
     def process_broadcast_element(self, value, ctx):  # type: ignore[no-untyped-def]
         self._load(ctx)
@@ -195,7 +191,7 @@ class Ranker(KeyedBroadcastProcessFunction):
         rec = self.rec
         window = timestamp // self.window_ms if timestamp != END_OF_TIME else END_OF_TIME
         if rec.version != self._trend_at[0] and window != self._trend_at[1]:
-            rec._trend_cache = None
+            rec.refresh_trending()
             self._trend_at = (rec.version, window)
 
     def _train(self, request: tuple[Any, ...], combiner: LogisticCombiner, rng: random.Random) -> int:

@@ -73,3 +73,14 @@ def test_validation() -> None:
         BaselinePredictor(min_rating=5, max_rating=1)
     with pytest.raises(ValueError, match="rating nan"):
         BaselinePredictor().learn_one("u", "i", float("nan"))
+
+
+def test_set_item_sums_equals_learning_the_ratings() -> None:
+    learned, summed = BaselinePredictor(), BaselinePredictor()
+    for u, i, r in [("a", "x", 4.0), ("b", "x", 2.0), ("a", "y", 5.0), ("b", "x", 3.0)]:
+        learned.learn_one(u, i, r)
+    summed.set_item_sums("x", (6.0, 2))
+    summed.set_item_sums("y", (5.0, 1))
+    summed.set_item_sums("x", (7.0, 2))  # the re-rating, as the job's item shard reports it
+    assert (summed.total, summed.count, summed.items) == (learned.total, learned.count, learned.items)
+    assert summed.item_bias("x") == learned.item_bias("x")
