@@ -195,18 +195,25 @@ class Ranker(KeyedBroadcastProcessFunction):
             self._trend_at = (rec.version, window)
 
     def _train(self, request: tuple[Any, ...], combiner: LogisticCombiner, rng: random.Random) -> int:
-        """Recommend-then-learn on the state without the window's first engagements of this user."""
+        """Recommend-then-learn: each of the window's first engagements of this user (in event order), drawn with
+        probability ``combiner_sample``, against the candidates of the state before it (the log without it and
+        without the items engaged after it)."""
         user, log, recent, last_ts, _, _, new_items = request
         rec = self.rec
         if not self.training or not new_items:
             return 0
-        fresh = set(new_items)
-        before: UserLog = {"items": {i: e for i, e in log["items"].items() if i not in fresh},
-                           "rating_sum": log["rating_sum"], "rating_n": log["rating_n"]}
-        if not before["items"]:
-            return 0  # a new user: nothing was recommended from history
-        view = self.view(user, before, [(i, w) for i, w in recent if i not in fresh], last_ts)
-        return sum(rec.train(view, item, combiner, rng) for item in new_items if rng.random() < rec.combiner_sample)
+        learned = 0
+        for k, item in enumerate(new_items):
+            if rng.random() >= rec.combiner_sample:
+                continue
+            later = set(new_items[k:])
+            before: UserLog = {"items": {i: e for i, e in log["items"].items() if i not in later},
+                               "rating_sum": log["rating_sum"], "rating_n": log["rating_n"]}
+            if not before["items"]:
+                continue  # the user's first engagement: nothing was recommended from history
+            view = self.view(user, before, [(i, w) for i, w in recent if i not in later], last_ts)
+            learned += rec.train(view, item, combiner, rng)
+        return learned
 
     def on_timer(self, timestamp, ctx):  # type: ignore[no-untyped-def]
         batches = list(self.pending.get() or ())

@@ -101,8 +101,7 @@ def test_every_method_reaches_the_results(run: dict[str, Any], redis_conn: Any) 
     # the catalog from the items topic reached the ranker: item-CF reasons name titles, not ids
     assert any(r.startswith("because you rated Star Wars") for r in reasons)
     combiners = [json.loads(redis_conn.get(k)) for k in redis_conn.scan_iter(match=f"{p}model:combiner:*")]
-    # the combiner learns from users whose history reached the ranker in an earlier window: how many examples
-    # a fast bounded replay yields depends on the window timing, but some always do
+    # every first engagement after a user's first one trains it (combiner_sample 1), whatever the windows
     assert combiners and sum(c["n_seen"] for c in combiners) > 0
     for c in combiners:
         assert set(c["weights"]) == {*FEATURES, "bias"} and c["updated_at"] > 0
