@@ -5,7 +5,13 @@ Runs, on the same :class:`core.hybrid.HybridRecommender` the job uses:
 1. the prequential protocol (rank-then-learn over the time-ordered stream) for every method and fusion;
 2. an offline temporal split and a seeded random per-user split (next to Microsoft Recommenders' SAR row);
 3. beyond-accuracy metrics (coverage, novelty, intra-list diversity) of the random-split lists;
-4. item-CF alone with history caps, with and without time decay ("cost of the bounds").
+4. the cost of the bounds ("cost of the bounds" table): each bound varied alone, the others as configured, with
+   the one method it bounds running alone --
+   item-CF's history cap (``model.history_cap``, ``--caps``; with and without time decay) and co-occurrence row cap
+   (``model.row_cap``, ``--row-caps``); user-CF's fan-out cap (``model.hybrid.usercf_max_raters``,
+   ``--max-raters``) and user-user row cap (``model.hybrid.usercf_row_cap``, ``--usercf-row-caps``). 0 is the
+   exact (unbounded) variant; rows with the same settings share one run (e.g. ``row_cap`` 0 is the configured
+   history cap's run with decay).
 
 Writes ``results.md``, ``results.json``, ``prequential.png``, ``offline.png`` and ``bounds.png`` into ``--out``
 and prints the Markdown. ``--docs DIR`` also copies the plots to ``DIR/eval-<name>.png`` (``docs/img`` is the
@@ -31,6 +37,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -41,12 +48,15 @@ from tqdm import tqdm  # noqa: E402
 from config import ConfigError, load_config, resolve_path  # noqa: E402
 from core.hybrid import HybridRecommender  # noqa: E402
 from evaluation import report  # noqa: E402
-from evaluation.runner import Options, Task, run_task  # noqa: E402
+from evaluation.runner import BoundRow, Options, Task, run_task  # noqa: E402
 
 logger = logging.getLogger("evaluation")
 
 PROTOCOLS = ("prequential", "temporal", "random", "bounds")
 DEFAULT_CAPS = "10,20,50,0"
+DEFAULT_ROW_CAPS = "0,100,50"  # exact; make bench's scale run (model.row_cap=100); tighter
+DEFAULT_MAX_RATERS = "0,50,20"  # exact; the configured default (model.hybrid.usercf_max_raters); tighter
+DEFAULT_USERCF_ROW_CAPS = "0,50"  # exact; make bench's scale run (model.hybrid.usercf_row_cap=50)
 DEFAULT_SAMPLE_EVERY = 10
 DOCS_DIR = "docs/img"
 EXAMPLES = """\
@@ -54,6 +64,7 @@ examples:
   python -m evaluation                                  # the full run (what `make eval` runs)
   python -m evaluation --sample-every 1                 # score every eligible event (slower, no sampling)
   python -m evaluation --limit 5000 --protocols prequential --caps 50
+  python -m evaluation --protocols bounds --caps '' --row-caps '' --usercf-row-caps '' --max-raters 0,50,10
   python -m evaluation --param half_life_s=null --param 'fusion_weights={itemcf: 1, usercf: 1, content: 0, popular: 0}'
   python -m evaluation --set model.top_k=30 --jobs 1 --out /tmp/eval
   python -m evaluation --docs                           # also copy the plots to docs/img/ (the README's)
@@ -70,12 +81,30 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _bound_values(p: argparse.ArgumentParser, option: str, raw: str) -> list[int]:
+    """A comma-separated list of integers >= 0 (0 = unlimited), duplicates dropped; '' = no rows."""
+    values: list[int] = []
+    for item in (x.strip() for x in raw.split(",")):
+        if not item:
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            p.error(f"{option} {raw!r}: {item!r} is not an integer")
+        if value < 0:
+            p.error(f"{option} {raw!r}: {value} must be >= 0 (0 = unlimited)")
+        if value not in values:
+            values.append(value)
+    return values
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m evaluation",
         description="Evaluate the recommenders on MovieLens-100K: prequential replay, offline temporal and random "
-                    "splits, beyond-accuracy metrics and the cost of item-CF's bounds. Writes results.md, results.json "
-                    "and PNG plots into --out and prints the tables.",
+                    "splits, beyond-accuracy metrics and the accuracy cost of the bounds on item-CF's and "
+                    "user-CF's work and state (history cap, row caps, user-CF fan-out). Writes results.md, "
+                    "results.json and PNG plots into --out and prints the tables.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -103,7 +132,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-frac", type=float, default=0.8, metavar="F",
                    help="offline splits: share of events for training (default: %(default)s)")
     p.add_argument("--caps", default=DEFAULT_CAPS, metavar="LIST",
-                   help="bounds table: item-CF history caps, 0 = unlimited (default: %(default)s)")
+                   help="bounds table: item-CF history caps (model.history_cap), 0 = unlimited, each with and "
+                        "without decay; '' = none (default: %(default)s)")
+    p.add_argument("--row-caps", default=DEFAULT_ROW_CAPS, metavar="LIST",
+                   help="bounds table: item-CF co-occurrence row caps (model.row_cap), 0 = all (exact), else >= "
+                        "model.top_k; '' = none (default: %(default)s: exact, make bench's scale run, tighter)")
+    p.add_argument("--max-raters", default=DEFAULT_MAX_RATERS, metavar="LIST",
+                   help="bounds table: user-CF fan-out caps (model.hybrid.usercf_max_raters), 0 = all raters "
+                        "(exact); '' = none (default: %(default)s: exact, the configured default, tighter)")
+    p.add_argument("--usercf-row-caps", default=DEFAULT_USERCF_ROW_CAPS, metavar="LIST",
+                   help="bounds table: user-CF user-user row caps (model.hybrid.usercf_row_cap), 0 = all (exact), "
+                        "else >= model.hybrid.usercf_top_k; '' = none (default: %(default)s: exact, make bench's "
+                        "scale run)")
     p.add_argument("--decay-half-life-s", type=float, metavar="S",
                    help="bounds table: half-life of the 'decay on' rows (default: the model's half_life_s, or 600)")
     p.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
@@ -117,12 +157,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--protocols {args.protocols!r}: unknown {', '.join(bad) or '(empty)'}; "
                 f"choose from {', '.join(PROTOCOLS)}")
     args.protocols = protocols
-    try:
-        args.caps = [int(c) for c in args.caps.split(",") if c.strip()]
-    except ValueError:
-        p.error(f"--caps {args.caps!r} must be comma-separated integers")
-    if any(c < 0 for c in args.caps):
-        p.error(f"--caps {args.caps!r} must be >= 0 (0 = unlimited)")
+    args.caps = _bound_values(p, "--caps", args.caps)
+    args.row_caps = _bound_values(p, "--row-caps", args.row_caps)
+    args.max_raters = _bound_values(p, "--max-raters", args.max_raters)
+    args.usercf_row_caps = _bound_values(p, "--usercf-row-caps", args.usercf_row_caps)
     if not 0 < args.train_frac < 1:
         p.error(f"--train-frac {args.train_frac!r} must be between 0 and 1")
     return args
@@ -141,32 +179,112 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
     return params
 
 
+@dataclass(frozen=True)
+class Configured:
+    """The model's configured bounds: a row of the bounds table varies one of them and keeps the others."""
+
+    history_cap: int = 50
+    half_life_s: float | None = None
+    row_cap: int = 0
+    usercf_max_raters: int = 50
+    usercf_row_cap: int = 0
+    refresh_events: int = 1000
+
+    @classmethod
+    def of(cls, model: HybridRecommender) -> Configured:
+        return cls(history_cap=model.itemcf.history_cap, half_life_s=model.half_life_s,
+                   row_cap=model.itemcf.items.row_cap, usercf_max_raters=model.usercf.max_raters,
+                   usercf_row_cap=model.usercf.rows.row_cap, refresh_events=model.refresh_events)
+
+
+def _label(value: int) -> str:
+    return "unlimited" if value == 0 else str(value)
+
+
+def _descending(values: Sequence[int]) -> list[int]:
+    return sorted(values, key=lambda c: (c != 0, -c))  # unlimited (exact) first: the slowest
+
+
+def bound_rows(args: argparse.Namespace, half_life_s: float,
+               configured: Configured) -> list[tuple[BoundRow, str, dict[str, Any]]]:
+    """The rows of the bounds table in display order, as ``(row, method, model arguments of its run)``.
+
+    Every run states all the bounds of its method, so rows with equal settings have equal arguments.
+    """
+    c = configured
+    specs: list[tuple[str, int, str, str, dict[str, Any]]] = []  # (bound, value, label, method, variant)
+
+    def itemcf(**kw: Any) -> dict[str, Any]:
+        return {"history_cap": c.history_cap, "half_life_s": c.half_life_s, "row_cap": c.row_cap,
+                "refresh_events": c.refresh_events, **kw}
+
+    def usercf(**kw: Any) -> dict[str, Any]:
+        return {"usercf_max_raters": c.usercf_max_raters, "usercf_row_cap": c.usercf_row_cap, **kw}
+
+    for cap in _descending(args.caps):
+        specs.append(("model.history_cap", cap, f"itemcf cap={_label(cap)}", "itemcf",
+                      itemcf(history_cap=cap, half_life_s=None)))
+        specs.append(("model.history_cap", cap, f"itemcf cap={_label(cap)} +decay", "itemcf",
+                      itemcf(history_cap=cap, half_life_s=half_life_s)))
+    if args.caps and c.refresh_events:  # the configured bounds with neighbour lists recomputed whenever they change
+        specs.append(("model.history_cap", c.history_cap, f"itemcf cap={_label(c.history_cap)} +decay exact",
+                      "itemcf", itemcf(half_life_s=half_life_s, refresh_events=0)))
+    for cap in _descending(args.row_caps):
+        specs.append(("model.row_cap", cap, f"itemcf row_cap={_label(cap)}", "itemcf", itemcf(row_cap=cap)))
+    for n in _descending(args.max_raters):
+        specs.append(("model.hybrid.usercf_max_raters", n, f"usercf max_raters={_label(n)}", "usercf",
+                      usercf(usercf_max_raters=n)))
+    for cap in _descending(args.usercf_row_caps):
+        specs.append(("model.hybrid.usercf_row_cap", cap, f"usercf row_cap={_label(cap)}", "usercf",
+                      usercf(usercf_row_cap=cap)))
+    return [(BoundRow(label, bound, value, order), method, variant)
+            for order, (bound, value, label, method, variant) in enumerate(specs)]
+
+
 def build_tasks(args: argparse.Namespace, n_events: int, half_life_s: float,
-                exact_cap: int | None = None) -> list[Task]:
-    """The tasks in the order they are started (longest first, so two workers finish close together)."""
+                configured: Configured | None = None) -> list[Task]:
+    """The tasks in the order they are started (longest first, so two workers finish close together).
+
+    Bounds rows with equal settings (e.g. ``row_cap`` 0 and the configured history cap with decay) share one
+    task, named after its first row. The history-cap runs start before the offline splits, as before; the
+    other bounds (shorter runs) after them, user-CF first (the slower), to fill the workers' ends.
+    """
+    configured = configured or Configured()
     train = round(n_events * args.train_frac)
-    tasks: list[Task] = []
+    head: list[Task] = []
+    tail: list[Task] = []
     if "prequential" in args.protocols:
-        tasks.append(Task("prequential", "prequential", n_events))
+        head.append(Task("prequential", "prequential", n_events))
     if "bounds" in args.protocols:
-        for cap in sorted(args.caps, key=lambda c: (c != 0, -c)):  # unlimited first: the slowest
-            label = "unlimited" if cap == 0 else str(cap)
-            tasks.append(Task(f"itemcf cap={label}", "bounds", n_events, {"history_cap": cap, "half_life_s": None}))
-            tasks.append(Task(f"itemcf cap={label} +decay", "bounds", n_events,
-                              {"history_cap": cap, "half_life_s": half_life_s}))
-        if exact_cap is not None:  # the configured bounds with neighbour lists recomputed whenever they change
-            tasks.append(Task(f"itemcf cap={exact_cap or 'unlimited'} +decay exact", "bounds", n_events,
-                              {"history_cap": exact_cap, "half_life_s": half_life_s, "refresh_events": 0}))
+        runs: dict[tuple[Any, ...], tuple[str, dict[str, Any], list[BoundRow]]] = {}
+        for row, method, variant in bound_rows(args, half_life_s, configured):
+            key = (method, *sorted(variant.items()))
+            runs.setdefault(key, (method, variant, []))[2].append(row)
+        bounds = [Task(rows[0].label, "bounds", n_events, variant, method, tuple(rows))
+                  for method, variant, rows in runs.values()]
+        head += [t for t in bounds if t.rows[0].bound == "model.history_cap"]
+        rest = [t for t in bounds if t.rows[0].bound != "model.history_cap"]
+        tail += sorted(rest, key=lambda t: t.method != "usercf")
     if "random" in args.protocols:
-        tasks.append(Task("random split", "random", train))
+        head.append(Task("random split", "random", train))
     if "temporal" in args.protocols:
-        tasks.append(Task("temporal split", "temporal", train))
-    return tasks
+        head.append(Task("temporal split", "temporal", train))
+    return head + tail
+
+
+def check_bounds(args: argparse.Namespace, model: HybridRecommender) -> None:
+    """ValueError naming the option and value of a row cap the model would reject (below its top-k)."""
+    for option, values, top_k, key in (
+            ("--row-caps", args.row_caps, model.itemcf.items.k, "model.top_k"),
+            ("--usercf-row-caps", args.usercf_row_caps, model.usercf.top_k, "model.hybrid.usercf_top_k")):
+        for value in values:
+            if value and value < top_k:
+                raise ValueError(f"{option}: {value} must be 0 (all) or at least {key} {top_k}")
 
 
 def run_tasks(tasks: Sequence[Task], opts: Options, jobs: int, progress: bool) -> dict[str, dict[str, Any]]:
     """Run the tasks (in ``jobs`` worker processes when > 1) with one progress bar each."""
-    bars = {t.name: tqdm(total=t.total, desc=f"{t.name:<24}", unit="ev", position=i, leave=True,
+    bars = {t.name: tqdm(total=t.total, desc=f"{t.name:<28}", unit="ev", position=i, leave=True,
                          disable=not progress, dynamic_ncols=True, mininterval=0.5)
             for i, t in enumerate(tasks)}
     results: dict[str, dict[str, Any]] = {}
@@ -235,9 +353,10 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any], k: int) -> 
             parts += ["", f"## {title}", "", report.offline_section(results[key], with_microsoft=ms)]
     if "random split" in results:
         parts += ["", "## 3. Beyond accuracy (random split lists)", "", report.beyond_section(results["random split"])]
-    bounds = [dict(r, label=name) for name, r in results.items() if r["kind"] == "bounds"]
+    bounds = report.bound_rows(results.values())
     if bounds:
-        parts += ["", "## 4. Cost of the bounds (item-CF, prequential)", "", report.bounds_section(bounds)]
+        parts += ["", "## 4. Cost of the bounds (item-CF and user-CF alone, prequential)", "",
+                  report.bounds_section(bounds, meta.get("configured"))]
     return "\n".join(parts) + "\n"
 
 
@@ -261,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         params = parse_params(args.param)
         probe = HybridRecommender.from_config(cfg["model"], **params)  # fail fast on bad settings
+        check_bounds(args, probe)
     except (ConfigError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -276,7 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     opts = Options(model_cfg=cfg["model"], params=params, data_dir=data_dir, limit=args.limit, k=args.k,
                    sample_every=args.sample_every, window=args.window, seed=args.seed, train_frac=args.train_frac)
-    tasks = build_tasks(args, n_events, half_life, probe.itemcf.history_cap if probe.refresh_events else None)
+    configured = Configured.of(probe)
+    tasks = build_tasks(args, n_events, half_life, configured)
     logger.info("running %d tasks with %d workers", len(tasks), args.jobs)
     results = run_tasks(tasks, opts, min(args.jobs, len(tasks)), progress=not args.no_progress)
     runtime = time.perf_counter() - started
@@ -286,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "runtime_s": runtime,
             "jobs": min(args.jobs, len(tasks)), "cpus": os.cpu_count(), "seed": args.seed,
             "model": results.get("prequential", {}).get("model") or {"half_life_s": probe.half_life_s},
-            "argv": list(sys.argv[1:] if argv is None else argv)}
+            "argv": list(sys.argv[1:] if argv is None else argv), "configured": asdict(configured)}
     md = render(results, meta, args.k)
     plots: list[Path] = []
     if "prequential" in results:
@@ -296,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if splits:
         plots.append(out / "offline.png")
         report.plot_offline(splits, plots[-1])
-    bounds = [dict(r, label=name) for name, r in results.items() if r["kind"] == "bounds"]
+    bounds = report.bound_rows(results.values())
     if bounds:
         plots.append(out / "bounds.png")
         report.plot_bounds(bounds, plots[-1])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,27 +125,75 @@ def beyond_section(s: Mapping[str, Any]) -> str:
     return md_table(("method", "catalog coverage", "novelty (bits)", "intra-list diversity"), rows) + "\n\n* " + note
 
 
-def bounds_section(rows: Sequence[Mapping[str, Any]]) -> str:
+#: How the bounds table names each bound, and what it bounds (the notes under the table).
+BOUND_NOTES: dict[str, str] = {
+    "model.history_cap": "item-CF's history cap: the most recent items of the user that a new event pairs with "
+                         "(per-event work and co-occurrence pairs; 0 = all)",
+    "model.row_cap": "item-CF's row cap: co-occurrence entries kept per item row, the largest C[a][b]/sqrt(norm_b) "
+                     "(a row is pruned when it grows past 1.25x the cap; a pruned pair restarts from 0; 0 = all, "
+                     "exact; make bench's scale run uses 100)",
+    "model.hybrid.usercf_max_raters": "user-CF's fan-out cap: a new event pairs with at most this many recent raters "
+                                      "of the item (older raters are evicted, so pairs that only co-rated evicted "
+                                      "items are missed; 0 = all, exact)",
+    "model.hybrid.usercf_row_cap": "user-CF's row cap: user-user dot products kept per user row, pruned like item-CF's "
+                                   "rows (0 = all, exact; make bench's scale run uses 50)",
+}
+
+
+def bound_rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the bounds table, in table order: each bounds result once per row it fills (runs are shared)."""
+    rows = [dict(r, **row) for r in results if r.get("kind") == "bounds"
+            for row in r.get("rows") or [{"label": r["name"], "bound": "", "value": 0, "order": 0}]]
+    return sorted(rows, key=lambda r: r["order"])
+
+
+def _unlimited(value: int) -> str | int:
+    return "unlimited" if value == 0 else value
+
+
+def bounds_section(rows: Sequence[Mapping[str, Any]], configured: Mapping[str, Any] | None = None) -> str:
     table = []
     for r in rows:
-        v = r["variant"]
-        cap = v.get("history_cap")
-        hl = v.get("half_life_s")
+        method = r.get("method", "itemcf")
+        if method == "itemcf":
+            hl = r["variant"].get("half_life_s")
+            decay = "off" if not hl else f"{hl:g} s"
+            lists = "exact" if r["refresh_events"] == 0 else f"lagged {r['refresh_events']}"
+        else:
+            decay, lists = "n/a", "exact"
         table.append((
-            r["label"], "unlimited" if cap == 0 else cap, "off" if not hl else f"{hl:g} s",
-            "exact" if r["refresh_events"] == 0 else f"lagged {r['refresh_events']}",
-            r["metrics"]["itemcf"]["HR"], r["metrics"]["itemcf"]["NDCG"],
-            f"{r['learn_us']:.0f}", f"{r['rank_ms']['itemcf']:.2f}", f"{r['pairs']:,}", f"{r['history']:,}",
+            r["label"], f"`{r['bound']}`" if r["bound"] else "", _unlimited(r["value"]), decay, lists,
+            r["metrics"][method]["HR"], r["metrics"][method]["NDCG"],
+            f"{r['learn_us']:.0f}", f"{r['rank_ms'][method]:.2f}", f"{r['pairs']:,}", f"{r['kept']:,}",
         ))
-    note = ("Item-CF alone (`mode=itemcf`, the other candidate generators switched off), same prequential "
-            "protocol and scored events as above. µs/event: learning cost per event (item-CF plus the trending and "
-            "bookkeeping every model keeps); ms/query: `rank()`; pairs: co-occurrence entries stored (both "
-            "directions); history: recent items kept over all users. Neighbour lists: *lagged N* reuses a dirty list "
-            "for up to N events (like the job's windowed refresh), *exact* recomputes it whenever it changed. "
-            "Timings were taken while the other evaluation tasks ran on the second core.")
-    headers = ("variant", "history cap", "decay half-life", "neighbour lists", "HR@10", "NDCG@10", "µs/event",
-               "ms/query", "pairs", "history")
-    return md_table(headers, table) + "\n\n* " + note
+    shown = [b for b in BOUND_NOTES if any(r["bound"] == b for r in rows)]
+    shared = [f"`{r['label']}` is the `{r['name']}` run" for r in rows if r.get("name", r["label"]) != r["label"]]
+    notes = [
+        "Each group varies one bound and runs the one method it bounds alone (`mode=itemcf` or `mode=usercf`, the "
+        "other candidate generators switched off), same prequential protocol and scored events as above; "
+        + (f"the other bounds keep their configured values ({_configured(configured)}); " if configured else "")
+        + "value 0 is the exact (unbounded) variant, *unlimited* in the table."
+        + (f" Rows with the same settings are one run, shown in each group: {'; '.join(shared)}." if shared else ""),
+        *(f"`{b}`: {BOUND_NOTES[b]}." for b in shown),
+        "µs/event: learning cost per event (the method plus the trending and bookkeeping every model keeps); "
+        "ms/query: `rank()`; pairs: entries stored in the rows, both directions (item-CF: co-occurrence entries; "
+        "user-CF: user-user dot products); history / raters: item-CF's recent items kept over all users, user-CF's "
+        "raters kept over all items. Neighbour lists: *lagged N* reuses a dirty item-CF list for up to N events "
+        "(like the job's windowed refresh), *exact* recomputes it whenever it changed (user-CF's neighbours are "
+        "always computed at query time from the current sums). Decay (the user's history half-life) applies to "
+        "item-CF only. Timings were taken while the other evaluation tasks ran on the second core.",
+    ]
+    headers = ("variant", "bound", "value", "decay half-life", "neighbour lists", "HR@10", "NDCG@10", "µs/event",
+               "ms/query", "pairs", "history / raters")
+    return md_table(headers, table) + "\n\n" + "\n".join(f"* {n}" for n in notes)
+
+
+def _configured(c: Mapping[str, Any]) -> str:
+    hl = c.get("half_life_s")
+    parts = [f"history cap {_unlimited(c['history_cap'])}", f"decay {'off' if not hl else f'{hl:g} s'}",
+             f"row_cap {_unlimited(c['row_cap'])}", f"usercf_max_raters {_unlimited(c['usercf_max_raters'])}",
+             f"usercf_row_cap {_unlimited(c['usercf_row_cap'])}"]
+    return ", ".join(parts)
 
 
 # -- plots ----------------------------------------------------------------------------------------------
@@ -196,17 +244,26 @@ def plot_offline(splits: Mapping[str, Mapping[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+#: Bar colours of the bounds plot: per bound (the history cap: without / with decay).
+BOUND_COLORS: dict[str, str] = {"model.row_cap": "tab:green", "model.hybrid.usercf_max_raters": "tab:purple",
+                                "model.hybrid.usercf_row_cap": "tab:brown"}
+
+
 def plot_bounds(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, max(4.5, 1.2 + 0.28 * len(rows))))
     labels = [r["label"] for r in rows]
-    colors = ["tab:orange" if r["variant"].get("half_life_s") else "tab:blue" for r in rows]
-    ax.barh(range(len(rows)), [r["metrics"]["itemcf"]["HR"] for r in rows], color=colors)
+    colors = [BOUND_COLORS.get(r.get("bound", ""),
+                               "tab:orange" if r.get("method", "itemcf") == "itemcf" and r["variant"].get("half_life_s")
+                               else "tab:blue")
+              for r in rows]
+    ax.barh(range(len(rows)), [r["metrics"][r.get("method", "itemcf")]["HR"] for r in rows], color=colors)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("prequential HR@10")
-    ax.set_title("Item-CF: cost of the bounds (orange: history decay on)")
+    ax.set_xlabel("prequential HR@10 (the bounded method alone)")
+    ax.set_title("Cost of the bounds. Item-CF: history cap (blue; orange: decay on), row cap (green)\n"
+                 "User-CF: fan-out max_raters (purple), row cap (brown)", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

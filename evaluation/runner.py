@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.hybrid import HybridRecommender
@@ -50,11 +50,23 @@ class Options:
 
 
 @dataclass(frozen=True)
+class BoundRow:
+    """One row of the bounds table: which bound it varies, to which value (several rows may share a task)."""
+
+    label: str  # e.g. "usercf max_raters=20"
+    bound: str  # the config key, e.g. "model.hybrid.usercf_max_raters"
+    value: int  # 0 = unlimited (exact)
+    order: int  # position in the table
+
+
+@dataclass(frozen=True)
 class Task:
     name: str
     kind: str  # "prequential", "temporal", "random" or "bounds"
     total: int  # progress units (events) for the bar
-    variant: Mapping[str, Any] = field(default_factory=dict)  # bounds: model arguments of this row
+    variant: Mapping[str, Any] = field(default_factory=dict)  # bounds: model arguments of this run
+    method: str = "itemcf"  # bounds: the one candidate generator kept (and ranked with)
+    rows: tuple[BoundRow, ...] = ()  # bounds: the table rows this run fills
 
 
 def load_data(opts: Options) -> tuple[list[Event], list[dict[str, Any]]]:
@@ -108,18 +120,31 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
         })
     elif task.kind == "bounds":
         variant = dict(task.variant)
-        model = build_model(opts, catalog, methods=("itemcf",), train_combiner=False, **variant)
-        res = prequential({"itemcf": (model, "itemcf")}, events, k=opts.k, sample_every=opts.sample_every,
+        method = task.method
+        if method not in ("itemcf", "usercf"):
+            raise ValueError(f"bounds task {task.name!r}: method {method!r} must be itemcf or usercf")
+        model = build_model(opts, catalog, methods=(method,), train_combiner=False, **variant)
+        res = prequential({method: (model, method)}, events, k=opts.k, sample_every=opts.sample_every,
                           window=opts.window, seed=opts.seed, progress=progress)
-        summary = _prequential_summary(res)
-        rows = model.itemcf.items.rows
-        out.update(summary)
+        out.update(_prequential_summary(res))
+        if method == "itemcf":  # co-occurrence entries; recent items kept over all users
+            rows, pruned = model.itemcf.items.rows, model.itemcf.items.pruned
+            kept = sum(len(h.recent) for h in model.itemcf.users.values())
+        else:  # user-user dot products; raters kept over all items
+            rows, pruned = model.usercf.rows.rows, model.usercf.rows.pruned
+            kept = sum(len(r) for r in model.usercf.items.values())
         out.update({
+            "method": method,
             "variant": variant,
+            "rows": [asdict(r) for r in task.rows] or [asdict(BoundRow(task.name, "", 0, 0))],
             "learn_us": 1e6 * res.learn_s / max(res.n_events, 1),
             "pairs": sum(len(r) for r in rows.values()),
+            "pruned": pruned,
+            "kept": kept,
             "refresh_events": model.refresh_events,
-            "history": sum(len(h.recent) for h in model.itemcf.users.values()),
+            "half_life_s": model.half_life_s,
+            "settings": {"history_cap": model.itemcf.history_cap, "row_cap": model.itemcf.items.row_cap,
+                         "usercf_max_raters": model.usercf.max_raters, "usercf_row_cap": model.usercf.rows.row_cap},
         })
     else:
         raise ValueError(f"task kind {task.kind!r} must be prequential, temporal, random or bounds")

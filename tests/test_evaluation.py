@@ -1,12 +1,15 @@
+import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
+from config import load_config
 from core.hybrid import HybridRecommender
 from core.metrics import ndcg_at_k
-from evaluation.__main__ import main, parse_args, parse_params
+from evaluation import report
+from evaluation.__main__ import Configured, build_tasks, main, parse_args, parse_params
 from evaluation.metrics import ndcg_set_at_k
 from evaluation.protocols import (
     beyond_accuracy,
@@ -17,6 +20,7 @@ from evaluation.protocols import (
     relevant_items,
     temporal_split,
 )
+from evaluation.runner import BoundRow, Options, Task, run_task
 from ingest.movielens import load_catalog, load_events
 from udfs.events import Event
 
@@ -179,6 +183,19 @@ def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert (out / png).stat().st_size > 1000
         assert (docs / f"eval-{png}").read_bytes() == (out / png).read_bytes()  # --docs: the README's copies
     assert "| learned |" in capsys.readouterr().out
+    # the bounds table: each bound's rows name the bound and its value; the defaults of the new bounds ran
+    for row in ("| itemcf cap=10 | `model.history_cap` | 10 | off |", "| itemcf row_cap=100 | `model.row_cap` | 100 |",
+                "| itemcf row_cap=unlimited | `model.row_cap` | unlimited |",
+                "| usercf max_raters=unlimited | `model.hybrid.usercf_max_raters` | unlimited | n/a | exact |",
+                "| usercf max_raters=20 |", "| usercf row_cap=50 | `model.hybrid.usercf_row_cap` | 50 |",
+                "`model.hybrid.usercf_row_cap`: user-CF's row cap",
+                "`usercf row_cap=unlimited` is the `usercf max_raters=20` run"):
+        assert row in md
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))["results"]
+    shared = results["usercf max_raters=20"]  # usercf row_cap=0 is the same run (max_raters as configured)
+    assert [r["label"] for r in shared["rows"]] == ["usercf max_raters=20", "usercf row_cap=unlimited"]
+    assert "usercf row_cap=unlimited" not in results and shared["method"] == "usercf"
+    assert set(shared["metrics"]) == {"usercf"} and shared["pairs"] > 0 and shared["kept"] > 0
     # a run of one protocol copies only the plot it made (no stale plots of an earlier run)
     docs2 = tmp_path / "docs2"
     assert main(["--limit", "200", "--jobs", "1", "--no-progress", "--out", str(out), "--protocols", "prequential",
@@ -199,3 +216,81 @@ def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
         parse_params(["oops"])
     assert main(["--param", "mode=best", "--no-progress", "--out", "/nonexistent"]) == 2
     assert "mode 'best'" in capsys.readouterr().err
+
+
+def test_bounds_options() -> None:
+    args = parse_args([])
+    assert (args.caps, args.row_caps, args.max_raters, args.usercf_row_caps) == (
+        [10, 20, 50, 0], [0, 100, 50], [0, 50, 20], [0, 50])  # exact, the configured / scale-run values, tighter
+    args = parse_args(["--caps", "", "--row-caps", "100, 100,0", "--max-raters", "7", "--usercf-row-caps", ""])
+    assert (args.caps, args.row_caps, args.max_raters, args.usercf_row_caps) == ([], [100, 0], [7], [])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--max-raters", "0,x"], "--max-raters '0,x': 'x' is not an integer"),
+    (["--row-caps", "100,-1"], "--row-caps '100,-1': -1 must be >= 0"),
+    (["--usercf-row-caps", "1.5"], "--usercf-row-caps '1.5': '1.5' is not an integer"),
+    (["--caps", "-2"], "--caps '-2': -2 must be >= 0"),
+])
+def test_bounds_options_errors_name_the_value(argv: list[str], message: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_bounds_row_caps_below_top_k_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--row-caps", "0,10", "--no-progress", "--out", "/nonexistent"]) == 2
+    assert "--row-caps: 10 must be 0 (all) or at least model.top_k 20" in capsys.readouterr().err
+    assert main(["--usercf-row-caps", "5", "--param", "usercf_top_k=8", "--no-progress", "--out", "/nonexistent"]) == 2
+    assert "--usercf-row-caps: 5 must be 0 (all) or at least model.hybrid.usercf_top_k 8" in capsys.readouterr().err
+
+
+def test_bounds_tasks_share_the_exact_runs() -> None:
+    configured = Configured(history_cap=20, half_life_s=180.0, row_cap=0, usercf_max_raters=50, usercf_row_cap=0)
+    tasks = build_tasks(parse_args([]), 1000, 180.0, configured)
+    names = [t.name for t in tasks]
+    assert len(set(names)) == len(names)
+    labels = {r.label: t for t in tasks for r in t.rows}
+    # the exact variant of a new bound reuses the run that already has its settings
+    assert labels["itemcf row_cap=unlimited"] is labels["itemcf cap=20 +decay"]
+    assert labels["usercf row_cap=unlimited"] is labels["usercf max_raters=50"]
+    assert labels["usercf max_raters=50"].method == "usercf" and labels["itemcf row_cap=100"].method == "itemcf"
+    assert dict(labels["itemcf row_cap=50"].variant) == {"history_cap": 20, "half_life_s": 180.0, "row_cap": 50,
+                                                         "refresh_events": 1000}
+    assert dict(labels["usercf max_raters=unlimited"].variant) == {"usercf_max_raters": 0, "usercf_row_cap": 0}
+    bounds = [t for t in tasks if t.kind == "bounds"]
+    assert len(bounds) == 9 + 2 + 3 + 1  # caps (x2 decay, + exact) + row caps 100, 50 + max_raters + usercf 50
+    assert len(labels) == 9 + 3 + 3 + 2
+    # the history-cap runs start before the offline splits, the shorter new runs after them, user-CF first
+    assert names.index("temporal split") < names.index("usercf max_raters=unlimited") < names.index(
+        "itemcf row_cap=100")
+    rows = sorted((r for t in bounds for r in t.rows), key=lambda r: r.order)
+    assert [r.bound for r in rows] == (["model.history_cap"] * 9 + ["model.row_cap"] * 3
+                                       + ["model.hybrid.usercf_max_raters"] * 3 + ["model.hybrid.usercf_row_cap"] * 2)
+    assert [r.value for r in rows if r.bound == "model.row_cap"] == [0, 100, 50]
+    # another decay half-life than the configured one: row_cap 0 is a run of its own
+    other = build_tasks(parse_args(["--protocols", "bounds"]), 1000, 600.0, configured)
+    labels = {r.label: t for t in other for r in t.rows}
+    assert labels["itemcf row_cap=unlimited"].name == "itemcf row_cap=unlimited"
+    # decay off in the config: row_cap 0 shares the cap run without decay
+    plain = build_tasks(parse_args(["--protocols", "bounds"]), 1000, 600.0, Configured(history_cap=20))
+    labels = {r.label: t for t in plain for r in t.rows}
+    assert labels["itemcf row_cap=unlimited"] is labels["itemcf cap=20"]
+
+
+def test_bounds_tasks_measure_the_user_cf_state() -> None:
+    opts = Options(model_cfg=load_config()["model"], limit=3000, sample_every=5)
+    rows = (BoundRow("usercf max_raters=2", "model.hybrid.usercf_max_raters", 2, 0),)
+    capped = run_task(Task("capped", "bounds", 3000, {"usercf_max_raters": 2, "usercf_row_cap": 0}, "usercf", rows),
+                      opts)
+    exact = run_task(Task("exact", "bounds", 3000, {"usercf_max_raters": 0, "usercf_row_cap": 0}, "usercf"), opts)
+    events = load_events(limit=3000)
+    assert exact["kept"] == len({(x.user_id, x.item_id) for x in events})  # every rater of every item
+    assert capped["kept"] <= 2 * len({x.item_id for x in events}) < exact["kept"]
+    assert capped["pairs"] < exact["pairs"] and exact["pruned"] == 0
+    assert capped["rows"] == [{"label": "usercf max_raters=2", "bound": "model.hybrid.usercf_max_raters", "value": 2,
+                               "order": 0}]
+    assert exact["rows"][0]["label"] == "exact" and set(exact["metrics"]) == {"usercf"}
+    table = report.bounds_section(report.bound_rows([capped, exact]))
+    assert "| usercf max_raters=2 | `model.hybrid.usercf_max_raters` | 2 | n/a | exact |" in table
