@@ -115,7 +115,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     for key in ("model.top_n", "model.top_k", "job.parallelism", "job.shards", "job.window_ms",
                 "redis.pipeline_size", "kafka.partitions", "limits.max_id_length"):
         positive_int(key)
-    for key in ("job.dedup_ttl_ms", "job.dedup_max_ids"):
+    for key in ("job.dedup_ttl_ms", "job.dedup_max_ids", "job.state_compact_windows"):
         positive_int(key)
     for key in ("model.history_cap", "job.checkpoint_interval_ms", "job.refresh_budget_ms",
                 "job.max_out_of_orderness_ms"):

@@ -93,7 +93,7 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     items = (users.key_by(lambda d: d[0], key_type=Types.INT())
              .process(ItemWindow(window, model["top_k"], job["refresh_budget_ms"], shards,
                                  hybrid.usercf.max_raters, usercf, job["refresh_on_norms"],
-                                 hybrid.itemcf.items.row_cap), output_type=PICKLED)
+                                 hybrid.itemcf.items.row_cap, job["state_compact_windows"]), output_type=PICKLED)
              .name("item-window").uid("item-window"))
     shared = items
     user_sims = None
@@ -101,7 +101,8 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
         user_sims = (items.get_side_output(USER_DELTA_TAG)
                      .key_by(lambda d: d[0], key_type=Types.INT())
                      .process(UserSimWindow(window, hybrid.usercf.top_k, job["refresh_budget_ms"],
-                                            job["refresh_on_norms"], hybrid.usercf.rows.row_cap),
+                                            job["refresh_on_norms"], hybrid.usercf.rows.row_cap,
+                                            job["state_compact_windows"]),
                               output_type=PICKLED)
                      .name("user-similarity").uid("user-similarity"))
         shared = shared.union(user_sims, users.get_side_output(USER_ITEMS_TAG))

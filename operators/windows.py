@@ -201,17 +201,55 @@ class UserWindow(_Windowed):
             yield RANK_TAG, (key, requests, final)
 
 
+class _RefreshBudget:
+    """Refresh time per window shared by every similarity operator of one Python interpreter.
+
+    In thread mode all Python operators of a TaskManager run in one interpreter (one GIL): a budget per
+    subtask would let p subtasks spend p budgets of the same core and starve the rankers.
+    """
+
+    window = -1
+    until = 0.0
+
+    @classmethod
+    def left(cls, window_ms: int, budget_ms: int) -> float:
+        now = time.time()
+        window = int(now * 1000) // window_ms
+        if window != cls.window:
+            cls.window, cls.until = window, time.perf_counter() + budget_ms / 1000
+        return max(0.0, cls.until - time.perf_counter())
+
+
+@dataclass
+class _Unwritten:
+    """What a shard changed since its rows were last written whole to Flink state (see :class:`_RowsWindow`)."""
+
+    rows: set[str] = field(default_factory=set)
+    norms: set[str] = field(default_factory=set)
+    windows: int = 0
+
+
 class _RowsWindow(_Windowed):
-    """Similarity rows of one shard (:class:`ItemRows`): sums in, changed top-K neighbour lists out."""
+    """Similarity rows of one shard (:class:`ItemRows`): sums in, changed top-K neighbour lists out.
+
+    State: the rows and norms as of the last *compaction*, plus a log (ListState) of the delta batches
+    applied since, one entry per window; every ``compact_windows`` windows the rows and norms changed since
+    are written whole and the log is cleared. A window thus writes one list entry of the size of its
+    deltas instead of every row it touched (on MovieLens almost every row, each window). A restore loads
+    the rows and replays the log in order: the same additions in the same order give the same floats.
+    ``compact_windows`` <= 1 writes the rows every window (no log).
+    """
 
     def __init__(self, window_ms: int, top_k: int, refresh_budget_ms: int, refresh_on_norms: bool = False,
-                 row_cap: int = 0) -> None:
+                 row_cap: int = 0, compact_windows: int = 20) -> None:
         super().__init__(window_ms)
         self.top_k = top_k
         self.refresh_budget_ms = refresh_budget_ms
         self.refresh_on_norms = refresh_on_norms
         self.row_cap = row_cap
+        self.compact_windows = compact_windows
         self._models: dict[int, ItemRows] = {}
+        self._unwritten: dict[int, _Unwritten] = {}
 
     def open_rows(self, runtime_context: RuntimeContext) -> None:
         self.open_buffer(runtime_context)
@@ -219,32 +257,34 @@ class _RowsWindow(_Windowed):
             MapStateDescriptor("rows", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.norms = runtime_context.get_map_state(MapStateDescriptor("norms", Types.STRING(), Types.DOUBLE()))
         self.index = runtime_context.get_map_state(MapStateDescriptor("index", Types.STRING(), Types.INT()))
-        self._models = {}
-        self._budget_window, self._budget_until = -1, 0.0
+        self.log = runtime_context.get_list_state(ListStateDescriptor("rows-log", Types.PICKLED_BYTE_ARRAY()))
+        self._models, self._unwritten = {}, {}
 
     def _budget_left(self) -> float:
-        """Seconds of refresh work left in this window for this subtask (shared by its shards)."""
-        now = time.time()
-        window = int(now * 1000) // self.window_ms
-        if window != self._budget_window:
-            self._budget_window, self._budget_until = window, time.perf_counter() + self.refresh_budget_ms / 1000
-        return max(0.0, self._budget_until - time.perf_counter())
+        """Seconds of refresh work left in this window for this interpreter (shared by its subtasks and shards)."""
+        return _RefreshBudget.left(self.window_ms, self.refresh_budget_ms)
 
     def _model(self, shard: int) -> ItemRows:
         model = self._models.get(shard)
         if model is None:  # first use of this shard in this process (fresh start or restore)
             model = ItemRows(self.top_k, refresh_on_norms=self.refresh_on_norms, row_cap=self.row_cap)
             model.load(dict(self.index.items()), dict(self.rows.items()), dict(self.norms.items()), {})
+            unwritten = _Unwritten()
+            for batch in self.log.get() or ():  # the windows applied since the last compaction, in order
+                for n_d, p_d in batch:
+                    unwritten.rows |= model.apply(n_d, p_d, {})[0]
+                    unwritten.norms.update(n_d)
+                unwritten.windows += 1
             model.dirty = dict.fromkeys(model.rows)  # neighbour lists are derived: recompute them
-            self._models[shard] = model
+            self._models[shard], self._unwritten[shard] = model, unwritten
             if model.rows:
-                logger.info("%s shard %s restored: %d rows, %d norms", type(self).__name__, shard,
-                            len(model.rows), len(model.norms))
+                logger.info("%s shard %s restored: %d rows, %d norms, %d logged windows", type(self).__name__,
+                            shard, len(model.rows), len(model.norms), unwritten.windows)
         return model
 
     def apply_rows(self, key: Any, deltas: Iterable[tuple[Mapping[str, float], Mapping[str, Mapping[str, float]]]],
                    ctx: Any, final: bool, only_norms: bool = False) -> dict[str, list[tuple[str, float]]]:
-        """Add (norm deltas, pair deltas) batches, write what changed to state, return refreshed lists.
+        """Add (norm deltas, pair deltas) batches, record them in state, return refreshed lists.
 
         ``only_norms``: refresh only the dirty rows whose own norm moved in this window (the rows of the users
         who acted; the others stay dirty until their owner acts, or the end of a bounded input).
@@ -253,15 +293,14 @@ class _RowsWindow(_Windowed):
         known = len(model.names)
         changed: set[str] = set()
         norms: dict[str, None] = {}
-        for n_d, p_d in deltas:  # the deltas are additive: apply each upstream shard's as it is
+        batch = [(n_d, p_d) for n_d, p_d in deltas if n_d or p_d]
+        for n_d, p_d in batch:  # the deltas are additive: apply each upstream shard's as it is
             changed |= model.apply(n_d, p_d, {})[0]
             norms.update(dict.fromkeys(n_d))
         if len(model.names) > known:
             put_all(self.index, {model.names[i]: i for i in range(known, len(model.names))})
-        if changed:
-            put_all(self.rows, {a: model.rows[a] for a in changed})
-        if norms:
-            put_all(self.norms, {i: model.norm(i) for i in norms})
+        if batch:
+            self._record(key, model, batch, changed, norms)
         if final and not self.refresh_on_norms:
             model.mark_all()  # end of a bounded input: every list exact with the final norms
         if only_norms and not final:
@@ -272,13 +311,29 @@ class _RowsWindow(_Windowed):
             ctx.timer_service().register_processing_time_timer(now - now % self.window_ms + self.window_ms)
         return neighbors
 
+    def _record(self, key: Any, model: ItemRows, batch: list[Any], changed: set[str], norms: Mapping[str, Any]) -> None:
+        """Make this window's deltas durable: one log entry, or (every ``compact_windows``) the changed rows."""
+        u = self._unwritten[key]
+        u.rows |= changed
+        u.norms.update(norms)
+        u.windows += 1
+        if u.windows < self.compact_windows:
+            self.log.add(batch)
+            return
+        put_all(self.rows, {a: model.rows[a] for a in u.rows})  # ItemRows never deletes a row
+        put_all(self.norms, {i: model.norm(i) for i in u.norms})
+        if u.windows > 1:
+            self.log.clear()
+        self._unwritten[key] = _Unwritten()
+
 
 class ItemWindow(_RowsWindow):
     """Item shard: co-occurrence rows, recent raters, item statistics; emits neighbour lists and statistics."""
 
     def __init__(self, window_ms: int, top_k: int, refresh_budget_ms: int, user_shards: int,
-                 max_raters: int, usercf: bool, refresh_on_norms: bool = False, row_cap: int = 0) -> None:
-        super().__init__(window_ms, top_k, refresh_budget_ms, refresh_on_norms, row_cap)
+                 max_raters: int, usercf: bool, refresh_on_norms: bool = False, row_cap: int = 0,
+                 compact_windows: int = 20) -> None:
+        super().__init__(window_ms, top_k, refresh_budget_ms, refresh_on_norms, row_cap, compact_windows)
         self.user_shards = user_shards
         self.max_raters = max_raters
         self.usercf = usercf

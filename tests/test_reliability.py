@@ -45,6 +45,9 @@ class Scenario:
                            f"redis.prefix=rel-{tag}:", "job.checkpoint_interval_ms=2000",
                            f"job.checkpoint_dir=var/test-checkpoints/{tag}", f"job.transactional_id_prefix=t-{tag}",
                            "job.delivery=exactly_once", "job.parallelism=2",
+                           # rows compacted every 3 windows: a kill lands between compactions (a restore
+                           # replays the delta log) as well as after them
+                           "job.state_compact_windows=3",
                            # exact user-CF: with a fan-out cap, which raters an event pairs with depends on the
                            # arrival order of other users' events, which a recovery does not reproduce
                            "model.hybrid.usercf_max_raters=0"]
