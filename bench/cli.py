@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config override passed to the job and used by the limit, e.g. job.window_ms=250 "
                         "(repeatable; topics, Redis prefix, group and parallelism are set per run)")
     g = p.add_argument_group("throughput")
-    g.add_argument("--parallelism", default="1,2", metavar="LIST", help="job parallelisms to measure (default 1,2)")
+    g.add_argument("--parallelism", default="1,2", metavar="LIST",
+                   help="job parallelisms to measure in the local mini-cluster, one JVM (default 1,2)")
+    g.add_argument("--cluster-parallelism", default="2", metavar="LIST",
+                   help="job parallelisms to measure on a local standalone cluster with that many TaskManagers of "
+                        "one slot each (thread mode runs one Python interpreter per TaskManager); '' to skip "
+                        "(default 2)")
     g.add_argument("--events", type=int, metavar="N", help="replay only the first N MovieLens ratings")
     g = p.add_argument_group("freshness")
     g.add_argument("--rate", type=float, default=1000.0, help="background events/s (default 1000)")
@@ -80,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds after the first event after which the scale run reports the part it finished "
                         "(approximate, marked incomplete) instead of waiting on (default 480)")
     g.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
-                   help="py-spy the JVM for this long during the scale run (default 0: off)")
+                   help="py-spy the JVM for this long during the scale run and each MovieLens replay (default 0: off)")
     g = p.add_argument_group("limit")
     g.add_argument("--rank-stride", type=int, default=20,
                    help="per-event variant: rank every N-th event and estimate the rate (default 20; 1 = exact)")
@@ -160,7 +165,7 @@ def run(args: argparse.Namespace, parts: list[str]) -> int:
         client.close()
 
     steps: dict[str, Callable[[], None]] = {
-        "throughput": lambda: _throughput(args, report),
+        "throughput": lambda: _throughput(args, report, out),
         "freshness": lambda: _freshness(args, report, out),
         "scale": lambda: _scale(args, report, out),
         "limit": lambda: _limit(args, report, cfg),
@@ -222,15 +227,19 @@ def _movielens(limit: int | None) -> list[Any]:
         raise BenchError(str(exc)) from exc
 
 
-def _throughput(args: argparse.Namespace, report: dict[str, Any]) -> None:
+def _throughput(args: argparse.Namespace, report: dict[str, Any], out: Path) -> None:
     from bench.replay import ReplayOptions, run_replay
 
     events = _movielens(args.events or (20_000 if args.quick else None))
     runs: list[dict[str, Any]] = []
     report["throughput"] = {"dataset": "MovieLens-100K", "events": len(events), "runs": runs}
-    for par in [int(x) for x in args.parallelism.split(",") if x.strip()]:
-        res = run_replay(events, ReplayOptions(f"tp-p{par}", par, overrides=list(args.overrides),
-                                               catalog=_movielens_catalog()))
+    plan = [(int(x), False) for x in args.parallelism.split(",") if x.strip()]
+    plan += [(int(x), True) for x in args.cluster_parallelism.split(",") if x.strip()]
+    for par, on_cluster in plan:
+        label = f"tp-p{par}" + ("-cluster" if on_cluster else "")
+        res = run_replay(events, ReplayOptions(label, par, overrides=list(args.overrides), cluster=on_cluster,
+                                               catalog=_movielens_catalog(), profile_s=args.profile, profile_delay=3.0,
+                                               profile_out=out / f"profile_{label}.txt"))
         res["dataset"] = "MovieLens-100K"
         runs.append(res)
 

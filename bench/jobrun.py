@@ -262,3 +262,147 @@ def latest_checkpoint(root: Path, after: float = 0.0) -> Path | None:
 
 
 LOG_DIR = RESULTS_DIR / "logs"
+
+
+class _TreeRssSampler(RssSampler):
+    """:class:`RssSampler` over the processes ``pids()`` returns (the cluster's JVMs) instead of one tree."""
+
+    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.5) -> None:
+        super().__init__(-1, interval)
+        self._pids = pids
+
+    def sample(self) -> None:
+        total = jvm = workers = 0
+        for pid in self._pids():
+            try:
+                procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+            except psutil.Error:
+                continue
+            for p in procs:
+                try:
+                    rss, name = p.memory_info().rss, p.name()
+                except psutil.Error:
+                    continue
+                total += rss
+                if name == "java":
+                    jvm += rss
+                elif name.startswith("python"):
+                    workers += rss
+        self.samples += 1
+        self.last_total = total
+        self.peak_total = max(self.peak_total, total)
+        self.peak_jvm = max(self.peak_jvm, jvm)
+        self.peak_python_workers = max(self.peak_python_workers, workers)
+
+
+class ClusterJob(JobProcess):
+    """The job on a local standalone cluster of ``taskmanagers`` TaskManagers with one slot each.
+
+    In thread mode every Python operator of a TaskManager runs in that JVM's one embedded interpreter
+    (one GIL): parallelism beyond 1 uses more cores only with more TaskManagers, the production layout
+    (``deploy/k8s``: one slot per TaskManager pod). :meth:`start` brings the cluster up
+    (``deploy.cluster``) and submits the job the way ``make submit`` does (``flink run`` with the project
+    shipped as ``-pyfs``); :meth:`stop` cancels it and stops the cluster. Refuses to run beside a cluster it
+    did not start. Memory and CPU are those of the JobManager and TaskManager JVMs.
+    """
+
+    def __init__(self, overrides: list[str], log_path: Path, taskmanagers: int, *, sample_rss: bool = True) -> None:
+        super().__init__(overrides, log_path, sample_rss=sample_rss)
+        self.taskmanagers = taskmanagers
+        self.job_id: str | None = None
+        self._up = False
+
+    def start(self) -> None:
+        from deploy import cluster
+        from deploy.submit import Submission, submit
+
+        if any(cluster.running_daemons().values()) or cluster.overview() is not None:
+            raise BenchError("a Flink cluster is already running (make cluster-status): the benchmark starts its "
+                             "own with one slot per TaskManager; stop it first with `make cluster-down`")
+        settings = cluster.Settings.from_env({**os.environ, "CLUSTER_TASKMANAGERS": str(self.taskmanagers),
+                                              "CLUSTER_SLOTS": "1"})
+        self.started_at = time.time()
+        with _LOCK:
+            _RUNNING.add(self)
+        self._up = True
+        try:
+            cluster.up(settings)
+            # file:// URIs: the job's client runs in var/flink/job, not in the checkout
+            overrides = [f"job.checkpoint_dir={Path(o.split('=', 1)[1]).resolve().as_uri()}"
+                         if o.startswith("job.checkpoint_dir=") else o for o in self.overrides]
+            self.job_id = submit(Submission(overrides=overrides, parallelism=self.taskmanagers), wait=180)
+        except Exception as exc:
+            self.stop()
+            raise BenchError(f"could not run the job on the local cluster: {exc}; logs in {cluster.LOG_DIR}") from exc
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.write_text(f"job {self.job_id} on the local cluster; logs in {cluster.LOG_DIR}\n")
+        if self.sample_rss:
+            self.sampler = _TreeRssSampler(self._cluster_pids)
+            self.sampler.start()
+
+    @staticmethod
+    def _cluster_pids() -> list[int]:
+        from deploy import cluster
+
+        return [p for pids in cluster.running_daemons().values() for p in pids]
+
+    @property
+    def pid(self) -> int:
+        pids = self._cluster_pids()
+        return pids[0] if pids else -1
+
+    def alive(self) -> bool:
+        return self._state() == "RUNNING"
+
+    def _state(self) -> str | None:
+        from deploy.submit import job_details
+
+        if self.job_id is None:
+            return None
+        try:
+            return str(job_details(self.job_id).get("state"))
+        except Exception:  # the cluster is gone
+            return None
+
+    def java_pids(self) -> list[int]:
+        """The TaskManager JVMs (where the Python code runs), then the JobManager."""
+        from deploy import cluster
+
+        running = cluster.running_daemons()
+        return [*running["taskexecutor"], *running["standalonesession"]]
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for pid in self._cluster_pids():
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        return total
+
+    def flink_log(self) -> str:
+        from deploy import cluster
+
+        return str(cluster.LOG_DIR)
+
+    def check_alive(self) -> None:
+        state = self._state()
+        if state != "RUNNING":
+            from deploy.submit import root_exception
+
+            why = root_exception(self.job_id) if self.job_id and state else "the cluster does not answer"
+            raise BenchError(f"the job on the local cluster is {state}: {why}; {self.failure_hint()}")
+
+    def stop(self, grace: float = 15.0) -> None:
+        from deploy import cluster
+        from deploy.submit import cancel
+
+        if self.sampler is not None:
+            self.sampler.stop()
+        if self.job_id is not None and self._state() == "RUNNING":
+            with contextlib.suppress(Exception):
+                cancel(self.job_id)
+        if self._up:
+            cluster.down()
+            self._up = False
+        with _LOCK:
+            _RUNNING.discard(self)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BenchError, RunNames, base_config, dir_size, progress, redis_client, scan_keys
-from bench.jobrun import LOG_DIR, JobProcess, latest_checkpoint
+from bench.jobrun import LOG_DIR, ClusterJob, JobProcess, latest_checkpoint
 from bench.profile import Profiler, summarize
 from udfs.events import Event
 
@@ -56,6 +56,7 @@ class ReplayOptions:
     profile_delay: float = 10.0
     profile_out: Path | None = None
     catalog: Sequence[Mapping[str, Any]] = ()  # published to the run's items topic before the job starts
+    cluster: bool = False  # run on a local standalone cluster of `parallelism` TaskManagers (one slot each)
 
 
 class Warmup:
@@ -162,9 +163,12 @@ def run_replay(events: Sequence[Event], opts: ReplayOptions) -> dict[str, Any]:
              len(expected), opts.parallelism, names.suffix, prefix)
     client = redis_client(cfg)
     producer = make_producer(bootstrap, linger_ms=0)
-    job = JobProcess(overrides, LOG_DIR / f"{names.suffix}.log")
+    log = LOG_DIR / f"{names.suffix}.log"
+    job = ClusterJob(overrides, log, opts.parallelism) if opts.cluster else JobProcess(overrides, log)
     result: dict[str, Any] = {"label": opts.label, "parallelism": opts.parallelism, "events": len(events),
-                              "users": len(expected), "job_log": str(job.log_path)}
+                              "users": len(expected), "job_log": str(job.log_path),
+                              "layout": (f"local cluster, {opts.parallelism} TaskManager(s) x 1 slot" if opts.cluster
+                                         else "mini-cluster (one JVM)")}
     try:
         names.create(cfg)
         if opts.catalog:

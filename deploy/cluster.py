@@ -25,9 +25,11 @@ into ``.venv`` (no download). The project's code then reaches the workers only t
 remote cluster: with the job (``deploy/submit.py``: ``-pyfs``/``-pyreq``). ``CLUSTER_PYTHON=/path/python``
 uses another interpreter instead (it must import ``pyflink`` and ``pemja``).
 
-Settings (environment): ``CLUSTER_REST_PORT`` (8081), ``CLUSTER_RPC_PORT`` (6123), ``CLUSTER_SLOTS`` (2),
-``CLUSTER_JM_MEMORY`` (1024m), ``CLUSTER_TM_MEMORY`` (3072m), ``CLUSTER_PYTHON``. They are not named
-``FLINKREC_*``: that prefix is reserved for config overrides (``config.load_config`` rejects unknown keys).
+Settings (environment): ``CLUSTER_REST_PORT`` (8081), ``CLUSTER_RPC_PORT`` (6123), ``CLUSTER_SLOTS`` (2, per
+TaskManager), ``CLUSTER_TASKMANAGERS`` (1; thread mode runs one Python interpreter per TaskManager JVM, so Python
+work uses more than one core only with more TaskManagers), ``CLUSTER_JM_MEMORY`` (1024m), ``CLUSTER_TM_MEMORY``
+(3072m), ``CLUSTER_PYTHON``. They are not named ``FLINKREC_*``: that prefix is reserved for config overrides
+(``config.load_config`` rejects unknown keys).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Settings:
     rest_port: int = 8081
     rpc_port: int = 6123
     slots: int = 2
+    taskmanagers: int = 1  # TaskManager JVMs (thread mode: one Python interpreter, one GIL, each)
     jm_memory: str = "1024m"
     tm_memory: str = "3072m"
     python: str | None = None  # the node interpreter; None: var/flink/pyenv built from this venv
@@ -100,6 +103,7 @@ class Settings:
         return cls(rest_port=integer("CLUSTER_REST_PORT", cls.rest_port),
                    rpc_port=integer("CLUSTER_RPC_PORT", cls.rpc_port),
                    slots=integer("CLUSTER_SLOTS", cls.slots),
+                   taskmanagers=integer("CLUSTER_TASKMANAGERS", cls.taskmanagers),
                    jm_memory=e.get("CLUSTER_JM_MEMORY") or cls.jm_memory,
                    tm_memory=e.get("CLUSTER_TM_MEMORY") or cls.tm_memory,
                    python=e.get("CLUSTER_PYTHON") or None)
@@ -252,7 +256,7 @@ def write_conf(text: str, settings: Settings) -> None:
         if src.name.startswith(("log4j", "logback")):
             shutil.copyfile(src, CONF_DIR / src.name)
     (CONF_DIR / "masters").write_text(f"127.0.0.1:{settings.rest_port}\n")
-    (CONF_DIR / "workers").write_text("127.0.0.1\n")
+    (CONF_DIR / "workers").write_text("127.0.0.1\n" * settings.taskmanagers)  # start-cluster.sh: one TM a line
 
 
 def read_conf(conf_dir: Path = CONF_DIR) -> dict[str, str]:
@@ -345,7 +349,8 @@ def wait_until_up(settings: Settings, timeout: float = 120.0) -> dict[str, Any]:
     jm_log = (log_files("standalonesession") or [LOG_DIR / f"flink-{IDENT}-standalonesession-0-*.log"])[-1]
     while True:
         ov = overview(settings.rest_port)
-        if ov and ov.get("taskmanagers", 0) >= 1 and ov.get("slots-total", 0) >= settings.slots:
+        if (ov and ov.get("taskmanagers", 0) >= settings.taskmanagers
+                and ov.get("slots-total", 0) >= settings.slots * settings.taskmanagers):
             return ov
         running = running_daemons()
         for daemon, pids in running.items():
@@ -354,7 +359,9 @@ def wait_until_up(settings: Settings, timeout: float = 120.0) -> dict[str, Any]:
                 raise ClusterError(f"the {daemon} JVM exited while starting; see {_rel(log)} "
                                    f"(and the .out file next to it)")
         if time.monotonic() > deadline:
-            what = "answer" if ov is None else f"register {settings.slots} slots (it has {ov.get('slots-total')})"
+            what = ("answer" if ov is None else f"register {settings.taskmanagers} TaskManager(s) with "
+                    f"{settings.slots * settings.taskmanagers} slots (it has {ov.get('taskmanagers')} with "
+                    f"{ov.get('slots-total')})")
             raise ClusterError(f"the JobManager REST API on 127.0.0.1:{settings.rest_port} did not {what} within "
                                f"{timeout:.0f} s; see {_rel(jm_log)} and {_rel(LOG_DIR)}/*taskexecutor*.log")
         time.sleep(0.5)
@@ -377,7 +384,7 @@ def up(settings: Settings | None = None, timeout: float = 120.0) -> dict[str, An
     ov = overview(settings.rest_port)
     if all(running.values()) and ov is not None:
         python = node_python(settings) if settings.python else configured_node_python()
-        if read_conf() != _parse_conf(render_conf(settings, python)):
+        if read_conf() != _parse_conf(render_conf(settings, python)) or ov.get("taskmanagers") != settings.taskmanagers:
             logger.warning("the running cluster was started with other settings; `down` and `up` to apply them")
         logger.info("flink cluster already up on %s (%d slot(s), %d job(s) running)", rest_url("", settings.rest_port),
                     ov.get("slots-total", 0), ov.get("jobs-running", 0))
