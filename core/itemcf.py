@@ -370,7 +370,7 @@ class ItemCF:
     ['z']
     """
 
-    def __init__(self, top_k: int = 20, history_cap: int = 50, trending_size: int = 100, row_cap: int = 0) -> None:
+    def __init__(self, top_k: int = 20, history_cap: int = 20, trending_size: int = 100, row_cap: int = 0) -> None:
         if top_k <= 0:
             raise ValueError(f"top_k {top_k!r} must be positive")
         if history_cap < 0:

@@ -139,7 +139,7 @@ class UserCF:
     dot products kept per user (0 = all; see :class:`core.itemcf.ItemRows`).
     """
 
-    def __init__(self, top_k: int = 20, max_raters: int = 50, row_cap: int = 0) -> None:
+    def __init__(self, top_k: int = 20, max_raters: int = 20, row_cap: int = 0) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k {top_k!r} must be a positive integer")
         if isinstance(max_raters, bool) or not isinstance(max_raters, int) or max_raters < 0:
