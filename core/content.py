@@ -84,6 +84,12 @@ class _Csr:
     indptr: np.ndarray
     row: np.ndarray
     norms: np.ndarray
+    # scoring layout: the few always-present dimensions (genres, decades) as a dense block, the rest (title
+    # buckets) as (row, column, value) triples
+    dense: np.ndarray
+    t_row: np.ndarray
+    t_col: np.ndarray
+    t_data: np.ndarray
 
 
 class ContentModel:
@@ -222,10 +228,15 @@ class ContentModel:
             lengths = np.array([len(c) for c in cols], dtype=np.int64)
             indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
             data = np.concatenate(vals) if vals else np.zeros(0)
-            self._matrix = _Csr(ids, data, np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64),
-                                indptr, np.repeat(np.arange(len(ids)), lengths),
-                                np.sqrt(np.bincount(np.repeat(np.arange(len(ids)), lengths), weights=data * data,
-                                                    minlength=len(ids))))
+            indices = np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64)
+            row = np.repeat(np.arange(len(ids)), lengths)
+            nd = len(GENRES) + self.n_decades
+            dense = np.zeros((len(ids), nd))
+            low = indices < nd
+            dense[row[low], indices[low]] = data[low]
+            self._matrix = _Csr(ids, data, indices, indptr, row,
+                                np.sqrt(np.bincount(row, weights=data * data, minlength=len(ids))),
+                                dense, row[~low], indices[~low], data[~low])
             self._rows = {i: k for k, i in enumerate(ids)}
         return self._matrix
 
@@ -242,7 +253,8 @@ class ContentModel:
     def _cosines(self, query: np.ndarray) -> tuple[list[str], np.ndarray]:
         m = self._catalog()
         n = len(m.ids)
-        dots = np.bincount(m.row, weights=m.data * query[m.indices], minlength=n)
+        nd = m.dense.shape[1]
+        dots = m.dense @ query[:nd] + np.bincount(m.t_row, weights=m.t_data * query[m.t_col], minlength=n)
         denom = m.norms * float(np.linalg.norm(query))
         return m.ids, np.divide(dots, denom, out=np.zeros(n), where=denom > 0)
 
@@ -278,13 +290,17 @@ class ContentModel:
 
         ``exclude`` defaults to the items in the profile. Items with a cosine of 0 are not returned.
         """
+        best = self.top_items(profile, n, exclude)
+        top = self.profile_genres(profile)
+        return [(i, s, self.reason(profile, i, top=top)) for i, s in best]
+
+    def top_items(self, profile: UserProfile, n: int, exclude: Iterable[str] | None = None) -> list[tuple[str, float]]:
+        """:meth:`rank` without the reasons: ``(item, cosine)``."""
         if n < 0:
             raise ValueError(f"n {n!r} must be non-negative")
         skip = set(profile.items if exclude is None else exclude)
         ids, sims = self._cosines(profile.vector(self.dim))
-        best = self._top(ids, sims, n, skip)
-        top = self.profile_genres(profile)
-        return [(i, s, self.reason(profile, i, top=top)) for i, s in best]
+        return self._top(ids, sims, n, skip)
 
     def _top(self, ids: list[str], sims: np.ndarray, n: int, skip: set[str]) -> list[tuple[str, float]]:
         """The ``n`` best positive ``(id, score)`` not in ``skip``, by score then id, selected with numpy."""

@@ -55,7 +55,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -169,7 +169,32 @@ class _Pool:
     """Candidates of one user at one state version, with every method's reason per item."""
 
     lists: Candidates
-    reasons: dict[str, dict[str, str]]
+    reasons: dict[str, Mapping[str, str]]
+
+
+class _LazyReasons(Mapping[str, str]):
+    """Content reasons of a pool's items, each computed when first asked for (and kept)."""
+
+    def __init__(self, content: ContentModel, profile: UserProfile, items: set[str]) -> None:
+        self.content, self.profile, self._items = content, profile, items
+        self._top: list[str] | None = None
+        self._done: dict[str, str] = {}
+
+    def __getitem__(self, item: str) -> str:
+        if item not in self._items:
+            raise KeyError(item)
+        reason = self._done.get(item)
+        if reason is None:
+            if self._top is None:
+                self._top = self.content.profile_genres(self.profile)
+            reason = self._done[item] = self.content.reason(self.profile, item, top=self._top)
+        return reason
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def _scaled(values: Mapping[str, float]) -> dict[str, float]:
@@ -533,7 +558,7 @@ class HybridRecommender:
         skip = self.seen_in(log) | self.denied
         n = self.candidate_pool
         lists: Candidates = {}
-        reasons: dict[str, dict[str, str]] = {}
+        reasons: dict[str, Mapping[str, str]] = {}
         if "itemcf" in self.methods:
             history = view.itemcf_history
             nb = {k: view.item_neighbors(k) for k, _ in history}
@@ -546,9 +571,9 @@ class HybridRecommender:
             reasons["usercf"] = {i: r for i, _, r in ranked}
         if "content" in self.methods:
             profile = self.profile(log)
-            ranked = self.content.rank(profile, n, exclude=skip) if profile.items else []
-            lists["content"] = [(i, s) for i, s, _ in ranked]
-            reasons["content"] = {i: r for i, _, r in ranked}
+            lists["content"] = self.content.top_items(profile, n, exclude=skip) if profile.items else []
+            # reasons only for the few items a ranking shows (a pool holds candidate_pool of them)
+            reasons["content"] = _LazyReasons(self.content, profile, {i for i, _ in lists["content"]})
         if "popular" in self.methods:
             lists["popular"] = self.popular(n, skip)
             reasons["popular"] = dict.fromkeys((i for i, _ in lists["popular"]), "trending")
