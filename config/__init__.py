@@ -117,7 +117,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
         positive_int(key)
     for key in ("job.dedup_ttl_ms", "job.dedup_max_ids", "job.state_compact_windows"):
         positive_int(key)
-    for key in ("model.history_cap", "job.checkpoint_interval_ms", "job.refresh_budget_ms",
+    for key in ("model.history_cap", "job.checkpoint_interval_ms", "job.refresh_budget_ms", "job.rank_budget_ms",
                 "job.max_out_of_orderness_ms"):
         positive_int(key, allow_zero=True)
     choices = {"job.python_mode": ("thread", "process"), "job.state_backend": ("hashmap", "rocksdb"),

@@ -113,7 +113,8 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     ranked = (users.get_side_output(RANK_TAG)
               .key_by(lambda r: r[0], key_type=Types.INT())
               .connect(shared.broadcast(*BROADCAST_STATES))
-              .process(Ranker(model, window, model.get("compare_modes") or (), job["rank_delay_ms"]),
+              .process(Ranker(model, window, model.get("compare_modes") or (), job["rank_delay_ms"],
+                              job["rank_budget_ms"]),
                        output_type=PICKLED)
               .name("ranker").uid("ranker"))
     if redis:

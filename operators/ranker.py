@@ -20,6 +20,12 @@ ranks with :meth:`HybridRecommender.rank_view` in ``model.hybrid.mode`` (and the
 ``model.compare_modes``, carried in the message as ``alternatives``). The combiner is state of the
 user shard (keyed ``ValueState``), so it is checkpointed, and its weights go out with the results.
 On the final watermark of a bounded input every pending request is answered with the final state.
+
+Overload: a user shard may rank for ``job.rank_budget_ms`` per window; the requests left wait, in order, for
+the next window, where a user who asked again keeps the place and is answered once with the newer request.
+Under a sustained overload the ranker thus sheds intermediate rankings instead of falling ever further behind
+(a user's answer reflects all their events; it arrives later). The ``rank_requests_deferred`` counter
+(Flink metrics) counts the deferred requests.
 """
 
 from __future__ import annotations
@@ -59,11 +65,12 @@ class Ranker(KeyedBroadcastProcessFunction):
     """Rank request batches in; ``("recs", [msg...], trending, combiner)`` out (combiner: None or its weights)."""
 
     def __init__(self, model: Mapping[str, Any], window_ms: int, compare_modes: Sequence[str] = (),
-                 rank_delay_ms: int | None = None) -> None:
+                 rank_delay_ms: int | None = None, rank_budget_ms: int = 0) -> None:
         self.model = dict(model)
         self.window_ms = window_ms
         self.compare_modes = tuple(compare_modes)
         self.rank_delay_ms = window_ms // 2 if rank_delay_ms is None else rank_delay_ms
+        self.rank_budget_ms = rank_budget_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.rec = HybridRecommender.from_config(self.model)
@@ -85,6 +92,8 @@ class Ranker(KeyedBroadcastProcessFunction):
         self.final = runtime_context.get_list_state(ListStateDescriptor("final", Types.PICKLED_BYTE_ARRAY()))
         self.combiner = runtime_context.get_state(ValueStateDescriptor("combiner", Types.PICKLED_BYTE_ARRAY()))
         self._trained = runtime_context.get_metrics_group().counter("combiner_examples")
+        self._deferred = runtime_context.get_metrics_group().counter("rank_requests_deferred")
+        self._budget: dict[Any, tuple[int, float]] = {}  # key -> (window, perf_counter deadline)
 
     # -- broadcast side -----------------------------------------------------------------------------
     def _load(self, ctx: Any) -> None:
@@ -244,14 +253,20 @@ class Ranker(KeyedBroadcastProcessFunction):
         seen_before = combiner.n_seen
         latest: dict[str, tuple[Any, ...]] = {}
         for requests in batches:  # a user asked twice: train on both, answer the latest request only
-            for req in requests:
-                if self._train(req, combiner, rng):
+            deferred = isinstance(requests, tuple)  # left over from an earlier window: trained on already
+            for req in (requests[1] if deferred else requests):
+                if not deferred and self._train(req, combiner, rng):
                     latest.pop(req[0], None)
                 latest[req[0]] = req
         rec = self.rec
         now = int(time.time() * 1000)
         out = []
-        for user, log, recent, last_ts, event_id, event_ts, _ in latest.values():
+        requests = list(latest.values())
+        deadline = self._deadline(key, timestamp)
+        for done, (user, log, recent, last_ts, event_id, event_ts, _) in enumerate(requests):
+            if deadline is not None and done and time.perf_counter() > deadline:
+                self._defer(key, requests[done:], timestamp, ctx)
+                break
             view = self.view(user, log, recent, last_ts)
             ranked = rec.rank_view(view, combiner=combiner)
             msg = recs_message(user, ranked, event_id, event_ts, now, len(log["items"]),
@@ -270,3 +285,23 @@ class Ranker(KeyedBroadcastProcessFunction):
                 logger.info("combiner of user shard %s after %d examples: %s", key, combiner.n_seen,
                             ", ".join(f"{f} {w:+.3f}" for f, w in combiner.weights().items()))
         yield ("recs", out, rec.popular(rec.top_n), weights)
+
+    def _deadline(self, key: Any, timestamp: int) -> float | None:
+        """When this shard's ranking time of the current window (``job.rank_budget_ms``) runs out; None: no limit."""
+        if not self.rank_budget_ms or timestamp == END_OF_TIME:
+            return None
+        window = timestamp // self.window_ms
+        found = self._budget.get(key)
+        if found is None or found[0] != window:
+            found = self._budget[key] = (window, time.perf_counter() + self.rank_budget_ms / 1000)
+        return found[1]
+
+    def _defer(self, key: Any, requests: list[tuple[Any, ...]], timestamp: int, ctx: Any) -> None:
+        """Over budget: the requests left wait for the next window, in their order; a user who asks again by then
+        keeps the place and is answered once, with the newer request (overload sheds intermediate rankings)."""
+        self._deferred.inc(len(requests))
+        self.pending.add(("deferred", requests))
+        due = timestamp - timestamp % self.window_ms + self.window_ms
+        ctx.timer_service().register_processing_time_timer(due)
+        self._armed[key] = due
+        logger.debug("ranker shard %s over its budget: %d requests wait for the next window", key, len(requests))

@@ -146,3 +146,39 @@ def test_user_cosines_equal_batch_recompute(movielens: tuple[list[Any], list[dic
             checked += 1
     assert set(res.user_neighbors) == {u for u in users if np.count_nonzero(sims[index[u]] > 0) > 1}
     assert checked > 1000
+
+
+def test_ranker_over_budget_defers_and_loses_nothing() -> None:
+    # 1 ms of ranking per shard per window: each timer ranks one user and defers the others to the next
+    # window, where their newer requests replace the old ones in place. 30,000 events: a run of many windows.
+    events, catalog = list(load_events(limit=30000)), load_catalog()
+    exact = ["model.hybrid.usercf_max_raters=0", "model.hybrid.train_combiner=false",
+             "model.hybrid.trending_half_life_s=null", "model.hybrid.trending_window_s=315360000",
+             "model.hybrid.trending_buckets=10"]
+    position = {e.event_id: k for k, e in enumerate(events)}
+
+    def answers(budget_ms: int) -> tuple[dict[str, list[int]], Any]:
+        res = run_pipeline([event_to_json(e) for e in events], 1, [f"job.rank_budget_ms={budget_ms}", *exact],
+                           catalog=[json.dumps(r) for r in catalog])
+        out: dict[str, list[int]] = {}
+        for m in res.recs:
+            if m["trigger"] == "events":
+                out.setdefault(m["user_id"], []).append(position[m["event_id"]])
+        return out, res
+
+    answered, res = answers(1)
+    free, _ = answers(0)
+    # a deferred request is never answered after a newer one of the same user
+    assert all(pos == sorted(pos) and len(set(pos)) == len(pos) for pos in answered.values())
+    # the backlog merged requests: fewer answers than without the budget
+    assert sum(map(len, answered.values())) < sum(map(len, free.values()))
+    model = HybridRecommender(refresh_events=0, usercf_max_raters=0, trending_half_life_s=None,
+                              trending_window_s=315360000, trending_buckets=10, train_combiner=False)
+    for record in catalog:
+        model.add_item(record)
+    for e in events:
+        model.learn_one(e)
+    got = final_messages(res)  # and every user's final list is the exact one
+    assert set(got) == {e.user_id for e in events}
+    for user, msg in got.items():
+        assert [(it["item_id"], it["reason"]) for it in msg["items"]] == [(i, r) for i, _, r in model.rank(user)]
