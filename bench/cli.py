@@ -30,6 +30,7 @@ from bench.common import (
     redis_client,
     service_errors,
 )
+from bench.report import run_name
 from config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -343,7 +344,7 @@ def _ratios(report: dict[str, Any]) -> None:
         return
     jobs: list[tuple[str, str, dict[str, Any]]] = []
     for run in report.get("throughput", {}).get("runs", []):
-        jobs.append((f"MovieLens-100K p={run['parallelism']}", "MovieLens-100K", run))
+        jobs.append((f"MovieLens-100K {run_name(run)}", "MovieLens-100K", run))
     if report.get("scale"):
         jobs.append((f"synthetic p={report['scale']['parallelism']}", "synthetic", report["scale"]))
     ratios = []
@@ -374,7 +375,7 @@ def _charts(report: dict[str, Any], out: Path) -> list[str]:
     bars: list[tuple[str, float, str]] = []
     for run in report.get("throughput", {}).get("runs", []):
         if run.get("events_per_s"):
-            bars.append((f"job, MovieLens-100K ({run['events']:,}), p={run['parallelism']}", run["events_per_s"],
+            bars.append((f"job, MovieLens-100K ({run['events']:,}), {run_name(run)}", run["events_per_s"],
                          "job"))
     sc = report.get("scale")
     if sc and sc.get("events_per_s"):

@@ -83,11 +83,17 @@ def _fmt(value: Any, spec: str = ",.0f") -> str:
     return str(value)
 
 
+def run_name(run: dict[str, Any]) -> str:
+    """``p=2`` for a mini-cluster run, ``p=2 (2 TMs)`` for one on the local cluster of single-slot TaskManagers."""
+    on_cluster = str(run.get("layout", "")).startswith("local cluster")
+    return f"p={run['parallelism']}" + (f" ({run['parallelism']} TMs)" if on_cluster else "")
+
+
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     """``(measurement, value, detail)`` rows of the summary table."""
     rows: list[tuple[str, str, str]] = []
     for run in report.get("throughput", {}).get("runs", []):
-        rows.append((f"throughput {run['dataset']} p={run['parallelism']}", f"{_fmt(run.get('events_per_s'))} ev/s",
+        rows.append((f"throughput {run['dataset']} {run_name(run)}", f"{_fmt(run.get('events_per_s'))} ev/s",
                      f"{run['events']:,} events in {_fmt(run.get('elapsed_s'), '.2f')} s; job CPU "
                      f"{_fmt(run.get('job_cpu_us_per_event'))} us/event; peak RSS "
                      f"{_fmt((run.get('rss') or {}).get('peak_total_bytes', 0) / 2**20)} MiB"))
