@@ -112,7 +112,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
             kind = "non-negative" if allow_zero else "positive"
             raise ConfigError(f"config key {dotted} must be a {kind} integer, got {node!r}")
 
-    for key in ("model.top_n", "model.top_k", "job.parallelism", "job.shards", "job.window_ms",
+    for key in ("model.top_n", "model.top_k", "job.parallelism", "job.shards", "job.window_ms", "job.model_window_ms",
                 "redis.pipeline_size", "kafka.partitions", "limits.max_id_length"):
         positive_int(key)
     for key in ("job.dedup_ttl_ms", "job.dedup_max_ids", "job.state_compact_windows"):

@@ -1,6 +1,7 @@
 """The recommendation job: Kafka events + catalog -> hybrid model state -> ranked top-N -> Redis + Kafka.
 
-Topology (``job.shards`` virtual shards per side, ``job.window_ms`` tumbling windows)::
+Topology (``job.shards`` virtual shards per side; tumbling windows of ``job.window_ms`` for the user side and
+``job.model_window_ms`` for the similarity operators)::
 
     KafkaSource(events) -> ParseEvents --dlq--> KafkaSink(events-dlq)
       -> key_by(user shard) -> UserWindow --(item-CF deltas, engagements)--> key_by(item shard) -> ItemWindow
@@ -91,7 +92,7 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
              .name("user-window").uid("user-window"))
     dlq = parsed.get_side_output(DLQ_TAG).union(users.get_side_output(DLQ_TAG))
     items = (users.key_by(lambda d: d[0], key_type=Types.INT())
-             .process(ItemWindow(window, model["top_k"], job["refresh_budget_ms"], shards,
+             .process(ItemWindow(job["model_window_ms"], model["top_k"], job["refresh_budget_ms"], shards,
                                  hybrid.usercf.max_raters, usercf, job["refresh_on_norms"],
                                  hybrid.itemcf.items.row_cap, job["state_compact_windows"]), output_type=PICKLED)
              .name("item-window").uid("item-window"))
@@ -100,7 +101,7 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     if usercf:
         user_sims = (items.get_side_output(USER_DELTA_TAG)
                      .key_by(lambda d: d[0], key_type=Types.INT())
-                     .process(UserSimWindow(window, hybrid.usercf.top_k, job["refresh_budget_ms"],
+                     .process(UserSimWindow(job["model_window_ms"], hybrid.usercf.top_k, job["refresh_budget_ms"],
                                             job["refresh_on_norms"], hybrid.usercf.rows.row_cap,
                                             job["state_compact_windows"]),
                               output_type=PICKLED)
