@@ -84,9 +84,13 @@ class _Csr:
     indptr: np.ndarray
     row: np.ndarray
     norms: np.ndarray
-    # scoring layout: the few always-present dimensions (genres, decades) as a dense block, the rest (title
-    # buckets) as (row, column, value) triples
-    dense: np.ndarray
+    # scoring layout: the few always-present dimensions (genres, decades) as a dense block stored once per
+    # distinct row (``sig``; item k has row ``sig_of[k]``: a catalog has far fewer genre/decade combinations
+    # than items), the rest (title buckets) as (row, column, value) triples in row order. (Column order, to
+    # touch only a profile's buckets, measured slower: a few common title words hold most of the triples,
+    # and the scattered rows cost the bincount more than the skipped triples save.)
+    sig: np.ndarray
+    sig_of: np.ndarray
     t_row: np.ndarray
     t_col: np.ndarray
     t_data: np.ndarray
@@ -234,9 +238,11 @@ class ContentModel:
             dense = np.zeros((len(ids), nd))
             low = indices < nd
             dense[row[low], indices[low]] = data[low]
+            sig, sig_of = np.unique(dense, axis=0, return_inverse=True)
             self._matrix = _Csr(ids, data, indices, indptr, row,
                                 np.sqrt(np.bincount(row, weights=data * data, minlength=len(ids))),
-                                dense, row[~low], indices[~low], data[~low])
+                                np.ascontiguousarray(sig), sig_of.reshape(-1).astype(np.int64),
+                                row[~low], indices[~low], data[~low])
             self._rows = {i: k for k, i in enumerate(ids)}
         return self._matrix
 
@@ -253,8 +259,8 @@ class ContentModel:
     def _cosines(self, query: np.ndarray) -> tuple[list[str], np.ndarray]:
         m = self._catalog()
         n = len(m.ids)
-        nd = m.dense.shape[1]
-        dots = m.dense @ query[:nd] + np.bincount(m.t_row, weights=m.t_data * query[m.t_col], minlength=n)
+        nd = m.sig.shape[1]
+        dots = (m.sig @ query[:nd])[m.sig_of] + np.bincount(m.t_row, weights=m.t_data * query[m.t_col], minlength=n)
         denom = m.norms * float(np.linalg.norm(query))
         return m.ids, np.divide(dots, denom, out=np.zeros(n), where=denom > 0)
 
