@@ -73,6 +73,13 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> float:
     return float(value)
 
 
+def _spans(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The positions ``starts[0]..ends[0]-1, starts[1]..ends[1]-1, ...`` as one array, and each span's length."""
+    lengths = ends - starts
+    pos = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(int(lengths.sum()))
+    return pos, lengths
+
+
 @dataclass
 class _Csr:
     """The catalog's vectors as compressed sparse rows: row k (item ``ids[k]``) holds ``data[indptr[k]:indptr[k+1]]``
@@ -86,14 +93,16 @@ class _Csr:
     norms: np.ndarray
     # scoring layout: the few always-present dimensions (genres, decades) as a dense block stored once per
     # distinct row (``sig``; item k has row ``sig_of[k]``: a catalog has far fewer genre/decade combinations
-    # than items), the rest (title buckets) as (row, column, value) triples in row order. (Column order, to
-    # touch only a profile's buckets, measured slower: a few common title words hold most of the triples,
-    # and the scattered rows cost the bincount more than the skipped triples save.)
+    # than items), the rest (title buckets) as (row, column, value) triples in row order, row k's at
+    # ``t_ptr[k]:t_ptr[k+1]``, and each row's title norm ``t_norms``. (Column order, to touch only a profile's
+    # buckets, measured slower: a few common title words hold most of the triples.)
     sig: np.ndarray
     sig_of: np.ndarray
     t_row: np.ndarray
     t_col: np.ndarray
     t_data: np.ndarray
+    t_ptr: np.ndarray
+    t_norms: np.ndarray
 
 
 class ContentModel:
@@ -239,10 +248,12 @@ class ContentModel:
             low = indices < nd
             dense[row[low], indices[low]] = data[low]
             sig, sig_of = np.unique(dense, axis=0, return_inverse=True)
+            t_row, t_data = row[~low], data[~low]
             self._matrix = _Csr(ids, data, indices, indptr, row,
                                 np.sqrt(np.bincount(row, weights=data * data, minlength=len(ids))),
                                 np.ascontiguousarray(sig), sig_of.reshape(-1).astype(np.int64),
-                                row[~low], indices[~low], data[~low])
+                                t_row, indices[~low], t_data, np.searchsorted(t_row, np.arange(len(ids) + 1)),
+                                np.sqrt(np.bincount(t_row, weights=t_data * t_data, minlength=len(ids))))
             self._rows = {i: k for k, i in enumerate(ids)}
         return self._matrix
 
@@ -250,13 +261,11 @@ class ContentModel:
         """``Σ_k weights[k] · vector(items[k])`` as a dense vector (each item must be in the catalog)."""
         m = self._catalog()
         rows = np.array([self._rows[i] for i in items], dtype=np.int64)
-        starts, ends = m.indptr[rows], m.indptr[rows + 1]
-        lengths = ends - starts
-        total = int(lengths.sum())
-        pos = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(total)
+        pos, lengths = _spans(m.indptr[rows], m.indptr[rows + 1])
         return np.bincount(m.indices[pos], weights=m.data[pos] * np.repeat(weights, lengths), minlength=self.dim)
 
     def _cosines(self, query: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Every catalog item's cosine with ``query`` (the brute-force reference of :meth:`_best`)."""
         m = self._catalog()
         n = len(m.ids)
         nd = m.sig.shape[1]
@@ -304,25 +313,56 @@ class ContentModel:
         """:meth:`rank` without the reasons: ``(item, cosine)``."""
         if n < 0:
             raise ValueError(f"n {n!r} must be non-negative")
-        skip = set(profile.items if exclude is None else exclude)
-        ids, sims = self._cosines(profile.vector(self.dim))
-        return self._top(ids, sims, n, skip)
+        skip = profile.items if exclude is None else exclude
+        return self._best(profile.vector(self.dim), n, skip)
 
-    def _top(self, ids: list[str], sims: np.ndarray, n: int, skip: set[str]) -> list[tuple[str, float]]:
-        """The ``n`` best positive ``(id, score)`` not in ``skip``, by score then id, selected with numpy."""
-        if n <= 0:
+    def _best(self, query: np.ndarray, n: int, skip: Iterable[str]) -> list[tuple[str, float]]:
+        """The ``n`` items of highest positive cosine with ``query``, ``skip`` left out, as ``(item, cosine)`` by
+        cosine then id: what sorting :meth:`_cosines` gives, bit for bit, with the title part computed only for
+        the items that can still make the list.
+
+        An item's cosine is at least its genre/decade part alone (title terms only add: every feature and every
+        profile weight is non-negative) and at most that part plus ``|title_i| · |title_query|`` (Cauchy-Schwarz).
+        The n-th best lower bound is a floor the n-th best cosine reaches, so no item whose upper bound lies
+        below it can be in the list; on the 20,000-item synthetic catalog about a tenth of the items pass.
+        """
+        m = self._catalog()
+        total = len(m.ids)
+        if n <= 0 or total == 0:
             return []
-        rows = self._rows
-        sims = sims.copy()
-        for i in skip:
-            r = rows.get(i)
-            if r is not None:
-                sims[r] = 0.0
-        pos = np.flatnonzero(sims > 0)
-        if len(pos) > n:
-            kth = np.partition(sims[pos], len(pos) - n)[len(pos) - n]
-            pos = pos[sims[pos] >= kth]  # every tie of the n-th score, so the id tie-break below is exact
-        return sorted(((ids[p], float(sims[p])) for p in pos.tolist()), key=lambda t: (-t[1], t[0]))[:n]
+        qn = float(np.linalg.norm(query))
+        if qn == 0.0:
+            return []
+        skip_rows = np.fromiter((r for r in map(self._rows.get, skip) if r is not None), dtype=np.int64)
+        nd = m.sig.shape[1]
+        if float(query.min()) < 0.0:  # rounding left a tiny negative weight: the bounds need non-negative weights
+            rows, sims = np.arange(total), self._cosines(query)[1]
+            sims[skip_rows] = 0.0
+        else:
+            dense = (m.sig @ query[:nd])[m.sig_of]
+            denom = m.norms * qn
+            ok = denom > 0
+            lower = np.divide(dense, denom, out=np.zeros(total), where=ok)
+            upper = np.divide(dense + m.t_norms * float(np.linalg.norm(query[nd:])), denom, out=np.zeros(total),
+                              where=ok)
+            lower[skip_rows] = 0.0
+            upper[skip_rows] = 0.0
+            floor = float(np.partition(lower, total - n)[total - n]) if total > n else 0.0
+            rows = np.flatnonzero((upper * (1.0 + 1e-9) >= floor) & (upper > 0.0))
+            pos, lengths = _spans(m.t_ptr[rows], m.t_ptr[rows + 1])
+            # the same products summed in the same order as _cosines' bincount: the same floats
+            title = np.bincount(np.repeat(np.arange(len(rows)), lengths), weights=m.t_data[pos] * query[m.t_col[pos]],
+                                minlength=len(rows))
+            sims = (dense[rows] + title) / denom[rows]
+        keep = sims > 0.0
+        rows, sims = rows[keep], sims[keep]
+        if len(rows) > n:
+            kth = np.partition(sims, len(sims) - n)[len(sims) - n]
+            keep = sims >= kth  # every tie of the n-th score, so the id tie-break below is exact
+            rows, sims = rows[keep], sims[keep]
+        order = np.lexsort((rows, -sims))[:n]  # by cosine, then row: rows are in id order, so then by id
+        ids = m.ids
+        return [(ids[r], s) for r, s in zip(rows[order].tolist(), sims[order].tolist(), strict=True)]
 
     def similar_items(self, item: str, n: int) -> list[tuple[str, float]]:
         """The ``n`` items with the highest cosine to ``item`` (cold start for a new item); [] if unknown."""
@@ -330,9 +370,7 @@ class ContentModel:
         if v is None:
             logger.debug("content: similar_items of unknown item %s", item)
             return []
-        ids, sims = self._cosines(v)
-        return sorted(((i, float(s)) for i, s in zip(ids, sims, strict=True) if s > 0 and i != item),
-                      key=lambda t: (-t[1], t[0]))[:n]
+        return self._best(v, n, (item,))
 
 
 class UserProfile:

@@ -211,3 +211,32 @@ def test_rank_equals_a_full_sort_including_ties() -> None:
             got = [(i, s) for i, s, _ in m.rank(p, n)]
             assert [i for i, _ in got] == [i for i, _ in want]
             assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-12)
+
+
+def _brute_force(m: ContentModel, query: np.ndarray, n: int, skip: set[str]) -> list[tuple[str, float]]:
+    ids, sims = m._cosines(query)
+    return sorted(((i, float(s)) for i, s in zip(ids, sims, strict=True) if s > 0 and i not in skip),
+                  key=lambda t: (-t[1], t[0]))[:n]
+
+
+def test_pruned_top_items_equal_the_brute_force_sort_bit_for_bit() -> None:
+    """The bounds skip most title scores; the lists must still be the full sort's, floats and ties included."""
+    from ingest.synthetic import generate_catalog
+
+    m = ContentModel()
+    for r in generate_catalog(3000, seed=7):  # few genre/decade combinations and title words: many exact ties
+        m.add_item(r)
+    items = sorted(m.items)
+    rng = random.Random(3)
+    for trial in range(60):
+        p = UserProfile(max_items=rng.choice([0, 3]))  # a cap of 3 subtracts old items: rounding can leave
+        for k in range(rng.randint(1, 12)):            # tiny negative weights, the fallback path's case
+            p.learn_one(rng.choice(items[:300]), rng.uniform(0.5, 5.0), 1000 * k, m)
+        q = p.vector(m.dim)
+        for n in (1, 10, 50, 400):
+            assert m.top_items(p, n) == _brute_force(m, q, n, set(p.items)), (trial, n)
+        other = set(rng.sample(items, 200))
+        assert m.top_items(p, 50, exclude=other) == _brute_force(m, q, 50, other)
+    for item in items[:30]:
+        assert m.similar_items(item, 20) == _brute_force(m, vec(m, item), 20, {item})
+    assert m.top_items(UserProfile(), 5) == []
