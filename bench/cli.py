@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale-timeout", type=float, default=480.0,
                    help="seconds after the first event after which the scale run reports the part it finished "
                         "(approximate, marked incomplete) instead of waiting on (default 480)")
+    g.add_argument("--scale-parallelism", type=int, default=1, metavar="N",
+                   help="parallelism of the scale run (default 1)")
+    g.add_argument("--scale-cluster", action="store_true",
+                   help="run the scale part on the local standalone cluster of single-slot TaskManagers, one per "
+                        "subtask, like the 'p=2 (2 TMs)' throughput run (default: the mini-cluster)")
     g.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                    help="py-spy the JVM for this long during the scale run and each MovieLens replay (default 0: off)")
     g = p.add_argument_group("limit")
@@ -292,7 +297,10 @@ def _scale(args: argparse.Namespace, report: dict[str, Any], out: Path) -> None:
     # the row caps bound the similarity state at 100k users / 20k items (0 = exact, the default, would not fit in
     # 4 GiB); --set overrides them
     overrides = [*SCALE_OVERRIDES, *args.overrides]
-    opts = ReplayOptions("scale", 1, overrides=overrides, state_size=True, partial_ok=True,
+    if args.scale_parallelism < 1:
+        raise BenchError(f"--scale-parallelism must be at least 1, got {args.scale_parallelism}")
+    opts = ReplayOptions("scale", args.scale_parallelism, overrides=overrides, cluster=args.scale_cluster,
+                         state_size=True, partial_ok=True,
                          timeout=args.scale_timeout, profile_s=args.profile, profile_out=out / "profile_scale.txt",
                          catalog=_scale_catalog(spec))
     res = run_replay(events, opts)
@@ -346,7 +354,7 @@ def _ratios(report: dict[str, Any]) -> None:
     for run in report.get("throughput", {}).get("runs", []):
         jobs.append((f"MovieLens-100K {run_name(run)}", "MovieLens-100K", run))
     if report.get("scale"):
-        jobs.append((f"synthetic p={report['scale']['parallelism']}", "synthetic", report["scale"]))
+        jobs.append((f"synthetic {run_name(report['scale'])}", "synthetic", report["scale"]))
     ratios = []
     for label, dataset, run in jobs:
         for lr in lim["runs"]:
@@ -380,7 +388,7 @@ def _charts(report: dict[str, Any], out: Path) -> list[str]:
     sc = report.get("scale")
     if sc and sc.get("events_per_s"):
         part = "" if sc.get("complete", True) else " (partial)"
-        bars.append((f"job, synthetic ({sc['events']:,}), p={sc['parallelism']}{part}", sc["events_per_s"], "scale"))
+        bars.append((f"job, synthetic ({sc['events']:,}), {run_name(sc)}{part}", sc["events_per_s"], "scale"))
     for lr in report.get("limit", {}).get("runs", []):
         if lr.get("events_per_s"):
             tag = " (est.)" if lr.get("estimated") else ("" if lr.get("complete") else " (prefix)")

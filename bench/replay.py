@@ -340,8 +340,9 @@ def _state_size(job: JobProcess, names: RunNames, client: Any, prefix: str, t_en
         out["checkpoint"] = None
         out["checkpoint_note"] = "checkpointing is off (job.checkpoint_interval_ms=0)"
         return out
+    wait = max(wait, 2 * interval_ms / 1000 + 10)  # two intervals: one may have started before the end
     progress("  waiting (at most %.0f s) for a checkpoint completed after the last recommendation", wait)
-    deadline = time.monotonic() + max(wait, 2 * interval_ms / 1000 + 10)
+    deadline = time.monotonic() + wait
     chk = None
     while time.monotonic() < deadline:
         job.check_alive()

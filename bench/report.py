@@ -110,7 +110,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         chk = state.get("checkpoint") or {}
         red = state.get("redis") or {}
         rss = sc.get("rss") or {}
-        rows.append((f"scale {sc['events']:,} events p={sc['parallelism']}", f"{_fmt(sc['events_per_s'])} ev/s",
+        rows.append((f"scale {sc['events']:,} events {run_name(sc)}", f"{_fmt(sc['events_per_s'])} ev/s",
                      f"{_fmt(sc['elapsed_s'], '.1f')} s; peak RSS JVM "
                      f"{_fmt(rss.get('peak_jvm_bytes', 0) / 2**20)} MiB, "
                      f"tree {_fmt(rss.get('peak_total_bytes', 0) / 2**20)} MiB; checkpoint "
