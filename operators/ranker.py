@@ -94,6 +94,14 @@ class Ranker(KeyedBroadcastProcessFunction):
         self._trained = runtime_context.get_metrics_group().counter("combiner_examples")
         self._deferred = runtime_context.get_metrics_group().counter("rank_requests_deferred")
         self._budget: dict[Any, tuple[int, float]] = {}  # key -> (window, perf_counter deadline)
+        # requests left over by the budget: user -> (order, request) in keyed state, written once when deferred
+        # and removed once when answered; the order of each shard's queue (user -> order, oldest first) is kept
+        # in memory too, read back from the state after a restart, so a window costs state accesses for the
+        # requests it answers or newly defers, never for the whole backlog
+        self.deferred = runtime_context.get_map_state(
+            MapStateDescriptor("deferred", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+        self._queues: dict[Any, dict[str, tuple[int, int]]] = {}
+        self._defer_n = 0
 
     # -- broadcast side -----------------------------------------------------------------------------
     def _load(self, ctx: Any) -> None:
@@ -235,7 +243,7 @@ class Ranker(KeyedBroadcastProcessFunction):
                 self.final.clear()
                 batches += final
                 final_users = {req[0] for requests in final for req in requests}
-        if not batches:
+        if not batches and not self._queue(ctx.get_current_key()):
             return
         self._load(ctx)
         if timestamp != END_OF_TIME and not self.rec.trending.totals and not self.rec.trending.decayed:
@@ -251,9 +259,11 @@ class Ranker(KeyedBroadcastProcessFunction):
         key = ctx.get_current_key()
         combiner, rng = self._combiner(key)
         seen_before = combiner.n_seen
-        latest: dict[str, tuple[Any, ...]] = {}
+        queue = self._queue(key)
+        # the deferred users first, in their order (None: the request is in the deferred state), then the new ones
+        latest: dict[str, tuple[Any, ...] | None] = dict.fromkeys(queue)
         for requests in batches:  # a user asked twice: train on both, answer the latest request only
-            deferred = isinstance(requests, tuple)  # left over from an earlier window: trained on already
+            deferred = isinstance(requests, tuple)  # ("deferred", requests) of earlier versions: trained on already
             for req in (requests[1] if deferred else requests):
                 if not deferred and self._train(req, combiner, rng):
                     latest.pop(req[0], None)
@@ -261,12 +271,15 @@ class Ranker(KeyedBroadcastProcessFunction):
         rec = self.rec
         now = int(time.time() * 1000)
         out = []
-        requests = list(latest.values())
+        requests = list(latest.items())
         deadline = self._deadline(key, timestamp)
-        for done, (user, log, recent, last_ts, event_id, event_ts, _) in enumerate(requests):
+        answered = len(requests)
+        for done, (user, found) in enumerate(requests):
             if deadline is not None and done and time.perf_counter() > deadline:
-                self._defer(key, requests[done:], timestamp, ctx)
+                answered = done
                 break
+            req = found if found is not None else self.deferred.get(user)[1]
+            _, log, recent, last_ts, event_id, event_ts, _ = req
             view = self.view(user, log, recent, last_ts)
             ranked = rec.rank_view(view, combiner=combiner)
             msg = recs_message(user, ranked, event_id, event_ts, now, len(log["items"]),
@@ -276,6 +289,7 @@ class Ranker(KeyedBroadcastProcessFunction):
                                                           event_id, event_ts, now, 0, "", mode)["items"]
                                        for mode in self.compare_modes}
             out.append(msg)
+        self._requeue(key, queue, requests[:answered], requests[answered:], timestamp, ctx)
         weights = None
         if combiner.n_seen != seen_before:
             self._trained.inc(combiner.n_seen - seen_before)
@@ -296,12 +310,40 @@ class Ranker(KeyedBroadcastProcessFunction):
             found = self._budget[key] = (window, time.perf_counter() + self.rank_budget_ms / 1000)
         return found[1]
 
-    def _defer(self, key: Any, requests: list[tuple[Any, ...]], timestamp: int, ctx: Any) -> None:
-        """Over budget: the requests left wait for the next window, in their order; a user who asks again by then
+    def _queue(self, key: Any) -> dict[str, tuple[int, int]]:
+        """This shard's deferred users, oldest first (read from the keyed state once after a start or restore)."""
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = {user: order for user, (order, _) in
+                                         sorted(self.deferred.items(), key=lambda kv: kv[1][0])}
+        return queue
+
+    def _requeue(self, key: Any, queue: dict[str, tuple[int, int]], answered: list[tuple[str, Any]],
+                 left: list[tuple[str, Any]], timestamp: int, ctx: Any) -> None:
+        """Over budget: the requests ``left`` wait for the next window, in their order; a user who asks again by then
         keeps the place and is answered once, with the newer request (overload sheds intermediate rankings)."""
-        self._deferred.inc(len(requests))
-        self.pending.add(("deferred", requests))
+        for user, _ in answered:
+            if user in queue:
+                self.deferred.remove(user)
+        if not left:
+            if queue:
+                self._queues[key] = {}
+            return
+        kept: dict[str, tuple[int, int]] = {}
+        changed: dict[str, tuple[tuple[int, int], tuple[Any, ...]]] = {}
+        for user, req in left:
+            order = queue.get(user)
+            if order is None:
+                self._defer_n += 1
+                order = (timestamp, self._defer_n)
+            kept[user] = order
+            if req is not None:  # new, or newer than the deferred one
+                changed[user] = (order, req)
+        if changed:
+            put_all(self.deferred, changed)
+        self._queues[key] = kept
+        self._deferred.inc(len(left))
         due = timestamp - timestamp % self.window_ms + self.window_ms
         ctx.timer_service().register_processing_time_timer(due)
         self._armed[key] = due
-        logger.debug("ranker shard %s over its budget: %d requests wait for the next window", key, len(requests))
+        logger.debug("ranker shard %s over its budget: %d requests wait for the next window", key, len(left))

@@ -48,6 +48,9 @@ class Scenario:
                            # rows compacted every 3 windows: a kill lands between compactions (a restore
                            # replays the delta log) as well as after them
                            "job.state_compact_windows=3",
+                           # 3 ms of ranking per shard per window: requests are deferred all along, so a kill
+                           # lands with a backlog in the ranker's keyed state, which the restore must answer
+                           "job.rank_budget_ms=3",
                            # exact user-CF: with a fan-out cap, which raters an event pairs with depends on the
                            # arrival order of other users' events, which a recovery does not reproduce
                            "model.hybrid.usercf_max_raters=0"]
