@@ -68,6 +68,10 @@ class RssSampler(threading.Thread):
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
             return
+        self._account(procs)
+
+    def _account(self, procs: list[psutil.Process]) -> None:
+        """One sample over ``procs``: their RSS summed, by kind, and the peaks updated."""
         total = jvm = workers = client = 0
         for p in procs:
             try:
@@ -272,27 +276,13 @@ class _TreeRssSampler(RssSampler):
         self._pids = pids
 
     def sample(self) -> None:
-        total = jvm = workers = 0
+        procs: list[psutil.Process] = []
         for pid in self._pids():
             try:
-                procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+                procs += [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
             except psutil.Error:
                 continue
-            for p in procs:
-                try:
-                    rss, name = p.memory_info().rss, p.name()
-                except psutil.Error:
-                    continue
-                total += rss
-                if name == "java":
-                    jvm += rss
-                elif name.startswith("python"):
-                    workers += rss
-        self.samples += 1
-        self.last_total = total
-        self.peak_total = max(self.peak_total, total)
-        self.peak_jvm = max(self.peak_jvm, jvm)
-        self.peak_python_workers = max(self.peak_python_workers, workers)
+        self._account(procs)
 
 
 class ClusterJob(JobProcess):

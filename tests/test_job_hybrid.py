@@ -40,6 +40,17 @@ def final_messages(res: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+def exact_model(catalog: list[dict[str, Any]], events: list[Any]) -> HybridRecommender:
+    """The single-process model with the settings the exact job runs use, after the whole stream."""
+    model = HybridRecommender(refresh_events=0, usercf_max_raters=0, trending_half_life_s=None,
+                              trending_window_s=315360000, trending_buckets=10, train_combiner=False)
+    for record in catalog:
+        model.add_item(record)
+    for e in events:
+        model.learn_one(e)
+    return model
+
+
 def ranked(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(it["item_id"], it["reason"]) for it in items]
 
@@ -107,12 +118,7 @@ def test_stream_equals_the_single_process_model(movielens: tuple[list[Any], list
     res = run_pipeline([event_to_json(e) for e in events], parallelism, overrides,
                        catalog=[json.dumps(r) for r in catalog])
     got = final_messages(res)
-    model = HybridRecommender(refresh_events=0, usercf_max_raters=0, trending_half_life_s=None,
-                              trending_window_s=315360000, trending_buckets=10, train_combiner=False)
-    for record in catalog:
-        model.add_item(record)
-    for e in events:
-        model.learn_one(e)
+    model = exact_model(catalog, events)
     users = sorted({e.user_id for e in events})
     assert set(got) == set(users)
     compared = 0
@@ -172,12 +178,7 @@ def test_ranker_over_budget_defers_and_loses_nothing() -> None:
     assert all(pos == sorted(pos) and len(set(pos)) == len(pos) for pos in answered.values())
     # the backlog merged requests: fewer answers than without the budget
     assert sum(map(len, answered.values())) < sum(map(len, free.values()))
-    model = HybridRecommender(refresh_events=0, usercf_max_raters=0, trending_half_life_s=None,
-                              trending_window_s=315360000, trending_buckets=10, train_combiner=False)
-    for record in catalog:
-        model.add_item(record)
-    for e in events:
-        model.learn_one(e)
+    model = exact_model(catalog, events)
     got = final_messages(res)  # and every user's final list is the exact one
     assert set(got) == {e.user_id for e in events}
     for user, msg in got.items():
