@@ -83,10 +83,14 @@ def _fmt(value: Any, spec: str = ",.0f") -> str:
     return str(value)
 
 
+def on_cluster(run: dict[str, Any]) -> bool:
+    """The run was on the local cluster of single-slot TaskManagers (not the one-JVM mini-cluster)."""
+    return str(run.get("layout", "")).startswith("local cluster")
+
+
 def run_name(run: dict[str, Any]) -> str:
     """``p=2`` for a mini-cluster run, ``p=2 (2 TMs)`` for one on the local cluster of single-slot TaskManagers."""
-    on_cluster = str(run.get("layout", "")).startswith("local cluster")
-    return f"p={run['parallelism']}" + (f" ({run['parallelism']} TMs)" if on_cluster else "")
+    return f"p={run['parallelism']}" + (f" ({run['parallelism']} TMs)" if on_cluster(run) else "")
 
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.report import on_cluster
 from config import PROJECT_ROOT
 
 DEFAULT_REPORT = PROJECT_ROOT / "results" / "bench" / "report.json"
@@ -24,7 +25,7 @@ DEFAULT_REPORT = PROJECT_ROOT / "results" / "bench" / "report.json"
 def estimate(report: dict[str, Any], rate: float, users: int, items: int) -> dict[str, float]:
     # p=2: the run on single-slot TaskManagers when there is one (the production layout; in one JVM all
     # subtasks share one interpreter), else the mini-cluster run
-    ordered = sorted(report["throughput"]["runs"], key=lambda r: str(r.get("layout", "")).startswith("local cluster"))
+    ordered = sorted(report["throughput"]["runs"], key=on_cluster)
     runs = {r["parallelism"]: r for r in ordered}
     e1, e2 = runs[1]["events_per_s"], runs.get(2, runs[1])["events_per_s"]
     cpu_us = runs[1]["job_cpu_us_per_event"]

@@ -264,13 +264,17 @@ class ContentModel:
         pos, lengths = _spans(m.indptr[rows], m.indptr[rows + 1])
         return np.bincount(m.indices[pos], weights=m.data[pos] * np.repeat(weights, lengths), minlength=self.dim)
 
+    def _genre_part(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every item's dot product with ``query`` over the genre/decade block, and its cosine denominator."""
+        m = self._catalog()
+        return (m.sig @ query[: m.sig.shape[1]])[m.sig_of], m.norms * float(np.linalg.norm(query))
+
     def _cosines(self, query: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Every catalog item's cosine with ``query`` (the brute-force reference of :meth:`_best`)."""
         m = self._catalog()
         n = len(m.ids)
-        nd = m.sig.shape[1]
-        dots = (m.sig @ query[:nd])[m.sig_of] + np.bincount(m.t_row, weights=m.t_data * query[m.t_col], minlength=n)
-        denom = m.norms * float(np.linalg.norm(query))
+        dense, denom = self._genre_part(query)
+        dots = dense + np.bincount(m.t_row, weights=m.t_data * query[m.t_col], minlength=n)
         return m.ids, np.divide(dots, denom, out=np.zeros(n), where=denom > 0)
 
     def score(self, profile: UserProfile, items: Iterable[str]) -> dict[str, float]:
@@ -330,21 +334,18 @@ class ContentModel:
         total = len(m.ids)
         if n <= 0 or total == 0:
             return []
-        qn = float(np.linalg.norm(query))
-        if qn == 0.0:
+        if not query.any():
             return []
         skip_rows = np.fromiter((r for r in map(self._rows.get, skip) if r is not None), dtype=np.int64)
-        nd = m.sig.shape[1]
         if float(query.min()) < 0.0:  # rounding left a tiny negative weight: the bounds need non-negative weights
             rows, sims = np.arange(total), self._cosines(query)[1]
             sims[skip_rows] = 0.0
         else:
-            dense = (m.sig @ query[:nd])[m.sig_of]
-            denom = m.norms * qn
+            dense, denom = self._genre_part(query)
             ok = denom > 0
             lower = np.divide(dense, denom, out=np.zeros(total), where=ok)
-            upper = np.divide(dense + m.t_norms * float(np.linalg.norm(query[nd:])), denom, out=np.zeros(total),
-                              where=ok)
+            title_norm = float(np.linalg.norm(query[m.sig.shape[1]:]))
+            upper = np.divide(dense + m.t_norms * title_norm, denom, out=np.zeros(total), where=ok)
             lower[skip_rows] = 0.0
             upper[skip_rows] = 0.0
             floor = float(np.partition(lower, total - n)[total - n]) if total > n else 0.0

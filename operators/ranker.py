@@ -243,7 +243,9 @@ class Ranker(KeyedBroadcastProcessFunction):
                 self.final.clear()
                 batches += final
                 final_users = {req[0] for requests in final for req in requests}
-        if not batches and not self._queue(ctx.get_current_key()):
+        key = ctx.get_current_key()
+        queue = self._queue(key)
+        if not batches and not queue:
             return
         self._load(ctx)
         if timestamp != END_OF_TIME and not self.rec.trending.totals and not self.rec.trending.decayed:
@@ -253,13 +255,11 @@ class Ranker(KeyedBroadcastProcessFunction):
                 self.pending.add(requests)
             due = timestamp + self.window_ms
             ctx.timer_service().register_processing_time_timer(due)
-            self._armed[ctx.get_current_key()] = due
+            self._armed[key] = due
             return
         self._refresh_trending(timestamp)
-        key = ctx.get_current_key()
         combiner, rng = self._combiner(key)
         seen_before = combiner.n_seen
-        queue = self._queue(key)
         # the deferred users first, in their order (None: the request is in the deferred state), then the new ones
         latest: dict[str, tuple[Any, ...] | None] = dict.fromkeys(queue)
         for requests in batches:  # a user asked twice: train on both, answer the latest request only
@@ -320,11 +320,13 @@ class Ranker(KeyedBroadcastProcessFunction):
 
     def _requeue(self, key: Any, queue: dict[str, tuple[int, int]], answered: list[tuple[str, Any]],
                  left: list[tuple[str, Any]], timestamp: int, ctx: Any) -> None:
-        """Over budget: the requests ``left`` wait for the next window, in their order; a user who asks again by then
-        keeps the place and is answered once, with the newer request (overload sheds intermediate rankings)."""
-        for user, _ in answered:
-            if user in queue:
-                self.deferred.remove(user)
+        """After a window's ranking: the deferred requests now answered leave the deferred state; over budget, the
+        requests ``left`` wait for the next window, in their order; a user who asks again by then keeps the place
+        and is answered once, with the newer request (overload sheds intermediate rankings)."""
+        if queue:
+            for user, _ in answered:
+                if user in queue:
+                    self.deferred.remove(user)
         if not left:
             if queue:
                 self._queues[key] = {}
