@@ -230,32 +230,73 @@ class ContentModel:
         """
         if self._matrix is None:
             ids = sorted(self.items)
-            cols: list[np.ndarray] = []
-            vals: list[np.ndarray] = []
-            for i in ids:
-                v = self.vector(i)
-                assert v is not None
-                nz = np.flatnonzero(v)
-                cols.append(nz)
-                vals.append(v[nz])
-            lengths = np.array([len(c) for c in cols], dtype=np.int64)
+            data, indices, lengths = self._nonzeros(ids)
             indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            data = np.concatenate(vals) if vals else np.zeros(0)
-            indices = np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64)
             row = np.repeat(np.arange(len(ids)), lengths)
             nd = len(GENRES) + self.n_decades
             dense = np.zeros((len(ids), nd))
             low = indices < nd
             dense[row[low], indices[low]] = data[low]
-            sig, sig_of = np.unique(dense, axis=0, return_inverse=True)
+            # the distinct genre/decade rows (a row is a function of the item's genres and decade), first seen first
+            index: dict[tuple[tuple[int, ...], int | None], int] = {}
+            first: list[int] = []
+            sig_of = np.empty(len(ids), dtype=np.int64)
+            for k, item in enumerate(ids):
+                feats = self.items[item]
+                key = (tuple(feats["genres"]), feats["decade"])
+                found = index.get(key)
+                if found is None:
+                    found = index[key] = len(first)
+                    first.append(k)
+                sig_of[k] = found
+            sig = dense[first]
             t_row, t_data = row[~low], data[~low]
             self._matrix = _Csr(ids, data, indices, indptr, row,
                                 np.sqrt(np.bincount(row, weights=data * data, minlength=len(ids))),
-                                np.ascontiguousarray(sig), sig_of.reshape(-1).astype(np.int64),
+                                np.ascontiguousarray(sig), sig_of,
                                 t_row, indices[~low], t_data, np.searchsorted(t_row, np.arange(len(ids) + 1)),
                                 np.sqrt(np.bincount(t_row, weights=t_data * t_data, minlength=len(ids))))
             self._rows = {i: k for k, i in enumerate(ids)}
         return self._matrix
+
+    def _nonzeros(self, ids: list[str], chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The non-zeros of :meth:`vector` of every item in ``ids``, row after row in column order, and each row's
+        count: the same floats as the vectors (the same operations; each title norm from the same dense row
+        layout), built without a vector per item (a catalog change rebuilds them all: the IDF moved)."""
+        n_fixed = len(GENRES) + self.n_decades
+        cols: list[int] = []
+        vals: list[float] = []
+        lengths = np.zeros(len(ids), dtype=np.int64)
+        idf = {b: self.idf(b) for b in self.df}
+        gw, yw, tw = self.genre_weight, self.year_weight, self.title_weight
+        dense = np.zeros((min(chunk, len(ids)), self.n_hash))
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            dense[:] = 0.0
+            terms: list[list[tuple[int, float]]] = []
+            for r, item in enumerate(part):
+                t = sorted((b, tf * idf[b]) for b, tf in self.items[item]["terms"].items())
+                for b, x in t:
+                    dense[r, b] = x
+                terms.append(t)
+            for r, item in enumerate(part):
+                feats = self.items[item]
+                before = len(cols)
+                genres = feats["genres"]
+                if genres and gw:
+                    g = gw * (1.0 / math.sqrt(len(genres)))
+                    cols.extend(genres)
+                    vals.extend([g] * len(genres))
+                if feats["decade"] is not None and yw:
+                    cols.append(len(GENRES) + feats["decade"])
+                    vals.append(yw * 1.0)
+                if terms[r] and tw:
+                    norm = float(np.linalg.norm(dense[r]))
+                    for b, x in terms[r]:
+                        cols.append(n_fixed + b)
+                        vals.append(tw * (x / norm))
+                lengths[start + r] = len(cols) - before
+        return np.array(vals, dtype=np.float64), np.array(cols, dtype=np.int64), lengths
 
     def weighted_sum(self, items: list[str], weights: np.ndarray) -> np.ndarray:
         """``Σ_k weights[k] · vector(items[k])`` as a dense vector (each item must be in the catalog)."""

@@ -21,6 +21,8 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 
+from core.itemcf import top_n
+
 logger = logging.getLogger(__name__)
 
 Lists = Mapping[str, Sequence[tuple[str, float]]]
@@ -35,8 +37,9 @@ def _best_scores(candidates: Sequence[tuple[str, float]]) -> dict[str, float]:
 
 
 def _sorted(scores: Mapping[str, float], n: int | None = None) -> list[tuple[str, float]]:
-    ranked = sorted(scores.items(), key=lambda t: (-t[1], t[0]))
-    return ranked if n is None else ranked[:n]
+    if n is not None:
+        return top_n(scores, n)
+    return sorted(scores.items(), key=lambda t: (-t[1], t[0]))
 
 
 def ranking(candidates: Sequence[tuple[str, float]]) -> list[str]:
@@ -70,10 +73,18 @@ def weighted(lists: Lists, alphas: Mapping[str, float], n: int | None = None) ->
             raise ValueError(f"alphas has no weight for method {method!r} (have {sorted(alphas)})")
         if not math.isfinite(a) or a < 0:
             raise ValueError(f"alphas[{method!r}] {a!r} must be a non-negative finite number")
+    return weighted_scaled({method: minmax(candidates) for method, candidates in lists.items()}, alphas, n)
+
+
+def weighted_scaled(scaled: Mapping[str, Mapping[str, float]], alphas: Mapping[str, float],
+                    n: int | None = None) -> list[tuple[str, float]]:
+    """:func:`weighted` on lists already min-max normalised (``{method: minmax(list)}``), alphas not checked."""
     fused: dict[str, float] = {}
-    for method, candidates in lists.items():
-        for item, s in minmax(candidates).items():
-            fused[item] = fused.get(item, 0.0) + alphas[method] * s
+    get = fused.get
+    for method, values in scaled.items():
+        a = alphas[method]
+        for item, s in values.items():
+            fused[item] = get(item, 0.0) + a * s
     return _sorted(fused, n)
 
 

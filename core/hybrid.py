@@ -61,10 +61,10 @@ from typing import Any, TypedDict
 
 from core.baseline import BaselinePredictor, predict, user_bias
 from core.content import ContentModel, UserProfile
-from core.fusion import LogisticCombiner, borda, candidate_features, ranking, rrf, training_pairs, weighted
+from core.fusion import LogisticCombiner, borda, minmax, ranking, rrf, training_pairs, weighted_scaled
 from core.itemcf import ItemCF, Neighbors, UserHistory, rank_items
 from core.popularity import Trending
-from core.usercf import UserCF, rank_users
+from core.usercf import UserCF, score_users, user_reason
 from udfs.events import EVENT_TYPES, Event
 
 logger = logging.getLogger(__name__)
@@ -173,11 +173,11 @@ class _Pool:
 
 
 class _LazyReasons(Mapping[str, str]):
-    """Content reasons of a pool's items, each computed when first asked for (and kept)."""
+    """Reasons of a pool's items, each computed by ``reason(item)`` when first asked for (and kept): a ranking
+    shows ``top_n`` of the ``candidate_pool`` items of each list."""
 
-    def __init__(self, content: ContentModel, profile: UserProfile, items: set[str]) -> None:
-        self.content, self.profile, self._items = content, profile, items
-        self._top: list[str] | None = None
+    def __init__(self, reason: Callable[[str], str], items: Collection[str]) -> None:
+        self._reason, self._items = reason, items
         self._done: dict[str, str] = {}
 
     def __getitem__(self, item: str) -> str:
@@ -185,9 +185,7 @@ class _LazyReasons(Mapping[str, str]):
             raise KeyError(item)
         reason = self._done.get(item)
         if reason is None:
-            if self._top is None:
-                self._top = self.content.profile_genres(self.profile)
-            reason = self._done[item] = self.content.reason(self.profile, item, top=self._top)
+            reason = self._done[item] = self._reason(item)
         return reason
 
     def __iter__(self) -> Iterator[str]:
@@ -195,6 +193,19 @@ class _LazyReasons(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _content_reasons(content: ContentModel, profile: UserProfile) -> Callable[[str], str]:
+    top: list[str] = []
+    done = False
+
+    def reason(item: str) -> str:
+        nonlocal top, done
+        if not done:
+            top, done = content.profile_genres(profile), True
+        return content.reason(profile, item, top=top)
+
+    return reason
 
 
 def _scaled(values: Mapping[str, float]) -> dict[str, float]:
@@ -564,16 +575,18 @@ class HybridRecommender:
             nb = {k: view.item_neighbors(k) for k, _ in history}
             ranked = rank_items(history, nb, skip, n)
             lists["itemcf"] = [(i, s) for i, s, _ in ranked]
-            reasons["itemcf"] = {i: self._reason_itemcf(log, r) for i, _, r in ranked}
+            anchors = {i: r for i, _, r in ranked}
+            reasons["itemcf"] = _LazyReasons(lambda i: self._reason_itemcf(log, anchors[i]), anchors)
         if "usercf" in self.methods:
-            ranked = rank_users(view.user_neighbors(), view.user_items, n, skip)
-            lists["usercf"] = [(i, s) for i, s, _ in ranked]
-            reasons["usercf"] = {i: r for i, _, r in ranked}
+            best, rows = score_users(view.user_neighbors(), view.user_items, n, skip)
+            lists["usercf"] = best
+            reasons["usercf"] = _LazyReasons(lambda i: user_reason(i, rows), {i for i, _ in best})
         if "content" in self.methods:
             profile = self.profile(log)
             lists["content"] = self.content.top_items(profile, n, exclude=skip) if profile.items else []
             # reasons only for the few items a ranking shows (a pool holds candidate_pool of them)
-            reasons["content"] = _LazyReasons(self.content, profile, {i for i, _ in lists["content"]})
+            reasons["content"] = _LazyReasons(_content_reasons(self.content, profile),
+                                              {i for i, _ in lists["content"]})
         if "popular" in self.methods:
             lists["popular"] = self.popular(n, skip)
             reasons["popular"] = dict.fromkeys((i for i, _ in lists["popular"]), "trending")
@@ -708,9 +721,9 @@ class HybridRecommender:
 
     def _weighted(self, lists: Candidates, alphas: Mapping[str, float], n: int, pool: _Pool) -> Ranked:
         alphas = {m: alphas.get(m, 0.0) for m in lists}
-        feats = candidate_features(lists)
-        return [(i, s, self._reason(i, {m: alphas[m] * v for m, v in feats[i].items()}, pool))
-                for i, s in weighted(lists, alphas, n)]
+        scaled = {m: minmax(c) for m, c in lists.items()}
+        return [(i, s, self._reason(i, {m: alphas[m] * v[i] for m, v in scaled.items() if i in v}, pool))
+                for i, s in weighted_scaled(scaled, alphas, n)]
 
     def _learned(self, view: UserView, lists: Candidates, n: int, pool: _Pool, combiner: LogisticCombiner) -> Ranked:
         feats = self.features(view, lists)

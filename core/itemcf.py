@@ -124,8 +124,31 @@ class PairDeltas:
 
 def top_k(scores: Mapping[str, float] | Iterable[tuple[str, float]], k: int) -> Neighbors:
     """The k highest (item, score) pairs, ties broken by item id, positive scores only."""
-    items = scores.items() if isinstance(scores, Mapping) else scores
-    best = heapq.nsmallest(k, ((-s, i) for i, s in items if s > 0.0))
+    if isinstance(scores, Mapping):
+        return top_n(scores, k, positive=True)
+    best = heapq.nsmallest(k, ((-s, i) for i, s in scores if s > 0.0))
+    return [(i, -s) for s, i in best]
+
+
+def top_n(scores: Mapping[str, float], n: int, positive: bool = False) -> Neighbors:
+    """The ``n`` highest ``(item, score)`` of a mapping, by score then item id (only scores > 0 with
+    ``positive``): exactly ``sorted(..., key=(-score, item))[:n]``, with numpy choosing the few candidates
+    (every tie of the n-th score, so the id tie-break stays exact) before Python sorts them."""
+    size = len(scores)
+    if n <= 0 or size == 0:
+        return []
+    if size <= 2 * n + 16:  # small: a plain sort is cheaper than the numpy round trip
+        pairs = [(-s, i) for i, s in scores.items() if s > 0.0] if positive else [(-s, i) for i, s in scores.items()]
+        pairs.sort()
+        return [(i, -s) for s, i in pairs[:n]]
+    keys = list(scores)
+    vals = np.fromiter(scores.values(), dtype=np.float64, count=size)
+    pos = np.flatnonzero(vals > 0.0) if positive else np.arange(size)
+    if len(pos) > n:
+        sub = vals[pos]
+        kth = np.partition(sub, len(sub) - n)[len(sub) - n]
+        pos = pos[sub >= kth]
+    best = sorted([(-s, keys[p]) for p, s in zip(pos.tolist(), vals[pos].tolist(), strict=True)])[:n]
     return [(i, -s) for s, i in best]
 
 

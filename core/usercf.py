@@ -27,7 +27,6 @@ top-K neighbours recomputed from the sums. The Flink job holds the rows keyed by
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -35,7 +34,7 @@ from typing import TypedDict
 
 import numpy as np
 
-from core.itemcf import ItemRows
+from core.itemcf import ItemRows, top_n
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +94,14 @@ def pair_deltas(user: str, delta: float, partners: Iterable[tuple[str, float]]) 
     return out
 
 
-def rank_users(neighbors: Iterable[tuple[str, float]], items_of: Callable[[str], Mapping[str, float]], n: int,
-               skip: Collection[str]) -> list[tuple[str, float, str]]:
-    """``score(j) = Σ_{v ∈ neighbours} sim(u, v) · w_vj``: the ``n`` best unskipped items as ``(item, score, reason)``.
+UserRows = list[tuple[str, float, Mapping[str, float]]]
+"""``[(neighbour, sim(u, v), the neighbour's item weights)]``: what user-CF scores and reasons read."""
 
-    The reason names the neighbour that contributed most (ties: the smaller user id).
-    """
+
+def score_users(neighbors: Iterable[tuple[str, float]], items_of: Callable[[str], Mapping[str, float]], n: int,
+                skip: Collection[str]) -> tuple[list[tuple[str, float]], UserRows]:
+    """``score(j) = Σ_{v ∈ neighbours} sim(u, v) · w_vj``: the ``n`` best unskipped ``(item, score)`` (ties: the
+    smaller id) and the neighbour rows they were computed from (for :func:`user_reason`)."""
     if n < 0:
         raise ValueError(f"n {n!r} must be non-negative")
     rows = [(v, sim, items_of(v)) for v, sim in neighbors]
@@ -111,17 +112,26 @@ def rank_users(neighbors: Iterable[tuple[str, float]], items_of: Callable[[str],
             totals[item] = get(item, 0.0) + sim * w
     for item in skip:
         totals.pop(item, None)
-    best = heapq.nsmallest(n, ((-t, item) for item, t in totals.items()))
-    out = []
-    for neg, item in best:  # the reason: the neighbour with the largest contribution (ties: smaller id)
-        top_c, top_v = -1.0, ""
-        for v, sim, items in rows:
-            if item in items:
-                c = sim * items[item]
-                if c > top_c or (c == top_c and v < top_v):
-                    top_c, top_v = c, v
-        out.append((item, -neg, f"liked by similar user {top_v}"))
-    return out
+    return top_n(totals, n), rows
+
+
+def user_reason(item: str, rows: UserRows) -> str:
+    """The neighbour with the largest contribution to ``item`` (ties: the smaller user id), as a reason."""
+    top_c, top_v = -1.0, ""
+    for v, sim, items in rows:
+        w = items.get(item)
+        if w is not None:
+            c = sim * w
+            if c > top_c or (c == top_c and v < top_v):
+                top_c, top_v = c, v
+    return f"liked by similar user {top_v}"
+
+
+def rank_users(neighbors: Iterable[tuple[str, float]], items_of: Callable[[str], Mapping[str, float]], n: int,
+               skip: Collection[str]) -> list[tuple[str, float, str]]:
+    """:func:`score_users` with each item's reason: the neighbour that contributed most (ties: the smaller id)."""
+    best, rows = score_users(neighbors, items_of, n, skip)
+    return [(item, score, user_reason(item, rows)) for item, score in best]
 
 
 def cosine(dot: float, norm_a: float, norm_b: float) -> float:

@@ -240,3 +240,4 @@ def test_pruned_top_items_equal_the_brute_force_sort_bit_for_bit() -> None:
     for item in items[:30]:
         assert m.similar_items(item, 20) == _brute_force(m, vec(m, item), 20, {item})
     assert m.top_items(UserProfile(), 5) == []
+

@@ -12,6 +12,7 @@ from core.fusion import (
     rrf,
     training_pairs,
     weighted,
+    weighted_scaled,
 )
 
 # A ranks x > y > z; B ranks y > w. Distinct candidates: w, x, y, z (N = 4).
@@ -123,3 +124,14 @@ def test_logistic_add_features_keeps_the_weights() -> None:
     assert c.add_features(["a", "b"]) == []
     with pytest.raises(ValueError, match="bias"):
         c.add_features(["bias"])
+
+
+def test_weighted_top_n_is_the_prefix_of_the_full_fused_order() -> None:
+    rnd = random.Random(3)
+    lists = {m: [(f"i{rnd.randrange(120)}", float(rnd.randrange(5))) for _ in range(50)] for m in "ABC"}
+    alphas = {"A": 1.0, "B": 0.5, "C": 0.25}
+    full = weighted(lists, alphas)
+    assert len(full) > 36  # past the size where top_n switches to numpy
+    for n in (1, 10, 20, len(full)):
+        assert weighted(lists, alphas, n=n) == full[:n]
+    assert weighted_scaled({m: minmax(c) for m, c in lists.items()}, alphas, 10) == full[:10]

@@ -7,7 +7,7 @@ import random
 import pytest
 from reference import batch_cosine
 
-from core.itemcf import ItemCF, ItemRows, PairDeltas, UserHistory, rank_items, top_k, user_event
+from core.itemcf import ItemCF, ItemRows, PairDeltas, UserHistory, rank_items, top_k, top_n, user_event
 
 
 def random_stream(seed: int, n: int, users: int, items: int, rerate: float) -> list[tuple[str, str, float]]:
@@ -143,3 +143,17 @@ def test_row_cap_keeps_the_best_entries_by_cosine_order() -> None:
         ItemRows(2, row_cap=1)
     with pytest.raises(ValueError, match="row_cap -1"):
         ItemRows(2, row_cap=-1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_top_n_is_the_full_sort_prefix_with_ties_and_sizes_around_the_numpy_switch(seed: int) -> None:
+    rnd = random.Random(seed)
+    for size in (0, 1, 5, 35, 36, 37, 200, 2000):
+        # few distinct values: many ties at the n-th score, which must be broken by id as the full sort does
+        scores = {f"i{rnd.randrange(10 ** 6)}": rnd.choice([-1.0, 0.0, 0.25, 0.5, 0.5, 1.0, rnd.random()])
+                  for _ in range(size)}
+        for n in (0, 1, 10, 50, size + 3):
+            ordered = sorted(scores.items(), key=lambda t: (-t[1], t[0]))
+            assert top_n(scores, n) == ordered[:n]
+            assert top_n(scores, n, positive=True) == [(i, s) for i, s in ordered if s > 0][:n]
+            assert top_k(scores, n) == top_k(list(scores.items()), n)

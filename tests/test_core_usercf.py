@@ -141,3 +141,20 @@ def test_pair_deltas_and_rank_users_known_answer() -> None:
     assert ranked == [("x", 1.25, "liked by similar user v"), ("z", 1.0, "liked by similar user w")]
     with pytest.raises(ValueError, match="n -1"):
         rank_users([], lambda v: {}, -1, ())
+
+
+def test_rank_users_equals_a_brute_force_sum_with_ties_past_the_numpy_switch() -> None:
+    rnd = random.Random(7)
+    items = {f"v{k}": {f"i{rnd.randrange(300)}": float(rnd.choice([1, 2, 4])) for _ in range(40)} for k in range(20)}
+    neighbours = [(v, rnd.choice([0.5, 0.25, 0.125])) for v in items]
+    skip = {f"i{k}" for k in range(0, 300, 7)}
+    totals: dict[str, float] = {}
+    for v, sim in neighbours:  # the same sums in the same order: equal floats, so equal ties
+        for i, w in items[v].items():
+            totals[i] = totals.get(i, 0.0) + sim * w
+    want = sorted(((i, t) for i, t in totals.items() if i not in skip), key=lambda t: (-t[1], t[0]))[:50]
+    got = rank_users(neighbours, items.__getitem__, 50, skip)
+    assert [(i, s) for i, s, _ in got] == want
+    for i, _, reason in got:  # the largest single contribution, ties to the smaller user id
+        best = min((-sim * items[v][i], v) for v, sim in neighbours if i in items[v])
+        assert reason == f"liked by similar user {best[1]}"
