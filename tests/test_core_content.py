@@ -226,6 +226,10 @@ def test_pruned_top_items_equal_the_brute_force_sort_bit_for_bit() -> None:
     m = ContentModel()
     for r in generate_catalog(3000, seed=7):  # few genre/decade combinations and title words: many exact ties
         m.add_item(r)
+    # items with no title (a smaller norm than their signature's others), no year, or nothing at all (zero vector)
+    for k, r in enumerate(generate_catalog(60, seed=8)):
+        m.add_item({**r, "item_id": f"bare{k}", "title": "" if k % 2 else r["title"],
+                    "year": None if k % 3 == 0 else r["year"], "genres": [] if k % 5 == 0 else r["genres"]})
     items = sorted(m.items)
     rng = random.Random(3)
     for trial in range(60):
@@ -235,8 +239,9 @@ def test_pruned_top_items_equal_the_brute_force_sort_bit_for_bit() -> None:
         q = p.vector(m.dim)
         for n in (1, 10, 50, 400):
             assert m.top_items(p, n) == _brute_force(m, q, n, set(p.items)), (trial, n)
-        other = set(rng.sample(items, 200))
-        assert m.top_items(p, 50, exclude=other) == _brute_force(m, q, 50, other)
+        other = rng.sample(items, 200)
+        assert m.top_items(p, 50, exclude=other + other[:50]) == _brute_force(m, q, 50, set(other))  # repeats too
+        assert m.top_items(p, len(items) + 5) == _brute_force(m, q, len(items) + 5, set(p.items))
     for item in items[:30]:
         assert m.similar_items(item, 20) == _brute_force(m, vec(m, item), 20, {item})
     assert m.top_items(UserProfile(), 5) == []
