@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import site
 import sys
 import time
@@ -50,6 +51,24 @@ def _export_math_threads() -> None:
         os.environ.setdefault(var, value)
 
 
+def _export_jvm_memory(job: dict[str, Any]) -> None:
+    """Memory of the local mini-cluster JVM (the one PyFlink starts; a cluster's own config decides there).
+
+    * ``job.local_jvm_heap`` -> ``-Xmx`` in ``JVM_ARGS`` (unless it already has one): without it the JVM may
+      grow its heap to a quarter of the machine's RAM before collecting (measured on the 1M-event stream:
+      1.7 GiB committed for ~0.5 GiB live);
+    * ``MALLOC_ARENA_MAX=2``: the embedded interpreter allocates from many JVM threads, and glibc would give
+      each its own 64 MiB arenas. Both must be set before the JVM starts (the first environment of a process).
+    """
+    heap = job.get("local_jvm_heap")
+    if heap and not re.fullmatch(r"[1-9][0-9]*[kKmMgG]", str(heap)):
+        raise ValueError(f"job.local_jvm_heap {heap!r} must be a size like 1536m or 2g (or null)")
+    args = os.environ.get("JVM_ARGS", "")
+    if heap and "-Xmx" not in args:
+        os.environ["JVM_ARGS"] = f"{args} -Xmx{heap}".strip()
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+
+
 def latest_checkpoint(cfg: dict[str, Any]) -> Path | None:
     """The newest completed checkpoint (a ``chk-N`` folder with ``_metadata``) under ``job.checkpoint_dir``."""
     root = resolve_path(str(cfg["job"]["checkpoint_dir"]))
@@ -87,8 +106,10 @@ def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None
         log_dir.mkdir(parents=True, exist_ok=True)
         os.environ["FLINK_LOG_DIR"] = str(log_dir)
         logger.info("Flink logs: %s", log_dir)
-    conf = Configuration()
     submitted = "PYFLINK_GATEWAY_PORT" in os.environ  # started by `flink run`: -pyexec, -j ... decide
+    if not submitted:
+        _export_jvm_memory(job)  # before anything of PyFlink starts the JVM (Configuration() does)
+    conf = Configuration()
     if not submitted:
         # The Python worker must be this interpreter (the venv's), not whatever `python` is on PATH.
         conf.set_string("python.executable", sys.executable)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,19 @@ def test_errors_name_the_key_and_value(overrides: list[str], env: dict[str, str]
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "absent.yaml", env={})
+
+
+def test_local_jvm_heap_goes_to_jvm_args_once_and_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.flink_env import _export_jvm_memory
+
+    monkeypatch.setenv("JVM_ARGS", "-Dfoo=1")
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    _export_jvm_memory({"local_jvm_heap": "1536m"})
+    _export_jvm_memory({"local_jvm_heap": "2g"})  # an -Xmx already there (the user's, or ours) wins
+    assert os.environ["JVM_ARGS"] == "-Dfoo=1 -Xmx1536m"
+    assert os.environ["MALLOC_ARENA_MAX"] == "2"
+    monkeypatch.setenv("JVM_ARGS", "")
+    _export_jvm_memory({"local_jvm_heap": None})
+    assert os.environ["JVM_ARGS"] == ""
+    with pytest.raises(ValueError, match=r"job\.local_jvm_heap 2048 must be a size"):
+        _export_jvm_memory({"local_jvm_heap": 2048})
