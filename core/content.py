@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -59,11 +59,6 @@ def title_terms(title: str) -> list[str]:
 def hash_bucket(term: str, n_hash: int) -> int:
     """The feature-hashing bucket of a term (CRC-32, identical in every process)."""
     return zlib.crc32(term.encode("utf-8")) % n_hash
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = float(np.linalg.norm(v))
-    return v / n if n > 0 else v
 
 
 def _positive(name: str, value: float, allow_zero: bool = False) -> float:
@@ -227,19 +222,36 @@ class ContentModel:
         feats = self.items.get(item)
         if feats is None:
             return None
-        g = np.zeros(len(GENRES))
-        g[feats["genres"]] = 1.0
-        y = np.zeros(self.n_decades)
-        if feats["decade"] is not None:
-            y[feats["decade"]] = 1.0
-        t = np.zeros(self.n_hash)
-        for b, tf in feats["terms"].items():
-            t[b] = tf * self.idf(b)
-        vec = np.concatenate(
-            [self.genre_weight * _unit(g), self.year_weight * _unit(y), self.title_weight * _unit(t)]
-        )
+        cols, vals = self._nonzeros(feats, self.idf, np.zeros(self.n_hash))
+        vec = np.zeros(self.dim)
+        vec[cols] = vals
         self._cache[item] = vec
         return vec
+
+    def _nonzeros(self, feats: ItemFeatures, idf: Callable[[int], float],
+                  buf: np.ndarray) -> tuple[list[int], list[float]]:
+        """The non-zeros of an item's vector in column order: ``[genre one-hot | decade one-hot | title TF-IDF]``,
+        each block L2-normalised and weighted (``buf``: an all-zero scratch row of ``n_hash``, left all zero; the
+        title norm is taken of that dense row, as numpy would of the vector's block)."""
+        cols: list[int] = []
+        vals: list[float] = []
+        genres = feats["genres"]
+        if genres and self.genre_weight:
+            cols.extend(genres)
+            vals.extend([self.genre_weight * (1.0 / math.sqrt(len(genres)))] * len(genres))
+        if feats["decade"] is not None and self.year_weight:
+            cols.append(len(GENRES) + feats["decade"])
+            vals.append(self.year_weight * 1.0)
+        if feats["terms"] and self.title_weight:
+            terms = sorted((b, tf * idf(b)) for b, tf in feats["terms"].items())
+            buckets = [b for b, _ in terms]
+            buf[buckets] = [x for _, x in terms]
+            norm = float(np.linalg.norm(buf))
+            buf[buckets] = 0.0
+            n_fixed = len(GENRES) + self.n_decades
+            cols.extend(n_fixed + b for b in buckets)
+            vals.extend(self.title_weight * (x / norm) for _, x in terms)
+        return cols, vals
 
     def genres(self, item: str) -> list[str]:
         feats = self.items.get(item)
@@ -254,7 +266,17 @@ class ContentModel:
         """
         if self._matrix is None:
             ids = sorted(self.items)
-            data, indices, lengths = self._nonzeros(ids)
+            idf = {b: self.idf(b) for b in self.df}
+            buf = np.zeros(self.n_hash)
+            cols: list[int] = []
+            vals: list[float] = []
+            lengths = np.zeros(len(ids), dtype=np.int64)
+            for k, item in enumerate(ids):
+                c, v = self._nonzeros(self.items[item], idf.__getitem__, buf)
+                cols.extend(c)
+                vals.extend(v)
+                lengths[k] = len(c)
+            data, indices = np.array(vals, dtype=np.float64), np.array(cols, dtype=np.int64)
             indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
             row = np.repeat(np.arange(len(ids)), lengths)
             nd = len(GENRES) + self.n_decades
@@ -283,45 +305,6 @@ class ContentModel:
             self._rows = {i: k for k, i in enumerate(ids)}
         return self._matrix
 
-    def _nonzeros(self, ids: list[str], chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The non-zeros of :meth:`vector` of every item in ``ids``, row after row in column order, and each row's
-        count: the same floats as the vectors (the same operations; each title norm from the same dense row
-        layout), built without a vector per item (a catalog change rebuilds them all: the IDF moved)."""
-        n_fixed = len(GENRES) + self.n_decades
-        cols: list[int] = []
-        vals: list[float] = []
-        lengths = np.zeros(len(ids), dtype=np.int64)
-        idf = {b: self.idf(b) for b in self.df}
-        gw, yw, tw = self.genre_weight, self.year_weight, self.title_weight
-        dense = np.zeros((min(chunk, len(ids)), self.n_hash))
-        for start in range(0, len(ids), chunk):
-            part = ids[start:start + chunk]
-            dense[:] = 0.0
-            terms: list[list[tuple[int, float]]] = []
-            for r, item in enumerate(part):
-                t = sorted((b, tf * idf[b]) for b, tf in self.items[item]["terms"].items())
-                for b, x in t:
-                    dense[r, b] = x
-                terms.append(t)
-            for r, item in enumerate(part):
-                feats = self.items[item]
-                before = len(cols)
-                genres = feats["genres"]
-                if genres and gw:
-                    g = gw * (1.0 / math.sqrt(len(genres)))
-                    cols.extend(genres)
-                    vals.extend([g] * len(genres))
-                if feats["decade"] is not None and yw:
-                    cols.append(len(GENRES) + feats["decade"])
-                    vals.append(yw * 1.0)
-                if terms[r] and tw:
-                    norm = float(np.linalg.norm(dense[r]))
-                    for b, x in terms[r]:
-                        cols.append(n_fixed + b)
-                        vals.append(tw * (x / norm))
-                lengths[start + r] = len(cols) - before
-        return np.array(vals, dtype=np.float64), np.array(cols, dtype=np.int64), lengths
-
     def weighted_sum(self, items: list[str], weights: np.ndarray) -> np.ndarray:
         """``Σ_k weights[k] · vector(items[k])`` as a dense vector (each item must be in the catalog)."""
         m = self._catalog()
@@ -329,17 +312,19 @@ class ContentModel:
         pos, lengths = _spans(m.indptr[rows], m.indptr[rows + 1])
         return np.bincount(m.indices[pos], weights=m.data[pos] * np.repeat(weights, lengths), minlength=self.dim)
 
-    def _genre_part(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every item's dot product with ``query`` over the genre/decade block, and its cosine denominator."""
-        m = self._catalog()
-        return (m.sig @ query[: m.sig.shape[1]])[m.sig_of], m.norms * float(np.linalg.norm(query))
+    @staticmethod
+    def _signature_dots(m: _Csr, query: np.ndarray) -> tuple[np.ndarray, float]:
+        """Each distinct genre/decade row's dot product with ``query``, and ``|query|``: the parts of every cosine
+        that :meth:`_cosines` and :meth:`_bounded` share (so both compute the same floats)."""
+        return m.sig @ query[: m.sig.shape[1]], float(np.linalg.norm(query))
 
     def _cosines(self, query: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Every catalog item's cosine with ``query`` (the brute-force reference of :meth:`_best`)."""
         m = self._catalog()
         n = len(m.ids)
-        dense, denom = self._genre_part(query)
-        dots = dense + np.bincount(m.t_row, weights=m.t_data * query[m.t_col], minlength=n)
+        g, q_norm = self._signature_dots(m, query)
+        dots = g[m.sig_of] + np.bincount(m.t_row, weights=m.t_data * query[m.t_col], minlength=n)
+        denom = m.norms * q_norm
         return m.ids, np.divide(dots, denom, out=np.zeros(n), where=denom > 0)
 
     def score(self, profile: UserProfile, items: Iterable[str]) -> dict[str, float]:
@@ -424,12 +409,10 @@ class ContentModel:
         reaches the floor, found per genre/decade row (signature) s, whose items share its part ``g_s``: every item
         of s has a cosine of at least ``g_s / (max norm in s · |q|)`` and at most
         ``(g_s + max title norm in s · |title_q|) / (min norm in s · |q|)``."""
-        n_fixed = m.sig.shape[1]
-        q_norm = float(np.linalg.norm(query))
-        g = m.sig @ query[:n_fixed]
+        g, q_norm = ContentModel._signature_dots(m, query)
         live = m.g_count > 0
         lower = np.divide(g, m.g_max_norm * q_norm, out=np.zeros(len(g)), where=live)
-        upper = np.divide(g + m.g_max_tnorm * float(np.linalg.norm(query[n_fixed:])), m.g_min_norm * q_norm,
+        upper = np.divide(g + m.g_max_tnorm * float(np.linalg.norm(query[m.sig.shape[1]:])), m.g_min_norm * q_norm,
                           out=np.zeros(len(g)), where=live)
         skipped = np.zeros(len(m.ids), dtype=bool)
         skipped[skip_rows] = True

@@ -52,6 +52,7 @@ Reasons: each recommended item carries the reason of the method that contributed
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -196,16 +197,9 @@ class _LazyReasons(Mapping[str, str]):
 
 
 def _content_reasons(content: ContentModel, profile: UserProfile) -> Callable[[str], str]:
-    top: list[str] = []
-    done = False
-
-    def reason(item: str) -> str:
-        nonlocal top, done
-        if not done:
-            top, done = content.profile_genres(profile), True
-        return content.reason(profile, item, top=top)
-
-    return reason
+    """The content reason of an item; the profile's top genres are computed once, at the first reason."""
+    top = functools.cache(lambda: content.profile_genres(profile))
+    return lambda item: content.reason(profile, item, top=top())
 
 
 def _scaled(values: Mapping[str, float]) -> dict[str, float]:

@@ -169,7 +169,7 @@ class Ranker(KeyedBroadcastProcessFunction):
             put_all(ctx.get_broadcast_state(USER_ITEMS_STATE), value[1])
             self._user_items.update(value[1])
         elif kind == "catalog":
-            records = {rec.content.features(record)[0]: record for record in value[1]}
+            records = {record["item_id"]: record for record in value[1]}  # normalised by ParseCatalog
             put_all(ctx.get_broadcast_state(CATALOG_STATE), records)
             self._new_items.update(records)
         else:  # pragma: no cover - a wiring error
