@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "subtask, like the 'p=2 (2 TMs)' throughput run (default: the mini-cluster)")
     g.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                    help="py-spy the JVM for this long during the scale run and each MovieLens replay (default 0: off)")
+    g.add_argument("--profile-delay", type=float, default=None, metavar="SECONDS",
+                   help="start the profile this long after the first event (default: 3 for the MovieLens replays, "
+                        "10 for the scale run); e.g. 300 profiles the scale run once its state has grown")
     g = p.add_argument_group("limit")
     g.add_argument("--per-event", action="store_true",
                    help="also run the per-event variant (rank the acting user after every event; an estimate, "
@@ -247,7 +250,8 @@ def _throughput(args: argparse.Namespace, report: dict[str, Any], out: Path) -> 
     for par, on_cluster in plan:
         label = f"tp-p{par}" + ("-cluster" if on_cluster else "")
         res = run_replay(events, ReplayOptions(label, par, overrides=list(args.overrides), cluster=on_cluster,
-                                               catalog=_movielens_catalog(), profile_s=args.profile, profile_delay=3.0,
+                                               catalog=_movielens_catalog(), profile_s=args.profile,
+                                               profile_delay=3.0 if args.profile_delay is None else args.profile_delay,
                                                profile_out=out / f"profile_{label}.txt"))
         res["dataset"] = "MovieLens-100K"
         runs.append(res)
@@ -305,6 +309,7 @@ def _scale(args: argparse.Namespace, report: dict[str, Any], out: Path) -> None:
     opts = ReplayOptions("scale", args.scale_parallelism, overrides=overrides, cluster=args.scale_cluster,
                          state_size=True, partial_ok=True,
                          timeout=args.scale_timeout, profile_s=args.profile, profile_out=out / "profile_scale.txt",
+                         profile_delay=10.0 if args.profile_delay is None else args.profile_delay,
                          catalog=_scale_catalog(spec))
     res = run_replay(events, opts)
     res["dataset"] = "synthetic"

@@ -68,3 +68,36 @@ def test_validation_and_pickle() -> None:
         t.decayed_score("a")
     t.learn_one("a", 2.0, 0)
     assert pickle.loads(pickle.dumps(t)).top(1) == [("a", 2.0)]
+
+
+def test_ranked_is_the_sorted_prefix_with_ties_by_id() -> None:
+    """The numpy ranking equals Python's sort by (-score, id) for every n, with many ties, zeros and excludes."""
+    import random
+
+    from core.popularity import _ranked
+
+    rng = random.Random(7)
+    for trial in range(200):
+        size = rng.choice([0, 1, 2, 5, 30, 300])
+        keys = [f"i{rng.randrange(10 ** 6)}" for _ in range(size)]
+        keys = list(dict.fromkeys(keys))
+        scores = [rng.choice([0.0, 0.5, 1.0, 2.0, -1.0, rng.random()]) for _ in keys]
+        exclude = set(rng.sample(keys, min(len(keys), rng.randrange(4)))) if trial % 2 else None
+        want = sorted(((k, s) for k, s in zip(keys, scores, strict=True) if s > 0 and k not in (exclude or ())),
+                      key=lambda t: (-t[1], t[0]))
+        for n in {0, 1, 2, 3, len(want) // 2, len(want), len(want) + 5}:
+            assert _ranked(keys, scores, n, exclude) == want[:n], (trial, n)
+
+
+def test_top_decayed_matches_decayed_score() -> None:
+    t = Trending(window_s=60, n_buckets=3, half_life_s=7)
+    for k in range(400):
+        t.learn_one(f"item{k % 37}", float(1 + k % 3), 1_000 * (k // 5))
+    t.learn_one("late", 1.0, 0)  # out of order
+    want = sorted(((i, t.decayed_score(i)) for i in t.decayed), key=lambda p: (-p[1], p[0]))
+    assert t.top_decayed(len(t.decayed)) == [p for p in want if p[1] > 0]
+    assert t.top_decayed(3, now=500_000, exclude=["item1"]) == sorted(
+        ((i, t.decayed_score(i, 500_000)) for i in t.decayed if i != "item1"), key=lambda p: (-p[1], p[0]))[:3]
+    assert Trending(half_life_s=7).top_decayed(5) == []
+    with pytest.raises(ValueError, match="n -1"):
+        t.top_decayed(-1)

@@ -118,3 +118,91 @@ def test_compaction_writes_rows_only_every_n_windows() -> None:
     assert run_more and ctx.states["rows"].writes > 0 and ctx.states["rows-log"].data == []
     model = op._models[0]
     assert ctx.states["rows"].data == model.rows and ctx.states["norms"].data == model.norms
+
+
+# -- the rankers' copies of the user-CF rows (operators.ranker.Ranker, broadcast state) -------------------------------
+
+class FakeBroadcastState(FakeMapState):
+    def put(self, key: Any, value: Any) -> None:
+        self.writes += 1
+        self.data[key] = value
+
+    def clear(self) -> None:
+        self.data = {}
+
+
+class FakeRankerContext:
+    """Both what ``Ranker.open`` asks of a runtime context and what the broadcast side asks of its context."""
+
+    def __init__(self, broadcast: dict[str, FakeBroadcastState] | None = None) -> None:
+        self.broadcast = {} if broadcast is None else broadcast
+
+    def get_broadcast_state(self, desc: Any) -> FakeBroadcastState:
+        return self.broadcast.setdefault(desc.get_name(), FakeBroadcastState())
+
+    def get_list_state(self, desc: Any) -> FakeListState:
+        return FakeListState()
+
+    def get_map_state(self, desc: Any) -> FakeMapState:
+        return FakeMapState()
+
+    def get_state(self, desc: Any) -> None:
+        return None
+
+    def get_metrics_group(self) -> Any:
+        class Group:
+            def counter(self, name: str) -> Any:
+                return None
+        return Group()
+
+
+def user_items_records(seed: int, n: int) -> list[dict[str, dict[str, float]]]:
+    """UserWindow's user_items records: per window the row entries it set, with re-engagements (new weights)."""
+    rng = random.Random(seed)
+    return [{f"u{rng.randrange(15)}": {f"i{rng.randrange(30)}": rng.choice([0.5, 1.0, 2.5, 4.0])
+                                       for _ in range(rng.randrange(1, 4))}
+             for _ in range(rng.randrange(1, 5))} for _ in range(n)]
+
+
+def ranker(compact_records: int, ctx: FakeRankerContext) -> Any:
+    from config import load_config
+    from operators.ranker import Ranker
+
+    op = Ranker(load_config(None)["model"], 500, compact_records=compact_records)
+    op.open(ctx)  # type: ignore[arg-type]
+    return op
+
+
+@pytest.mark.parametrize("compact_records", [1, 4, 50])
+@pytest.mark.parametrize("stop_after", [1, 4, 9, 13])
+def test_ranker_user_items_log_restores_the_exact_rows(compact_records: int, stop_after: int) -> None:
+    records = user_items_records(seed=stop_after, n=20)
+    want: dict[str, dict[str, float]] = {}
+    for rec in records[:stop_after]:
+        for user, row in rec.items():
+            want.setdefault(user, {}).update(row)
+    ctx = FakeRankerContext()
+    first = ranker(compact_records, ctx)
+    for rec in records[:stop_after]:
+        first.process_broadcast_element(("user_items", rec), ctx)
+    assert first._user_items == want
+    log = ctx.broadcast["user-items-log"].data
+    assert len(log) == (stop_after % compact_records if compact_records > 1 else 0)
+    if compact_records > stop_after:
+        assert ctx.broadcast["user-items"].writes == 0  # nothing written whole yet: all of it is in the log
+    # a restore: a new ranker on (a copy of) the same broadcast state
+    copy = {name: FakeBroadcastState() for name in ctx.broadcast}
+    for name, state in ctx.broadcast.items():
+        copy[name].data = {k: {i: dict(r) for i, r in v.items()} if name == "user-items-log" else dict(v)
+                           for k, v in state.data.items()}
+    ctx2 = FakeRankerContext(copy)
+    second = ranker(compact_records, ctx2)
+    second._load(ctx2)
+    assert second._user_items == want
+    for rec in records[stop_after:]:  # and both go on alike, compactions included
+        first.process_broadcast_element(("user_items", rec), ctx)
+        second.process_broadcast_element(("user_items", rec), ctx2)
+    assert second._user_items == first._user_items
+    third = ranker(compact_records, FakeRankerContext(ctx2.broadcast))
+    third._load(ctx2)
+    assert third._user_items == first._user_items
