@@ -115,7 +115,7 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
               .key_by(lambda r: r[0], key_type=Types.INT())
               .connect(shared.broadcast(*BROADCAST_STATES))
               .process(Ranker(model, window, model.get("compare_modes") or (), job["rank_delay_ms"],
-                              job["rank_budget_ms"], job["state_compact_windows"] * shards),
+                              job["rank_budget_ms"]),
                        output_type=PICKLED)
               .name("ranker").uid("ranker"))
     if redis:

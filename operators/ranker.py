@@ -6,11 +6,8 @@ of four kinds of record) and keeps them in broadcast state, with a Python workin
 
 * ``items``: item-CF neighbour lists, item statistics (distinct users, latest time, rating sums for
   the baseline) and the engagements that feed the trending window (``ItemWindow``);
-* ``users``: user-CF neighbour lists (``UserSimWindow``); ``user_items``: the entries of the users' user-CF rows
-  that a window set (``UserWindow``), which the user-CF score ``Σ_v sim(u, v)·w_vj`` reads. Like the similarity
-  rows (:class:`operators.windows._RowsWindow`) they are made durable as a log: each record is one entry of
-  ``user-items-log``, and every ``compact_records`` records the rows they changed are written whole and the log
-  is cleared (a heavy user's row is then written once per compaction, not once per window);
+* ``users``: user-CF neighbour lists (``UserSimWindow``); ``user_items``: the users' user-CF rows
+  (``UserWindow``), which the user-CF score ``Σ_v sim(u, v)·w_vj`` reads;
 * ``catalog``: catalog records from the ``items`` topic (content vectors, titles), usable without a
   restart from the first ranking of the next window on (they are applied together, once per window).
 
@@ -55,13 +52,11 @@ logger = logging.getLogger(__name__)
 NEIGHBORS_STATE = MapStateDescriptor("neighbors", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 USER_NEIGHBORS_STATE = MapStateDescriptor("user-neighbors", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 USER_ITEMS_STATE = MapStateDescriptor("user-items", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
-# the user_items records received since the rows above were last written, by arrival number
-USER_ITEMS_LOG_STATE = MapStateDescriptor("user-items-log", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
 ITEM_STATS_STATE = MapStateDescriptor("item-stats", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 CATALOG_STATE = MapStateDescriptor("catalog", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 GLOBALS_STATE = MapStateDescriptor("globals", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
-BROADCAST_STATES = (NEIGHBORS_STATE, USER_NEIGHBORS_STATE, USER_ITEMS_STATE, USER_ITEMS_LOG_STATE, ITEM_STATS_STATE,
-                    CATALOG_STATE, GLOBALS_STATE)
+BROADCAST_STATES = (NEIGHBORS_STATE, USER_NEIGHBORS_STATE, USER_ITEMS_STATE, ITEM_STATS_STATE, CATALOG_STATE,
+                    GLOBALS_STATE)
 RANK_TICK_MS = 10
 COMBINER_LOG_EVERY = 1000  # log a shard's combiner weights each time it has learned this many more examples
 
@@ -70,13 +65,12 @@ class Ranker(KeyedBroadcastProcessFunction):
     """Rank request batches in; ``("recs", [msg...], trending, combiner)`` out (combiner: None or its weights)."""
 
     def __init__(self, model: Mapping[str, Any], window_ms: int, compare_modes: Sequence[str] = (),
-                 rank_delay_ms: int | None = None, rank_budget_ms: int = 0, compact_records: int = 1) -> None:
+                 rank_delay_ms: int | None = None, rank_budget_ms: int = 0) -> None:
         self.model = dict(model)
         self.window_ms = window_ms
         self.compare_modes = tuple(compare_modes)
         self.rank_delay_ms = window_ms // 2 if rank_delay_ms is None else rank_delay_ms
         self.rank_budget_ms = rank_budget_ms
-        self.compact_records = compact_records
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.rec = HybridRecommender.from_config(self.model)
@@ -93,8 +87,6 @@ class Ranker(KeyedBroadcastProcessFunction):
         self._neighbors: dict[str, Neighbors] = {}
         self._user_neighbors: dict[str, Neighbors] = {}
         self._user_items: dict[str, dict[str, float]] = {}
-        self._ui_unwritten: dict[str, None] = {}  # users whose rows changed since they were last written whole
-        self._ui_seq = 0  # user_items records logged since then
         self._combiners: dict[int, tuple[LogisticCombiner, random.Random]] = {}
         self._armed: dict[Any, int] = {}
         self._seq = 0
@@ -129,9 +121,6 @@ class Ranker(KeyedBroadcastProcessFunction):
         self._neighbors = dict(ctx.get_broadcast_state(NEIGHBORS_STATE).items())
         self._user_neighbors = dict(ctx.get_broadcast_state(USER_NEIGHBORS_STATE).items())
         self._user_items = dict(ctx.get_broadcast_state(USER_ITEMS_STATE).items())
-        for seq, entries in sorted(ctx.get_broadcast_state(USER_ITEMS_LOG_STATE).items()):  # in arrival order
-            self._merge_user_items(entries)
-            self._ui_seq = max(self._ui_seq, seq + 1)
         globals_ = dict(ctx.get_broadcast_state(GLOBALS_STATE).items())
         if "trending" in globals_:
             rec.trending = globals_["trending"]
@@ -148,28 +137,6 @@ class Ranker(KeyedBroadcastProcessFunction):
                 self.rec.add_item(record)
             logger.debug("ranker: %d catalog records applied", len(self._new_items))
             self._new_items = {}
-
-    def _merge_user_items(self, entries: Mapping[str, Mapping[str, float]]) -> None:
-        for user, row in entries.items():
-            self._ui_unwritten[user] = None
-            mine = self._user_items.get(user)
-            if mine is None:
-                self._user_items[user] = dict(row)
-            else:
-                mine.update(row)
-
-    def _log_user_items(self, ctx: Any, entries: Mapping[str, Mapping[str, float]]) -> None:
-        """Make a user_items record durable: one log entry, or (every ``compact_records``) the changed rows whole."""
-        log = ctx.get_broadcast_state(USER_ITEMS_LOG_STATE)
-        if self._ui_seq + 1 < self.compact_records:
-            log.put(self._ui_seq, entries)
-            self._ui_seq += 1
-            return
-        put_all(ctx.get_broadcast_state(USER_ITEMS_STATE), {u: self._user_items[u] for u in self._ui_unwritten})
-        if self._ui_seq:
-            log.clear()
-        self._ui_unwritten = {}
-        self._ui_seq = 0
 
     def _set_stats(self, stats: Mapping[str, tuple[int, int, float, int]]) -> None:
         for item, (users, last, r_sum, r_n) in stats.items():
@@ -199,8 +166,8 @@ class Ranker(KeyedBroadcastProcessFunction):
             put_all(ctx.get_broadcast_state(USER_NEIGHBORS_STATE), neighbors)
             self._user_neighbors.update(neighbors)
         elif kind == "user_items":
-            self._merge_user_items(value[1])
-            self._log_user_items(ctx, value[1])
+            put_all(ctx.get_broadcast_state(USER_ITEMS_STATE), value[1])
+            self._user_items.update(value[1])
         elif kind == "catalog":
             records = {record["item_id"]: record for record in value[1]}  # normalised by ParseCatalog
             put_all(ctx.get_broadcast_state(CATALOG_STATE), records)

@@ -8,7 +8,7 @@ processing-time window (``job.window_ms``) per *virtual shard* of keys:
   history, the hybrid's log, the user-CF row; :class:`UserPieces`) with the functions of
   :mod:`core.hybrid`, and emits per window one record per item shard (item-CF pair and norm deltas,
   and the engagements of that shard's items), one rank request batch per user shard (``RANK_TAG``) and
-  the user-CF row entries the window set, for the rankers (``USER_ITEMS_TAG``).
+  the changed users' user-CF rows for the rankers (``USER_ITEMS_TAG``).
 * :class:`ItemWindow` (keyed by item shard) adds the deltas into the co-occurrence rows it owns, keeps
   each owned item's recent raters (user-CF fan-out), statistics (distinct users, latest time, rating
   sums for the baseline), recomputes the top-K neighbours of changed rows, and emits one batch per
@@ -56,7 +56,7 @@ USER_DELTA_TAG = OutputTag("user-deltas", Types.PICKLED_BYTE_ARRAY())
 #   ItemDelta   (item_shard, norms {item: d}, pairs {row item: {col item: d}}, engagements [Engagement])
 #   Engagement  (item, user, ts, first engagement?, user-CF weight, previous user-CF weight, Δ rating sum, Δ rating n)
 #   RankRequest (user_shard, [(user, log, recent [(item, w)], last_ts, event_id, event_ts, new items), ...], final)
-#   UserItems   ("user_items", {user: {item: user-CF weight}}): the entries set in the window (rows only grow)
+#   UserItems   ("user_items", {user: {item: user-CF weight}})
 #   ItemBatch   ("items", item_shard, {item: [(item, sim)]}, {item: (users, last ts, rating sum, rating n)},
 #                [(item, ts) per engagement], processed_at)
 #   UserDelta   (user_shard, user norms {user: d}, pairs {row user: {col user: d}})
@@ -154,7 +154,6 @@ class UserWindow(_Windowed):
         n = self.item_shards
         engagements: list[list[tuple[Any, ...]]] = [[] for _ in range(n)]
         touched: dict[str, None] = {}  # users whose recommendations change, in first-touch order
-        ucf_changed: dict[str, dict[str, None]] = {}  # user -> items whose user-CF weight this window set
         new_items: dict[str, list[str]] = {}  # items each user engaged for the first time in this window
         cap = self.rec.itemcf.history_cap
         for ev in batch:
@@ -172,23 +171,15 @@ class UserWindow(_Windowed):
             elif ev.ts >= p.hist.last_ts:
                 p.hist.last_ts, p.hist.last_event_id = ev.ts, ev.event_id
             w_pos = max(w, MIN_POSITIVE_WEIGHT)
-            if self.usercf:
-                w_old = set_weight(p.ucf, ev.item_id, w_pos)
-                ucf_changed.setdefault(ev.user_id, {})[ev.item_id] = None
-            else:
-                w_old = w_pos
+            w_old = set_weight(p.ucf, ev.item_id, w_pos) if self.usercf else w_pos
             d_sum = (ev.weight if ev.type == "rate" else 0.0) - (old[0] if old and old[2] == "rate" else 0.0)
             d_n = (ev.type == "rate") - (old is not None and old[2] == "rate")
             engagements[shard_of(ev.item_id, n)].append(
                 (ev.item_id, ev.user_id, ev.ts, old is None, w_pos, w_old, d_sum, d_n))
             touched[ev.user_id] = None
         put_all(self.users, {u: self._cache[u] for u in touched})
-        if ucf_changed:  # only the entries this window set: a row holds every item of the user
-            ucf_entries: dict[str, dict[str, float]] = {}
-            for u, items in ucf_changed.items():
-                ucf_row = self._cache[u].ucf["items"]
-                ucf_entries[u] = {i: ucf_row[i] for i in items}
-            yield USER_ITEMS_TAG, ("user_items", ucf_entries)
+        if self.usercf and touched:
+            yield USER_ITEMS_TAG, ("user_items", {u: dict(self._cache[u].ucf["items"]) for u in touched})
         if final:  # end of a bounded input: re-rank every user of the shard with the final model
             for user, pieces in self.users.items():
                 if user not in touched:
