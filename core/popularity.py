@@ -24,18 +24,14 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-def _top(scores: dict[str, float], n: int, exclude: Iterable[str] | None) -> list[tuple[str, float]]:
-    if n < 0:
-        raise ValueError(f"n {n!r} must be non-negative")
-    return _ranked(list(scores), list(scores.values()), n, exclude)
-
-
 def _ranked(keys: list[str], scores: list[float], n: int, exclude: Iterable[str] | None = None
             ) -> list[tuple[str, float]]:
     """The ``n`` best positive ``(key, score)`` not in ``exclude``, by score then key: exactly
     ``sorted(..., key=lambda t: (-t[1], t[0]))[:n]``, with numpy doing the sort (a stable sort by score, then each
     run of equal scores put in key order). Trending ranks every item once per window: ~20k of them."""
-    if n <= 0 or not keys:
+    if n < 0:
+        raise ValueError(f"n {n!r} must be non-negative")
+    if n == 0 or not keys:
         return []
     vals = np.array(scores, dtype=np.float64)
     keep = vals > 0
@@ -120,6 +116,10 @@ class Trending:
         bucket[item] = bucket.get(item, 0.0) + amount
         self.totals[item] = self.totals.get(item, 0.0) + amount
 
+    def _require_decay(self) -> None:
+        if self.half_life_s is None:
+            raise ValueError("half_life_s None: decayed popularity is off")
+
     def _decay(self, dt_ms: float) -> float:
         assert self.half_life_s is not None
         return 2.0 ** (-(dt_ms / 1000.0) / self.half_life_s)
@@ -130,28 +130,24 @@ class Trending:
 
     def decayed_score(self, item: str, now: int | None = None) -> float:
         """The item's decayed popularity at ``now`` (default: the latest event time seen)."""
-        if self.half_life_s is None:
-            raise ValueError("half_life_s None: decayed popularity is off")
+        self._require_decay()
         value, t = self.decayed.get(item, (0.0, 0))
         ref = self.now_ms if now is None else now
         return value * self._decay(ref - t) if ref is not None and value else 0.0
 
     def top(self, n: int, exclude: Iterable[str] | None = None) -> list[tuple[str, float]]:
         """The ``n`` items with the largest amount in the window, as ``(item, amount)``; ties by item id."""
-        return _top(self.totals, n, exclude)
+        return _ranked(list(self.totals), list(self.totals.values()), n, exclude)
 
     def top_decayed(
         self, n: int, exclude: Iterable[str] | None = None, now: int | None = None
     ) -> list[tuple[str, float]]:
-        """The ``n`` items with the largest decayed popularity at ``now``."""
-        if self.half_life_s is None:
-            raise ValueError("half_life_s None: decayed popularity is off")
-        if n < 0:
-            raise ValueError(f"n {n!r} must be non-negative")
+        """The ``n`` items with the largest decayed popularity at ``now`` (:meth:`decayed_score` of every item, in
+        one pass over them)."""
+        self._require_decay()
         ref = self.now_ms if now is None else now
-        if ref is None:
-            return []
-        h = self.half_life_s
-        # decayed_score's formula, inlined: one pass over every item
-        scores = [value * 2.0 ** (-((ref - t) / 1000.0) / h) if value else 0.0 for value, t in self.decayed.values()]
+        if ref is None:  # nothing learnt yet
+            return _ranked([], [], n)
+        decay = self._decay
+        scores = [value * decay(ref - t) if value else 0.0 for value, t in self.decayed.values()]
         return _ranked(list(self.decayed), scores, n, exclude)
