@@ -324,6 +324,7 @@ def _limit(args: argparse.Namespace, report: dict[str, Any], cfg: dict[str, Any]
     m, job = cfg["model"], cfg["job"]
     runs: list[dict[str, Any]] = []
     report["limit"] = {"top_k": m["top_k"], "history_cap": m["history_cap"], "top_n": m["top_n"],
+                       "refresh_on_norms": job["refresh_on_norms"],
                        "mode": m["hybrid"]["mode"], "methods": m["hybrid"]["methods"],
                        "window_ms": job["window_ms"], "runs": runs}
     events = _movielens(args.events or (20_000 if args.quick else None))
@@ -332,9 +333,10 @@ def _limit(args: argparse.Namespace, report: dict[str, Any], cfg: dict[str, Any]
     progress("limit: %d MovieLens events in one Python process (HybridRecommender, mode %s, methods %s)",
              len(events), m["hybrid"]["mode"], ",".join(m["hybrid"]["methods"]))
     variants: list[tuple[str, Callable[[list[Any], float, list[Any]], dict[str, Any]]]] = [
-        ("batched", lambda ev, c, cat: limit.batched(ev, m, job["window_ms"], cat, max_seconds=c)),
+        ("batched", lambda ev, c, cat: limit.batched(ev, m, job["window_ms"], cat, max_seconds=c,
+                                                     refresh_on_norms=job["refresh_on_norms"])),
         ("per_event", lambda ev, c, cat: limit.per_event(ev, m, cat, rank_stride=args.rank_stride,
-                                                         max_seconds=c)),
+                                                         max_seconds=c, refresh_on_norms=job["refresh_on_norms"])),
     ]
     for name, fn in variants if args.per_event else variants[:1]:
         res = fn(events, cap, catalog)

@@ -2,7 +2,8 @@
 
 Both variants drive :class:`core.hybrid.HybridRecommender` built from the same config as the job
 (``model`` and ``model.hybrid``: item-CF, user-CF, content, trending, the fusion mode and the
-in-stream training of the learned combiner), over a list of events, with the MovieLens catalog
+in-stream training of the learned combiner, and ``refresh_on_norms`` as ``job.refresh_on_norms``: which
+item-CF neighbour lists a change recomputes), over a list of events, with the MovieLens catalog
 added first when given:
 
 * **per_event**: ``learn_one`` for every event and ``rank(user)`` for the acting user after every
@@ -32,19 +33,20 @@ from udfs.events import Event
 logger = logging.getLogger(__name__)
 
 
-def _model(model_cfg: Mapping[str, Any], catalog: Sequence[Mapping[str, Any]]) -> HybridRecommender:
-    rec = HybridRecommender.from_config(model_cfg)
+def _model(model_cfg: Mapping[str, Any], catalog: Sequence[Mapping[str, Any]],
+           refresh_on_norms: bool) -> HybridRecommender:
+    rec = HybridRecommender.from_config(model_cfg, refresh_on_norms=refresh_on_norms)
     for record in catalog:
         rec.add_item(record)
     return rec
 
 
 def per_event(events: Sequence[Event], model_cfg: Mapping[str, Any], catalog: Sequence[Mapping[str, Any]] = (),
-              rank_stride: int = 1, max_seconds: float = 0.0) -> dict[str, Any]:
+              rank_stride: int = 1, max_seconds: float = 0.0, refresh_on_norms: bool = False) -> dict[str, Any]:
     """learn_one + rank per event (rank on every ``rank_stride``-th event); see the module docstring."""
     if rank_stride < 1:
         raise ValueError(f"rank_stride must be >= 1, got {rank_stride!r}")
-    model = _model(model_cfg, catalog)
+    model = _model(model_cfg, catalog, refresh_on_norms)
     learn_s = rank_s = 0.0
     ranked = 0
     clock = time.perf_counter
@@ -82,9 +84,10 @@ def per_event(events: Sequence[Event], model_cfg: Mapping[str, Any], catalog: Se
 
 
 def batched(events: Sequence[Event], model_cfg: Mapping[str, Any], window_ms: int,
-            catalog: Sequence[Mapping[str, Any]] = (), max_seconds: float = 0.0) -> dict[str, Any]:
+            catalog: Sequence[Mapping[str, Any]] = (), max_seconds: float = 0.0,
+            refresh_on_norms: bool = False) -> dict[str, Any]:
     """learn_one per event; rank each acting user once per ``window_ms`` of wall-clock time."""
-    model = _model(model_cfg, catalog)
+    model = _model(model_cfg, catalog, refresh_on_norms)
     window_s = window_ms / 1000.0
     clock = time.perf_counter
     cpu0, wall0 = time.process_time(), clock()

@@ -254,7 +254,10 @@ class HybridRecommender:
       with no history, who always get trending).
     * ``usercf_top_k``, ``usercf_max_raters``, ``usercf_row_cap``: :class:`UserCF`'s ``top_k``, ``max_raters`` and
       ``row_cap``; ``row_cap`` (config ``model.row_cap``): entries kept per item-CF co-occurrence row (0 = all).
-      ``profile_max_items``: items kept per content profile (0 = all).
+      ``refresh_on_norms``: item-CF also recomputes the neighbour list of every row holding an item whose norm
+      moved (exact cosines, as a batch recompute); False recomputes only the lists whose own row or norm changed,
+      as the Flink job does by default (``job.refresh_on_norms``). ``profile_max_items``: items kept per content
+      profile (0 = all).
     * ``half_life_s``: decay of the user's history, in seconds of event time (item-CF history weights at
       query time, the content profile); None or 0 = off. ``trending_window_s``, ``trending_buckets``:
       the trending window; ``trending_half_life_s``: rank ``popular`` by decayed popularity instead.
@@ -290,6 +293,7 @@ class HybridRecommender:
         usercf_max_raters: int = 20,
         usercf_row_cap: int = 0,
         row_cap: int = 0,
+        refresh_on_norms: bool = True,
         profile_max_items: int = 200,
         half_life_s: float | None = 180.0,
         trending_window_s: float = 7 * 86400.0,
@@ -350,7 +354,8 @@ class HybridRecommender:
         self.exclude_types = frozenset(exclude_types)
 
         # the parts (each validates its own arguments and names them in its errors)
-        self.itemcf = ItemCF(top_k=top_k, history_cap=history_cap, trending_size=trending_size, row_cap=row_cap)
+        self.itemcf = ItemCF(top_k=top_k, history_cap=history_cap, trending_size=trending_size, row_cap=row_cap,
+                             refresh_on_norms=refresh_on_norms)
         self.usercf = UserCF(top_k=usercf_top_k, max_raters=usercf_max_raters, row_cap=usercf_row_cap)
         self.content = ContentModel()
         self.titles: dict[str, str] = {}

@@ -393,7 +393,8 @@ class ItemCF:
     ['z']
     """
 
-    def __init__(self, top_k: int = 20, history_cap: int = 20, trending_size: int = 100, row_cap: int = 0) -> None:
+    def __init__(self, top_k: int = 20, history_cap: int = 20, trending_size: int = 100, row_cap: int = 0,
+                 refresh_on_norms: bool = True) -> None:
         if top_k <= 0:
             raise ValueError(f"top_k {top_k!r} must be positive")
         if history_cap < 0:
@@ -401,7 +402,7 @@ class ItemCF:
         self.history_cap = history_cap
         self.trending_size = trending_size
         self.users: dict[str, UserHistory] = {}
-        self.items = ItemRows(top_k, row_cap=row_cap)
+        self.items = ItemRows(top_k, refresh_on_norms=refresh_on_norms, row_cap=row_cap)
 
     def learn_one(self, user: str, item: str, weight: float, ts: int = 0) -> None:
         hist = self.users.get(user)

@@ -158,7 +158,9 @@ class UserCF:
         self.max_raters = max_raters
         self.users: dict[str, UserState] = {}
         self.items: dict[str, Raters] = {}
-        self.rows = ItemRows(top_k, row_cap=row_cap)  # user rows of dot products and user norms
+        # user rows of dot products and user norms; :meth:`neighbors` always recomputes a user's list from the sums,
+        # so the rows need no reverse index of whose lists a norm change touches
+        self.rows = ItemRows(top_k, refresh_on_norms=False, row_cap=row_cap)
 
     def user_state(self, user: str) -> UserState:
         """The per-user piece (created empty if the user is unknown)."""

@@ -332,6 +332,34 @@ def test_lagged_neighbour_lists_catch_up() -> None:
         assert lagged.candidates(user)["itemcf"] == exact.candidates(user)["itemcf"]
 
 
+def test_lists_refreshed_on_own_changes_only_as_the_job_then_exact_after_mark_all() -> None:
+    stream = random_stream(300)
+    lazy = HybridRecommender(**EXACT, refresh_on_norms=False)
+    exact = HybridRecommender(**EXACT)
+    assert lazy.itemcf.items.refresh_on_norms is False and exact.itemcf.items.refresh_on_norms is True
+    assert not lazy.usercf.rows.refresh_on_norms  # user-CF lists are always recomputed: no reverse index kept
+    stale = 0
+    for e in stream:
+        lazy.learn_one(e)
+        exact.learn_one(e)
+        got, want = lazy.candidates(e.user_id)["itemcf"], exact.candidates(e.user_id)["itemcf"]
+        stale += got != want  # a list holding an item whose norm moved is not recomputed
+    assert stale > 0 and not lazy.itemcf.items.rev
+    lazy.itemcf.items.mark_all()  # what the job does at the end of a bounded input
+    for user in sorted({e.user_id for e in stream}):
+        assert lazy.candidates(user)["itemcf"] == exact.candidates(user)["itemcf"]
+        assert lazy.candidates(user)["usercf"] == exact.candidates(user)["usercf"]
+
+
+def test_the_limit_follows_the_jobs_refresh_setting() -> None:
+    from bench.limit import _model
+
+    cfg = config.load_config()
+    assert cfg["job"]["refresh_on_norms"] is False
+    assert _model(cfg["model"], (), cfg["job"]["refresh_on_norms"]).itemcf.items.refresh_on_norms is False
+    assert _model(cfg["model"], (), True).itemcf.items.refresh_on_norms is True
+
+
 def test_from_config_reads_the_model_section() -> None:
     cfg = config.load_config()
     m = HybridRecommender.from_config(cfg["model"])
