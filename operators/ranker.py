@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
+from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,7 +60,20 @@ GLOBALS_STATE = MapStateDescriptor("globals", Types.STRING(), Types.PICKLED_BYTE
 BROADCAST_STATES = (NEIGHBORS_STATE, USER_NEIGHBORS_STATE, USER_ITEMS_STATE, ITEM_STATS_STATE, CATALOG_STATE,
                     GLOBALS_STATE)
 RANK_TICK_MS = 10
+PackedNeighbors = tuple[tuple[str, ...], array]
 COMBINER_LOG_EVERY = 1000  # log a shard's combiner weights each time it has learned this many more examples
+
+
+def pack_neighbors(neighbors: Neighbors) -> PackedNeighbors:
+    """A user-CF neighbour list as the ranker holds it: the names interned (one string object per user id, however
+    many lists name it) and the similarities in one array of doubles (the same floats). A ranker holds a list
+    for every user (100,000 at the scale run): ~0.5 KB each this way instead of ~3 KB as a list of tuples."""
+    return tuple(sys.intern(v) for v, _ in neighbors), array("d", [s for _, s in neighbors])
+
+
+def unpack_neighbors(packed: PackedNeighbors | None) -> Neighbors:
+    """The list :func:`pack_neighbors` packed (empty for None)."""
+    return list(zip(packed[0], packed[1], strict=True)) if packed is not None else []
 
 
 class Ranker(KeyedBroadcastProcessFunction):
@@ -85,7 +100,7 @@ class Ranker(KeyedBroadcastProcessFunction):
         self._new_items: dict[str, Mapping[str, Any]] = {}
         self._catalog_at = -1  # the window they were last applied in
         self._neighbors: dict[str, Neighbors] = {}
-        self._user_neighbors: dict[str, Neighbors] = {}
+        self._user_neighbors: dict[str, PackedNeighbors] = {}
         self._user_items: dict[str, dict[str, float]] = {}
         self._combiners: dict[int, tuple[LogisticCombiner, random.Random]] = {}
         self._armed: dict[Any, int] = {}
@@ -119,7 +134,8 @@ class Ranker(KeyedBroadcastProcessFunction):
             rec.add_item(record)
         self._set_stats(dict(ctx.get_broadcast_state(ITEM_STATS_STATE).items()))
         self._neighbors = dict(ctx.get_broadcast_state(NEIGHBORS_STATE).items())
-        self._user_neighbors = dict(ctx.get_broadcast_state(USER_NEIGHBORS_STATE).items())
+        self._user_neighbors = {u: pack_neighbors(nb)
+                                for u, nb in ctx.get_broadcast_state(USER_NEIGHBORS_STATE).items()}
         self._user_items = dict(ctx.get_broadcast_state(USER_ITEMS_STATE).items())
         globals_ = dict(ctx.get_broadcast_state(GLOBALS_STATE).items())
         if "trending" in globals_:
@@ -164,7 +180,7 @@ class Ranker(KeyedBroadcastProcessFunction):
         elif kind == "users":
             _, _, neighbors, _ = value
             put_all(ctx.get_broadcast_state(USER_NEIGHBORS_STATE), neighbors)
-            self._user_neighbors.update(neighbors)
+            self._user_neighbors.update({u: pack_neighbors(nb) for u, nb in neighbors.items()})
         elif kind == "user_items":
             put_all(ctx.get_broadcast_state(USER_ITEMS_STATE), value[1])
             self._user_items.update(value[1])
@@ -212,7 +228,7 @@ class Ranker(KeyedBroadcastProcessFunction):
             user=user, log=log,
             itemcf_history=decayed_history(recent, log, last_ts, self.rec.half_life_s),
             item_neighbors=lambda k: self._neighbors.get(k, []),
-            user_neighbors=lambda: self._user_neighbors.get(user, []),
+            user_neighbors=lambda: unpack_neighbors(self._user_neighbors.get(user)),
             user_items=lambda v: self._user_items.get(v, {}),
             cache_key=self._seq)
 

@@ -118,3 +118,26 @@ def test_compaction_writes_rows_only_every_n_windows() -> None:
     assert run_more and ctx.states["rows"].writes > 0 and ctx.states["rows-log"].data == []
     model = op._models[0]
     assert ctx.states["rows"].data == model.rows and ctx.states["norms"].data == model.norms
+
+
+def test_rankers_packed_neighbour_lists_give_back_the_same_list_with_shared_names() -> None:
+    import pickle
+    import sys
+
+    from operators.ranker import pack_neighbors, unpack_neighbors
+
+    rng = random.Random(3)
+    lists = {f"u{k}": [(f"u{rng.randrange(50)}", rng.random()) for _ in range(rng.randrange(0, 21))]
+             for k in range(200)}
+    # as the ranker receives them: unpickled from a record, every name a string object of its own
+    received = pickle.loads(pickle.dumps(lists))
+    packed = {u: pack_neighbors(nb) for u, nb in received.items()}
+    for u, nb in lists.items():
+        assert unpack_neighbors(packed[u]) == nb  # same names, same floats, same order
+    assert unpack_neighbors(None) == []
+    names = [v for p in packed.values() for v in p[0]]
+    assert all(v is sys.intern(v) for v in names)  # one object per user id
+    assert len({id(v) for v in names}) == len(set(names))
+    flat = sum(sys.getsizeof(nb) + sum(sys.getsizeof(t) + sys.getsizeof(t[1]) for t in nb) for nb in received.values())
+    small = sum(sys.getsizeof(p) + sys.getsizeof(p[0]) + sys.getsizeof(p[1]) for p in packed.values())
+    assert small * 2 < flat  # strings not counted: the unpacked lists hold a string per entry besides
