@@ -141,3 +141,71 @@ def test_rankers_packed_neighbour_lists_give_back_the_same_list_with_shared_name
     flat = sum(sys.getsizeof(nb) + sum(sys.getsizeof(t) + sys.getsizeof(t[1]) for t in nb) for nb in received.values())
     small = sum(sys.getsizeof(p) + sys.getsizeof(p[0]) + sys.getsizeof(p[1]) for p in packed.values())
     assert small * 2 < flat  # strings not counted: the unpacked lists hold a string per entry besides
+
+
+class PickledMapState(FakeMapState):
+    """Values stored as Flink stores them (pickled on write), so that later changes of an object do not leak in."""
+
+    def put_all(self, mapping: Any) -> None:
+        import pickle
+
+        super().put_all({k: pickle.loads(pickle.dumps(v)) for k, v in mapping.items()})
+
+    def remove(self, key: Any) -> None:
+        del self.data[key]
+
+
+class FakeBroadcastContext:
+    """The broadcast side's context: one map state per descriptor."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, PickledMapState] = {}
+
+    def get_broadcast_state(self, desc: Any) -> PickledMapState:
+        return self.states.setdefault(desc.get_name(), PickledMapState())
+
+
+def _fresh_ranker() -> Any:
+    import config
+    from core.hybrid import HybridRecommender
+    from operators.ranker import Ranker
+
+    model = config.load_config()["model"]
+    ranker = Ranker(model, 500)
+    ranker.rec = HybridRecommender.from_config(model)
+    ranker._loaded, ranker._trend_log = False, 0
+    ranker._new_items, ranker._neighbors, ranker._user_neighbors, ranker._user_items = {}, {}, {}, {}
+    return ranker
+
+
+@pytest.mark.parametrize("batches", [1, 57, 99, 100, 101, 263])
+def test_ranker_trending_restores_from_snapshot_plus_log(batches: int) -> None:
+    import pickle
+
+    from operators.ranker import TRENDING_LOG_MAX
+
+    rng = random.Random(batches)
+    writer, ctx = _fresh_ranker(), FakeBroadcastContext()
+    writer._loaded = True
+    t = 1_000_000
+    for _ in range(batches):
+        engagements = []
+        for _ in range(rng.randrange(1, 30)):
+            t += rng.randrange(0, 5000)
+            engagements.append((f"i{int(rng.paretovariate(1.1)) % 300}", t))
+        stats = {i: (1, ts, 0.0, 0) for i, ts in engagements}
+        writer.process_broadcast_element(("items", 0, {}, stats, engagements, 0), ctx)
+    globals_ = ctx.states["globals"].data
+    logged = [k for k in globals_ if k.startswith("trending-log-")]
+    assert len(logged) == batches % TRENDING_LOG_MAX == globals_["trending_log"]
+    # a restore: the state as a checkpoint holds it (pickled), read by a fresh ranker
+    restored_ctx = pickle.loads(pickle.dumps(ctx))
+    reader = _fresh_ranker()
+    reader._load(restored_ctx)
+    w, r = writer.rec.trending, reader.rec.trending
+    assert len(w.decayed) > 1
+    # the same additions in the same order after the same snapshot: the same floats
+    assert (r.decayed, r.totals, r.buckets, r.now_ms) == (w.decayed, w.totals, w.buckets, w.now_ms)
+    assert r.top_decayed(len(w.decayed)) == w.top_decayed(len(w.decayed))
+    assert reader.rec.now_ms == writer.rec.now_ms == t
+    assert reader._trend_log == writer._trend_log
