@@ -322,9 +322,10 @@ def _limit(args: argparse.Namespace, report: dict[str, Any], cfg: dict[str, Any]
     from bench import limit
 
     m, job = cfg["model"], cfg["job"]
+    refresh = job["refresh_on_norms"]  # the limit marks stale item-CF lists as the job does
     runs: list[dict[str, Any]] = []
     report["limit"] = {"top_k": m["top_k"], "history_cap": m["history_cap"], "top_n": m["top_n"],
-                       "refresh_on_norms": job["refresh_on_norms"],
+                       "refresh_on_norms": refresh,
                        "mode": m["hybrid"]["mode"], "methods": m["hybrid"]["methods"],
                        "window_ms": job["window_ms"], "runs": runs}
     events = _movielens(args.events or (20_000 if args.quick else None))
@@ -334,9 +335,9 @@ def _limit(args: argparse.Namespace, report: dict[str, Any], cfg: dict[str, Any]
              len(events), m["hybrid"]["mode"], ",".join(m["hybrid"]["methods"]))
     variants: list[tuple[str, Callable[[list[Any], float, list[Any]], dict[str, Any]]]] = [
         ("batched", lambda ev, c, cat: limit.batched(ev, m, job["window_ms"], cat, max_seconds=c,
-                                                     refresh_on_norms=job["refresh_on_norms"])),
+                                                     refresh_on_norms=refresh)),
         ("per_event", lambda ev, c, cat: limit.per_event(ev, m, cat, rank_stride=args.rank_stride,
-                                                         max_seconds=c, refresh_on_norms=job["refresh_on_norms"])),
+                                                         max_seconds=c, refresh_on_norms=refresh)),
     ]
     for name, fn in variants if args.per_event else variants[:1]:
         res = fn(events, cap, catalog)

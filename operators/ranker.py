@@ -93,6 +93,27 @@ class Ranker(KeyedBroadcastProcessFunction):
         self.rank_budget_ms = rank_budget_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        self.open_model()
+        self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
+        # requests made at the end of a bounded input wait for the final watermark (and so for the final
+        # model state), never for a processing-time timer
+        self.final = runtime_context.get_list_state(ListStateDescriptor("final", Types.PICKLED_BYTE_ARRAY()))
+        self.combiner = runtime_context.get_state(ValueStateDescriptor("combiner", Types.PICKLED_BYTE_ARRAY()))
+        self._trained = runtime_context.get_metrics_group().counter("combiner_examples")
+        self._deferred = runtime_context.get_metrics_group().counter("rank_requests_deferred")
+        self._budget: dict[Any, tuple[int, float]] = {}  # key -> (window, perf_counter deadline)
+        # requests left over by the budget: user -> (order, request) in keyed state, written once when deferred
+        # and removed once when answered; the order of each shard's queue (user -> order, oldest first) is kept
+        # in memory too, read back from the state after a restart, so a window costs state accesses for the
+        # requests it answers or newly defers, never for the whole backlog
+        self.deferred = runtime_context.get_map_state(
+            MapStateDescriptor("deferred", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+        self._queues: dict[Any, dict[str, tuple[int, int]]] = {}
+        self._defer_n = 0
+
+    def open_model(self) -> None:
+        """The Python side of :meth:`open`: the model and the working copies of the broadcast state (empty until
+        :meth:`_load` reads that state)."""
         self.rec = HybridRecommender.from_config(self.model)
         for mode in self.compare_modes:
             self.rec._check_mode(mode)
@@ -112,22 +133,6 @@ class Ranker(KeyedBroadcastProcessFunction):
         self._seq = 0
         self._trend_at = (-1, -1)  # (model version, window) the trending ranking was computed at
         self._trend_log = 0  # engagement batches logged in the broadcast state since trending was written whole
-        self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY()))
-        # requests made at the end of a bounded input wait for the final watermark (and so for the final
-        # model state), never for a processing-time timer
-        self.final = runtime_context.get_list_state(ListStateDescriptor("final", Types.PICKLED_BYTE_ARRAY()))
-        self.combiner = runtime_context.get_state(ValueStateDescriptor("combiner", Types.PICKLED_BYTE_ARRAY()))
-        self._trained = runtime_context.get_metrics_group().counter("combiner_examples")
-        self._deferred = runtime_context.get_metrics_group().counter("rank_requests_deferred")
-        self._budget: dict[Any, tuple[int, float]] = {}  # key -> (window, perf_counter deadline)
-        # requests left over by the budget: user -> (order, request) in keyed state, written once when deferred
-        # and removed once when answered; the order of each shard's queue (user -> order, oldest first) is kept
-        # in memory too, read back from the state after a restart, so a window costs state accesses for the
-        # requests it answers or newly defers, never for the whole backlog
-        self.deferred = runtime_context.get_map_state(
-            MapStateDescriptor("deferred", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
-        self._queues: dict[Any, dict[str, tuple[int, int]]] = {}
-        self._defer_n = 0
 
     # -- broadcast side -----------------------------------------------------------------------------
     def _load(self, ctx: Any) -> None:
@@ -182,7 +187,7 @@ class Ranker(KeyedBroadcastProcessFunction):
         log removed. :meth:`_load` reads the whole state and replays the log after it."""
         if self._trend_log + 1 < TRENDING_LOG_MAX:
             self._trend_log += 1
-            put_all(state, {f"trending-log-{self._trend_log}": list(engagements), "trending_log": self._trend_log})
+            put_all(state, {f"trending-log-{self._trend_log}": engagements, "trending_log": self._trend_log})
             return
         rec = self.rec
         put_all(state, {"trending": rec.trending, "now_ms": rec.now_ms, "trending_log": 0})

@@ -167,14 +167,10 @@ class FakeBroadcastContext:
 
 def _fresh_ranker() -> Any:
     import config
-    from core.hybrid import HybridRecommender
     from operators.ranker import Ranker
 
-    model = config.load_config()["model"]
-    ranker = Ranker(model, 500)
-    ranker.rec = HybridRecommender.from_config(model)
-    ranker._loaded, ranker._trend_log = False, 0
-    ranker._new_items, ranker._neighbors, ranker._user_neighbors, ranker._user_items = {}, {}, {}, {}
+    ranker = Ranker(config.load_config()["model"], 500)
+    ranker.open_model()
     return ranker
 
 
