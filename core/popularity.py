@@ -24,7 +24,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-def _ranked(keys: list[str], scores: list[float], n: int, exclude: Iterable[str] | None = None
+def ranked(keys: list[str], scores: list[float] | np.ndarray, n: int, exclude: Iterable[str] | None = None
             ) -> list[tuple[str, float]]:
     """The ``n`` best positive ``(key, score)`` not in ``exclude``, by score then key: exactly
     ``sorted(..., key=lambda t: (-t[1], t[0]))[:n]``, with numpy doing the sort (a stable sort by score, then each
@@ -33,7 +33,7 @@ def _ranked(keys: list[str], scores: list[float], n: int, exclude: Iterable[str]
         raise ValueError(f"n {n!r} must be non-negative")
     if n == 0 or not keys:
         return []
-    vals = np.array(scores, dtype=np.float64)
+    vals = np.asarray(scores, dtype=np.float64)
     keep = vals > 0
     skip = set(exclude or ())
     if skip:
@@ -137,17 +137,23 @@ class Trending:
 
     def top(self, n: int, exclude: Iterable[str] | None = None) -> list[tuple[str, float]]:
         """The ``n`` items with the largest amount in the window, as ``(item, amount)``; ties by item id."""
-        return _ranked(list(self.totals), list(self.totals.values()), n, exclude)
+        return ranked(*self.scores(), n, exclude)
 
     def top_decayed(
         self, n: int, exclude: Iterable[str] | None = None, now: int | None = None
     ) -> list[tuple[str, float]]:
         """The ``n`` items with the largest decayed popularity at ``now`` (:meth:`decayed_score` of every item, in
         one pass over them)."""
+        return ranked(*self.scores(decayed=True, now=now), n, exclude)
+
+    def scores(self, decayed: bool = False, now: int | None = None) -> tuple[list[str], list[float]]:
+        """Every item and its score: the window amount, or (``decayed``) the decayed popularity at ``now``; what
+        :meth:`top` and :meth:`top_decayed` rank (:func:`ranked` ranks them, a prefix at a time)."""
+        if not decayed:
+            return list(self.totals), list(self.totals.values())
         self._require_decay()
         ref = self.now_ms if now is None else now
         if ref is None:  # nothing learnt yet
-            return _ranked([], [], n)
+            return [], []
         decay = self._decay
-        scores = [value * decay(ref - t) if value else 0.0 for value, t in self.decayed.values()]
-        return _ranked(list(self.decayed), scores, n, exclude)
+        return list(self.decayed), [value * decay(ref - t) if value else 0.0 for value, t in self.decayed.values()]

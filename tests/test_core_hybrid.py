@@ -401,3 +401,34 @@ def test_state_is_plain_per_key_pieces_and_pickles() -> None:
     clone = pickle.loads(pickle.dumps(m))
     for mode in ("weighted", "rrf", "learned", "itemcf", "content"):
         assert clone.rank("u1", 5, mode) == m.rank("u1", 5, mode)
+
+
+def test_content_search_candidates_reranks_the_other_methods_candidates() -> None:
+    """``content_search: candidates``: a warm user's content list is the others' candidates by cosine; the content
+    mode alone and cold-start users still search the whole catalog."""
+    stream = [*STREAM, ("u1", "e", 2.0)]  # u1 (a, b, e) has history; d (Comedy) is proposed by no other method
+    full, cand = model(stream), model(stream, content_search="candidates")
+    others = {i for m, c in cand.candidates("u1").items() if m != "content" for i, _ in c}
+    want = sorted(((i, s) for i, s in full.content.score(full.profile(full.logs["u1"]), others).items() if s > 0),
+                  key=lambda t: (-t[1], t[0]))
+    assert [i for i, _ in cand.candidates("u1")["content"]] == [i for i, _ in want] and "d" not in others
+    assert full.candidates("u1")["content"][0][0] == "d"  # the catalog search finds d
+    assert cand.rank("u1", 3, "content") == full.rank("u1", 3, "content")  # content alone: the catalog
+    cold = {"cold_start_items": 5}  # every user is cold: the catalog, as before
+    assert model(stream, content_search="candidates", **cold).candidates("u1") == model(stream, **cold).candidates("u1")
+    with pytest.raises(ValueError, match="content_search 'all'"):
+        HybridRecommender(content_search="all")
+
+
+def test_popular_reads_past_the_trending_prefix() -> None:
+    """The trending ranking is built a prefix at a time; a user who saw the whole prefix gets the next items."""
+    m = HybridRecommender(**EXACT, trending_size=5, candidate_pool=5)
+    n_items = m._trend_prefix() + 30
+    for k in range(n_items):  # item k engaged k + 1 times: a strict order
+        for j in range(k + 1 if k < 40 or k > n_items - 40 else 1):
+            m.learn_item(f"i{k:05d}", 1000 * j, True)
+    full = sorted(m.trending.top(n_items), key=lambda t: (-t[1], t[0]))
+    seen = {i for i, _ in full[: m._trend_prefix() + 3]}
+    assert m.popular(4, seen) == [t for t in full if t[0] not in seen][:4]
+    assert m.popular(4) == full[:4]
+    assert m.trending_ranking() == full

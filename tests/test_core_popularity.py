@@ -74,7 +74,7 @@ def test_ranked_is_the_sorted_prefix_with_ties_by_id() -> None:
     """The numpy ranking equals Python's sort by (-score, id) for every n, with many ties, zeros and excludes."""
     import random
 
-    from core.popularity import _ranked
+    from core.popularity import ranked
 
     rng = random.Random(7)
     for trial in range(200):
@@ -86,7 +86,7 @@ def test_ranked_is_the_sorted_prefix_with_ties_by_id() -> None:
         want = sorted(((k, s) for k, s in zip(keys, scores, strict=True) if s > 0 and k not in (exclude or ())),
                       key=lambda t: (-t[1], t[0]))
         for n in {0, 1, 2, 3, len(want) // 2, len(want), len(want) + 5}:
-            assert _ranked(keys, scores, n, exclude) == want[:n], (trial, n)
+            assert ranked(keys, scores, n, exclude) == want[:n], (trial, n)
 
 
 def test_top_decayed_matches_decayed_score() -> None:

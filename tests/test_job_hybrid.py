@@ -40,10 +40,11 @@ def final_messages(res: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def exact_model(catalog: list[dict[str, Any]], events: list[Any]) -> HybridRecommender:
+def exact_model(catalog: list[dict[str, Any]], events: list[Any], content_search: str = "catalog") -> HybridRecommender:
     """The single-process model with the settings the exact job runs use, after the whole stream."""
     model = HybridRecommender(refresh_events=0, usercf_max_raters=0, trending_half_life_s=None,
-                              trending_window_s=315360000, trending_buckets=10, train_combiner=False)
+                              trending_window_s=315360000, trending_buckets=10, train_combiner=False,
+                              content_search=content_search)
     for record in catalog:
         model.add_item(record)
     for e in events:
@@ -105,20 +106,21 @@ def movielens() -> tuple[list[Any], list[dict[str, Any]]]:
     return events, load_catalog()
 
 
-@pytest.mark.parametrize("parallelism", [1, 2])
+@pytest.mark.parametrize(("parallelism", "content_search"), [(1, "catalog"), (2, "catalog"), (2, "candidates")])
 def test_stream_equals_the_single_process_model(movielens: tuple[list[Any], list[dict[str, Any]]],
-                                                parallelism: int) -> None:
+                                                parallelism: int, content_search: str) -> None:
     events, catalog = movielens
     # exact user-CF (no fan-out cap) and trending counts over a window longer than the data (the stream
     # learns trending in a different order, and a sliding window drops events of expired buckets on arrival):
     # every sum is then order-independent
     overrides = ["model.hybrid.usercf_max_raters=0", "model.hybrid.trending_half_life_s=null",
                  "model.hybrid.trending_window_s=315360000", "model.hybrid.trending_buckets=10",
-                 "model.hybrid.train_combiner=false", f"model.compare_modes=[{','.join(MODES)}]"]
+                 "model.hybrid.train_combiner=false", f"model.compare_modes=[{','.join(MODES)}]",
+                 f"model.hybrid.content_search={content_search}"]
     res = run_pipeline([event_to_json(e) for e in events], parallelism, overrides,
                        catalog=[json.dumps(r) for r in catalog])
     got = final_messages(res)
-    model = exact_model(catalog, events)
+    model = exact_model(catalog, events, content_search)
     users = sorted({e.user_id for e in events})
     assert set(got) == set(users)
     compared = 0
