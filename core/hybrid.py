@@ -61,6 +61,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+import numpy as np
+
 from core.baseline import BaselinePredictor, predict, user_bias
 from core.content import ContentModel, UserProfile
 from core.fusion import LogisticCombiner, borda, minmax, ranking, rrf, training_pairs, weighted_scaled
@@ -142,9 +144,27 @@ def decayed_history(recent: Sequence[tuple[str, float]], log: UserLog, last_ts: 
     return [(k, w * 2.0 ** (-(last_ts - items[k][1]) / h_ms)) if k in items else (k, w) for k, w in recent]
 
 
-def profile_items(log: UserLog) -> dict[str, tuple[float, int]]:
-    """The content-profile input of a user: ``item -> (max(model weight, MIN_POSITIVE_WEIGHT), ts)``."""
-    return {i: (max(e[3], MIN_POSITIVE_WEIGHT), e[1]) for i, e in log["items"].items()}
+def profile_items(log: UserLog, only: Iterable[str] | None = None) -> dict[str, tuple[float, int]]:
+    """The content-profile input of a user: ``item -> (max(model weight, MIN_POSITIVE_WEIGHT), ts)`` (of the items
+    ``only``, default all)."""
+    items = log["items"]
+    if only is not None:
+        return {i: (max(items[i][3], MIN_POSITIVE_WEIGHT), items[i][1]) for i in only}
+    return {i: (max(e[3], MIN_POSITIVE_WEIGHT), e[1]) for i, e in items.items()}
+
+
+def most_recent(items: Mapping[str, tuple[Any, ...]], n: int) -> list[str]:
+    """The ``n`` latest of ``items`` (``item -> (value, ts, ...)``) by (ts, item), oldest first: the last ``n`` of
+    ``sorted((ts, item))``, found with one numpy partition instead of sorting every item."""
+    size = len(items)
+    if n <= 0:
+        return []
+    if size <= n:
+        return [i for _, i in sorted((e[1], i) for i, e in items.items())]
+    ts = np.fromiter((e[1] for e in items.values()), dtype=np.int64, count=size)
+    kth = ts[np.argpartition(ts, size - n)[size - n]]  # the n-th latest time: every item at least as late may qualify
+    keys = list(items)
+    return [i for _, i in sorted((int(ts[p]), keys[p]) for p in np.flatnonzero(ts >= kth).tolist())][-n:]
 
 
 def ratings_of(log: UserLog) -> dict[str, float]:
@@ -601,8 +621,18 @@ class HybridRecommender:
         return f"because you {_VERBS.get(engaged[2], 'engaged with')} {self._title(anchor)}"
 
     def profile(self, log: UserLog) -> UserProfile:
-        """The user's content profile: the decayed, value-weighted mean of the engaged items' vectors."""
-        return UserProfile.from_items(profile_items(log), self.content, self.half_life_s, self.profile_max_items)
+        """The user's content profile: the decayed, value-weighted mean of the engaged items' vectors.
+
+        A profile keeps the ``profile_max_items`` latest items of the catalog; for a long history (the heaviest
+        users of the scale run engage thousands of items) they are picked without sorting the whole history, and
+        the profile is the same (when one of them is not in the catalog, the whole history is sorted)."""
+        cap = self.profile_max_items
+        only = None
+        if cap and len(log["items"]) > 2 * cap:
+            recent = most_recent(log["items"], cap)
+            if all(i in self.content.items for i in recent):
+                only = recent
+        return UserProfile.from_items(profile_items(log, only), self.content, self.half_life_s, cap)
 
     def _pool(self, view: UserView) -> _Pool:
         cached = self._pool_cache

@@ -432,3 +432,26 @@ def test_popular_reads_past_the_trending_prefix() -> None:
     assert m.popular(4, seen) == [t for t in full if t[0] not in seen][:4]
     assert m.popular(4) == full[:4]
     assert m.trending_ranking() == full
+
+
+def test_profile_of_a_long_history_equals_the_full_sort() -> None:
+    """Past 2 x profile_max_items the latest items are picked with a partition: the same profile, ties included."""
+    from core.content import UserProfile
+    from core.hybrid import most_recent, profile_items
+
+    m = HybridRecommender(**{**EXACT, "half_life_s": 60.0}, profile_max_items=5)
+    names = [f"i{k:03d}" for k in range(40)]
+    for name in names[:-3]:  # the last three are not in the catalog
+        m.add_item({"item_id": name, "title": f"T {name}", "year": 1990, "genres": ["Comedy"]})
+    rng = random.Random(4)
+    for trial in range(200):
+        log = {"items": {i: (rng.uniform(0.5, 5), rng.choice([0, 1000, 2000, 3000, rng.randint(0, 9999)]), "rate",
+                             rng.uniform(0.5, 5)) for i in rng.sample(names, rng.randint(0, 40))},
+               "rating_sum": 0.0, "rating_n": 0}
+        want = UserProfile.from_items(profile_items(log), m.content, 60.0, 5)  # type: ignore[arg-type]
+        got = m.profile(log)  # type: ignore[arg-type]
+        assert (got.items, got.sums, got.z, got.t_ref) == (want.items, want.sums, want.z, want.t_ref), trial
+        by_time = [i for _, i in sorted((e[1], i) for i, e in log["items"].items())]
+        for n in (1, 5, 50):
+            assert most_recent(log["items"], n) == by_time[-n:], (trial, n)
+        assert most_recent(log["items"], 0) == []
