@@ -437,7 +437,7 @@ def test_popular_reads_past_the_trending_prefix() -> None:
 def test_profile_of_a_long_history_equals_the_full_sort() -> None:
     """Past 2 x profile_max_items the latest items are picked with a partition: the same profile, ties included."""
     from core.content import UserProfile
-    from core.hybrid import most_recent, profile_items
+    from core.hybrid import UserLog, most_recent, profile_items
 
     m = HybridRecommender(**{**EXACT, "half_life_s": 60.0}, profile_max_items=5)
     names = [f"i{k:03d}" for k in range(40)]
@@ -445,13 +445,13 @@ def test_profile_of_a_long_history_equals_the_full_sort() -> None:
         m.add_item({"item_id": name, "title": f"T {name}", "year": 1990, "genres": ["Comedy"]})
     rng = random.Random(4)
     for trial in range(200):
-        log = {"items": {i: (rng.uniform(0.5, 5), rng.choice([0, 1000, 2000, 3000, rng.randint(0, 9999)]), "rate",
-                             rng.uniform(0.5, 5)) for i in rng.sample(names, rng.randint(0, 40))},
-               "rating_sum": 0.0, "rating_n": 0}
-        want = UserProfile.from_items(profile_items(log), m.content, 60.0, 5)  # type: ignore[arg-type]
-        got = m.profile(log)  # type: ignore[arg-type]
+        engaged = {i: (rng.uniform(0.5, 5), rng.choice([0, 1000, 2000, 3000, rng.randint(0, 9999)]), "rate",
+                       rng.uniform(0.5, 5)) for i in rng.sample(names, rng.randint(0, 40))}
+        log: UserLog = {"items": engaged, "rating_sum": 0.0, "rating_n": 0}
+        want = UserProfile.from_items(profile_items(log), m.content, 60.0, 5)
+        got = m.profile(log)
         assert (got.items, got.sums, got.z, got.t_ref) == (want.items, want.sums, want.z, want.t_ref), trial
-        by_time = [i for _, i in sorted((e[1], i) for i, e in log["items"].items())]
+        by_time = [i for _, i in sorted((e[1], i) for i, e in engaged.items())]
         for n in (1, 5, 50):
-            assert most_recent(log["items"], n) == by_time[-n:], (trial, n)
-        assert most_recent(log["items"], 0) == []
+            assert most_recent(engaged, n) == by_time[-n:], (trial, n)
+        assert most_recent(engaged, 0) == []
