@@ -151,6 +151,7 @@ class ContentModel:
         self.df: dict[int, int] = {}  # title bucket -> number of items whose title has it
         self._cache: dict[str, np.ndarray] = {}
         self._matrix: _Csr | None = None
+        self._newest: list[str] | None = None
         self._rows: dict[str, int] = {}
 
     @property
@@ -159,7 +160,7 @@ class ContentModel:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_cache"], state["_matrix"] = {}, None
+        state["_cache"], state["_matrix"], state["_newest"] = {}, None, None
         return state
 
     def features(self, record: Mapping[str, Any]) -> tuple[str, ItemFeatures]:
@@ -208,6 +209,7 @@ class ContentModel:
         self.items[item] = feats
         self._cache.clear()  # IDF changed for every item
         self._matrix = None
+        self._newest = None
         logger.debug("content: %s item %s", "updated" if old else "added", item)
         return item
 
@@ -441,6 +443,15 @@ class ContentModel:
         title = np.bincount(np.repeat(np.arange(len(rows)), lengths), weights=m.t_data[pos] * query[m.t_col[pos]],
                             minlength=len(rows))
         return rows, (g[m.sig_of[rows]] + title) / (m.norms[rows] * q_norm)
+
+    def newest(self, n: int) -> list[str]:
+        """The ``n`` items added to the catalog last (an update keeps an item's place), newest last."""
+        if n <= 0:
+            return []
+        cached = getattr(self, "_newest", None)  # (absent from pickles of before it)
+        if cached is None or len(cached) < min(n, len(self.items)):
+            cached = self._newest = list(itertools.islice(reversed(self.items), n))[::-1]
+        return cached[-n:]
 
     def top_among(self, profile: UserProfile, items: Iterable[str], n: int) -> list[tuple[str, float]]:
         """The ``n`` of ``items`` (catalog items; others are left out) of highest positive cosine with the profile,

@@ -291,9 +291,10 @@ class HybridRecommender:
       with no history, who always get trending).
     * ``content_search``: where the ``content`` candidates of a user with history come from. ``catalog``: the
       profile's best matches in the whole catalog (:meth:`ContentModel.top_items`); ``candidates``: the
-      other methods' candidates re-ranked by the same cosine (:meth:`ContentModel.top_among`), content then
-      scores and orders what the others propose rather than proposing items of its own. Cold-start users
-      and the ``content`` mode alone always search the catalog. ``candidates`` costs a few candidates'
+      other methods' candidates and the ``content_new_items`` items added to the catalog last, re-ranked by the
+      same cosine (:meth:`ContentModel.top_among`): content then orders what the others propose, and still
+      proposes new items no one engaged yet (item cold start). Cold-start users and the ``content`` mode alone
+      always search the catalog. ``candidates`` costs a few candidates'
       cosines instead of a catalog search per ranking (about a fifth of the job's time on the 100k-user
       stream); ``make eval`` shows what it changes.
     * ``usercf_top_k``, ``usercf_max_raters``, ``usercf_row_cap``: :class:`UserCF`'s ``top_k``, ``max_raters`` and
@@ -334,6 +335,7 @@ class HybridRecommender:
         cold_start_items: int = 2,
         cold_start_weights: Mapping[str, float] | None = None,
         content_search: str = "catalog",
+        content_new_items: int = 200,
         usercf_top_k: int = 20,
         usercf_max_raters: int = 20,
         usercf_row_cap: int = 0,
@@ -376,6 +378,7 @@ class HybridRecommender:
         if content_search not in CONTENT_SEARCHES:
             raise ValueError(f"content_search {content_search!r} must be one of {', '.join(CONTENT_SEARCHES)}")
         self.content_search = content_search
+        self.content_new_items = _number("content_new_items", content_new_items, 0, integer=True)
         self.cold_start_weights = _weights("cold_start_weights", DEFAULT_COLD_START_WEIGHTS if cold_start_weights
                                            is None else cold_start_weights, ("popular", "content"))
         if not (isinstance(min_rating, (int, float)) and isinstance(max_rating, (int, float))
@@ -668,8 +671,9 @@ class HybridRecommender:
                 lists["content"] = []
             elif catalog:
                 lists["content"] = self.content.top_items(profile, n, exclude=skip)
-            else:  # re-rank the others' candidates (unseen and not denied already)
-                lists["content"] = self.content.top_among(profile, others, n)
+            else:  # re-rank the others' candidates (unseen and not denied already) and the newest items
+                fresh = [i for i in self.content.newest(self.content_new_items) if i not in skip]
+                lists["content"] = self.content.top_among(profile, [*others, *fresh], n)
             # reasons only for the few items a ranking shows (a pool holds candidate_pool of them)
             reasons["content"] = _LazyReasons(_content_reasons(self.content, profile),
                                               {i for i, _ in lists["content"]})

@@ -268,3 +268,13 @@ def test_top_among_is_the_brute_force_sort_of_those_items_bit_for_bit() -> None:
         for n in (1, 10, 50):
             assert m.top_among(p, list(among) + list(among)[:5], n) == _brute_force(m, q, n, outside), (trial, n)
     assert m.top_among(UserProfile(), ["x"], 5) == [] and m.top_among(p, [], 5) == []
+
+
+def test_newest_items_in_the_order_added() -> None:
+    m = genre_only()
+    order = list(m.items)
+    assert m.newest(2) == order[-2:] and m.newest(100) == order and m.newest(0) == []
+    m.add_item({"item_id": "zz", "title": "New", "genres": ["Comedy"]})
+    m.add_item({"item_id": order[0], "title": "Updated", "genres": ["Drama"]})  # an update keeps its place
+    assert m.newest(2) == [order[-1], "zz"] and m.newest(1) == ["zz"]
+    assert pickle.loads(pickle.dumps(m)).newest(3) == [*order[-2:], "zz"]

@@ -204,8 +204,10 @@ def test_one_event_user_gets_trending_blended_with_content() -> None:
     assert m.rank("u5", 4, "weighted") != m.rank("u5", 4, "rrf")
 
 
-def test_new_item_mid_stream_is_reachable_through_content() -> None:
-    m = model(fusion_weights={"itemcf": 1.0, "usercf": 0.5, "content": 0.1, "popular": 0.2})
+@pytest.mark.parametrize("content_search", ["catalog", "candidates"])
+def test_new_item_mid_stream_is_reachable_through_content(content_search: str) -> None:
+    m = model(fusion_weights={"itemcf": 1.0, "usercf": 0.5, "content": 0.1, "popular": 0.2},
+              content_search=content_search)
     assert "n" not in m.content.items
     m.add_item({"item_id": "n", "title": "November", "year": None, "genres": ["Comedy"]})
     c = m.candidates("u1")
@@ -407,13 +409,15 @@ def test_content_search_candidates_reranks_the_other_methods_candidates() -> Non
     """``content_search: candidates``: a warm user's content list is the others' candidates by cosine; the content
     mode alone and cold-start users still search the whole catalog."""
     stream = [*STREAM, ("u1", "e", 2.0)]  # u1 (a, b, e) has history; d (Comedy) is proposed by no other method
-    full, cand = model(stream), model(stream, content_search="candidates")
+    full, cand = model(stream), model(stream, content_search="candidates", content_new_items=0)
     others = {i for m, c in cand.candidates("u1").items() if m != "content" for i, _ in c}
     want = sorted(((i, s) for i, s in full.content.score(full.profile(full.logs["u1"]), others).items() if s > 0),
                   key=lambda t: (-t[1], t[0]))
     assert [i for i, _ in cand.candidates("u1")["content"]] == [i for i, _ in want] and "d" not in others
     assert full.candidates("u1")["content"][0][0] == "d"  # the catalog search finds d
     assert cand.rank("u1", 3, "content") == full.rank("u1", 3, "content")  # content alone: the catalog
+    # the newest catalog items are re-ranked too: d is one of the 2 added last (d, e)
+    assert model(stream, content_search="candidates", content_new_items=2).candidates("u1")["content"][0][0] == "d"
     cold = {"cold_start_items": 5}  # every user is cold: the catalog, as before
     assert model(stream, content_search="candidates", **cold).candidates("u1") == model(stream, **cold).candidates("u1")
     with pytest.raises(ValueError, match="content_search 'all'"):
