@@ -288,9 +288,9 @@ def _movielens_catalog() -> list[dict[str, Any]]:
     return load_catalog()
 
 
-SCALE_OVERRIDES = ("model.row_cap=100", "model.hybrid.usercf_row_cap=50", "model.hybrid.content_search=candidates")
-"""The scale run's bounds for a large catalog (the job's and the limit's): similarity rows capped, content re-ranking
-the other methods' candidates instead of searching 20,000 items per ranking (make eval: what each costs)."""
+SCALE_OVERRIDES = ("model.row_cap=100", "model.hybrid.usercf_row_cap=50")
+"""The scale run's bounds for 100k users / 20k items (the job's and the limit's): similarity rows capped (make eval:
+what each costs)."""
 
 
 def _scale_catalog(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -304,7 +304,7 @@ def _scale(args: argparse.Namespace, report: dict[str, Any], out: Path) -> None:
 
     events, spec = _scale_events(args)
     # the row caps bound the similarity state at 100k users / 20k items (0 = exact, the default, would not fit in
-    # 4 GiB), the content search the work of a ranking; --set overrides them
+    # 4 GiB); --set overrides them
     overrides = [*SCALE_OVERRIDES, *args.overrides]
     if args.scale_parallelism < 1:
         raise BenchError(f"--scale-parallelism must be at least 1, got {args.scale_parallelism}")
