@@ -23,8 +23,10 @@ Each candidate method returns its own top ``candidate_pool`` unseen items (:meth
   same half-life). Neighbour lists are
   recomputed only for rows the co-occurrence update marked dirty, and with ``refresh_events > 0`` a dirty
   list is reused until it is that many events old (the lag the Flink job's windowed refresh has too);
-* ``usercf``: :meth:`UserCF.rank`; ``content``: :meth:`ContentModel.rank` of the user's profile (so an item
-  with no co-occurrence yet is reachable as soon as it is in the catalog); ``popular``: the trending window
+* ``usercf``: :meth:`UserCF.rank`; ``content``: the items closest to the user's profile, in the whole catalog
+  (:meth:`ContentModel.top_items`) or among the other methods' candidates and the newest catalog items
+  (``content_search``), so an item with no co-occurrence yet is reachable as soon as it is in the catalog;
+  ``popular``: the trending window
   (or the decayed popularity when ``trending_half_life_s`` is set), its ranking likewise reused for up to
   ``refresh_events`` events (it is broadcast state in the job).
 
