@@ -213,3 +213,18 @@ def test_producer_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_event_types_cover_the_default_mix() -> None:
     assert set(synthetic.DEFAULT_TYPE_MIX) == set(EVENT_TYPES)
+
+
+def test_stream_stats_known_answer() -> None:
+    from bench.streamstats import stream_stats
+    from udfs.events import Event
+
+    ev = [Event(f"e{k}", u, i, "rate", 3.0, k) for k, (u, i) in
+          enumerate([("a", "x"), ("a", "y"), ("b", "x"), ("a", "y"), ("a", "z"), ("c", "x")])]
+    s = stream_stats(ev, 1, 6, window=2)
+    # acting users' distinct items at events 1..5: a 2, b 1, a 2, a 3, c 1
+    assert (s["events"], s["median"], s["p99"], s["mean"]) == (5, 2, 3, 9 / 5)
+    assert s["top_users"][0] == ("a", 4) and s["users_so_far"] == 3
+    assert s["rankings_per_event"] == (2 + 1) / 4  # windows {a, b}, {a}; the last, partial one is left out
+    with pytest.raises(ValueError, match="--from 3"):
+        stream_stats(ev, 3, 3, 2)
