@@ -396,6 +396,11 @@ class ContentModel:
             sims[skip_rows] = 0.0
         else:
             rows, sims = self._bounded(m, query, n, skip_rows)
+        return self._listed(m, rows, sims, n)
+
+    @staticmethod
+    def _listed(m: _Csr, rows: np.ndarray, sims: np.ndarray, n: int) -> list[tuple[str, float]]:
+        """The ``n`` best positive ``(item, cosine)`` of these catalog rows, by cosine then id."""
         keep = sims > 0.0
         rows, sims = rows[keep], sims[keep]
         if len(rows) > n:
@@ -405,6 +410,16 @@ class ContentModel:
         order = np.lexsort((rows, -sims))[:n]  # by cosine, then row: rows are in id order, so then by id
         ids = m.ids
         return [(ids[r], s) for r, s in zip(rows[order].tolist(), sims[order].tolist(), strict=True)]
+
+    @staticmethod
+    def _row_cosines(m: _Csr, query: np.ndarray, g: np.ndarray, q_norm: float, rows: np.ndarray) -> np.ndarray:
+        """The cosines of these catalog rows (non-zero vectors) with ``query``, given :meth:`_signature_dots`: the
+        same products summed in the same order as :meth:`_cosines`' bincount, over the same denominators (the same
+        floats), with the title part computed for these rows only."""
+        pos, lengths = _spans(m.t_ptr[rows], m.t_ptr[rows + 1])
+        title = np.bincount(np.repeat(np.arange(len(rows)), lengths), weights=m.t_data[pos] * query[m.t_col[pos]],
+                            minlength=len(rows))
+        return (g[m.sig_of[rows]] + title) / (m.norms[rows] * q_norm)
 
     @staticmethod
     def _bounded(m: _Csr, query: np.ndarray, n: int, skip_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -437,18 +452,13 @@ class ContentModel:
         pos, _ = _spans(m.g_ptr[chosen], m.g_ptr[chosen + 1])
         rows = m.g_items[pos]
         rows = rows[~skipped[rows] & (m.norms[rows] > 0)]
-        pos, lengths = _spans(m.t_ptr[rows], m.t_ptr[rows + 1])
-        # the same products summed in the same order as _cosines' bincount, over the same denominators: the same
-        # floats
-        title = np.bincount(np.repeat(np.arange(len(rows)), lengths), weights=m.t_data[pos] * query[m.t_col[pos]],
-                            minlength=len(rows))
-        return rows, (g[m.sig_of[rows]] + title) / (m.norms[rows] * q_norm)
+        return rows, ContentModel._row_cosines(m, query, g, q_norm, rows)
 
     def newest(self, n: int) -> list[str]:
         """The ``n`` items added to the catalog last (an update keeps an item's place), newest last."""
         if n <= 0:
             return []
-        cached = getattr(self, "_newest", None)  # (absent from pickles of before it)
+        cached = self._newest
         if cached is None or len(cached) < min(n, len(self.items)):
             cached = self._newest = list(itertools.islice(reversed(self.items), n))[::-1]
         return cached[-n:]
@@ -467,15 +477,7 @@ class ContentModel:
         if not len(rows) or not query.any():
             return []
         g, q_norm = self._signature_dots(m, query)
-        pos, lengths = _spans(m.t_ptr[rows], m.t_ptr[rows + 1])
-        title = np.bincount(np.repeat(np.arange(len(rows)), lengths), weights=m.t_data[pos] * query[m.t_col[pos]],
-                            minlength=len(rows))
-        sims = (g[m.sig_of[rows]] + title) / (m.norms[rows] * q_norm)
-        keep = sims > 0.0
-        rows, sims = rows[keep], sims[keep]
-        order = np.lexsort((rows, -sims))[:n]
-        ids = m.ids
-        return [(ids[r], s) for r, s in zip(rows[order].tolist(), sims[order].tolist(), strict=True)]
+        return self._listed(m, rows, self._row_cosines(m, query, g, q_norm, rows), n)
 
     def similar_items(self, item: str, n: int) -> list[tuple[str, float]]:
         """The ``n`` items with the highest cosine to ``item`` (cold start for a new item); [] if unknown."""

@@ -576,10 +576,10 @@ class HybridRecommender:
         """Recompute the trending ranking at its next use (the job calls it once per window)."""
         self._trend_cache = None
 
-    def trending_ranking(self, complete: bool = True) -> list[tuple[str, float]]:
-        """Items by trending score (decayed popularity if ``trending_half_life_s``, else the window count): every
-        item with a positive score, or (``complete=False``) at least the best :meth:`_trend_prefix` of them."""
-        return self._trending(complete).ranking
+    def trending_ranking(self) -> list[tuple[str, float]]:
+        """Every item with a positive trending score (decayed popularity if ``trending_half_life_s``, else the
+        window count), best first."""
+        return self._trending(complete=True).ranking
 
     def _trending(self, complete: bool) -> _Trend:
         """The scores are taken once per refresh and the ranking built from them a prefix at a time: listing all
@@ -666,14 +666,17 @@ class HybridRecommender:
         catalog = True
         if "content" in self.methods:
             profile = self.profile(log)
-            others = {i for c in lists.values() for i, _ in c}
-            catalog = (self.content_search == "catalog" or len(log["items"]) < self.cold_start_items
-                       or not others)
+            # the others' candidates (unseen and not denied already) and the newest items, unless this user searches
+            # the catalog
+            others: set[str] = set()
+            if self.content_search == "candidates" and len(log["items"]) >= self.cold_start_items:
+                others = {i for c in lists.values() for i, _ in c}
+            catalog = not others
             if not profile.items:
                 lists["content"] = []
             elif catalog:
                 lists["content"] = self.content.top_items(profile, n, exclude=skip)
-            else:  # re-rank the others' candidates (unseen and not denied already) and the newest items
+            else:
                 fresh = [i for i in self.content.newest(self.content_new_items) if i not in skip]
                 lists["content"] = self.content.top_among(profile, [*others, *fresh], n)
             # reasons only for the few items a ranking shows (a pool holds candidate_pool of them)
