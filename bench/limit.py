@@ -1,8 +1,9 @@
 """The limit: the job's algorithm in one plain Python process, without Flink, Kafka or Redis.
 
 Both variants drive :class:`core.hybrid.HybridRecommender` built from the same config as the job
-(``model`` and ``model.hybrid``: item-CF, user-CF, content, trending, the fusion mode and the
-in-stream training of the learned combiner, and ``refresh_on_norms`` as ``job.refresh_on_norms``: which
+(``model`` and ``model.hybrid``: item-CF, user-CF, content, trending, the fusion mode and, as in the job
+only when the learned mode is ranked (``model.hybrid.mode`` or ``model.compare_modes``), the in-stream
+training of the learned combiner, and ``refresh_on_norms`` as ``job.refresh_on_norms``: which
 item-CF neighbour lists a change recomputes), over a list of events, with the MovieLens catalog
 added first when given:
 
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 def _model(model_cfg: Mapping[str, Any], catalog: Sequence[Mapping[str, Any]],
            refresh_on_norms: bool) -> HybridRecommender:
     rec = HybridRecommender.from_config(model_cfg, refresh_on_norms=refresh_on_norms)
+    # the job's ranker trains the combiner only when the learned mode is ranked (operators.ranker): so does the limit
+    rec.train_combiner = rec.train_combiner and "learned" in (rec.mode, *(model_cfg.get("compare_modes") or ()))
     for record in catalog:
         rec.add_item(record)
     return rec

@@ -362,6 +362,18 @@ def test_the_limit_follows_the_jobs_refresh_setting() -> None:
     assert _model(cfg["model"], (), True).itemcf.items.refresh_on_norms is True
 
 
+def test_the_limit_trains_the_combiner_only_when_the_job_does() -> None:
+    from bench.limit import _model
+
+    cfg = config.load_config()
+    assert cfg["model"]["hybrid"]["mode"] == "weighted" and not cfg["model"]["compare_modes"]
+    assert _model(cfg["model"], (), False).train_combiner is False  # the ranker trains only for learned
+    learned = dict(cfg["model"], hybrid={**cfg["model"]["hybrid"], "mode": "learned"})
+    assert _model(learned, (), False).train_combiner is True
+    compared = dict(cfg["model"], compare_modes=["rrf", "learned"])
+    assert _model(compared, (), False).train_combiner is True
+
+
 def test_from_config_reads_the_model_section() -> None:
     cfg = config.load_config()
     m = HybridRecommender.from_config(cfg["model"])
