@@ -185,8 +185,9 @@ def run(args: argparse.Namespace, parts: list[str]) -> int:
     failed = False
     lost = service_errors()
     for part in parts:
+        report["machine"].setdefault("speed_probe_ms", {})[part] = probe = rep.speed_probe()
+        progress("=== %s === (machine speed probe %.0f ms, lower = faster)", part, probe)
         t = time.time()
-        progress("=== %s ===", part)
         try:
             for attempt in (1, 2):
                 try:

@@ -40,6 +40,24 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def speed_probe(rounds: int = 3) -> float:
+    """Milliseconds of a fixed single-threaded Python workload (dict updates and a sort, the kind of work the
+    algorithm core does), the best of ``rounds``: how fast the machine is at that moment, lower is faster. The
+    development machine's speed moves by ~2x between runs (a shared VM); a part's numbers are comparable across
+    reports only at a similar probe."""
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        scores: dict[str, float] = {}
+        get = scores.get
+        for i in range(150_000):
+            key = str(i % 4_096)
+            scores[key] = get(key, 0.0) + i * 0.5
+        sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        best = min(best, time.perf_counter() - t)
+    return round(best * 1000, 1)
+
+
 def versions(redis_client: Any = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pkg in PACKAGES:
@@ -97,6 +115,11 @@ def run_name(run: dict[str, Any]) -> str:
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     """``(measurement, value, detail)`` rows of the summary table."""
     rows: list[tuple[str, str, str]] = []
+    probes = report.get("machine", {}).get("speed_probe_ms") or {}
+    if probes:
+        rows.append(("machine speed probe (lower = faster)", f"{min(probes.values()):,.0f} ms",
+                     "before each part: " + ", ".join(f"{part} {ms:,.0f}" for part, ms in probes.items())
+                     + " ms (bench.report.speed_probe)"))
     for run in report.get("throughput", {}).get("runs", []):
         rows.append((f"throughput {run['dataset']} {run_name(run)}", f"{_fmt(run.get('events_per_s'))} ev/s",
                      f"{run['events']:,} events in {_fmt(run.get('elapsed_s'), '.2f')} s; job CPU "
