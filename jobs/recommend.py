@@ -86,9 +86,10 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     # event time from the events' ts field, with Java operators at the parser's parallelism (in order)
     timed = assign_event_time(parsed, PICKLED, job["max_out_of_orderness_ms"], parse_parallelism)
 
+    # keyed by user shard; UserWindow computes the same key in Python (user_shards) instead of asking the JVM
     users = (timed.key_by(lambda e: shard_of(e.user_id, shards), key_type=Types.INT())
              .process(UserWindow(window, shards, model, job["dedup_ttl_ms"], job["dedup_max_ids"],
-                                 job["late_events"]), output_type=PICKLED)
+                                 job["late_events"], user_shards=shards), output_type=PICKLED)
              .name("user-window").uid("user-window"))
     dlq = parsed.get_side_output(DLQ_TAG).union(users.get_side_output(DLQ_TAG))
     items = (users.key_by(lambda d: d[0], key_type=Types.INT())

@@ -83,10 +83,17 @@ class _Windowed(KeyedProcessFunction):
         self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffer", Types.PICKLED_BYTE_ARRAY()))
         self._armed = {}
 
+    def key_of(self, value: Any, ctx: Any) -> Any:
+        """The key ``value`` is keyed by. Subclasses compute it in Python from the record, with the function the
+        stream was keyed with: ``ctx.get_current_key()`` is a call into the JVM, on every record."""
+        return ctx.get_current_key()
+
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
         self.buffer.add(value)
-        key = ctx.get_current_key()
-        now = ctx.timer_service().current_processing_time()
+        key = self.key_of(value, ctx)
+        # Flink's processing time is the wall clock (System.currentTimeMillis): read here, without a call into
+        # the JVM per record; it only picks the window end a timer is set for
+        now = int(time.time() * 1000)
         end = now - now % self.window_ms + self.window_ms
         if self._armed.get(key) != end:
             if key not in self._armed:
@@ -113,10 +120,11 @@ class UserWindow(_Windowed):
     """
 
     def __init__(self, window_ms: int, item_shards: int, model: Mapping[str, Any], dedup_ttl_ms: int,
-                 dedup_max_ids: int, late_events: str = "apply") -> None:
+                 dedup_max_ids: int, late_events: str = "apply", user_shards: int | None = None) -> None:
         super().__init__(window_ms)
         self.late = LateCheck(late_events)
         self.item_shards = item_shards
+        self.user_shards = user_shards  # the stream is keyed by shard_of(user_id, user_shards) (None: ask Flink)
         self.model = dict(model)
         self.dedup_ttl_ms = dedup_ttl_ms
         self.dedup_max_ids = dedup_max_ids
@@ -138,6 +146,9 @@ class UserWindow(_Windowed):
             yield DLQ_TAG, rejected
             return
         yield from super().process_element(value, ctx)
+
+    def key_of(self, value: Any, ctx: Any) -> Any:
+        return shard_of(value.user_id, self.user_shards) if self.user_shards else ctx.get_current_key()
 
     def _pieces(self, user: str) -> UserPieces:
         pieces = self._cache.get(user)
@@ -250,6 +261,9 @@ class _RowsWindow(_Windowed):
         self.compact_windows = compact_windows
         self._models: dict[int, ItemRows] = {}
         self._unwritten: dict[int, _Unwritten] = {}
+
+    def key_of(self, value: Any, ctx: Any) -> Any:
+        return value[0]  # the records are keyed by their first field, the shard (jobs.recommend)
 
     def open_rows(self, runtime_context: RuntimeContext) -> None:
         self.open_buffer(runtime_context)
