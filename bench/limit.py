@@ -37,8 +37,7 @@ logger = logging.getLogger(__name__)
 def _model(model_cfg: Mapping[str, Any], catalog: Sequence[Mapping[str, Any]],
            refresh_on_norms: bool) -> HybridRecommender:
     rec = HybridRecommender.from_config(model_cfg, refresh_on_norms=refresh_on_norms)
-    # the job's ranker trains the combiner only when the learned mode is ranked (operators.ranker): so does the limit
-    rec.train_combiner = rec.train_combiner and "learned" in (rec.mode, *(model_cfg.get("compare_modes") or ()))
+    rec.train_combiner = rec.trains_in_stream(model_cfg.get("compare_modes") or ())  # as the job's ranker does
     for record in catalog:
         rec.add_item(record)
     return rec

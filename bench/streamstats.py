@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from bench.common import percentile
 from udfs.events import Event
 
 
@@ -51,12 +52,9 @@ def stream_stats(events: Iterable[Event], start: int, end: int, window: int) -> 
     if not sizes:
         raise ValueError(f"the stream has no events in {start}..{end - 1}")
     sizes.sort()
-
-    def pct(q: float) -> int:
-        return sizes[min(len(sizes) - 1, int(q * len(sizes)))]
-
+    pct = {q: int(percentile(sizes, q)) for q in (50, 75, 90, 99)}
     return {
-        "events": len(sizes), "median": pct(0.5), "p75": pct(0.75), "p90": pct(0.9), "p99": pct(0.99),
+        "events": len(sizes), "median": pct[50], "p75": pct[75], "p90": pct[90], "p99": pct[99],
         "mean": sum(sizes) / len(sizes), "top_users": counts.most_common(5), "users_so_far": len(engaged),
         "rankings_per_event": sum(windows) / (len(windows) * window) if windows else None,
     }

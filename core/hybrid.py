@@ -453,6 +453,12 @@ class HybridRecommender:
         logger.debug("hybrid: from config with %s", kwargs)
         return cls(**kwargs)
 
+    def trains_in_stream(self, compare_modes: Iterable[str] = ()) -> bool:
+        """Whether a deployment ranking ``mode`` and ``compare_modes`` trains the combiner in the stream: only when
+        the learned mode is ranked (recommend-then-learn costs a second candidate pool per trained user). The Flink
+        ranker and the benchmark's single-process limit both follow it."""
+        return self.train_combiner and "learned" in (self.mode, *compare_modes)
+
     @staticmethod
     def _check_mode(mode: str) -> str:
         if mode not in MODES:

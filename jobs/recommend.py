@@ -47,9 +47,17 @@ from operators.late import assign_event_time
 from operators.parse import DLQ_TAG, ParseCatalog, ParseEvents
 from operators.ranker import BROADCAST_STATES, Ranker
 from operators.redis_sink import NeighborsToRedis, RecsToRedis
-from operators.windows import RANK_TAG, USER_DELTA_TAG, USER_ITEMS_TAG, ItemWindow, UserSimWindow, UserWindow
+from operators.windows import (
+    RANK_TAG,
+    USER_DELTA_TAG,
+    USER_ITEMS_TAG,
+    ItemWindow,
+    UserSimWindow,
+    UserWindow,
+    shard_key,
+    user_key,
+)
 from udfs.events import Limits
-from udfs.shard import shard_of
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +94,12 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     # event time from the events' ts field, with Java operators at the parser's parallelism (in order)
     timed = assign_event_time(parsed, PICKLED, job["max_out_of_orderness_ms"], parse_parallelism)
 
-    # keyed by user shard; UserWindow computes the same key in Python (user_shards) instead of asking the JVM
-    users = (timed.key_by(lambda e: shard_of(e.user_id, shards), key_type=Types.INT())
+    users = (timed.key_by(lambda e: user_key(e, shards), key_type=Types.INT())
              .process(UserWindow(window, shards, model, job["dedup_ttl_ms"], job["dedup_max_ids"],
                                  job["late_events"], user_shards=shards), output_type=PICKLED)
              .name("user-window").uid("user-window"))
     dlq = parsed.get_side_output(DLQ_TAG).union(users.get_side_output(DLQ_TAG))
-    items = (users.key_by(lambda d: d[0], key_type=Types.INT())
+    items = (users.key_by(shard_key, key_type=Types.INT())
              .process(ItemWindow(job["model_window_ms"], model["top_k"], job["refresh_budget_ms"], shards,
                                  hybrid.usercf.max_raters, usercf, job["refresh_on_norms"],
                                  hybrid.itemcf.items.row_cap, job["state_compact_windows"]), output_type=PICKLED)
@@ -101,7 +108,7 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     user_sims = None
     if usercf:
         user_sims = (items.get_side_output(USER_DELTA_TAG)
-                     .key_by(lambda d: d[0], key_type=Types.INT())
+                     .key_by(shard_key, key_type=Types.INT())
                      .process(UserSimWindow(job["model_window_ms"], hybrid.usercf.top_k, job["refresh_budget_ms"],
                                             job["refresh_on_norms"], hybrid.usercf.rows.row_cap,
                                             job["state_compact_windows"]),
@@ -113,7 +120,7 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
         dlq = dlq.union(parsed_catalog.get_side_output(DLQ_TAG))
         shared = shared.union(parsed_catalog)
     ranked = (users.get_side_output(RANK_TAG)
-              .key_by(lambda r: r[0], key_type=Types.INT())
+              .key_by(shard_key, key_type=Types.INT())
               .connect(shared.broadcast(*BROADCAST_STATES))
               .process(Ranker(model, window, model.get("compare_modes") or (), job["rank_delay_ms"],
                               job["rank_budget_ms"]),

@@ -117,8 +117,7 @@ class Ranker(KeyedBroadcastProcessFunction):
         self.rec = HybridRecommender.from_config(self.model)
         for mode in self.compare_modes:
             self.rec._check_mode(mode)
-        # recommend-then-learn costs a second candidate pool per trained user: only when learned is ranked
-        self.training = self.rec.train_combiner and "learned" in (self.rec.mode, *self.compare_modes)
+        self.training = self.rec.trains_in_stream(self.compare_modes)
         self._loaded = False
         # catalog records received but not yet in the content model: they are applied together before the next
         # ranking (a change of the catalog rebuilds the content matrix, ~0.4 s at 20,000 items: once per window

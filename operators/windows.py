@@ -63,6 +63,18 @@ USER_DELTA_TAG = OutputTag("user-deltas", Types.PICKLED_BYTE_ARRAY())
 #   UserBatch   ("users", user_shard, {user: [(user, sim)]}, processed_at)
 
 
+def user_key(event: Event, shards: int) -> int:
+    """The key of the user operator's input (the user shard): what ``jobs.recommend`` keys the events by and what
+    :meth:`UserWindow.key_of` computes again per record instead of asking the JVM."""
+    return shard_of(event.user_id, shards)
+
+
+def shard_key(record: tuple[Any, ...]) -> int:
+    """The key of the similarity operators' and the ranker's keyed input records: their first field, the shard they are
+    for."""
+    return record[0]  # type: ignore[no-any-return]
+
+
 @dataclass
 class UserPieces:
     """What the job keeps per user: item-CF history (with de-duplication), the hybrid's log, the user-CF row."""
@@ -120,11 +132,11 @@ class UserWindow(_Windowed):
     """
 
     def __init__(self, window_ms: int, item_shards: int, model: Mapping[str, Any], dedup_ttl_ms: int,
-                 dedup_max_ids: int, late_events: str = "apply", user_shards: int | None = None) -> None:
+                 dedup_max_ids: int, late_events: str = "apply", *, user_shards: int) -> None:
         super().__init__(window_ms)
         self.late = LateCheck(late_events)
         self.item_shards = item_shards
-        self.user_shards = user_shards  # the stream is keyed by shard_of(user_id, user_shards) (None: ask Flink)
+        self.user_shards = user_shards  # the stream is keyed by user_key(event, user_shards)
         self.model = dict(model)
         self.dedup_ttl_ms = dedup_ttl_ms
         self.dedup_max_ids = dedup_max_ids
@@ -148,7 +160,7 @@ class UserWindow(_Windowed):
         yield from super().process_element(value, ctx)
 
     def key_of(self, value: Any, ctx: Any) -> Any:
-        return shard_of(value.user_id, self.user_shards) if self.user_shards else ctx.get_current_key()
+        return user_key(value, self.user_shards)
 
     def _pieces(self, user: str) -> UserPieces:
         pieces = self._cache.get(user)
@@ -263,7 +275,7 @@ class _RowsWindow(_Windowed):
         self._unwritten: dict[int, _Unwritten] = {}
 
     def key_of(self, value: Any, ctx: Any) -> Any:
-        return value[0]  # the records are keyed by their first field, the shard (jobs.recommend)
+        return shard_key(value)
 
     def open_rows(self, runtime_context: RuntimeContext) -> None:
         self.open_buffer(runtime_context)
