@@ -3,8 +3,8 @@
 Topology (``job.shards`` virtual shards per side; tumbling windows of ``job.window_ms`` for the user side and
 ``job.model_window_ms`` for the similarity operators)::
 
-    KafkaSource(events) -> ParseEvents --dlq--> KafkaSink(events-dlq)
-      -> key_by(user shard) -> UserWindow --(item-CF deltas, engagements)--> key_by(item shard) -> ItemWindow
+    KafkaSource(events) -> [JVM: user shard, event time, buffer per window] -> UserWindow --dlq--> KafkaSink(events-dlq)
+      UserWindow --(item-CF deltas, engagements)--> key_by(item shard) -> ItemWindow
               |        |                                                            |        |
               |   user-CF rows                                       user-user deltas   neighbour lists,
               |        |                                      key_by(user shard) -> UserSimWindow  item stats,
@@ -43,8 +43,8 @@ from pyflink.datastream.connectors.kafka import (
 from config import load_config, resolve_path
 from core.hybrid import MODES, HybridRecommender
 from jobs.flink_env import make_env, resolve_restore
-from operators.late import assign_event_time
-from operators.parse import DLQ_TAG, ParseCatalog, ParseEvents
+from operators.front import event_batches
+from operators.parse import DLQ_TAG, ParseCatalog
 from operators.ranker import BROADCAST_STATES, Ranker
 from operators.redis_sink import NeighborsToRedis, RecsToRedis
 from operators.windows import (
@@ -55,7 +55,6 @@ from operators.windows import (
     UserSimWindow,
     UserWindow,
     shard_key,
-    user_key,
 )
 from udfs.events import Limits
 
@@ -77,9 +76,10 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     """Build the pipeline on a stream of raw JSON event strings and return its output streams.
 
     ``catalog``: raw JSON catalog records (the ``items`` topic), joined into the ranker by broadcast.
-    With ``redis=False`` nothing is written to Redis (tests collect the streams instead). The parser
-    runs at ``parse_parallelism`` (default: the job's) chained to the source, which keeps each
-    source partition's order: a user's events must reach the user state in order.
+    With ``redis=False`` nothing is written to Redis (tests collect the streams instead). The per-event
+    front (:func:`operators.front.event_batches`, on the JVM) runs at ``parse_parallelism`` (default: the
+    job's) chained to the source, which keeps each source partition's order: a user's events must reach
+    the user state in order.
     """
     job, model = cfg["job"], cfg["model"]
     shards, window = job["shards"], job["window_ms"]
@@ -87,18 +87,14 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     for mode in model.get("compare_modes") or ():
         hybrid._check_mode(mode)
     usercf = "usercf" in hybrid.methods
-    parse_out = Types.TUPLE([PICKLED, Types.LONG()])
-    parsed = events.process(ParseEvents(Limits.from_config(cfg)), output_type=parse_out).name("parse")
-    if parse_parallelism:
-        parsed.set_parallelism(parse_parallelism)
-    # event time from the events' ts field, with Java operators at the parser's parallelism (in order)
-    timed = assign_event_time(parsed, PICKLED, job["max_out_of_orderness_ms"], parse_parallelism)
-
-    users = (timed.key_by(lambda e: user_key(e, shards), key_type=Types.INT())
-             .process(UserWindow(window, shards, model, job["dedup_ttl_ms"], job["dedup_max_ids"],
-                                 job["late_events"], user_shards=shards), output_type=PICKLED)
+    limits = Limits.from_config(cfg)
+    # event time from the events' ts field, user shard and one batch per shard and window, on the JVM
+    batches = event_batches(events, shards=shards, window_ms=window, limits=limits,
+                            max_out_of_orderness_ms=job["max_out_of_orderness_ms"], parallelism=parse_parallelism)
+    users = (batches.process(UserWindow(shards, model, job["dedup_ttl_ms"], job["dedup_max_ids"], job["late_events"],
+                                        limits), output_type=PICKLED)
              .name("user-window").uid("user-window"))
-    dlq = parsed.get_side_output(DLQ_TAG).union(users.get_side_output(DLQ_TAG))
+    dlq = users.get_side_output(DLQ_TAG)
     items = (users.key_by(shard_key, key_type=Types.INT())
              .process(ItemWindow(job["model_window_ms"], model["top_k"], job["refresh_budget_ms"], shards,
                                  hybrid.usercf.max_raters, usercf, job["refresh_on_norms"],
@@ -213,7 +209,7 @@ def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], *, drain
     """
     topics = cfg["kafka"]["topics"]
     source_cfg = {**cfg, "job": {**cfg["job"], "bounded": False}} if drain else cfg
-    # event time comes from the events' ts field (operators.late.assign_event_time), not the Kafka record time
+    # event time comes from the events' ts field (operators.front), not the Kafka record time
     events = env.from_source(kafka_source(source_cfg), WatermarkStrategy.no_watermarks(), "kafka-events") \
         .uid("kafka-events")
     catalog = env.from_source(catalog_source(source_cfg), WatermarkStrategy.no_watermarks(), "kafka-items") \
@@ -228,7 +224,9 @@ def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], *, drain
     end = end_offsets(cfg["kafka"]["bootstrap"], topics["events"])
     client = env.execute_async(cfg["job"]["name"])
     logger.info("job %s: draining once group %s has committed %s", client.get_job_id(), cfg["kafka"]["group_id"], end)
-    while committed_offsets(cfg["kafka"]["bootstrap"], cfg["kafka"]["group_id"], topics["events"]) < end:
+    job_checkpoints = resolve_path(str(cfg["job"]["checkpoint_dir"])) / str(client.get_job_id())
+    while not caught_up(committed_offsets(cfg["kafka"]["bootstrap"], cfg["kafka"]["group_id"], topics["events"]), end,
+                        settled=len(list(job_checkpoints.glob("chk-*/_metadata"))) >= 2):
         if str(client.get_job_status().result()) in ("FAILED", "CANCELED", "FINISHED"):
             raise RuntimeError(f"job {client.get_job_id()} ended before it caught up to {end}")
         time.sleep(1)
@@ -256,14 +254,16 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-class _Offsets(dict):  # type: ignore[type-arg]
-    """Committed offsets that compare as "caught up" (>=) partition by partition."""
+def caught_up(committed: dict[int, int], end: dict[int, int], *, settled: bool) -> bool:
+    """Whether a drained run has read every partition to ``end``: its committed offset is there, or, once the job has
+    completed two checkpoints (``settled``: by then it has committed the offset of every partition it reads), the
+    partition has no committed offset at all. Such a partition was read to its end before the checkpoint the job
+    restored (a finished split is not in the checkpoint, so this job never reads nor commits it) while the run that
+    read it was stopped before it committed the offset (the commit follows the checkpoint)."""
+    return all(committed.get(p, -1) >= off or (settled and p not in committed) for p, off in end.items())
 
-    def __lt__(self, other: dict[int, int]) -> bool:  # type: ignore[override]
-        return any(self.get(p, -1) < off for p, off in other.items())
 
-
-def committed_offsets(bootstrap: str, group: str, topic: str) -> _Offsets:
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -271,7 +271,7 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> _Offsets:
         found = admin.list_group_offsets(group).get(group, {})
     finally:
         admin.close()
-    return _Offsets({tp.partition: meta.offset for tp, meta in found.items() if tp.topic == topic})
+    return {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == topic}
 
 
 def main(argv: list[str] | None = None) -> int:
