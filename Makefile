@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JARS_STAMP := var/jars/.stamp
+JVM_JAR := var/jars/flinkrec/flinkrec-jvm.jar
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -31,9 +32,12 @@ venv: $(STAMP) ## create .venv with the pinned packages (and MovieLens via recbo
 $(JARS_STAMP): deploy/maven/pom.xml
 	bash deploy/services.sh jars
 
-jars: $(JARS_STAMP) ## fetch the Kafka broker and Flink Kafka connector jars from Maven Central
+$(JVM_JAR): $(wildcard jvm/src/flinkrec/*.java) jvm/build.sh $(STAMP)
+	PY=$(PY) bash jvm/build.sh
 
-services-up: $(STAMP) $(JARS_STAMP) ## start Kafka (KRaft, 127.0.0.1:9092) and Redis (127.0.0.1:6379)
+jars: $(JARS_STAMP) $(JVM_JAR) ## fetch the Kafka broker and connector jars from Maven Central, build the job's JVM jar
+
+services-up: $(STAMP) $(JARS_STAMP) $(JVM_JAR) ## start Kafka (KRaft, 127.0.0.1:9092) and Redis (127.0.0.1:6379)
 	bash deploy/services.sh up
 
 services-down: ## stop Kafka and Redis
@@ -57,7 +61,7 @@ catalog: services-up ## publish the item catalog to the items topic and Redis
 serve: services-up ## the HTTP API and live page on http://127.0.0.1:8000
 	$(PY) -m serving $(ARGS)
 
-cluster-up: $(STAMP) $(JARS_STAMP) ## start a local Flink cluster (JobManager + TaskManager JVMs), UI http://127.0.0.1:8081
+cluster-up: $(STAMP) $(JARS_STAMP) $(JVM_JAR) ## start a local Flink cluster (JobManager + TaskManager JVMs), UI http://127.0.0.1:8081
 	$(PY) -m deploy.cluster up
 
 cluster-down: ## stop the local Flink cluster (running jobs stop too: `make savepoint` first)

@@ -19,6 +19,7 @@ from config import PROJECT_ROOT, resolve_path
 logger = logging.getLogger(__name__)
 
 CONNECTOR_JAR = "flink-sql-connector-kafka-5.0.0-2.2.jar"
+JVM_JAR = "var/jars/flinkrec/flinkrec-jvm.jar"  # relative to the project root; jvm/build.sh writes it
 
 
 def connector_jar() -> Path:
@@ -26,6 +27,14 @@ def connector_jar() -> Path:
     jar = PROJECT_ROOT / "var" / "jars" / "flink" / CONNECTOR_JAR
     if not jar.is_file():
         raise FileNotFoundError(f"Flink Kafka connector {jar} is missing: run `make jars` (or `make run`)")
+    return jar
+
+
+def jvm_jar() -> Path:
+    """The job's own JVM operators (``jvm/src``, :mod:`operators.front`), built by ``make jars`` (jvm/build.sh)."""
+    jar = PROJECT_ROOT / JVM_JAR
+    if not jar.is_file():
+        raise FileNotFoundError(f"the job's JVM jar {jar} is missing: run `make jars` (it compiles jvm/src)")
     return jar
 
 
@@ -135,6 +144,8 @@ def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None
         logger.info("restoring state from %s", restore)
         conf.set_string("execution.state-recovery.path", restore)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
+    # appended to pipeline.jars (the connector here, the -j jar of `flink run`) and loaded for py4j
+    env.add_jars(jvm_jar().as_uri())
     env.set_parallelism(parallelism or job["parallelism"])
     # how long a partly filled network buffer may wait before it is sent downstream (Flink's default is 100 ms,
     # paid on every hop an event, a rank request or a neighbour list takes at a low rate)

@@ -1,4 +1,4 @@
-"""Parse and validate raw Kafka records; rejected records go to a side output (the DLQ)."""
+"""Rejected input: the dead-letter output (``DLQ_TAG``), its records and counters; the catalog parser."""
 
 from __future__ import annotations
 
@@ -10,42 +10,34 @@ from pyflink.common import Types
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
 from udfs.catalog import parse_catalog
-from udfs.events import InvalidEvent, Limits, dlq_record, parse_event
+from udfs.events import InvalidEvent, dlq_record
 
 logger = logging.getLogger(__name__)
 
 DLQ_TAG = OutputTag("dlq", Types.STRING())
 
 
-class ParseEvents(ProcessFunction):
-    """str -> ``(Event, ts)`` (for :func:`operators.late.assign_event_time`); anything invalid -> ``DLQ_TAG``
-    as JSON with the reason.
+class Rejects:
+    """Dead-letter records for invalid events (the raw record, the reason, the message), counted per reason
+    in the Flink metric group ``dlq`` (``dlq.<reason>``) of the operator that validates them
+    (:class:`operators.windows.UserWindow`)."""
 
-    Counts rejections per reason in the Flink metric group ``dlq`` (``dlq.<reason>``).
-    """
-
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
+    def __init__(self) -> None:
         self._metrics: Any = None
         self._counters: dict[str, Any] = {}
 
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self._metrics = runtime_context.get_metrics_group().add_group("dlq")
+    def open(self, metrics_group: Any) -> None:
+        self._metrics = metrics_group.add_group("dlq")
         self._counters = {}
 
-    def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
-        try:
-            event = parse_event(value, self.limits)
-        except InvalidEvent as exc:
-            counter = self._counters.get(exc.reason)
-            if counter is None and self._metrics is not None:
-                counter = self._counters[exc.reason] = self._metrics.counter(exc.reason)
-            if counter is not None:
-                counter.inc()
-            logger.debug("rejected record: %s", exc)
-            yield DLQ_TAG, dlq_record(value, exc.reason, str(exc), int(time.time() * 1000))
-            return
-        yield event, event.ts
+    def record(self, raw: str, exc: InvalidEvent) -> str:
+        counter = self._counters.get(exc.reason)
+        if counter is None and self._metrics is not None:
+            counter = self._counters[exc.reason] = self._metrics.counter(exc.reason)
+        if counter is not None:
+            counter.inc()
+        logger.debug("rejected record: %s", exc)
+        return dlq_record(raw, exc.reason, str(exc), int(time.time() * 1000))
 
 
 class ParseCatalog(ProcessFunction):

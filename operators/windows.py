@@ -1,12 +1,14 @@
 """The windowed, sharded state operators of the recommendation pipeline.
 
 Python state access and every record that crosses an operator boundary are the costs of a PyFlink
-job, so the per-event hot path is one ``ListState.add``; all model work happens once per tumbling
-processing-time window (``job.window_ms``) per *virtual shard* of keys:
+job, so no Python code runs per event: the events reach the user operator as one batch per user shard
+and window (``job.window_ms``) from the JVM front (:mod:`operators.front`), and the similarity operators
+buffer their (per-window) input records in one ``ListState.add`` each; all model work happens once per
+tumbling processing-time window per *virtual shard* of keys:
 
-* :class:`UserWindow` (keyed by user shard) applies the window's events to each user's pieces (item-CF
-  history, the hybrid's log, the user-CF row; :class:`UserPieces`) with the functions of
-  :mod:`core.hybrid`, and emits per window one record per item shard (item-CF pair and norm deltas,
+* :class:`UserWindow` (keyed by user shard) validates the window's raw records and applies its events
+  to each user's pieces (item-CF history, the hybrid's log, the user-CF row; :class:`UserPieces`) with
+  the functions of :mod:`core.hybrid`, and emits per window one record per item shard (item-CF pair and norm deltas,
   and the engagements of that shard's items), one rank request batch per user shard (``RANK_TAG``) and
   the changed users' user-CF rows for the rankers (``USER_ITEMS_TAG``).
 * :class:`ItemWindow` (keyed by item shard) adds the deltas into the co-occurrence rows it owns, keeps
@@ -41,8 +43,8 @@ from core.itemcf import ItemRows, PairDeltas, UserHistory, user_event
 from core.usercf import UserState, new_user_state, pair_deltas, record_rater, set_weight
 from operators.compat import put_all
 from operators.late import LateCheck
-from operators.parse import DLQ_TAG
-from udfs.events import Event
+from operators.parse import DLQ_TAG, Rejects
+from udfs.events import DEFAULT_LIMITS, Event, InvalidEvent, Limits, parse_event
 from udfs.shard import shard_of
 
 logger = logging.getLogger(__name__)
@@ -61,12 +63,6 @@ USER_DELTA_TAG = OutputTag("user-deltas", Types.PICKLED_BYTE_ARRAY())
 #                [(item, ts) per engagement], processed_at)
 #   UserDelta   (user_shard, user norms {user: d}, pairs {row user: {col user: d}})
 #   UserBatch   ("users", user_shard, {user: [(user, sim)]}, processed_at)
-
-
-def user_key(event: Event, shards: int) -> int:
-    """The key of the user operator's input (the user shard): what ``jobs.recommend`` keys the events by and what
-    :meth:`UserWindow.key_of` computes again per record instead of asking the JVM."""
-    return shard_of(event.user_id, shards)
 
 
 def shard_key(record: tuple[Any, ...]) -> int:
@@ -124,43 +120,60 @@ class _Windowed(KeyedProcessFunction):
         raise NotImplementedError
 
 
-class UserWindow(_Windowed):
+class UserWindow(KeyedProcessFunction):
     """Per-user pieces; emits item-shard deltas, rank requests and user-CF rows per window.
 
-    Each event is first checked against the watermark (:class:`operators.late.LateCheck`, ``job.late_events``):
-    a late event is counted and applied, or sent to ``DLQ_TAG``.
+    Keyed by user shard, fed by :func:`operators.front.event_batches`: one record per shard and window, the
+    window's raw records with the watermark at each one's arrival. Each record is validated
+    (:func:`udfs.events.parse_event`; invalid ones go to ``DLQ_TAG`` with the reason, metric ``dlq.<reason>``),
+    then checked against its watermark (:class:`operators.late.LateCheck`, ``job.late_events``: a late event
+    is counted and applied, or sent to ``DLQ_TAG``), and the valid ones are applied in order.
     """
 
-    def __init__(self, window_ms: int, item_shards: int, model: Mapping[str, Any], dedup_ttl_ms: int,
-                 dedup_max_ids: int, late_events: str = "apply", *, user_shards: int) -> None:
-        super().__init__(window_ms)
+    def __init__(self, item_shards: int, model: Mapping[str, Any], dedup_ttl_ms: int, dedup_max_ids: int,
+                 late_events: str = "apply", limits: Limits = DEFAULT_LIMITS) -> None:
         self.late = LateCheck(late_events)
+        self.rejects = Rejects()
+        self.limits = limits
         self.item_shards = item_shards
-        self.user_shards = user_shards  # the stream is keyed by user_key(event, user_shards)
         self.model = dict(model)
         self.dedup_ttl_ms = dedup_ttl_ms
         self.dedup_max_ids = dedup_max_ids
         self._cache: dict[str, UserPieces] = {}
+        self._armed: set[int] = set()
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.open_buffer(runtime_context)
         self.rec = HybridRecommender.from_config(self.model)  # config, validation and the weight rule only
         self.itemcf, self.usercf = "itemcf" in self.rec.methods, "usercf" in self.rec.methods
         self.users = runtime_context.get_map_state(
             MapStateDescriptor("users", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
-        self._cache = {}
+        self._cache, self._armed = {}, set()
         self._duplicates = runtime_context.get_metrics_group().counter("duplicates")
         self.late.open(runtime_context.get_metrics_group())
+        self.rejects.open(runtime_context.get_metrics_group())
 
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
-        rejected = self.late.reject(value, ctx.timer_service().current_watermark())
-        if rejected is not None:
-            yield DLQ_TAG, rejected
-            return
-        yield from super().process_element(value, ctx)
+        key = ctx.get_current_key()
+        if key not in self._armed:  # flushes the end of a bounded input (a set: once per shard in Flink too)
+            ctx.timer_service().register_event_time_timer(END_OF_TIME)
+            self._armed.add(key)
+        events = []
+        for raw, watermark in zip(value[0], value[1], strict=True):
+            try:
+                event = parse_event(raw, self.limits)
+            except InvalidEvent as exc:
+                yield DLQ_TAG, self.rejects.record(raw, exc)
+                continue
+            rejected = self.late.reject(event, watermark)
+            if rejected is not None:
+                yield DLQ_TAG, rejected
+                continue
+            events.append(event)
+        yield from self.flush(key, events, final=False)
 
-    def key_of(self, value: Any, ctx: Any) -> Any:
-        return user_key(value, self.user_shards)
+    def on_timer(self, timestamp, ctx):  # type: ignore[no-untyped-def]
+        if timestamp == END_OF_TIME:  # the only timer this operator sets
+            yield from self.flush(ctx.get_current_key(), [], final=True)
 
     def _pieces(self, user: str) -> UserPieces:
         pieces = self._cache.get(user)
@@ -169,8 +182,7 @@ class UserWindow(_Windowed):
             self._cache[user] = pieces
         return pieces
 
-    def flush(self, key: Any, batch: list[Event], ctx: Any, timestamp: int) -> Any:
-        final = timestamp == END_OF_TIME
+    def flush(self, key: Any, batch: list[Event], *, final: bool) -> Any:
         if not batch and not final:
             return
         deltas = PairDeltas()

@@ -433,3 +433,9 @@ def test_the_topic_job_creates_the_configured_topics() -> None:
     assert "cleanup.policy=compact" in created[topics["items"]]
     assert f"--partitions {cfg['kafka']['partitions']}" in script
     assert cfg["kafka"]["bootstrap"] in script
+
+
+def test_the_image_has_the_jvm_jar_where_the_job_looks() -> None:
+    from jobs.flink_env import JVM_JAR
+
+    assert (JVM_JAR, str(USRLIB / JVM_JAR)) in dockerfile_copies()

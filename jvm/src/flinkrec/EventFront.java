@@ -1,0 +1,221 @@
+package flinkrec;
+
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.zip.CRC32;
+
+import org.apache.flink.api.common.eventtime.WatermarkStrategy;
+import org.apache.flink.api.common.functions.MapFunction;
+import org.apache.flink.api.common.state.ListState;
+import org.apache.flink.api.common.state.ListStateDescriptor;
+import org.apache.flink.api.common.typeinfo.BasicArrayTypeInfo;
+import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
+import org.apache.flink.api.common.typeinfo.TypeInformation;
+import org.apache.flink.api.common.typeinfo.Types;
+import org.apache.flink.api.java.tuple.Tuple2;
+import org.apache.flink.api.java.tuple.Tuple3;
+import org.apache.flink.api.common.functions.OpenContext;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.streaming.api.datastream.DataStream;
+import org.apache.flink.streaming.api.datastream.KeyedStream;
+import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
+import org.apache.flink.streaming.api.functions.KeyedProcessFunction;
+import org.apache.flink.streaming.api.functions.python.KeyByKeySelector;
+import org.apache.flink.types.Row;
+import org.apache.flink.util.Collector;
+
+/**
+ * The front of the recommendation job, on the JVM: raw JSON events -> per user shard, one batch per window.
+ *
+ * <p>A Python operator pays a fixed price per record that crosses into it (and per state access), so the
+ * per-event work before the user state is done here: read the user id and the event time of each raw
+ * record (leniently: the Python side validates every record fully and sends the invalid ones to the
+ * dead-letter topic with the reason), assign Flink timestamps and bounded-out-of-orderness watermarks
+ * from the ts field, key by user shard ({@code crc32(user_id) % shards}, as {@code udfs.shard.shard_of}),
+ * and buffer each shard's raw records in Flink state until the end of its processing-time window
+ * ({@code windowMs}); the Python user operator then receives one record per shard per window:
+ * {@code Row(shard, Row(String[] raw records, long[] watermark at each record's arrival))}.
+ *
+ * <p>A record without a readable user id goes to the shard of its crc32; one without a readable ts in
+ * {@code minTs..maxTs} carries no timestamp (Long.MIN_VALUE) and does not move the watermark. An event-time
+ * timer at Long.MAX_VALUE flushes the last buffer when a bounded input ends (the final watermark).
+ */
+public final class EventFront {
+
+    private EventFront() {}
+
+    /** (shard, ts or Long.MIN_VALUE, raw record). */
+    static final TypeInformation<Tuple3<Integer, Long, String>> KEYED =
+            Types.TUPLE(Types.INT, Types.LONG, Types.STRING);
+
+    /** The Python operator's value type: Row(raw records, watermark at arrival of each). */
+    public static final TypeInformation<Row> BATCH =
+            Types.ROW(BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO, PrimitiveArrayTypeInfo.LONG_PRIMITIVE_ARRAY_TYPE_INFO);
+
+    static final TypeInformation<Row> KEYED_BATCH = Types.ROW(Types.INT, BATCH);
+
+    /**
+     * Build the front on a stream of raw records; the result is keyed the way PyFlink's {@code key_by}
+     * keys a stream (Row(key, value) with {@link KeyByKeySelector}), for a Python KeyedProcessFunction.
+     *
+     * @param parallelism the parallelism of the per-record part (chained to the source, which keeps each
+     *     source partition's order); 0 for the job's default
+     */
+    public static KeyedStream<Row, Row> build(DataStream<String> raw, int shards, long maxOutOfOrdernessMs,
+            long minTs, long maxTs, int maxBytes, long windowMs, int parallelism) {
+        SingleOutputStreamOperator<Tuple3<Integer, Long, String>> keyed =
+                raw.map(new ShardEvents(shards, minTs, maxTs, maxBytes)).returns(KEYED).name("shard-events");
+        WatermarkStrategy<Tuple3<Integer, Long, String>> strategy = WatermarkStrategy
+                .<Tuple3<Integer, Long, String>>forBoundedOutOfOrderness(Duration.ofMillis(maxOutOfOrdernessMs))
+                .withTimestampAssigner((event, previous) -> event.f1);
+        SingleOutputStreamOperator<Tuple3<Integer, Long, String>> timed =
+                keyed.assignTimestampsAndWatermarks(strategy).name("event-time");
+        if (parallelism > 0) {
+            keyed.setParallelism(parallelism);
+            timed.setParallelism(parallelism);
+        }
+        SingleOutputStreamOperator<Row> batches = timed
+                .keyBy(event -> event.f0, Types.INT)
+                .process(new ShardBuffer(windowMs))
+                .returns(KEYED_BATCH)
+                .name("event-buffer")
+                .uid("event-buffer");
+        return batches.keyBy(new KeyByKeySelector(), Types.ROW(Types.INT));
+    }
+
+    /** Raw record -> (user shard, event time or Long.MIN_VALUE, raw record). */
+    public static final class ShardEvents implements MapFunction<String, Tuple3<Integer, Long, String>> {
+        private static final long serialVersionUID = 1L;
+        private final int shards;
+        private final long minTs;
+        private final long maxTs;
+        private final int maxBytes;
+        private transient ObjectMapper mapper;
+        private transient CRC32 crc;
+
+        public ShardEvents(int shards, long minTs, long maxTs, int maxBytes) {
+            if (shards < 1) {
+                throw new IllegalArgumentException("shards " + shards + " must be at least 1");
+            }
+            this.shards = shards;
+            this.minTs = minTs;
+            this.maxTs = maxTs;
+            this.maxBytes = maxBytes;
+        }
+
+        @Override
+        public Tuple3<Integer, Long, String> map(String raw) {
+            if (mapper == null) {
+                mapper = new ObjectMapper();
+                crc = new CRC32();
+            }
+            String user = null;
+            long ts = Long.MIN_VALUE;
+            if (raw.length() <= maxBytes) {  // characters <= bytes: longer ones are rejected by size in Python
+                try {
+                    JsonNode node = mapper.readTree(raw);
+                    if (node != null && node.isObject()) {
+                        user = userId(node.get("user_id"));
+                        ts = eventTime(node.get("ts"));
+                    }
+                } catch (Exception e) {
+                    // not JSON: the Python side rejects it with the reason
+                }
+            }
+            return Tuple3.of(shardOf(user != null ? user : raw), ts, raw);
+        }
+
+        /** The user id as the Python validator normalises it (a non-negative integer is its decimal string). */
+        private static String userId(JsonNode node) {
+            if (node == null) {
+                return null;
+            }
+            if (node.isTextual()) {
+                return node.textValue();
+            }
+            if (node.isIntegralNumber() && node.bigIntegerValue().signum() >= 0) {
+                return node.bigIntegerValue().toString();
+            }
+            return null;
+        }
+
+        private long eventTime(JsonNode node) {
+            if (node == null || !node.isNumber()) {
+                return Long.MIN_VALUE;
+            }
+            double value = node.doubleValue();
+            if (node.isIntegralNumber()) {
+                if (!node.canConvertToLong()) {
+                    return Long.MIN_VALUE;
+                }
+                long ts = node.longValue();
+                return ts >= minTs && ts <= maxTs ? ts : Long.MIN_VALUE;
+            }
+            if (Double.isFinite(value) && value == Math.rint(value) && value >= minTs && value <= maxTs) {
+                return (long) value;
+            }
+            return Long.MIN_VALUE;
+        }
+
+        int shardOf(String key) {
+            crc.reset();
+            crc.update(key.getBytes(StandardCharsets.UTF_8));
+            return (int) (crc.getValue() % shards);
+        }
+    }
+
+    /** Buffers a shard's records until the end of its processing-time window, then emits them as one batch. */
+    public static final class ShardBuffer
+            extends KeyedProcessFunction<Integer, Tuple3<Integer, Long, String>, Row> {
+        private static final long serialVersionUID = 1L;
+        private final long windowMs;
+        private transient ListState<Tuple2<String, Long>> buffer;
+
+        public ShardBuffer(long windowMs) {
+            if (windowMs < 1) {
+                throw new IllegalArgumentException("window " + windowMs + " ms must be at least 1");
+            }
+            this.windowMs = windowMs;
+        }
+
+        @Override
+        public void open(OpenContext context) {
+            buffer = getRuntimeContext().getListState(
+                    new ListStateDescriptor<>("events", Types.TUPLE(Types.STRING, Types.LONG)));
+        }
+
+        @Override
+        public void processElement(Tuple3<Integer, Long, String> event, Context ctx, Collector<Row> out)
+                throws Exception {
+            buffer.add(Tuple2.of(event.f2, ctx.timerService().currentWatermark()));
+            long now = ctx.timerService().currentProcessingTime();
+            ctx.timerService().registerProcessingTimeTimer(now - now % windowMs + windowMs);
+            ctx.timerService().registerEventTimeTimer(Long.MAX_VALUE);  // a set: once per shard
+        }
+
+        @Override
+        public void onTimer(long timestamp, OnTimerContext ctx, Collector<Row> out) throws Exception {
+            List<Tuple2<String, Long>> events = new ArrayList<>();
+            Iterable<Tuple2<String, Long>> stored = buffer.get();
+            if (stored != null) {
+                for (Tuple2<String, Long> e : stored) {
+                    events.add(e);
+                }
+            }
+            if (events.isEmpty()) {
+                return;
+            }
+            buffer.clear();
+            String[] raws = new String[events.size()];
+            long[] marks = new long[events.size()];
+            for (int i = 0; i < raws.length; i++) {
+                raws[i] = events.get(i).f0;
+                marks[i] = events.get(i).f1;
+            }
+            out.collect(Row.of(ctx.getCurrentKey(), Row.of(raws, marks)));
+        }
+    }
+}

@@ -1,0 +1,62 @@
+"""The front of the job, on the JVM: raw events -> one batch of raw records per user shard per window.
+
+A Python operator pays a fixed price for every record that crosses into it and for every state access
+(parse, ``key_by`` and a keyed buffer cost ~150 µs per event on the reference machine, more than the
+models' own work on MovieLens). :func:`event_batches` therefore does the per-event part on the JVM, in
+``jvm/src/flinkrec/EventFront.java`` (``var/jars/flinkrec/flinkrec-jvm.jar``, built by ``make jars``):
+
+1. read each raw record's ``user_id`` and ``ts`` (leniently, with Jackson; nothing is rejected here);
+2. Flink timestamps and bounded-out-of-orderness watermarks from ``ts`` (records without a readable ``ts``
+   in ``limits.min_ts_ms..max_ts_ms`` carry none and do not move the watermark);
+3. key by user shard: ``crc32(user_id) % shards``, the same function as :func:`udfs.shard.shard_of`, with
+   integer ids as their decimal string (so ``"user_id": 196`` and ``"196"`` are one user, as in
+   :mod:`udfs.events`); a record without a readable user id goes to the shard of its own crc32;
+4. buffer each shard's records in Flink (checkpointed) list state until the end of its processing-time
+   window of ``window_ms``, then emit them as one record ``Row(raw records, watermark at each one's
+   arrival)``; an event-time timer at the end of time flushes the last buffer of a bounded input.
+
+The Python user operator (:class:`operators.windows.UserWindow`) then validates each record fully
+(:func:`udfs.events.parse_event`: invalid ones go to the dead-letter output with the reason), applies the
+late-event policy with the recorded watermark and updates the models: one Python call per shard and
+window instead of three per event. Measured (300,000 events from a collection, p=1, thread mode):
+~42 µs per event through this front and the Python parse of every record, against ~149 µs through the
+Python parser, ``key_by`` and a keyed ``ListState`` buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyflink.common import Types
+from pyflink.datastream import DataStream
+from pyflink.datastream.data_stream import KeyedStream
+
+from udfs.events import Limits
+
+logger = logging.getLogger(__name__)
+
+#: The value the user operator receives per shard and window: (raw records, watermark at each one's arrival).
+EVENT_BATCH = Types.ROW([Types.BASIC_ARRAY(Types.STRING()), Types.PRIMITIVE_ARRAY(Types.LONG())])
+
+
+def event_batches(events: DataStream, *, shards: int, window_ms: int, max_out_of_orderness_ms: int,
+                  limits: Limits, parallelism: int | None = None) -> KeyedStream:
+    """Raw JSON strings -> a stream keyed by user shard whose values are :data:`EVENT_BATCH` rows.
+
+    The per-record part (steps 1-2) runs at ``parallelism`` (default: the job's), chained to the source, which
+    keeps each source partition's order: a user's events reach the buffer, and the user state, in order.
+    """
+    for name, value, low in (("job.shards", shards, 1), ("job.window_ms", window_ms, 1),
+                             ("job.max_out_of_orderness_ms", max_out_of_orderness_ms, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} {value!r} must be an integer >= {low}")
+    from py4j.java_gateway import JavaClass
+    from pyflink.java_gateway import get_gateway
+
+    front = get_gateway().jvm.flinkrec.EventFront
+    if not isinstance(front, JavaClass):  # py4j answers an unknown class with a JavaPackage
+        raise RuntimeError("flinkrec.EventFront is not on the JVM's classpath: the environment must load "
+                           "var/jars/flinkrec/flinkrec-jvm.jar (jobs.flink_env.make_env does; `make jars` builds it)")
+    j_keyed = front.build(events._j_data_stream, shards, max_out_of_orderness_ms, limits.min_ts_ms,
+                          limits.max_ts_ms, limits.max_message_bytes, window_ms, parallelism or 0)
+    return KeyedStream(j_keyed, EVENT_BATCH, events)
