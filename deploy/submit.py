@@ -22,6 +22,8 @@ How the job's Python dependencies travel (the way they would to a remote cluster
 * the project's code goes with the job as ``-pyfs``: a directory of links to the five packages, which the
   client zips and uploads through the JobManager's blob server and every TaskManager unpacks onto the
   workers' PYTHONPATH (the client, which runs ``jobs/recommend.py``, gets the same path);
+* the job's JVM front (``var/jars/flinkrec/flinkrec-jvm.jar``, ``make jars``) is appended to ``pipeline.jars`` by
+  ``jobs/flink_env.py`` and ships with the job graph beside the ``-j`` connector;
 * the third-party packages the workers import beyond pyflink (``redis``, pinned in ``pyproject.toml``) go as
   ``-pyreq`` with a wheelhouse: ``pip download`` fills ``var/flink/job/wheelhouse`` once, and each
   TaskManager runs ``pip install --no-index --find-links <wheelhouse>`` into the job's directory at start.
