@@ -44,12 +44,10 @@ def event_batches(events: DataStream, *, shards: int, window_ms: int, max_out_of
     """Raw JSON strings -> a stream keyed by user shard whose values are :data:`EVENT_BATCH` rows.
 
     The per-record part (steps 1-2) runs at ``parallelism`` (default: the job's), chained to the source, which
-    keeps each source partition's order: a user's events reach the buffer, and the user state, in order.
+    keeps each source partition's order: a user's events reach the buffer, and the user state, in order. The
+    arguments come from the validated config (``config.load_config``); the Java constructors reject a shard count
+    or window below 1 as well.
     """
-    for name, value, low in (("job.shards", shards, 1), ("job.window_ms", window_ms, 1),
-                             ("job.max_out_of_orderness_ms", max_out_of_orderness_ms, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} {value!r} must be an integer >= {low}")
     from py4j.java_gateway import JavaClass
     from pyflink.java_gateway import get_gateway
 

@@ -91,14 +91,10 @@ class _Windowed(KeyedProcessFunction):
         self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffer", Types.PICKLED_BYTE_ARRAY()))
         self._armed = {}
 
-    def key_of(self, value: Any, ctx: Any) -> Any:
-        """The key ``value`` is keyed by. Subclasses compute it in Python from the record, with the function the
-        stream was keyed with: ``ctx.get_current_key()`` is a call into the JVM, on every record."""
-        return ctx.get_current_key()
-
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
         self.buffer.add(value)
-        key = self.key_of(value, ctx)
+        # the key the stream is keyed by (shard_key), computed here: ctx.get_current_key() is a call into the JVM
+        key = shard_key(value)
         # Flink's processing time is the wall clock (System.currentTimeMillis): read here, without a call into
         # the JVM per record; it only picks the window end a timer is set for
         now = int(time.time() * 1000)
@@ -162,7 +158,7 @@ class UserWindow(KeyedProcessFunction):
             try:
                 event = parse_event(raw, self.limits)
             except InvalidEvent as exc:
-                yield DLQ_TAG, self.rejects.record(raw, exc)
+                yield DLQ_TAG, self.rejects.record(raw, exc.reason, str(exc))
                 continue
             rejected = self.late.reject(event, watermark)
             if rejected is not None:
@@ -285,9 +281,6 @@ class _RowsWindow(_Windowed):
         self.compact_windows = compact_windows
         self._models: dict[int, ItemRows] = {}
         self._unwritten: dict[int, _Unwritten] = {}
-
-    def key_of(self, value: Any, ctx: Any) -> Any:
-        return shard_key(value)
 
     def open_rows(self, runtime_context: RuntimeContext) -> None:
         self.open_buffer(runtime_context)
