@@ -160,7 +160,7 @@ def run_freshness(events: Sequence[Event], opts: FreshnessOptions) -> dict[str, 
     rng = random.Random(opts.seed)
     items = [e.item_id for e in events]
     probes = [_Probe(f"probe-{k}") for k in range(opts.probes)]
-    samples: list[tuple[float, float, float]] = []  # (sent_at - start, latency s, ack latency s)
+    samples: list[tuple[float, float, float, float]] = []  # (sent_at - start, latency, ack latency, to ranker) s
     timeouts = 0
     result: dict[str, Any] = {"parallelism": opts.parallelism, "rate": opts.rate, "duration_s": opts.duration_s,
                               "probes": opts.probes, "poll_ms": opts.poll_ms, "job_log": str(job.log_path)}
@@ -234,9 +234,12 @@ def run_freshness(events: Sequence[Event], opts: FreshnessOptions) -> dict[str, 
                 values = pipe.execute()
                 seen_at = time.time()
                 for p, raw in zip(waiting, values, strict=True):
-                    if raw is not None and json.loads(raw).get("event_id") == p.event_id:
+                    msg = json.loads(raw) if raw is not None else None
+                    if msg is not None and msg.get("event_id") == p.event_id:
                         ack = p.acked_at - p.sent_at if p.acked_at else float("nan")
-                        samples.append((p.sent_at - start, seen_at - p.sent_at, ack))
+                        # the ranker's clock when it began the batch that answered the probe (same machine)
+                        ranked = msg.get("processed_at", 0) / 1000.0 - p.sent_at
+                        samples.append((p.sent_at - start, seen_at - p.sent_at, ack, ranked))
                         p.event_id = None
                         p.next_at = seen_at + rng.uniform(0, opts.gap_ms / 1000.0)
             if now >= next_chk:
@@ -257,6 +260,7 @@ def run_freshness(events: Sequence[Event], opts: FreshnessOptions) -> dict[str, 
         bg_sent = background.sent - sent0
         result.update(_stats([s[1] for s in samples]))
         acks = sorted(s[2] for s in samples if s[2] == s[2])
+        ranked = sorted(s[3] for s in samples)
         result.update({
             "timeouts": timeouts,
             "probe_rate_per_s": round(len(samples) / opts.duration_s, 1),
@@ -264,19 +268,27 @@ def run_freshness(events: Sequence[Event], opts: FreshnessOptions) -> dict[str, 
             "background_achieved_per_s": round(background.achieved_rate, 1),
             "produce_ack_p50_ms": round(1000 * percentile(acks, 50), 1) if acks else None,
             "produce_ack_p99_ms": round(1000 * percentile(acks, 99), 1) if acks else None,
+            # where the time goes: produced -> the ranker starts the answering batch (Kafka, the windows, the
+            # rank delay, waiting for the interpreter), and from there to visible in Redis (ranking, the sink)
+            "to_ranker_p50_ms": round(1000 * percentile(ranked, 50), 1) if ranked else None,
+            "to_ranker_p99_ms": round(1000 * percentile(ranked, 99), 1) if ranked else None,
+            "after_ranker_p50_ms": round(percentile(sorted(1000 * (s[1] - s[3]) for s in samples), 50), 1)
+            if samples else None,
+            "after_ranker_p99_ms": round(percentile(sorted(1000 * (s[1] - s[3]) for s in samples), 99), 1)
+            if samples else None,
             "job_cpu_s": round(cpu, 2),
             "job_cpu_us_per_event": round(1e6 * cpu / max(1, bg_sent + len(samples)), 1),
             "measured_s": round(elapsed, 1),
-            "samples": [[round(t, 3), round(1000 * lat, 1)] for t, lat, _ in samples],
+            "samples": [[round(t, 3), round(1000 * lat, 1)] for t, lat, _, _ in samples],
             # seen by polling every 0.5 s: start times are late by up to that much
             "checkpoints_s": checkpoints.relative(start, start + elapsed),
         })
         if opts.samples_csv is not None:
             opts.samples_csv.parent.mkdir(parents=True, exist_ok=True)
             with open(opts.samples_csv, "w", encoding="utf-8") as fh:
-                fh.write("sent_s,latency_ms,produce_ack_ms\n")
-                for t, lat, ack in samples:
-                    fh.write(f"{t:.4f},{1000 * lat:.2f},{1000 * ack:.2f}\n")
+                fh.write("sent_s,latency_ms,produce_ack_ms,to_ranker_ms\n")
+                for t, lat, ack, ranked_s in samples:
+                    fh.write(f"{t:.4f},{1000 * lat:.2f},{1000 * ack:.2f},{1000 * ranked_s:.2f}\n")
         progress("freshness: %d samples, p50 %.0f ms, p95 %.0f ms, p99 %.0f ms, max %.0f ms, %d timed out",
                  len(samples), result["p50_ms"] or 0, result["p95_ms"] or 0, result["p99_ms"] or 0,
                  result["max_ms"] or 0, timeouts)

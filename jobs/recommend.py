@@ -90,7 +90,8 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     limits = Limits.from_config(cfg)
     # event time from the events' ts field, user shard and one batch per shard and window, on the JVM
     batches = event_batches(events, shards=shards, window_ms=window, limits=limits,
-                            max_out_of_orderness_ms=job["max_out_of_orderness_ms"], parallelism=parse_parallelism)
+                            max_out_of_orderness_ms=job["max_out_of_orderness_ms"], parallelism=parse_parallelism,
+                            event_buffer_timeout_ms=job["event_buffer_timeout_ms"])
     users = (batches.process(UserWindow(shards, model, job["dedup_ttl_ms"], job["dedup_max_ids"], job["late_events"],
                                         limits), output_type=PICKLED)
              .name("user-window").uid("user-window"))

@@ -40,11 +40,13 @@ EVENT_BATCH = Types.ROW([Types.BASIC_ARRAY(Types.STRING()), Types.PRIMITIVE_ARRA
 
 
 def event_batches(events: DataStream, *, shards: int, window_ms: int, max_out_of_orderness_ms: int,
-                  limits: Limits, parallelism: int | None = None) -> KeyedStream:
+                  limits: Limits, parallelism: int | None = None, event_buffer_timeout_ms: int = -2) -> KeyedStream:
     """Raw JSON strings -> a stream keyed by user shard whose values are :data:`EVENT_BATCH` rows.
 
     The per-record part (steps 1-2) runs at ``parallelism`` (default: the job's), chained to the source, which
-    keeps each source partition's order: a user's events reach the buffer, and the user state, in order. The
+    keeps each source partition's order: a user's events reach the buffer, and the user state, in order; its
+    output, the one hop every event takes, waits at most ``event_buffer_timeout_ms`` before a partly filled
+    network buffer is sent (-1: only full buffers; below -1, the default: the environment's timeout). The
     arguments come from the validated config (``config.load_config``); the Java constructors reject a shard count
     or window below 1 as well.
     """
@@ -56,5 +58,6 @@ def event_batches(events: DataStream, *, shards: int, window_ms: int, max_out_of
         raise RuntimeError("flinkrec.EventFront is not on the JVM's classpath: the environment must load "
                            "var/jars/flinkrec/flinkrec-jvm.jar (jobs.flink_env.make_env does; `make jars` builds it)")
     j_keyed = front.build(events._j_data_stream, shards, max_out_of_orderness_ms, limits.min_ts_ms,
-                          limits.max_ts_ms, limits.max_message_bytes, window_ms, parallelism or 0)
+                          limits.max_ts_ms, limits.max_message_bytes, window_ms, parallelism or 0,
+                          event_buffer_timeout_ms)
     return KeyedStream(j_keyed, EVENT_BATCH, events)

@@ -63,9 +63,11 @@ public final class EventFront {
      *
      * @param parallelism the parallelism of the per-record part (chained to the source, which keeps each
      *     source partition's order); 0 for the job's default
+     * @param eventBufferTimeoutMs the network buffer timeout of the per-record part's output, the one hop that
+     *     carries every event (-1: only full buffers; below -1: the environment's)
      */
     public static KeyedStream<Row, Row> build(DataStream<String> raw, int shards, long maxOutOfOrdernessMs,
-            long minTs, long maxTs, int maxBytes, long windowMs, int parallelism) {
+            long minTs, long maxTs, int maxBytes, long windowMs, int parallelism, long eventBufferTimeoutMs) {
         SingleOutputStreamOperator<Tuple3<Integer, Long, String>> keyed =
                 raw.map(new ShardEvents(shards, minTs, maxTs, maxBytes)).returns(KEYED).name("shard-events");
         WatermarkStrategy<Tuple3<Integer, Long, String>> strategy = WatermarkStrategy
@@ -76,6 +78,9 @@ public final class EventFront {
         if (parallelism > 0) {
             keyed.setParallelism(parallelism);
             timed.setParallelism(parallelism);
+        }
+        if (eventBufferTimeoutMs >= -1) {
+            timed.setBufferTimeout(eventBufferTimeoutMs);
         }
         SingleOutputStreamOperator<Row> batches = timed
                 .keyBy(event -> event.f0, Types.INT)
