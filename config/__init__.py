@@ -33,6 +33,9 @@ class ConfigError(ValueError):
     """A configuration file, variable or override that cannot be used."""
 
 
+MAX_SHARDS = 65535  # job.shards: the shard travels in 2 bytes (operators.windows.pack)
+
+
 def _merge(base: dict[str, Any], extra: Mapping[str, Any], where: str) -> None:
     for key, value in extra.items():
         if key not in base:
@@ -117,6 +120,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
         positive_int(key)
     for key in ("job.dedup_ttl_ms", "job.dedup_max_ids", "job.state_compact_windows"):
         positive_int(key)
+    if cfg["job"]["shards"] > MAX_SHARDS:  # records between the sharded operators carry the shard in 2 bytes
+        raise ConfigError(f"config key job.shards must be at most {MAX_SHARDS}, got {cfg['job']['shards']!r}")
     for key in ("model.history_cap", "job.checkpoint_interval_ms", "job.refresh_budget_ms", "job.rank_budget_ms",
                 "job.max_out_of_orderness_ms"):
         positive_int(key, allow_zero=True)

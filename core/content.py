@@ -57,6 +57,10 @@ def title_terms(title: str) -> list[str]:
     return _TOKEN.findall(_YEAR_SUFFIX.sub("", title).lower())
 
 
+MEMO_MAX = 4096  # ContentModel._best_memo: queries kept (~5 KB each)
+MEMO_EXTRA = 16  # ... and items kept per query beyond the n asked for (room for skipped ones)
+
+
 def hash_bucket(term: str, n_hash: int) -> int:
     """The feature-hashing bucket of a term (CRC-32, identical in every process)."""
     return zlib.crc32(term.encode("utf-8")) % n_hash
@@ -153,6 +157,8 @@ class ContentModel:
         self._matrix: _Csr | None = None
         self._newest: list[str] | None = None
         self._rows: dict[str, int] = {}
+        # single-item profiles' catalog searches: query bytes -> (best MEMO_EXTRA + n items unskipped, all of them?)
+        self._memo: dict[bytes, tuple[list[tuple[str, float]], bool]] = {}
 
     @property
     def dim(self) -> int:
@@ -160,8 +166,12 @@ class ContentModel:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_cache"], state["_matrix"], state["_newest"] = {}, None, None
+        state["_cache"], state["_matrix"], state["_newest"], state["_memo"] = {}, None, None, {}
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_memo", {})  # pickled by a version without it
 
     def features(self, record: Mapping[str, Any]) -> tuple[str, ItemFeatures]:
         """Validate a catalog record and extract ``(item_id, features)`` (pure; the catalog is not changed)."""
@@ -210,6 +220,7 @@ class ContentModel:
         self._cache.clear()  # IDF changed for every item
         self._matrix = None
         self._newest = None
+        self._memo = {}
         logger.debug("content: %s item %s", "updated" if old else "added", item)
         return item
 
@@ -371,7 +382,32 @@ class ContentModel:
         if n < 0:
             raise ValueError(f"n {n!r} must be non-negative")
         skip = profile.items if exclude is None else exclude
+        if len(profile.items) == 1:
+            return self._best_memo(profile.vector(self.dim), n, skip)
         return self._best(profile.vector(self.dim), n, skip)
+
+    def _best_memo(self, query: np.ndarray, n: int, skip: Iterable[str]) -> list[tuple[str, float]]:
+        """:meth:`_best` through a memo of searches by query vector, for the profiles of one item: a new user's
+        (cold start searches the whole catalog), whose query is the same for everyone who began with that item and
+        weight. The memo keeps ``n + MEMO_EXTRA`` items searched without skipping any; the skipped ones (the user's
+        item, denied items) are taken out after, which gives :meth:`_best`'s list (the order is total: cosine, then
+        id). It holds at most ``MEMO_MAX`` queries and is emptied when the catalog changes."""
+        if n <= 0:
+            return []
+        skip = skip if isinstance(skip, (set, frozenset, dict)) else set(skip)
+        key = query.tobytes()
+        found = self._memo.get(key)
+        if found is None or (len(found[0]) < n + len(skip) and not found[1]):
+            want = n + MEMO_EXTRA
+            ranking = self._best(query, want, ())
+            found = (ranking, len(ranking) < want)
+            if len(self._memo) >= MEMO_MAX:
+                del self._memo[next(iter(self._memo))]  # the oldest query
+            self._memo[key] = found
+        out = [x for x in found[0] if x[0] not in skip][:n]
+        if len(out) < n and not found[1]:  # more skipped items than the memo has spare: search
+            return self._best(query, n, skip)
+        return out
 
     def _best(self, query: np.ndarray, n: int, skip: Iterable[str]) -> list[tuple[str, float]]:
         """The ``n`` items of highest positive cosine with ``query``, ``skip`` left out, as ``(item, cosine)`` by

@@ -48,13 +48,14 @@ from operators.parse import DLQ_TAG, ParseCatalog
 from operators.ranker import BROADCAST_STATES, Ranker
 from operators.redis_sink import NeighborsToRedis, RecsToRedis
 from operators.windows import (
+    PACKED,
     RANK_TAG,
     USER_DELTA_TAG,
     USER_ITEMS_TAG,
     ItemWindow,
     UserSimWindow,
     UserWindow,
-    shard_key,
+    packed_shard,
 )
 from udfs.events import Limits
 
@@ -93,10 +94,10 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
                             max_out_of_orderness_ms=job["max_out_of_orderness_ms"], parallelism=parse_parallelism,
                             event_buffer_timeout_ms=job["event_buffer_timeout_ms"])
     users = (batches.process(UserWindow(shards, model, job["dedup_ttl_ms"], job["dedup_max_ids"], job["late_events"],
-                                        limits), output_type=PICKLED)
+                                        limits), output_type=PACKED)
              .name("user-window").uid("user-window"))
     dlq = users.get_side_output(DLQ_TAG)
-    items = (users.key_by(shard_key, key_type=Types.INT())
+    items = (users.key_by(packed_shard, key_type=Types.INT())
              .process(ItemWindow(job["model_window_ms"], model["top_k"], job["refresh_budget_ms"], shards,
                                  hybrid.usercf.max_raters, usercf, job["refresh_on_norms"],
                                  hybrid.itemcf.items.row_cap, job["state_compact_windows"]), output_type=PICKLED)
@@ -105,7 +106,7 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     user_sims = None
     if usercf:
         user_sims = (items.get_side_output(USER_DELTA_TAG)
-                     .key_by(shard_key, key_type=Types.INT())
+                     .key_by(packed_shard, key_type=Types.INT())
                      .process(UserSimWindow(job["model_window_ms"], hybrid.usercf.top_k, job["refresh_budget_ms"],
                                             job["refresh_on_norms"], hybrid.usercf.rows.row_cap,
                                             job["state_compact_windows"]),
@@ -117,7 +118,7 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
         dlq = dlq.union(parsed_catalog.get_side_output(DLQ_TAG))
         shared = shared.union(parsed_catalog)
     ranked = (users.get_side_output(RANK_TAG)
-              .key_by(shard_key, key_type=Types.INT())
+              .key_by(packed_shard, key_type=Types.INT())
               .connect(shared.broadcast(*BROADCAST_STATES))
               .process(Ranker(model, window, model.get("compare_modes") or (), job["rank_delay_ms"],
                               job["rank_budget_ms"]),

@@ -29,15 +29,25 @@ class LateCheck:
             raise ValueError(f"late event policy {policy!r} must be apply or dlq")
         self.policy = policy
         self._late: Any = None
+        self.pending = 0
 
     def open(self, metrics_group: Any) -> None:
         self._late = metrics_group.counter("late")
+        self.pending = 0
+
+    def flush_count(self) -> None:
+        """Add the late events counted since the last call to the ``late`` metric."""
+        if self.pending:
+            self._late.inc(self.pending)
+            self.pending = 0
 
     def reject(self, event: Event, watermark: int) -> str | None:
-        """None if the event is to be applied; else its dead-letter record (JSON)."""
+        """None if the event is to be applied; else its dead-letter record (JSON). Late events are counted
+        in :attr:`pending` until :meth:`flush_count` adds them to the metric (once per batch: a metric update is
+        a call into the JVM)."""
         if event.ts >= watermark:
             return None
-        self._late.inc()
+        self.pending += 1
         if self.policy == "apply":
             return None
         message = f"event {event.event_id} at ts {event.ts} is {watermark - event.ts} ms behind the watermark"

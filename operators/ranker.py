@@ -50,7 +50,7 @@ from core.fusion import LogisticCombiner
 from core.hybrid import FEATURES, HybridRecommender, UserLog, UserView, decayed_history
 from core.itemcf import Neighbors
 from operators.compat import put_all
-from operators.windows import END_OF_TIME
+from operators.windows import END_OF_TIME, packed_shard, unpack
 from udfs.serde import recs_message
 
 logger = logging.getLogger(__name__)
@@ -225,13 +225,10 @@ class Ranker(KeyedBroadcastProcessFunction):
 
     # -- keyed side ---------------------------------------------------------------------------------
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
-        _, requests, final = value
-        key = ctx.get_current_key()
-        if final:
-            self.final.add(requests)
-            ctx.timer_service().register_event_time_timer(END_OF_TIME)
-            return iter(())
-        self.pending.add(requests)
+        # a pack()ed (shard, requests, final) batch, kept packed until the timer (a final batch too: the timer moves
+        # it to the final list, answered on the final watermark)
+        key = packed_shard(value)
+        self.pending.add(value)
         now = ctx.timer_service().current_processing_time()
         due = now + self.rank_delay_ms
         due += -due % RANK_TICK_MS  # requests of one shard arriving close together share a timer
@@ -292,17 +289,36 @@ class Ranker(KeyedBroadcastProcessFunction):
             learned += rec.train(view, item, combiner, rng)
         return learned
 
-    def on_timer(self, timestamp, ctx):  # type: ignore[no-untyped-def]
-        batches = list(self.pending.get() or ())
-        if batches:
+    def _pending(self, timestamp: int) -> tuple[list[Any], list[Any]]:
+        """The request batches waiting (pending, and on the final watermark the final ones), emptied: (batches,
+        final batches). Before the final watermark a final batch moves to the final list."""
+        stored = list(self.pending.get() or ())
+        if stored:
             self.pending.clear()
-        final_users: set[str] = set()
+        batches: list[Any] = []
+        final: list[Any] = []
+        for data in stored:
+            if not isinstance(data, (bytes, bytearray)):  # a batch stored unpacked by an earlier version
+                batches.append(data)
+                continue
+            _, requests, is_final = unpack(data)
+            if not is_final:
+                batches.append(requests)
+            elif timestamp == END_OF_TIME:
+                final.append(requests)
+            else:
+                self.final.add(requests)
         if timestamp == END_OF_TIME:
-            final = list(self.final.get() or ())
-            if final:
+            stored_final = list(self.final.get() or ())
+            if stored_final:
                 self.final.clear()
-                batches += final
-                final_users = {req[0] for requests in final for req in requests}
+            final = stored_final + final
+        return batches, final
+
+    def on_timer(self, timestamp, ctx):  # type: ignore[no-untyped-def]
+        batches, final = self._pending(timestamp)
+        final_users = {req[0] for requests in final for req in requests}
+        batches += final
         key = ctx.get_current_key()
         queue = self._queue(key)
         if not batches and not queue:
@@ -313,7 +329,7 @@ class Ranker(KeyedBroadcastProcessFunction):
             # no item state has reached this subtask yet (the job's first window): wait for it rather than
             # answer with empty lists
             for requests in batches:
-                self.pending.add(requests)
+                self.pending.add(requests)  # unpacked: _pending reads both
             due = timestamp + self.window_ms
             ctx.timer_service().register_processing_time_timer(due)
             self._armed[key] = due

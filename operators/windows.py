@@ -29,8 +29,9 @@ bounded input ends (the final watermark), so bounded runs lose nothing.
 from __future__ import annotations
 
 import logging
+import pickle
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,11 +51,16 @@ from udfs.shard import shard_of
 logger = logging.getLogger(__name__)
 
 END_OF_TIME = 2**63 - 1  # Long.MAX_VALUE: fires on the final watermark of a bounded input
-RANK_TAG = OutputTag("rank-requests", Types.PICKLED_BYTE_ARRAY())
 USER_ITEMS_TAG = OutputTag("user-items", Types.PICKLED_BYTE_ARRAY())
-USER_DELTA_TAG = OutputTag("user-deltas", Types.PICKLED_BYTE_ARRAY())
+PACKED = Types.PRIMITIVE_ARRAY(Types.BYTE())
+"""The type of the records into the similarity operators: :func:`pack` ed bytes. PyFlink hands ``bytes`` to the
+JVM and back as they are, where a ``PICKLED_BYTE_ARRAY`` record is unpickled and pickled again at every Python
+operator it passes (the ``key_by`` map, the keyed operator) and once more into a ``ListState`` buffer: for the
+item-CF deltas, ~600 bytes per event on MovieLens, that was ~10% of the job's Python time."""
+USER_DELTA_TAG = OutputTag("user-deltas", PACKED)
+RANK_TAG = OutputTag("rank-requests", PACKED)
 
-# Records between the operators (pickled tuples, kept small and flat):
+# Records between the operators (pickled tuples, kept small and flat; ItemDelta, UserDelta, RankRequest pack()ed):
 #   ItemDelta   (item_shard, norms {item: d}, pairs {row item: {col item: d}}, engagements [Engagement])
 #   Engagement  (item, user, ts, first engagement?, user-CF weight, previous user-CF weight, Δ rating sum, Δ rating n)
 #   RankRequest (user_shard, [(user, log, recent [(item, w)], last_ts, event_id, event_ts, new items), ...], final)
@@ -65,10 +71,27 @@ USER_DELTA_TAG = OutputTag("user-deltas", Types.PICKLED_BYTE_ARRAY())
 #   UserBatch   ("users", user_shard, {user: [(user, sim)]}, processed_at)
 
 
-def shard_key(record: tuple[Any, ...]) -> int:
-    """The key of the similarity operators' and the ranker's keyed input records: their first field, the shard they are
-    for."""
-    return record[0]  # type: ignore[no-any-return]
+def pack(shard: int, record: tuple[Any, ...]) -> bytes:
+    """``record`` (whose first field is ``shard``) as :data:`PACKED` bytes: the shard in 2 bytes, then the pickle."""
+    return shard.to_bytes(2, "big") + pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def packed_shard(data: bytes | bytearray) -> int:
+    """The key of a :func:`pack` ed record (read without unpickling it)."""
+    return (data[0] << 8) | data[1]
+
+
+def unpack(data: bytes | bytearray) -> Any:
+    """The record :func:`pack` packed."""
+    return pickle.loads(memoryview(data)[2:])
+
+
+def _logged_deltas(logged: Any) -> tuple[Mapping[str, float], Mapping[str, Mapping[str, float]]]:
+    """(norm deltas, pair deltas) of a rows-log element: a packed ItemDelta/UserDelta record, or the pair itself."""
+    if isinstance(logged, (bytes, bytearray)):
+        record = unpack(logged)
+        return record[1], record[2]
+    return logged  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -81,7 +104,8 @@ class UserPieces:
 
 
 class _Windowed(KeyedProcessFunction):
-    """Buffers elements per key in ListState and calls :meth:`flush` once per window."""
+    """Buffers :func:`pack` ed elements per key in ListState (as bytes) and calls :meth:`flush` once per window
+    with them unpacked."""
 
     def __init__(self, window_ms: int) -> None:
         self.window_ms = window_ms
@@ -93,8 +117,8 @@ class _Windowed(KeyedProcessFunction):
 
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
         self.buffer.add(value)
-        # the key the stream is keyed by (shard_key), computed here: ctx.get_current_key() is a call into the JVM
-        key = shard_key(value)
+        # the key the stream is keyed by (packed_shard), read here: ctx.get_current_key() is a call into the JVM
+        key = packed_shard(value)
         # Flink's processing time is the wall clock (System.currentTimeMillis): read here, without a call into
         # the JVM per record; it only picks the window end a timer is set for
         now = int(time.time() * 1000)
@@ -107,12 +131,14 @@ class _Windowed(KeyedProcessFunction):
         return iter(())
 
     def on_timer(self, timestamp, ctx):  # type: ignore[no-untyped-def]
-        batch = list(self.buffer.get() or ())
-        if batch:
+        raws = list(self.buffer.get() or ())
+        if raws:
             self.buffer.clear()
-        yield from self.flush(ctx.get_current_key(), batch, ctx, timestamp)
+        yield from self.flush(ctx.get_current_key(), [unpack(raw) for raw in raws], ctx, timestamp, raws)
 
-    def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int) -> Any:  # pragma: no cover - abstract
+    def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int,
+              raws: list[bytes]) -> Any:  # pragma: no cover - abstract
+        """One window of ``batch`` (the records unpacked; ``raws``: the same records packed, as they arrived)."""
         raise NotImplementedError
 
 
@@ -137,13 +163,14 @@ class UserWindow(KeyedProcessFunction):
         self.dedup_max_ids = dedup_max_ids
         self._cache: dict[str, UserPieces] = {}
         self._armed: set[int] = set()
+        self._loaded: set[int] = set()  # shards whose stored users are in _cache
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.rec = HybridRecommender.from_config(self.model)  # config, validation and the weight rule only
         self.itemcf, self.usercf = "itemcf" in self.rec.methods, "usercf" in self.rec.methods
         self.users = runtime_context.get_map_state(
             MapStateDescriptor("users", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
-        self._cache, self._armed = {}, set()
+        self._cache, self._armed, self._loaded = {}, set(), set()
         self._duplicates = runtime_context.get_metrics_group().counter("duplicates")
         self.late.open(runtime_context.get_metrics_group())
         self.rejects.open(runtime_context.get_metrics_group())
@@ -165,6 +192,7 @@ class UserWindow(KeyedProcessFunction):
                 yield DLQ_TAG, rejected
                 continue
             events.append(event)
+        self.late.flush_count()
         yield from self.flush(key, events, final=False)
 
     def on_timer(self, timestamp, ctx):  # type: ignore[no-untyped-def]
@@ -173,14 +201,18 @@ class UserWindow(KeyedProcessFunction):
 
     def _pieces(self, user: str) -> UserPieces:
         pieces = self._cache.get(user)
-        if pieces is None:
-            pieces = self.users.get(user) or UserPieces()
-            self._cache[user] = pieces
+        if pieces is None:  # the shard's stored users are all in the cache (flush): a new user
+            pieces = self._cache[user] = UserPieces()
         return pieces
 
     def flush(self, key: Any, batch: list[Event], *, final: bool) -> Any:
         if not batch and not final:
             return
+        if key not in self._loaded:
+            # the shard's users, read once after a start or restore: a miss of MapState.get (every new user) is a
+            # call into the JVM, and the working copy ends up holding every user of the shard anyway
+            self._cache.update(self.users.items())
+            self._loaded.add(key)
         deltas = PairDeltas()
         n = self.item_shards
         engagements: list[list[tuple[Any, ...]]] = [[] for _ in range(n)]
@@ -222,14 +254,14 @@ class UserWindow(KeyedProcessFunction):
         for s in range(n):
             # every shard needs every norm (for the cosine of its rows' columns)
             if per_shard[s] or deltas.norms or engagements[s]:
-                yield (s, deltas.norms, per_shard[s], engagements[s])
+                yield pack(s, (s, deltas.norms, per_shard[s], engagements[s]))
         requests = []
         for user in touched:
             p = self._cache[user]
             requests.append((user, p.log, p.hist.recent_weights(), p.hist.last_ts, p.hist.last_event_id,
                              p.hist.last_ts, new_items.get(user, [])))
         if requests:
-            yield RANK_TAG, (key, requests, final)
+            yield RANK_TAG, pack(key, (key, requests, final))
 
 
 class _RefreshBudget:
@@ -302,7 +334,8 @@ class _RowsWindow(_Windowed):
             model.load(dict(self.index.items()), dict(self.rows.items()), dict(self.norms.items()), {})
             unwritten = _Unwritten()
             for batch in self.log.get() or ():  # the windows applied since the last compaction, in order
-                for n_d, p_d in batch:
+                for logged in batch:
+                    n_d, p_d = _logged_deltas(logged)
                     unwritten.rows |= model.apply(n_d, p_d, {})[0]
                     unwritten.norms.update(n_d)
                 unwritten.windows += 1
@@ -314,24 +347,32 @@ class _RowsWindow(_Windowed):
         return model
 
     def apply_rows(self, key: Any, deltas: Iterable[tuple[Mapping[str, float], Mapping[str, Mapping[str, float]]]],
-                   ctx: Any, final: bool, only_norms: bool = False) -> dict[str, list[tuple[str, float]]]:
+                   ctx: Any, final: bool, only_norms: bool = False,
+                   raws: Sequence[bytes] | None = None) -> dict[str, list[tuple[str, float]]]:
         """Add (norm deltas, pair deltas) batches, record them in state, return refreshed lists.
 
         ``only_norms``: refresh only the dirty rows whose own norm moved in this window (the rows of the users
         who acted; the others stay dirty until their owner acts, or the end of a bounded input).
+        ``raws``: the records the deltas came in, :func:`pack` ed, one per batch in the same order; the log then
+        keeps these bytes as they are instead of pickling the deltas again.
         """
         model = self._model(key)
         known = len(model.names)
         changed: set[str] = set()
         norms: dict[str, None] = {}
-        batch = [(n_d, p_d) for n_d, p_d in deltas if n_d or p_d]
-        for n_d, p_d in batch:  # the deltas are additive: apply each upstream shard's as it is
+        pairs = list(deltas)
+        if raws is not None and len(raws) != len(pairs):
+            raise ValueError(f"{len(raws)} packed records for {len(pairs)} delta batches")
+        kept = [k for k, (n_d, p_d) in enumerate(pairs) if n_d or p_d]
+        for k in kept:  # the deltas are additive: apply each upstream shard's as it is
+            n_d, p_d = pairs[k]
             changed |= model.apply(n_d, p_d, {})[0]
             norms.update(dict.fromkeys(n_d))
         if len(model.names) > known:
             put_all(self.index, {model.names[i]: i for i in range(known, len(model.names))})
-        if batch:
-            self._record(key, model, batch, changed, norms)
+        if kept:
+            logged = [raws[k] for k in kept] if raws is not None else [pairs[k] for k in kept]
+            self._record(key, model, logged, changed, norms)
         if final and not self.refresh_on_norms:
             model.mark_all()  # end of a bounded input: every list exact with the final norms
         if only_norms and not final:
@@ -379,9 +420,9 @@ class ItemWindow(_RowsWindow):
             MapStateDescriptor("stats", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self._raters, self._stats = {}, {}
 
-    def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int) -> Any:
+    def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int, raws: list[bytes]) -> Any:
         final = timestamp == END_OF_TIME
-        neighbors = self.apply_rows(key, ((n_d, p_d) for _, n_d, p_d, _ in batch), ctx, final)
+        neighbors = self.apply_rows(key, ((n_d, p_d) for _, n_d, p_d, _ in batch), ctx, final, raws=raws)
         if key not in self._stats:
             self._stats[key] = dict(self.stats.items())
             self._raters[key] = dict(self.raters.items()) if self.usercf else {}
@@ -418,7 +459,7 @@ class ItemWindow(_RowsWindow):
                 per_shard[shard_of(row, n)][row] = cols
             for s in range(n):
                 if per_shard[s] or user_norms:
-                    yield USER_DELTA_TAG, (s, user_norms, per_shard[s])
+                    yield USER_DELTA_TAG, pack(s, (s, user_norms, per_shard[s]))
         if neighbors or changed:
             yield ("items", key, neighbors, {i: stats[i] for i in changed}, trending, int(time.time() * 1000))
 
@@ -430,9 +471,9 @@ class UserSimWindow(_RowsWindow):
     def open(self, runtime_context: RuntimeContext) -> None:
         self.open_rows(runtime_context)
 
-    def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int) -> Any:
+    def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int, raws: list[bytes]) -> Any:
         # a user's neighbours are read only when that user is ranked, i.e. after they acted: refresh those rows
         neighbors = self.apply_rows(key, ((n_d, p_d) for _, n_d, p_d in batch), ctx, timestamp == END_OF_TIME,
-                                    only_norms=True)
+                                    only_norms=True, raws=raws)
         if neighbors:
             yield ("users", key, neighbors, int(time.time() * 1000))

@@ -248,6 +248,44 @@ def test_pruned_top_items_equal_the_brute_force_sort_bit_for_bit() -> None:
 
 
 
+def test_single_item_searches_come_from_the_memo_and_equal_the_search() -> None:
+    """A one-item profile (a new user) reuses the search of the same query: the same list as searching, whatever
+    is skipped, and a catalog change forgets it."""
+    from core import content as content_module
+    from ingest.synthetic import generate_catalog
+
+    m = ContentModel()
+    for r in generate_catalog(1500, seed=9):
+        m.add_item(r)
+    items = sorted(m.items)
+    rng = random.Random(5)
+    searches = 0
+    search = m._best
+
+    def counted(*args: object) -> list[tuple[str, float]]:
+        nonlocal searches
+        searches += 1
+        return search(*args)  # type: ignore[arg-type]
+
+    m._best = counted  # type: ignore[method-assign,assignment]
+    for trial in range(200):
+        p = UserProfile()
+        p.learn_one(rng.choice(items[:40]), rng.choice([1.0, 4.0]), 1000, m)  # 80 distinct queries at most
+        q = p.vector(m.dim)
+        skip = set(p.items) | set(rng.sample(items, rng.choice([0, 3, 40])))
+        for n in (1, 10, 50):
+            assert m.top_items(p, n, exclude=skip) == _brute_force(m, q, n, skip), (trial, n)
+    assert 0 < len(m._memo) <= 80 and searches < 200 * 3 / 2  # most came from the memo
+    m.add_item({"item_id": "new", "title": "a new title", "year": 2001, "genres": ["Drama"]})
+    assert m._memo == {}
+    p = UserProfile()
+    p.learn_one(items[0], 2.0, 1000, m)
+    assert m.top_items(p, 1500) == _brute_force(m, p.vector(m.dim), 1500, set(p.items))  # past the memo's length
+    assert len(m._memo) <= content_module.MEMO_MAX
+    del m._best  # the counting wrapper
+    assert pickle.loads(pickle.dumps(m))._memo == {}
+
+
 def test_top_among_is_the_brute_force_sort_of_those_items_bit_for_bit() -> None:
     """``content_search: candidates`` re-ranks other methods' candidates: the same cosines as the catalog search."""
     from ingest.synthetic import generate_catalog

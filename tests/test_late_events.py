@@ -19,8 +19,8 @@ class Counter:
     def __init__(self) -> None:
         self.n = 0
 
-    def inc(self) -> None:
-        self.n += 1
+    def inc(self, n: int = 1) -> None:
+        self.n += n
 
 
 class Ctx:
@@ -49,7 +49,20 @@ class Runtime:
 def run(policy: str, ts: int, watermark: int) -> tuple[str | None, int]:
     check, rt = LateCheck(policy), Runtime()
     check.open(rt)
-    return check.reject(Event("e1", "u", "i", "rate", 4.0, ts), watermark), rt.late.n
+    out = check.reject(Event("e1", "u", "i", "rate", 4.0, ts), watermark)
+    check.flush_count()
+    return out, rt.late.n
+
+
+def test_the_count_reaches_the_metric_once_per_batch() -> None:
+    check, rt = LateCheck("apply"), Runtime()
+    check.open(rt)
+    for ts in (1000, 2000, 6000, 3000):
+        check.reject(Event(f"e{ts}", "u", "i", "rate", 4.0, ts), 5000)
+    assert rt.late.n == 0 and check.pending == 3
+    check.flush_count()
+    check.flush_count()
+    assert rt.late.n == 3 and check.pending == 0
 
 
 def test_on_time_events_pass_uncounted() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from core.itemcf import ItemRows
-from operators.windows import UserSimWindow
+from operators.windows import UserSimWindow, pack
 
 
 class FakeMapState:
@@ -76,21 +76,31 @@ def window_batches(seed: int, windows: int) -> list[list[tuple[dict[str, float],
     return out
 
 
-def run(op: UserSimWindow, ctx: FakeContext, batches: list[Any]) -> dict[str, Any]:
+def packed(batch: list[Any]) -> list[bytes]:
+    """The records a batch of (norm deltas, pair deltas) arrives in (UserDelta records of shard 0)."""
+    return [pack(0, (0, n_d, p_d)) for n_d, p_d in batch]
+
+
+def run(op: UserSimWindow, ctx: FakeContext, batches: list[Any], as_packed: bool = False) -> dict[str, Any]:
     op.open(ctx)  # type: ignore[arg-type]
     lists: dict[str, Any] = {}
     for batch in batches:
-        lists.update(op.apply_rows(0, batch, None, final=False, only_norms=False))
+        lists.update(op.apply_rows(0, batch, None, final=False, only_norms=False,
+                                   raws=packed(batch) if as_packed else None))
     return lists
 
 
+@pytest.mark.parametrize("as_packed", [False, True])
 @pytest.mark.parametrize("compact_windows", [1, 3, 20])
 @pytest.mark.parametrize("stop_after", [1, 3, 4, 7, 9])
-def test_a_restore_rebuilds_the_exact_rows(compact_windows: int, stop_after: int) -> None:
+def test_a_restore_rebuilds_the_exact_rows(compact_windows: int, stop_after: int, as_packed: bool) -> None:
+    """The log holds the deltas, or (as the job runs) the packed records they came in: a restore replays either."""
     batches = window_batches(seed=stop_after, windows=9)
     ctx = FakeContext()
     first = UserSimWindow(500, top_k=5, refresh_budget_ms=0, compact_windows=compact_windows)
-    run(first, ctx, batches[:stop_after])
+    run(first, ctx, batches[:stop_after], as_packed)
+    if as_packed and compact_windows > 1 and stop_after % compact_windows:
+        assert all(isinstance(x, bytes) for entry in ctx.states["rows-log"].data for x in entry)
     before: ItemRows = first._models[0]
     log = ctx.states["rows-log"].data
     assert len(log) == (stop_after % compact_windows if compact_windows > 1 else 0)

@@ -153,9 +153,16 @@ def validate_event(obj: Any, limits: Limits = DEFAULT_LIMITS) -> Event:
     return Event(event_id, user_id, item_id, etype, weight, ts)
 
 
+# one decoder for every message (json.loads with an argument builds a new one per call)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_event(raw: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Event:
     """Decode one Kafka message (UTF-8 JSON) and validate it."""
-    size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
+    if isinstance(raw, str):
+        size = len(raw) if raw.isascii() else len(raw.encode("utf-8", "surrogatepass"))
+    else:
+        size = len(raw)
     if size > limits.max_message_bytes:
         raise InvalidEvent("too_large", f"message of {size} bytes is larger than {limits.max_message_bytes}")
     if isinstance(raw, bytes):
@@ -167,7 +174,7 @@ def parse_event(raw: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Event:
         at = raw.index("\ufffd")
         raise InvalidEvent("bad_utf8", f"message is not valid UTF-8 (replacement character at {at})")
     try:
-        obj = json.loads(raw, parse_constant=_reject_constant)
+        obj = _DECODER.decode(raw)
     except InvalidEvent:
         raise
     except (ValueError, RecursionError) as exc:
