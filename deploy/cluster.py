@@ -28,8 +28,9 @@ uses another interpreter instead (it must import ``pyflink`` and ``pemja``).
 Settings (environment): ``CLUSTER_REST_PORT`` (8081), ``CLUSTER_RPC_PORT`` (6123), ``CLUSTER_SLOTS`` (2, per
 TaskManager), ``CLUSTER_TASKMANAGERS`` (1; thread mode runs one Python interpreter per TaskManager JVM, so Python
 work uses more than one core only with more TaskManagers), ``CLUSTER_JM_MEMORY`` (1024m), ``CLUSTER_TM_MEMORY``
-(3072m), ``CLUSTER_PYTHON``. They are not named ``FLINKREC_*``: that prefix is reserved for config overrides
-(``config.load_config`` rejects unknown keys).
+(3072m), ``CLUSTER_JVM_OPTS`` (``-XX:TieredStopAtLevel=1``; empty: the JVM default), ``CLUSTER_PYTHON``. They
+are not named ``FLINKREC_*``: that prefix is reserved for config overrides (``config.load_config`` rejects unknown
+keys).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class Settings:
     jm_memory: str = "1024m"
     tm_memory: str = "3072m"
     python: str | None = None  # the node interpreter; None: var/flink/pyenv built from this venv
+    jvm_opts: str = "-XX:TieredStopAtLevel=1"  # of the JobManager and TaskManager JVMs (job.jvm_options: why)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -106,7 +108,8 @@ class Settings:
                    taskmanagers=integer("CLUSTER_TASKMANAGERS", cls.taskmanagers),
                    jm_memory=e.get("CLUSTER_JM_MEMORY") or cls.jm_memory,
                    tm_memory=e.get("CLUSTER_TM_MEMORY") or cls.tm_memory,
-                   python=e.get("CLUSTER_PYTHON") or None)
+                   python=e.get("CLUSTER_PYTHON") or None,
+                   jvm_opts=e.get("CLUSTER_JVM_OPTS", cls.jvm_opts))
 
 
 # --- the Flink distribution inside the wheel ------------------------------------------------------------
@@ -239,7 +242,7 @@ def render_conf(settings: Settings, python: Path) -> str:
     pythonpath = os.pathsep.join(check_node_python(python))
     values = {"VAR": str(FLINK_VAR), "REST_PORT": str(settings.rest_port), "RPC_PORT": str(settings.rpc_port),
               "SLOTS": str(settings.slots), "JM_MEMORY": settings.jm_memory, "TM_MEMORY": settings.tm_memory,
-              "PYTHON": str(python), "PYTHONPATH": pythonpath}
+              "PYTHON": str(python), "PYTHONPATH": pythonpath, "JVM_OPTS": settings.jvm_opts or '""'}
     text = TEMPLATE.read_text()
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
@@ -505,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
                     "JVMs) from the apache-flink wheel's distribution; config, logs, checkpoints and savepoints "
                     "in var/flink/.",
         epilog="environment: CLUSTER_REST_PORT (8081), CLUSTER_RPC_PORT (6123), CLUSTER_SLOTS (2), "
-               "CLUSTER_JM_MEMORY (1024m), CLUSTER_TM_MEMORY (3072m), CLUSTER_PYTHON (node interpreter; "
+               "CLUSTER_JM_MEMORY (1024m), CLUSTER_TM_MEMORY (3072m), CLUSTER_JVM_OPTS (-XX:TieredStopAtLevel=1), "
+               "CLUSTER_PYTHON (node interpreter; "
                "default: var/flink/pyenv, apache-flink's dependencies linked from this venv)\n"
                "examples:\n  python -m deploy.cluster up && python -m deploy.submit submit\n"
                "  python -m deploy.cluster status\n  python -m deploy.cluster down",

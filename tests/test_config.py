@@ -76,3 +76,16 @@ def test_local_jvm_heap_goes_to_jvm_args_once_and_is_validated(monkeypatch: pyte
     assert os.environ["JVM_ARGS"] == ""
     with pytest.raises(ValueError, match=r"job\.local_jvm_heap 2048 must be a size"):
         _export_jvm_memory({"local_jvm_heap": 2048})
+
+
+def test_jvm_options_go_to_jvm_args_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.flink_env import _export_jvm_memory
+
+    monkeypatch.setenv("JVM_ARGS", "-Dfoo=1")
+    job = {"local_jvm_heap": "1280m", "jvm_options": "-XX:TieredStopAtLevel=1 -Dbar=2"}
+    _export_jvm_memory(job)
+    _export_jvm_memory(job)  # a second environment in the same process adds nothing
+    assert os.environ["JVM_ARGS"] == "-Dfoo=1 -Xmx1280m -XX:TieredStopAtLevel=1 -Dbar=2"
+    assert load_config(env={})["job"]["jvm_options"] == "-XX:TieredStopAtLevel=1"  # the default
+    with pytest.raises(ValueError, match=r"job\.jvm_options \['-Xss1m'\] must be a string"):
+        _export_jvm_memory({"local_jvm_heap": None, "jvm_options": ["-Xss1m"]})
