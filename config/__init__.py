@@ -66,8 +66,8 @@ def _set_path(cfg: dict[str, Any], dotted: str, raw: str, source: str) -> None:
         raise ConfigError(f"cannot parse value {raw!r} for {dotted} in {source}: {exc}") from exc
     if isinstance(node[leaf], dict) and not isinstance(value, dict):
         raise ConfigError(f"config key {dotted} is a section; set one of its keys instead ({source})")
-    if isinstance(node[leaf], str) and not isinstance(value, str):
-        value = raw  # a string setting stays the string typed (e.g. redis.prefix=demo: is not a mapping)
+    if isinstance(node[leaf], str) and not isinstance(value, str) and value is not None:
+        value = raw  # a string setting stays the string typed (e.g. redis.prefix=demo: is not a mapping); null unsets
     elif isinstance(node[leaf], float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     node[leaf] = value

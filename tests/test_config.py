@@ -87,5 +87,7 @@ def test_jvm_options_go_to_jvm_args_once(monkeypatch: pytest.MonkeyPatch) -> Non
     _export_jvm_memory(job)  # a second environment in the same process adds nothing
     assert os.environ["JVM_ARGS"] == "-Dfoo=1 -Xmx1280m -XX:TieredStopAtLevel=1 -Dbar=2"
     assert load_config(env={})["job"]["jvm_options"] == "-XX:TieredStopAtLevel=1"  # the default
+    unset = load_config(overrides=["job.jvm_options=null", "job.local_jvm_heap=null"], env={})["job"]
+    assert unset["jvm_options"] is None and unset["local_jvm_heap"] is None  # null unsets a string setting
     with pytest.raises(ValueError, match=r"job\.jvm_options \['-Xss1m'\] must be a string"):
         _export_jvm_memory({"local_jvm_heap": None, "jvm_options": ["-Xss1m"]})
