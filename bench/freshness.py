@@ -261,6 +261,7 @@ def run_freshness(events: Sequence[Event], opts: FreshnessOptions) -> dict[str, 
         result.update(_stats([s[1] for s in samples]))
         acks = sorted(s[2] for s in samples if s[2] == s[2])
         ranked = sorted(s[3] for s in samples)
+        after = sorted(1000 * (s[1] - s[3]) for s in samples)
         result.update({
             "timeouts": timeouts,
             "probe_rate_per_s": round(len(samples) / opts.duration_s, 1),
@@ -272,10 +273,8 @@ def run_freshness(events: Sequence[Event], opts: FreshnessOptions) -> dict[str, 
             # rank delay, waiting for the interpreter), and from there to visible in Redis (ranking, the sink)
             "to_ranker_p50_ms": round(1000 * percentile(ranked, 50), 1) if ranked else None,
             "to_ranker_p99_ms": round(1000 * percentile(ranked, 99), 1) if ranked else None,
-            "after_ranker_p50_ms": round(percentile(sorted(1000 * (s[1] - s[3]) for s in samples), 50), 1)
-            if samples else None,
-            "after_ranker_p99_ms": round(percentile(sorted(1000 * (s[1] - s[3]) for s in samples), 99), 1)
-            if samples else None,
+            "after_ranker_p50_ms": round(percentile(after, 50), 1) if after else None,
+            "after_ranker_p99_ms": round(percentile(after, 99), 1) if after else None,
             "job_cpu_s": round(cpu, 2),
             "job_cpu_us_per_event": round(1e6 * cpu / max(1, bg_sent + len(samples)), 1),
             "measured_s": round(elapsed, 1),

@@ -397,7 +397,7 @@ class ContentModel:
         skip = skip if isinstance(skip, (set, frozenset, dict)) else set(skip)
         key = query.tobytes()
         found = self._memo.get(key)
-        if found is None or (len(found[0]) < n + len(skip) and not found[1]):
+        if found is None or (len(found[0]) < n + MEMO_EXTRA and not found[1]):  # new, or filled for a smaller n
             want = n + MEMO_EXTRA
             ranking = self._best(query, want, ())
             found = (ranking, len(ranking) < want)

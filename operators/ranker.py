@@ -50,7 +50,7 @@ from core.fusion import LogisticCombiner
 from core.hybrid import FEATURES, HybridRecommender, UserLog, UserView, decayed_history
 from core.itemcf import Neighbors
 from operators.compat import put_all
-from operators.windows import END_OF_TIME, packed_shard, unpack
+from operators.windows import END_OF_TIME, pack, packed_shard, unpack
 from udfs.serde import recs_message
 
 logger = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ class Ranker(KeyedBroadcastProcessFunction):
         batches: list[Any] = []
         final: list[Any] = []
         for data in stored:
-            if not isinstance(data, (bytes, bytearray)):  # a batch stored unpacked by an earlier version
+            if not isinstance(data, (bytes, bytearray)):  # a batch stored unpacked by an earlier version of the job
                 batches.append(data)
                 continue
             _, requests, is_final = unpack(data)
@@ -329,7 +329,7 @@ class Ranker(KeyedBroadcastProcessFunction):
             # no item state has reached this subtask yet (the job's first window): wait for it rather than
             # answer with empty lists
             for requests in batches:
-                self.pending.add(requests)  # unpacked: _pending reads both
+                self.pending.add(pack(key, (key, requests, False)))
             due = timestamp + self.window_ms
             ctx.timer_service().register_processing_time_timer(due)
             self._armed[key] = due

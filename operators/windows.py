@@ -243,11 +243,9 @@ class UserWindow(KeyedProcessFunction):
         put_all(self.users, {u: self._cache[u] for u in touched})
         if self.usercf and touched:
             yield USER_ITEMS_TAG, ("user_items", {u: dict(self._cache[u].ucf["items"]) for u in touched})
-        if final:  # end of a bounded input: re-rank every user of the shard with the final model
-            for user, pieces in self.users.items():
-                if user not in touched:
-                    self._cache.setdefault(user, pieces)
-                    touched[user] = None
+        if final:  # end of a bounded input: re-rank every user of the shard with the final model (all in _cache)
+            for user in self.users:  # MapState iterates its keys (values are not read)
+                touched.setdefault(user, None)
         per_shard: list[dict[str, dict[str, float]]] = [{} for _ in range(n)]
         for row, cols in deltas.pairs.items():
             per_shard[shard_of(row, n)][row] = cols
