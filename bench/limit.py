@@ -85,28 +85,40 @@ def per_event(events: Sequence[Event], model_cfg: Mapping[str, Any], catalog: Se
     }
 
 
-def batched(events: Sequence[Event], model_cfg: Mapping[str, Any], window_ms: int,
-            catalog: Sequence[Mapping[str, Any]] = (), max_seconds: float = 0.0,
-            refresh_on_norms: bool = False) -> dict[str, Any]:
-    """learn_one per event; rank each acting user once per ``window_ms`` of wall-clock time."""
-    model = _model(model_cfg, catalog, refresh_on_norms)
+def run_windows(model: HybridRecommender, events: Sequence[Event], window_ms: int, max_seconds: float = 0.0,
+                label: str = "limit batched") -> dict[str, Any]:
+    """``learn_one`` per event of ``model``; once per ``window_ms`` of wall-clock time, ``rank`` once for each user who
+    acted in that window (and for the last, partial window's users at the end). Stops after the window in which
+    ``max_seconds`` of wall-clock time have passed (0 = never).
+
+    Returns ``events`` (learned), ``windows``, ``ranks``, ``rank_s`` (wall-clock time in ``rank``), ``wall_s``,
+    ``cpu_s`` and ``ranked_history`` (the sum, over the rankings, of the ranked user's engaged items)."""
     window_s = window_ms / 1000.0
     clock = time.perf_counter
     cpu0, wall0 = time.process_time(), clock()
     stop_at = wall0 + max_seconds if max_seconds > 0 else float("inf")
     window_end = wall0 + window_s
     touched: dict[str, None] = {}
-    windows = ranks = 0
+    windows = ranks = history = 0
     rank_s = 0.0
     next_note = wall0 + 10
+    logs = model.logs
     n = 0
+
+    def rank_touched() -> int:
+        size = 0
+        for user in touched:
+            model.rank(user)
+            log = logs.get(user)
+            size += len(log["items"]) if log is not None else 0
+        return size
+
     for n, ev in enumerate(events, 1):
         model.learn_one(ev)
         touched[ev.user_id] = None
         now = clock()
         if now >= window_end:
-            for user in touched:
-                model.rank(user)
+            history += rank_touched()
             ranks += len(touched)
             windows += 1
             touched = {}
@@ -114,20 +126,30 @@ def batched(events: Sequence[Event], model_cfg: Mapping[str, Any], window_ms: in
             rank_s += end - now
             window_end = end - (end - wall0) % window_s + window_s
             if end >= next_note:
-                progress("  limit batched: %d/%d events, %.0f s", n, len(events), end - wall0)
+                progress("  %s: %d/%d events, %.0f s", label, n, len(events), end - wall0)
                 next_note = end + 10
             if end >= stop_at:
                 break
     t = clock()
-    for user in touched:  # the last, partial window
-        model.rank(user)
+    history += rank_touched()  # the last, partial window
     rank_s += clock() - t
     ranks += len(touched)
     windows += 1 if touched else 0
-    wall, cpu = clock() - wall0, time.process_time() - cpu0
+    return {"events": n, "windows": windows, "ranks": ranks, "rank_s": rank_s, "wall_s": clock() - wall0,
+            "cpu_s": time.process_time() - cpu0, "ranked_history": history}
+
+
+def batched(events: Sequence[Event], model_cfg: Mapping[str, Any], window_ms: int,
+            catalog: Sequence[Mapping[str, Any]] = (), max_seconds: float = 0.0,
+            refresh_on_norms: bool = False) -> dict[str, Any]:
+    """learn_one per event; rank each acting user once per ``window_ms`` of wall-clock time (:func:`run_windows`)."""
+    model = _model(model_cfg, catalog, refresh_on_norms)
+    r = run_windows(model, events, window_ms, max_seconds)
+    n, windows, wall, cpu, rank_s = r["events"], r["windows"], r["wall_s"], r["cpu_s"], r["rank_s"]
     return {
         "variant": "batched", "events": n, "complete": n == len(events), "window_ms": window_ms,
-        "windows": windows, "ranks": ranks, "mean_events_per_window": round(n / windows, 1) if windows else None,
+        "windows": windows, "ranks": r["ranks"], "mean_events_per_window": round(n / windows, 1) if windows else None,
+        "mean_ranked_history": round(r["ranked_history"] / r["ranks"], 1) if r["ranks"] else None,
         "rank_s": round(rank_s, 3), "learn_s": round(wall - rank_s, 3),
         "events_per_s": round(n / wall, 1) if wall > 0 else None,
         "estimated": False, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),

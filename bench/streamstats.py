@@ -60,29 +60,39 @@ def stream_stats(events: Iterable[Event], start: int, end: int, window: int) -> 
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.streamstats", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", choices=("synthetic", "movielens"), default="synthetic")
+def add_stream_args(p: argparse.ArgumentParser) -> None:
+    """The options that pick the stream: MovieLens-100K or ``make bench``'s synthetic one (the default)."""
+    p.add_argument("--source", choices=("synthetic", "movielens"), default="synthetic",
+                   help="the stream: make bench's synthetic scale stream (default) or MovieLens-100K")
     p.add_argument("--events", type=int, default=1_000_000, help="synthetic events (default 1,000,000)")
     p.add_argument("--users", type=int, default=100_000, help="synthetic users (default 100,000)")
     p.add_argument("--items", type=int, default=20_000, help="synthetic items (default 20,000)")
     p.add_argument("--zipf", type=float, default=1.1, help="synthetic item popularity exponent (default 1.1)")
     p.add_argument("--seed", type=int, default=0, help="synthetic seed (default 0)")
+
+
+def stream_events(args: argparse.Namespace) -> list[Event]:
+    """The events :func:`add_stream_args` picked."""
+    if args.source == "movielens":
+        from ingest.movielens import load_events
+
+        return list(load_events())
+    from ingest.synthetic import generate
+
+    return list(generate(args.events, args.users, args.items, zipf_s=args.zipf, seed=args.seed))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.streamstats", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_stream_args(p)
     p.add_argument("--from", dest="start", type=int, default=0, help="first event to describe (default 0)")
     p.add_argument("--to", dest="end", type=int, default=None, help="end of the events described (default: all)")
     p.add_argument("--window", type=int, default=450,
                    help="events per job window for the rankings-per-event figure (default 450: ~900 events/s "
                         "and job.window_ms 500)")
     args = p.parse_args(argv)
-    if args.source == "movielens":
-        from ingest.movielens import load_events
-
-        events: list[Event] = list(load_events())
-    else:
-        from ingest.synthetic import generate
-
-        events = list(generate(args.events, args.users, args.items, zipf_s=args.zipf, seed=args.seed))
+    events = stream_events(args)
     end = len(events) if args.end is None else args.end
     try:
         s = stream_stats(events, args.start, end, args.window)
