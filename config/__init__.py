@@ -125,6 +125,10 @@ def validate(cfg: Mapping[str, Any]) -> None:
     for key in ("model.history_cap", "job.checkpoint_interval_ms", "job.refresh_budget_ms", "job.rank_budget_ms",
                 "job.max_out_of_orderness_ms"):
         positive_int(key, allow_zero=True)
+    for key in ("buffer_timeout_ms", "event_buffer_timeout_ms"):  # network buffer timeouts (jobs.flink_env)
+        timeout = cfg["job"][key]
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < -1:
+            raise ConfigError(f"config key job.{key} must be an integer >= -1 (-1: only full buffers), got {timeout!r}")
     choices = {"job.python_mode": ("thread", "process"), "job.state_backend": ("hashmap", "rocksdb"),
                "job.starting_offsets": ("committed", "earliest", "latest"), "job.late_events": ("apply", "dlq"),
                "job.delivery": ("exactly_once", "at_least_once")}

@@ -158,11 +158,7 @@ def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None
     env.set_parallelism(parallelism or job["parallelism"])
     # how long a partly filled network buffer may wait before it is sent downstream (Flink's default is 100 ms,
     # paid on every hop a batch, a rank request or a neighbour list takes); the one per-event hop (the front's)
-    # has job.event_buffer_timeout_ms (operators.front.event_batches)
-    for name in ("buffer_timeout_ms", "event_buffer_timeout_ms"):
-        timeout = job[name]
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < -1:
-            raise ValueError(f"job.{name} {timeout!r} must be an integer >= -1 (-1: only full buffers)")
+    # has job.event_buffer_timeout_ms (operators.front.event_batches). Both validated by config.validate
     env.set_buffer_timeout(job["buffer_timeout_ms"])
     if interval:
         env.enable_checkpointing(interval, CheckpointingMode.EXACTLY_ONCE)

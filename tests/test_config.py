@@ -91,3 +91,11 @@ def test_jvm_options_go_to_jvm_args_once(monkeypatch: pytest.MonkeyPatch) -> Non
     assert unset["jvm_options"] is None and unset["local_jvm_heap"] is None  # null unsets a string setting
     with pytest.raises(ValueError, match=r"job\.jvm_options \['-Xss1m'\] must be a string"):
         _export_jvm_memory({"local_jvm_heap": None, "jvm_options": ["-Xss1m"]})
+
+
+@pytest.mark.parametrize("key", ["buffer_timeout_ms", "event_buffer_timeout_ms"])
+@pytest.mark.parametrize("value", ["-2", "1.5", "true"])
+def test_buffer_timeouts_are_integers_from_minus_one(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"job\.{key} must be an integer >= -1"):
+        load_config(overrides=[f"job.{key}={value}"], env={})
+    assert load_config(overrides=[f"job.{key}=-1"], env={})["job"][key] == -1
