@@ -36,15 +36,22 @@ def kafka_bootstrap() -> str:
     return BOOTSTRAP
 
 
-@pytest.fixture(scope="session")
-def redis_conn() -> Iterator[Any]:
+def connect_redis(decode_responses: bool = False) -> Any:
+    """A client of the test Redis, after a ping (:func:`unavailable` when there is none)."""
     import redis
 
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=3)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, decode_responses=decode_responses, socket_connect_timeout=3)
     try:
         client.ping()
     except redis.RedisError as exc:
+        client.close()
         unavailable(f"no Redis at {REDIS_HOST}:{REDIS_PORT} ({exc})")
+    return client
+
+
+@pytest.fixture(scope="session")
+def redis_conn() -> Iterator[Any]:
+    client = connect_redis()
     yield client
     client.close()
 

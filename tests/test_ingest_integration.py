@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import REDIS_HOST, REDIS_PORT, unavailable
+from conftest import connect_redis
 
 from config import PROJECT_ROOT
 from ingest import kafka_admin
@@ -25,6 +25,7 @@ from ingest.catalog import item_key, items_key, publish_catalog, store_catalog
 from ingest.movielens import load_catalog, load_events
 from ingest.producer import BAD_KINDS, bad_records, interleave, produce_events
 from ingest.synthetic import generate
+from serving.testing import read_topic
 from udfs.events import Event, InvalidEvent, event_to_json, parse_event
 
 pytestmark = pytest.mark.integration
@@ -38,13 +39,7 @@ def kafka(kafka_bootstrap: str) -> str:
 
 @pytest.fixture(scope="module")
 def redis_client() -> Iterator[Any]:
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, decode_responses=True, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        unavailable(f"no Redis at {REDIS_HOST}:{REDIS_PORT} ({exc})")
+    client = connect_redis(decode_responses=True)
     yield client
     client.close()
 
@@ -74,36 +69,6 @@ def prefix(redis_client: Any) -> Iterator[str]:
         redis_client.delete(*keys)
 
 
-def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
-    """Every record of ``topic`` up to its current end (read_committed), partition by partition in offset order.
-
-    Stops at the end offsets instead of polling on: a consumer that polls past the end makes the
-    broker auto-create the topic again right after the test deletes it.
-    """
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             isolation_level="read_committed", auto_offset_reset="earliest",
-                             allow_auto_create_topics=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        assert tps, f"topic {topic} has no partitions"
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out: dict[int, list[Any]] = defaultdict(list)
-        pending = {tp for tp in tps if end[tp] > 0}
-        deadline = time.monotonic() + timeout
-        while pending:
-            assert time.monotonic() < deadline, f"{topic}: partitions {pending} not read to the end in {timeout} s"
-            for tp, recs in consumer.poll(timeout_ms=500).items():
-                out[tp.partition].extend(recs)
-            pending = {tp for tp in pending if consumer.position(tp) < end[tp]}
-        return [r for p in sorted(out) for r in out[p]]
-    finally:
-        consumer.close()
-
-
 def test_movielens_replay_round_trip(kafka: str, topics: Any) -> None:
     topic = topics("events")
     assert kafka_admin.ensure_topics(kafka, {topic: {}}, partitions=2) == [topic]
@@ -112,7 +77,7 @@ def test_movielens_replay_round_trip(kafka: str, topics: Any) -> None:
     sent = produce_events(interleave(events, bad, len(events)), kafka, topic, progress=False)
     assert sent == 505
 
-    records = read_all(kafka, topic)
+    records = read_topic(kafka, topic)
     assert len(records) == 505
     assert kafka_admin.count_messages(kafka, topic) == 505
 
@@ -147,7 +112,7 @@ def test_producer_cli_synthetic_with_bad_records(kafka: str, topics: Any) -> Non
                           env={**os.environ, "FLINKREC_KAFKA__BOOTSTRAP": kafka})
     assert proc.returncode == 0, proc.stderr
     assert kafka_admin.count_messages(kafka, topic) == 3004
-    values = {r.value.decode() for r in read_all(kafka, topic)}
+    values = {r.value.decode() for r in read_topic(kafka, topic)}
     assert {event_to_json(e) for e in generate(3000, 40, 300, seed=11)} <= values
     assert len(values) == 3004
 
@@ -169,7 +134,7 @@ def test_catalog_to_kafka_and_redis(kafka: str, topics: Any, redis_client: Any, 
 
     catalog = load_catalog()
     assert publish_catalog(catalog, kafka, topic) == 1682
-    records = read_all(kafka, topic)
+    records = read_topic(kafka, topic)
     assert len(records) == 1682
     published = {r.key.decode(): json.loads(r.value) for r in records}
     assert published["1"] == {"item_id": "1", "title": "Toy Story", "year": 1995,
