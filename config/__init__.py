@@ -106,29 +106,26 @@ def load_config(
 
 def validate(cfg: Mapping[str, Any]) -> None:
     """Fail early, naming the key, on values the job cannot run with."""
-    def positive_int(dotted: str, allow_zero: bool = False) -> None:
+    def integer(dotted: str, minimum: int = 1, what: str = "") -> None:
         node: Any = cfg
         for part in dotted.split("."):
             node = node[part]
-        ok = isinstance(node, int) and not isinstance(node, bool) and (node >= 0 if allow_zero else node > 0)
-        if not ok:
-            kind = "non-negative" if allow_zero else "positive"
-            raise ConfigError(f"config key {dotted} must be a {kind} integer, got {node!r}")
+        if not (isinstance(node, int) and not isinstance(node, bool) and node >= minimum):
+            names = {1: "a positive integer", 0: "a non-negative integer"}
+            what = what or names.get(minimum, f"an integer >= {minimum}")
+            raise ConfigError(f"config key {dotted} must be {what}, got {node!r}")
 
     for key in ("model.top_n", "model.top_k", "job.parallelism", "job.shards", "job.window_ms", "job.model_window_ms",
-                "redis.pipeline_size", "kafka.partitions", "limits.max_id_length"):
-        positive_int(key)
-    for key in ("job.dedup_ttl_ms", "job.dedup_max_ids", "job.state_compact_windows"):
-        positive_int(key)
+                "redis.pipeline_size", "kafka.partitions", "limits.max_id_length", "job.dedup_ttl_ms",
+                "job.dedup_max_ids", "job.state_compact_windows"):
+        integer(key)
     if cfg["job"]["shards"] > MAX_SHARDS:  # records between the sharded operators carry the shard in 2 bytes
         raise ConfigError(f"config key job.shards must be at most {MAX_SHARDS}, got {cfg['job']['shards']!r}")
     for key in ("model.history_cap", "job.checkpoint_interval_ms", "job.refresh_budget_ms", "job.rank_budget_ms",
                 "job.max_out_of_orderness_ms"):
-        positive_int(key, allow_zero=True)
-    for key in ("buffer_timeout_ms", "event_buffer_timeout_ms"):  # network buffer timeouts (jobs.flink_env)
-        timeout = cfg["job"][key]
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < -1:
-            raise ConfigError(f"config key job.{key} must be an integer >= -1 (-1: only full buffers), got {timeout!r}")
+        integer(key, minimum=0)
+    for key in ("job.buffer_timeout_ms", "job.event_buffer_timeout_ms"):  # network buffer timeouts (jobs.flink_env)
+        integer(key, minimum=-1, what="an integer >= -1 (-1: only full buffers)")
     choices = {"job.python_mode": ("thread", "process"), "job.state_backend": ("hashmap", "rocksdb"),
                "job.starting_offsets": ("committed", "earliest", "latest"), "job.late_events": ("apply", "dlq"),
                "job.delivery": ("exactly_once", "at_least_once")}
