@@ -32,6 +32,54 @@ def test_round_trip() -> None:
     assert parse_event(event_to_json(ev)) == ev
 
 
+# every character an id must not hold: C0, DEL, C1 (the Cc category), the line/paragraph separators, surrogates
+FORBIDDEN = [chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, 0xD800, 0xDBFF, 0xDC00,
+                              0xDFFF)]
+
+
+@pytest.mark.parametrize("field", ["event_id", "user_id", "item_id"])
+@pytest.mark.parametrize("char", FORBIDDEN, ids=lambda c: f"U+{ord(c):04X}")
+def test_ids_with_control_characters_are_bad_ids(field: str, char: str) -> None:
+    value = f"a{char}b"
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(json.dumps({**GOOD, field: value}))  # json.dumps escapes them all (ensure_ascii)
+    assert info.value.reason == "bad_id"
+    message = str(info.value)
+    assert message.startswith(f"{field} {value!r} has ") and f"U+{ord(char):04X} at index 1" in message
+    assert char not in message  # shown escaped, so the message itself is safe to log
+
+
+def test_bad_id_messages_are_escaped_and_truncated() -> None:
+    value = "x" * 100 + "\x00"  # under the length limit, too long to show whole
+    with pytest.raises(InvalidEvent) as info:
+        validate_event({**GOOD, "item_id": value})
+    assert info.value.reason == "bad_id" and "U+0000 at index 100" in str(info.value)
+    assert len(str(info.value)) < 200 and "\x00" not in str(info.value)
+    with pytest.raises(InvalidEvent) as info:
+        validate_event({**GOOD, "event_id": "\u2028"})
+    assert str(info.value) == "event_id '\\u2028' has the line separator U+2028 at index 0"
+
+
+@pytest.mark.parametrize("value", [".", ".."])
+def test_dot_segment_ids_are_bad_ids(value: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        validate_event({**GOOD, "item_id": value})
+    assert info.value.reason == "bad_id" and "URL dot segment" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [
+    "a/b", "../../etc/passwd", "..%2F..", "?x=1#y", "100%", "two words", "a\u00a0b", "a\u2003b", "\u00e9t\u00e9",
+    "\u6f22\u5b57", "\U0001f468\u200d\U0001f469\u200d\U0001f467", "rtl\u202eltr", "zero\u200bwidth", "\ufeffbom",
+    "\U0010fffd", "...", ".a", "a.", "a\\b", "+", "~",
+])
+def test_other_ids_are_kept_exactly(value: str) -> None:
+    """Reserved URL characters, inner white space, format characters and any script are plain id characters."""
+    raw = json.dumps({**GOOD, "event_id": value, "user_id": value, "item_id": value})
+    ev = parse_event(raw)
+    assert (ev.event_id, ev.user_id, ev.item_id) == (value, value, value)
+    assert parse_event(event_to_json(ev).encode("utf-8")) == ev  # and they survive the wire form
+
+
 @pytest.mark.parametrize(
     ("raw", "reason", "words"),
     [
@@ -57,6 +105,8 @@ def test_round_trip() -> None:
         (json.dumps({**GOOD, "ts": 10**16}), "bad_timestamp", "outside"),
         (json.dumps({**GOOD, "user_id": "u" * 129}), "id_too_long", "129 characters"),
         (json.dumps({**GOOD, "user_id": ""}), "bad_id", "non-empty"),
+        (json.dumps({**GOOD, "user_id": " 196"}), "bad_id", "surrounding white space"),
+        (json.dumps({**GOOD, "user_id": "1\u0000"}), "bad_id", "user_id '1\\x00' has the control character U+0000"),
         (json.dumps({**GOOD, "item_id": -3}), "bad_id", "must not be negative"),
         (json.dumps({**GOOD, "type": "view", "value": -1}), "bad_value", "must be positive"),
         ("x" * 70000, "too_large", "70000 bytes"),

@@ -1,7 +1,9 @@
 """Catalog records (the ``items`` topic): one JSON object per item.
 
 ``{"item_id": "1", "title": "Toy Story", "year": 1995, "genres": ["Animation", "Children's", "Comedy"]}``;
-``year`` may be null, ``genres`` may be empty. The job joins them into the stream (content features);
+``year`` may be null, ``genres`` may be empty. ``item_id`` follows the id rules of :mod:`udfs.events`
+(:func:`udfs.events.id_problem`: no control characters, line separators or surrogates, not ``.`` or
+``..``, no surrounding white space). The job joins the records into the stream (content features);
 ``ingest.catalog`` publishes them.
 """
 
@@ -10,14 +12,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from udfs.events import id_problem
+
 GENRE_SEPARATOR = "|"
 
 
 def validate_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """Check one catalog record and return it normalised; the error names the field and the value."""
     item_id = record.get("item_id")
-    if not isinstance(item_id, str) or not item_id or item_id.strip() != item_id:
-        raise ValueError(f"catalog record has a bad item_id {item_id!r}: {dict(record)!r:.200}")
+    if not isinstance(item_id, str) or not item_id:
+        raise ValueError(f"catalog record has a bad item_id {item_id!r:.80}: it must be a non-empty string: "
+                         f"{dict(record)!r:.200}")
+    problem = id_problem(item_id) or ("has surrounding white space" if item_id.strip() != item_id else None)
+    if problem is not None:
+        raise ValueError(f"catalog record has a bad item_id {item_id!r:.80}: it {problem}: {dict(record)!r:.200}")
     title = record.get("title")
     if not isinstance(title, str):
         raise ValueError(f"item {item_id}: title must be a string, got {title!r}")

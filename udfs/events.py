@@ -7,9 +7,9 @@ An event is one JSON object per Kafka message::
 =========  ==========================================================================
 field      rule
 =========  ==========================================================================
-event_id   non-empty string (or integer), at most ``limits.max_id_length`` characters
-user_id    non-empty string (or non-negative integer), same length limit
-item_id    non-empty string (or non-negative integer), same length limit
+event_id   id (below), or an integer
+user_id    id, or a non-negative integer
+item_id    id, or a non-negative integer
 type       one of ``rate``, ``view``, ``click``, ``cart``, ``purchase``
 value      ``rate``: the rating, a finite number in ``model.min_rating..max_rating``;
            other types: optional positive finite number, default ``model.weights[type]``
@@ -18,6 +18,25 @@ ts         event time, integer epoch milliseconds in ``limits.min_ts_ms..max_ts_
 
 No other field is accepted. Integers given for ids are turned into their decimal string, so
 ``"user_id": 196`` and ``"user_id": "196"`` are the same user.
+
+An id is a non-empty string of at most ``limits.max_id_length`` characters without surrounding white
+space, compared exactly (no case or Unicode normalisation). Refused with ``bad_id`` (:func:`id_problem`,
+also used for catalog ``item_id`` s):
+
+* control characters: C0 ``U+0000-U+001F``, DEL ``U+007F``, C1 ``U+0080-U+009F`` (they corrupt logs,
+  terminals and line-oriented files);
+* the line and paragraph separators ``U+2028``, ``U+2029`` (``str.splitlines`` and JavaScript break
+  lines at them, so a JSON-lines file written without ASCII escaping would split the record);
+* lone surrogates ``U+D800-U+DFFF`` (a JSON ``\\ud800`` escape decodes to one; no UTF-8 Kafka or Redis key
+  can carry it);
+* the whole id ``.`` or ``..``: URL clients remove such path segments (RFC 3986, and browsers even when
+  they are written ``%2E``), so the API's ``/items/{item_id}`` could not address it.
+
+Everything else is allowed, on purpose: white space and other reserved characters inside
+(``/``, ``?``, ``#``, ``%``, spaces, no-break spaces), format characters (zero-width joiners of emoji
+sequences, bidi marks), any script. Ids are opaque keys that travel as exact UTF-8 bytes through Kafka,
+Redis and JSON, and through the API's URL paths as one percent-encoded segment (``docs/serving.md``);
+messages that show an id use ``repr``, which escapes the invisible ones.
 
 ``parse_event`` returns an :class:`Event` or raises :class:`InvalidEvent` whose ``reason`` is a
 short machine-readable code (``bad_json``, ``missing_field`` ...) and whose message names the
@@ -28,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -89,6 +109,27 @@ def _reject_constant(name: str) -> float:
     raise InvalidEvent("bad_number", f"non-finite number {name} is not allowed")
 
 
+# the characters an id must not hold, and why: see the module docstring
+_BAD_ID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_DOT_SEGMENTS = (".", "..")
+
+
+def id_problem(value: str) -> str | None:
+    """What makes a non-empty string unfit as an id (``"has the control character U+0000 at index 1"``), or None.
+
+    The rules of the module docstring except emptiness, surrounding space and length.
+    """
+    bad = _BAD_ID_CHAR.search(value)
+    if bad is not None:
+        code = ord(bad.group())
+        what = ("the line separator" if code == 0x2028 else "the paragraph separator" if code == 0x2029
+                else "a lone surrogate" if code >= 0xD800 else "the control character")
+        return f"has {what} U+{code:04X} at index {bad.start()}"
+    if value in _DOT_SEGMENTS:
+        return "is a URL dot segment ('.' or '..'), which a URL path cannot carry"
+    return None
+
+
 def _id(obj: Mapping[str, Any], field: str, limits: Limits) -> str:
     raw = obj[field]
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
@@ -97,10 +138,15 @@ def _id(obj: Mapping[str, Any], field: str, limits: Limits) -> str:
         if raw < 0:
             raise InvalidEvent("bad_id", f"{field} {raw!r} must not be negative")
         raw = str(raw)
-    if not raw or raw.strip() != raw:
-        raise InvalidEvent("bad_id", f"{field} {raw!r:.80} must be non-empty without surrounding spaces")
+    if not raw:
+        raise InvalidEvent("bad_id", f"{field} must be non-empty")
     if len(raw) > limits.max_id_length:
         raise InvalidEvent("id_too_long", f"{field} has {len(raw)} characters, more than {limits.max_id_length}")
+    problem = id_problem(raw)
+    if problem is not None:
+        raise InvalidEvent("bad_id", f"{field} {raw!r:.80} {problem}")
+    if raw.strip() != raw:
+        raise InvalidEvent("bad_id", f"{field} {raw!r:.80} must not have surrounding white space")
     return raw
 
 
