@@ -32,7 +32,7 @@ venv: $(STAMP) ## create .venv with the pinned packages (and MovieLens via recbo
 $(JARS_STAMP): deploy/maven/pom.xml
 	bash deploy/services.sh jars
 
-$(JVM_JAR): $(wildcard jvm/src/flinkrec/*.java) jvm/build.sh $(STAMP)
+$(JVM_JAR): $(wildcard jvm/src/flinkrec/*.java) jvm/build.sh $(STAMP) $(JARS_STAMP)
 	PY=$(PY) bash jvm/build.sh
 
 jars: $(JARS_STAMP) $(JVM_JAR) ## fetch the Kafka broker and connector jars from Maven Central, build the job's JVM jar

@@ -113,6 +113,21 @@ def resolve_restore(cfg: dict[str, Any], restore: str | None) -> str | None:
     return path.resolve().as_uri()
 
 
+def restart_strategy(job: dict[str, Any]) -> dict[str, str]:
+    """Flink's restart strategy from ``job.restart_attempts`` / ``job.restart_delay_ms``: exponential delay from
+    the given delay (x1.5, at most 30 s), and after that many failures in a row (a run of 10 minutes without one
+    resets the count) the job fails with the cause instead of restarting forever; 0 attempts: never restart."""
+    if not job["restart_attempts"]:
+        return {"restart-strategy.type": "none"}
+    return {"restart-strategy.type": "exponential-delay",
+            "restart-strategy.exponential-delay.initial-backoff": f"{max(job['restart_delay_ms'], 1)} ms",
+            "restart-strategy.exponential-delay.max-backoff": "30 s",
+            "restart-strategy.exponential-delay.backoff-multiplier": "1.5",
+            "restart-strategy.exponential-delay.reset-backoff-threshold": "10 min",
+            "restart-strategy.exponential-delay.jitter-factor": "0.1",
+            "restart-strategy.exponential-delay.attempts-before-reset-backoff": str(job["restart_attempts"])}
+
+
 def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None = None,
              restore: str | None = None) -> StreamExecutionEnvironment:
     """The environment for the job; ``restore`` is a checkpoint/savepoint URI (see :func:`resolve_restore`)."""
@@ -136,6 +151,8 @@ def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None
     conf.set_string("python.fn-execution.bundle.size", str(job["bundle_size"]))
     conf.set_string("python.fn-execution.bundle.time", str(job["bundle_time_ms"]))
     conf.set_string("state.backend.type", job["state_backend"])
+    for key, value in restart_strategy(job).items():
+        conf.set_string(key, value)
     if kafka and not submitted:
         conf.set_string("pipeline.jars", connector_jar().as_uri())
     interval = job["checkpoint_interval_ms"]

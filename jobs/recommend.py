@@ -28,14 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyflink.common import Types, WatermarkStrategy
-from pyflink.common.serialization import SimpleStringSchema
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
     KafkaOffsetResetStrategy,
     KafkaOffsetsInitializer,
-    KafkaRecordSerializationSchema,
     KafkaSink,
     KafkaSource,
 )
@@ -43,7 +40,7 @@ from pyflink.datastream.connectors.kafka import (
 from config import load_config, resolve_path
 from core.hybrid import MODES, HybridRecommender
 from jobs.flink_env import make_env, resolve_restore
-from operators.front import event_batches
+from operators.front import event_batches, jvm_class, source_records
 from operators.parse import DLQ_TAG, ParseCatalog
 from operators.ranker import BROADCAST_STATES, Ranker
 from operators.redis_sink import NeighborsToRedis, RecsToRedis
@@ -114,7 +111,8 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
                      .name("user-similarity").uid("user-similarity"))
         shared = shared.union(user_sims, users.get_side_output(USER_ITEMS_TAG))
     if catalog is not None:
-        parsed_catalog = catalog.process(ParseCatalog(), output_type=PICKLED).name("parse-catalog")
+        parse = ParseCatalog(limits.dlq_payload_bytes, limits.max_message_bytes)
+        parsed_catalog = source_records(catalog).process(parse, output_type=PICKLED).name("parse-catalog")
         dlq = dlq.union(parsed_catalog.get_side_output(DLQ_TAG))
         shared = shared.union(parsed_catalog)
     ranked = (users.get_side_output(RANK_TAG)
@@ -136,27 +134,15 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     return RecommendOutputs(recommendations=recs, neighbors=items, user_neighbors=user_sims, dlq=dlq)
 
 
-class ProcessingTime(TimestampAssigner):
-    """Stamps output records with the wall clock: results flushed by the end-of-input timer carry
-    Long.MAX_VALUE as their Flink timestamp, which a Kafka broker rejects as a record timestamp."""
-
-    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-        return int(time.time() * 1000)
-
-
-def restamp(stream: DataStream) -> DataStream:
-    return stream.assign_timestamps_and_watermarks(
-        WatermarkStrategy.no_watermarks().with_timestamp_assigner(ProcessingTime())).name("restamp")
-
-
 def _source(cfg: dict[str, Any], topic: str, group: str, start: Any) -> KafkaSource:
     builder = (KafkaSource.builder()
                .set_bootstrap_servers(cfg["kafka"]["bootstrap"])
                .set_topics(topic)
                .set_group_id(group)
                .set_starting_offsets(start)
-               .set_value_only_deserializer(SimpleStringSchema())
                .set_property("isolation.level", "read_committed"))
+    # every record as (payload, origin), lossless for any bytes (udfs.dlq)
+    builder._j_builder.setDeserializer(jvm_class("SourceRecords")())
     if cfg["job"]["bounded"]:
         # no partition discovery: with it, a bounded source restored from a checkpoint never ends
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
@@ -180,15 +166,17 @@ def kafka_source(cfg: dict[str, Any]) -> KafkaSource:
     return _source(cfg, k["topics"]["events"], k["group_id"], start)
 
 
-def kafka_sink(cfg: dict[str, Any], topic: str, name: str) -> KafkaSink:
-    """A Kafka sink; exactly-once (transactional) when the config asks for it and checkpoints are on."""
-    job = cfg["job"]
+def kafka_sink(cfg: dict[str, Any], topic: str, name: str, key_pointer: str, key_is_base64: bool = False) -> KafkaSink:
+    """A Kafka sink of JSON messages, keyed by the string at the JSON pointer ``key_pointer`` (the bytes it holds in
+    Base64 with ``key_is_base64``); exactly-once (transactional) when the config asks for it and checkpoints are on.
+
+    Records over ``kafka.max_record_bytes`` are counted and skipped, not sent (``flinkrec.KeyedJsonRecords``): the
+    producer would fail the job on them, and the restart would meet them again."""
+    job, limit = cfg["job"], cfg["kafka"]["max_record_bytes"]
     builder = (KafkaSink.builder()
                .set_bootstrap_servers(cfg["kafka"]["bootstrap"])
-               .set_record_serializer(KafkaRecordSerializationSchema.builder()
-                                      .set_topic(topic)
-                                      .set_value_serialization_schema(SimpleStringSchema())
-                                      .build()))
+               .set_property("max.request.size", str(max(1048576, limit + 65536))))
+    builder._j_builder.setRecordSerializer(jvm_class("KeyedJsonRecords")(topic, key_pointer, key_is_base64, limit))
     if job["delivery"] == "exactly_once":
         if not job["checkpoint_interval_ms"]:
             raise ValueError("job.delivery=exactly_once needs checkpoints: set job.checkpoint_interval_ms > 0 "
@@ -217,9 +205,11 @@ def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], *, drain
     catalog = env.from_source(catalog_source(source_cfg), WatermarkStrategy.no_watermarks(), "kafka-items") \
         .uid("kafka-items")
     out = recommend(events, cfg, catalog=catalog)
-    restamp(out.recommendations).sink_to(kafka_sink(cfg, topics["recommendations"], "recs")) \
+    # recommendations keyed by user id (one partition per user: per-user order), dead letters by their source key
+    out.recommendations.sink_to(kafka_sink(cfg, topics["recommendations"], "recs", "/user_id")) \
         .name("kafka-recommendations").uid("kafka-recommendations")
-    restamp(out.dlq).sink_to(kafka_sink(cfg, topics["dlq"], "dlq")).name("kafka-dlq").uid("kafka-dlq")
+    out.dlq.sink_to(kafka_sink(cfg, topics["dlq"], "dlq", "/source/key_b64", key_is_base64=True)) \
+        .name("kafka-dlq").uid("kafka-dlq")
     if not drain:
         env.execute(cfg["job"]["name"])
         return

@@ -7,7 +7,7 @@ PY=${PY:-.venv/bin/python}
 OUT=var/jars/flinkrec/flinkrec-jvm.jar
 command -v javac >/dev/null || { echo "jvm/build.sh: javac not found: install a JDK 11+ (e.g. openjdk-17-jdk-headless)" >&2; exit 1; }
 PYFLINK=$("$PY" -c 'import os, pyflink; print(os.path.dirname(pyflink.__file__))')
-CP=$(ls "$PYFLINK"/lib/flink-dist-*.jar "$PYFLINK"/opt/flink-python-*.jar | paste -sd: -)
+CP=$(ls "$PYFLINK"/lib/flink-dist-*.jar "$PYFLINK"/opt/flink-python-*.jar var/jars/flink/flink-sql-connector-kafka-*.jar | paste -sd: -)
 BUILD=$(mktemp -d)
 trap 'rm -rf "$BUILD"' EXIT
 javac -Xlint:all -Werror --release 11 -cp "$CP" -d "$BUILD" $(find jvm/src -name '*.java' | sort)

@@ -5,19 +5,19 @@ A Python operator pays a fixed price for every record that crosses into it and f
 models' own work on MovieLens). :func:`event_batches` therefore does the per-event part on the JVM, in
 ``jvm/src/flinkrec/EventFront.java`` (``var/jars/flinkrec/flinkrec-jvm.jar``, built by ``make jars``):
 
-1. read each raw record's ``user_id`` and ``ts`` (leniently, with Jackson; nothing is rejected here);
+1. read each source record's ``user_id`` and ``ts`` (leniently, with Jackson; nothing is rejected here);
 2. Flink timestamps and bounded-out-of-orderness watermarks from ``ts`` (records without a readable ``ts``
    in ``limits.min_ts_ms..max_ts_ms`` carry none and do not move the watermark);
 3. key by user shard: ``crc32(user_id) % shards``, the same function as :func:`udfs.shard.shard_of`, with
    integer ids as their decimal string (so ``"user_id": 196`` and ``"196"`` are one user, as in
    :mod:`udfs.events`); a record without a readable user id goes to the shard of its own crc32;
 4. buffer each shard's records in Flink (checkpointed) list state until the end of its processing-time
-   window of ``window_ms``, then emit them as one record ``Row(raw records, watermark at each one's
-   arrival)``; an event-time timer at the end of time flushes the last buffer of a bounded input.
+   window of ``window_ms``, then emit them as one record ``Row(payloads, watermark at each one's
+   arrival, origins)``; an event-time timer at the end of time flushes the last buffer of a bounded input.
 
 The Python user operator (:class:`operators.windows.UserWindow`) then validates each record fully
-(:func:`udfs.events.parse_event`: invalid ones go to the dead-letter output with the reason), applies the
-late-event policy with the recorded watermark and updates the models: one Python call per shard and
+(:func:`udfs.dlq.parse_source_event`: invalid ones go to the dead-letter output with the reason and the record),
+applies the late-event policy with the recorded watermark and updates the models: one Python call per shard and
 window instead of three per event. Measured (300,000 events from a collection, p=1, thread mode):
 ~42 µs per event through this front and the Python parse of every record, against ~149 µs through the
 Python parser, ``key_by`` and a keyed ``ListState`` buffer.
@@ -26,6 +26,7 @@ Python parser, ``key_by`` and a keyed ``ListState`` buffer.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pyflink.common import Types
 from pyflink.datastream import DataStream
@@ -35,13 +36,43 @@ from udfs.events import Limits
 
 logger = logging.getLogger(__name__)
 
-#: The value the user operator receives per shard and window: (raw records, watermark at each one's arrival).
-EVENT_BATCH = Types.ROW([Types.BASIC_ARRAY(Types.STRING()), Types.PRIMITIVE_ARRAY(Types.LONG())])
+#: The value the user operator receives per shard and window: (payloads, watermark at each one's arrival, origins),
+#: payload and origin as :mod:`udfs.dlq` defines them.
+EVENT_BATCH = Types.ROW([Types.BASIC_ARRAY(Types.STRING()), Types.PRIMITIVE_ARRAY(Types.LONG()),
+                         Types.BASIC_ARRAY(Types.STRING())])
+
+#: A source record as ``flinkrec.SourceRecords`` delivers it: Row(payload, origin).
+SOURCE_RECORD = Types.ROW([Types.STRING(), Types.STRING()])
+
+
+def jvm_class(name: str) -> Any:
+    from py4j.java_gateway import JavaClass
+    from pyflink.java_gateway import get_gateway
+
+    cls = get_gateway().jvm.flinkrec
+    for part in name.split("."):
+        cls = getattr(cls, part)
+    if not isinstance(cls, JavaClass):  # py4j answers an unknown class with a JavaPackage
+        raise RuntimeError(f"flinkrec.{name} is not on the JVM's classpath: the environment must load "
+                           "var/jars/flinkrec/flinkrec-jvm.jar (jobs.flink_env.make_env does; `make jars` builds it)")
+    return cls
+
+
+def source_records(stream: DataStream) -> DataStream:
+    """A stream of :data:`SOURCE_RECORD` rows: a Kafka source's (``flinkrec.SourceRecords``) as it is, a stream of
+    plain strings (tests, collections) converted with an empty origin."""
+    from pyflink.java_gateway import get_gateway
+
+    strings = get_gateway().jvm.org.apache.flink.api.common.typeinfo.Types.STRING
+    if not strings.equals(stream._j_data_stream.getType()):
+        return stream
+    return DataStream(jvm_class("SourceRows").fromStrings(stream._j_data_stream))
 
 
 def event_batches(events: DataStream, *, shards: int, window_ms: int, max_out_of_orderness_ms: int,
                   limits: Limits, parallelism: int | None = None, event_buffer_timeout_ms: int = -2) -> KeyedStream:
-    """Raw JSON strings -> a stream keyed by user shard whose values are :data:`EVENT_BATCH` rows.
+    """Source records (or plain strings: :func:`source_records`) -> a stream keyed by user shard whose values are
+    :data:`EVENT_BATCH` rows.
 
     The per-record part (steps 1-2) runs at ``parallelism`` (default: the job's), chained to the source, which
     keeps each source partition's order: a user's events reach the buffer, and the user state, in order; its
@@ -50,14 +81,7 @@ def event_batches(events: DataStream, *, shards: int, window_ms: int, max_out_of
     arguments come from the validated config (``config.load_config``); the Java constructors reject a shard count
     or window below 1 as well.
     """
-    from py4j.java_gateway import JavaClass
-    from pyflink.java_gateway import get_gateway
-
-    front = get_gateway().jvm.flinkrec.EventFront
-    if not isinstance(front, JavaClass):  # py4j answers an unknown class with a JavaPackage
-        raise RuntimeError("flinkrec.EventFront is not on the JVM's classpath: the environment must load "
-                           "var/jars/flinkrec/flinkrec-jvm.jar (jobs.flink_env.make_env does; `make jars` builds it)")
-    j_keyed = front.build(events._j_data_stream, shards, max_out_of_orderness_ms, limits.min_ts_ms,
-                          limits.max_ts_ms, limits.max_message_bytes, window_ms, parallelism or 0,
-                          event_buffer_timeout_ms)
+    j_keyed = jvm_class("EventFront").build(source_records(events)._j_data_stream, shards, max_out_of_orderness_ms,
+                                            limits.min_ts_ms, limits.max_ts_ms, limits.max_message_bytes, window_ms,
+                                            parallelism or 0, event_buffer_timeout_ms)
     return KeyedStream(j_keyed, EVENT_BATCH, events)

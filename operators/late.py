@@ -11,10 +11,9 @@ order-insensitive sums, so state stays exact) or sent to the dead-letter output 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-from udfs.events import Event, dlq_record, event_to_json
+from udfs.events import Event
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +41,12 @@ class LateCheck:
             self.pending = 0
 
     def reject(self, event: Event, watermark: int) -> str | None:
-        """None if the event is to be applied; else its dead-letter record (JSON). Late events are counted
-        in :attr:`pending` until :meth:`flush_count` adds them to the metric (once per batch: a metric update is
-        a call into the JVM)."""
+        """None if the event is to be applied; else why it is refused (reason ``late_event``). Late events are
+        counted in :attr:`pending` until :meth:`flush_count` adds them to the metric (once per batch: a metric
+        update is a call into the JVM)."""
         if event.ts >= watermark:
             return None
         self.pending += 1
         if self.policy == "apply":
             return None
-        message = f"event {event.event_id} at ts {event.ts} is {watermark - event.ts} ms behind the watermark"
-        return dlq_record(event_to_json(event), "late_event", message, int(time.time() * 1000))
+        return f"event {event.event_id} at ts {event.ts} is {watermark - event.ts} ms behind the watermark"

@@ -10,7 +10,8 @@ from pyflink.common import Types
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
 from udfs.catalog import parse_catalog
-from udfs.events import dlq_record
+from udfs.dlq import BINARY, dlq_record, payload_bytes
+from udfs.events import DEFAULT_LIMITS
 
 logger = logging.getLogger(__name__)
 
@@ -18,11 +19,12 @@ DLQ_TAG = OutputTag("dlq", Types.STRING())
 
 
 class Rejects:
-    """Dead-letter records (the raw record, the reason, the message), counted per reason in the Flink metric group
-    ``dlq`` (``dlq.<reason>``) of the operator that rejects them: :class:`operators.windows.UserWindow` (invalid
-    events) and :class:`ParseCatalog`."""
+    """Dead-letter records (:func:`udfs.dlq.dlq_record`: the source record, the reason, the message), counted per
+    reason in the Flink metric group ``dlq`` (``dlq.<reason>``) of the operator that rejects them:
+    :class:`operators.windows.UserWindow` (invalid and late events) and :class:`ParseCatalog`."""
 
-    def __init__(self) -> None:
+    def __init__(self, payload_cap: int = DEFAULT_LIMITS.dlq_payload_bytes) -> None:
+        self.payload_cap = payload_cap
         self._metrics: Any = None
         self._counters: dict[str, Any] = {}
 
@@ -30,28 +32,37 @@ class Rejects:
         self._metrics = metrics_group.add_group("dlq")
         self._counters = {}
 
-    def record(self, raw: str, reason: str, message: str) -> str:
+    def record(self, payload: str | bytes | None, origin: str | None, reason: str, message: str) -> str:
+        """The dead-letter record of one source record (``payload`` and ``origin`` as the source delivered them)."""
         counter = self._counters.get(reason)
         if counter is None and self._metrics is not None:
             counter = self._counters[reason] = self._metrics.counter(reason)
         if counter is not None:
             counter.inc()
-        logger.debug("rejected record (%s): %s", reason, message)
-        return dlq_record(raw, reason, message, int(time.time() * 1000))
+        logger.debug("rejected record at %s (%s): %.300s", origin or "-", reason, message)
+        return dlq_record(payload, origin, reason, message, int(time.time() * 1000), self.payload_cap)
 
 
 class ParseCatalog(ProcessFunction):
-    """Catalog message (``items`` topic) -> ``("catalog", [record])``; invalid ones -> ``DLQ_TAG``
-    (reason ``bad_catalog_record``, metric ``dlq.bad_catalog_record``)."""
+    """Catalog source record (``items`` topic, ``Row(payload, origin)`` as :mod:`udfs.dlq` defines them) ->
+    ``("catalog", [record])``; invalid ones -> ``DLQ_TAG`` (reason ``bad_catalog_record``, metric
+    ``dlq.bad_catalog_record``). A null value (a tombstone of the compacted topic) is skipped."""
 
-    def __init__(self) -> None:
-        self.rejects = Rejects()
+    def __init__(self, payload_cap: int = DEFAULT_LIMITS.dlq_payload_bytes, max_bytes: int = 65536) -> None:
+        self.rejects = Rejects(payload_cap)
+        self.max_bytes = max_bytes
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.rejects.open(runtime_context.get_metrics_group())
 
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
+        payload, origin = value[0], value[1]
+        if payload is None:
+            return
         try:
-            yield ("catalog", [parse_catalog(value)])
+            data = payload_bytes(payload) or b""
+            if len(data) > self.max_bytes:
+                raise ValueError(f"catalog record of {len(data)} bytes is larger than {self.max_bytes}")
+            yield ("catalog", [parse_catalog(data if payload[:1] == BINARY else payload)])
         except ValueError as exc:
-            yield DLQ_TAG, self.rejects.record(value, "bad_catalog_record", str(exc))
+            yield DLQ_TAG, self.rejects.record(payload, origin, "bad_catalog_record", str(exc))

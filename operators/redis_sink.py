@@ -61,19 +61,23 @@ class _RedisWriter(FlatMapFunction):
         self._client = redis.Redis(host=self.host, port=self.port, db=self.db, socket_timeout=10,
                                    socket_connect_timeout=5)
         self._set_if_newer = self._client.register_script(SET_IF_NEWER)
+        self._unwritable = runtime_context.get_metrics_group().add_group("redis_sink").counter("unwritable")
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
 
     def _write(self, commands: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Run ``commands`` in pipelines of ``pipeline_size``; retry the whole chunk until Redis answers."""
+        """Run ``commands`` in pipelines of ``pipeline_size``. While Redis is unavailable (no connection, loading,
+        out of memory, read-only) the commands not yet written are retried with backoff; a command Redis refuses
+        for itself (e.g. a key of another type) is dropped, counted (``redis_sink.unwritable``) and logged with its
+        key: retrying it could never succeed, and failing would restart the job into the same command."""
         import redis
 
         for start in range(0, len(commands), self.pipeline_size):
             chunk = commands[start : start + self.pipeline_size]
             backoff = 0.1
-            while True:
+            while chunk:
                 try:
                     pipe = self._client.pipeline(transaction=False)
                     for name, args in chunk:
@@ -81,13 +85,38 @@ class _RedisWriter(FlatMapFunction):
                             self._set_if_newer(keys=args[:1], args=args[1:], client=pipe)
                         else:
                             getattr(pipe, name)(*args)
-                    pipe.execute()
-                    break
+                    results = pipe.execute(raise_on_error=False)
                 except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError) as exc:
-                    logger.warning("redis %s:%s unavailable (%s); retrying in %.1fs",
-                                   self.host, self.port, exc, backoff)
+                    results = [exc] * len(chunk)
+                retry = []
+                for command, result in zip(chunk, results, strict=True):
+                    if not isinstance(result, Exception):
+                        continue
+                    if _transient(result):
+                        retry.append(command)
+                    else:
+                        self._unwritable.inc()
+                        logger.error("redis refused %s of key %.200s (dropped): %s", command[0], command[1][0], result)
+                if retry:
+                    logger.warning("redis %s:%s unavailable (%s); retrying %d writes in %.1fs", self.host, self.port,
+                                   next(r for r in results if isinstance(r, Exception)), len(retry), backoff)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, self.max_backoff_s)
+                chunk = retry
+
+
+#: error replies of a Redis that cannot write now but will, which redis-py leaves as a plain ResponseError
+TRANSIENT_REPLIES = ("BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
+
+
+def _transient(error: Exception) -> bool:
+    """Whether Redis is unavailable (retry) rather than refusing the command itself (drop)."""
+    from redis import exceptions as ex
+
+    if isinstance(error, (ex.ConnectionError, ex.TimeoutError, ex.BusyLoadingError, ex.OutOfMemoryError,
+                          ex.ReadOnlyError, ex.MasterDownError, ex.TryAgainError, ex.ClusterDownError)):
+        return True
+    return str(error).startswith(TRANSIENT_REPLIES)
 
 
 class RecsToRedis(_RedisWriter):

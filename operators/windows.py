@@ -45,7 +45,8 @@ from core.usercf import UserState, new_user_state, pair_deltas, record_rater, se
 from operators.compat import put_all
 from operators.late import LateCheck
 from operators.parse import DLQ_TAG, Rejects
-from udfs.events import DEFAULT_LIMITS, Event, InvalidEvent, Limits, parse_event
+from udfs.dlq import parse_source_event
+from udfs.events import DEFAULT_LIMITS, Event, InvalidEvent, Limits
 from udfs.shard import shard_of
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class UserWindow(KeyedProcessFunction):
 
     Keyed by user shard, fed by :func:`operators.front.event_batches`: one record per shard and window, the
     window's raw records with the watermark at each one's arrival. Each record is validated
-    (:func:`udfs.events.parse_event`; invalid ones go to ``DLQ_TAG`` with the reason, metric ``dlq.<reason>``),
+    (:func:`udfs.dlq.parse_source_event`; invalid ones go to ``DLQ_TAG`` with the reason, metric ``dlq.<reason>``),
     then checked against its watermark (:class:`operators.late.LateCheck`, ``job.late_events``: a late event
     is counted and applied, or sent to ``DLQ_TAG``), and the valid ones are applied in order.
     """
@@ -155,7 +156,7 @@ class UserWindow(KeyedProcessFunction):
     def __init__(self, item_shards: int, model: Mapping[str, Any], dedup_ttl_ms: int, dedup_max_ids: int,
                  late_events: str = "apply", limits: Limits = DEFAULT_LIMITS) -> None:
         self.late = LateCheck(late_events)
-        self.rejects = Rejects()
+        self.rejects = Rejects(limits.dlq_payload_bytes)
         self.limits = limits
         self.item_shards = item_shards
         self.model = dict(model)
@@ -181,15 +182,15 @@ class UserWindow(KeyedProcessFunction):
             ctx.timer_service().register_event_time_timer(END_OF_TIME)
             self._armed.add(key)
         events = []
-        for raw, watermark in zip(value[0], value[1], strict=True):
+        for raw, watermark, origin in zip(value[0], value[1], value[2], strict=True):
             try:
-                event = parse_event(raw, self.limits)
+                event = parse_source_event(raw, self.limits)
             except InvalidEvent as exc:
-                yield DLQ_TAG, self.rejects.record(raw, exc.reason, str(exc))
+                yield DLQ_TAG, self.rejects.record(raw, origin, exc.reason, str(exc))
                 continue
-            rejected = self.late.reject(event, watermark)
-            if rejected is not None:
-                yield DLQ_TAG, rejected
+            late = self.late.reject(event, watermark)
+            if late is not None:
+                yield DLQ_TAG, self.rejects.record(raw, origin, "late_event", late)
                 continue
             events.append(event)
         self.late.flush_count()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from udfs.events import Event, InvalidEvent, Limits, dlq_record, event_to_json, parse_event, validate_event
+from udfs.events import Event, InvalidEvent, Limits, event_to_json, parse_event, validate_event
 
 GOOD = {"event_id": "e1", "user_id": "196", "item_id": "242", "type": "rate", "value": 3.0, "ts": 881250949000}
 
@@ -117,8 +117,3 @@ def test_rejections_have_a_reason_and_name_the_field(raw: str | bytes, reason: s
         parse_event(raw)
     assert info.value.reason == reason
     assert words in str(info.value)
-
-
-def test_dlq_record_keeps_the_payload_and_reason() -> None:
-    rec = json.loads(dlq_record(b"\xffbad", "bad_utf8", "message is not UTF-8", 123))
-    assert rec == {"reason": "bad_utf8", "error": "message is not UTF-8", "payload": "\ufffdbad", "rejected_at": 123}

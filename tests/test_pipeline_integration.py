@@ -5,7 +5,9 @@ Uses topics and a Redis prefix of its own, so it can share the broker and Redis 
 
 from __future__ import annotations
 
+import base64
 import json
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +23,8 @@ from ingest.movielens import load_catalog, load_events
 from ingest.producer import BAD_KINDS, bad_records, interleave, produce_events
 from jobs.flink_env import make_env
 from jobs.recommend import recommend_job
+from serving.testing import read_topic
+from udfs.dlq import original_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
@@ -65,7 +69,7 @@ def run(kafka_bootstrap: str, redis_conn: Any) -> Iterator[dict[str, Any]]:
                           cfg["kafka"]["topics"]["events"], progress=False)
     assert sent == N_EVENTS + N_BAD
     recommend_job(make_env(cfg), cfg)
-    yield {"cfg": cfg, "events": events}
+    yield {"cfg": cfg, "events": events, "bad": bad_records(N_BAD)}
     kafka_admin.delete_topics(kafka_bootstrap, topics)
     for key in redis_conn.scan_iter(match=f"{cfg['redis']['prefix']}*", count=1000):
         redis_conn.unlink(key)
@@ -130,6 +134,31 @@ def test_output_topic_has_one_message_per_user_update(run: dict[str, Any], kafka
 
 
 def test_dlq_topic_has_every_malformed_record_with_its_reason(run: dict[str, Any], kafka_bootstrap: str) -> None:
-    dlq = [json.loads(v) for v in consume_all(kafka_bootstrap, run["cfg"]["kafka"]["topics"]["dlq"])]
+    topics = run["cfg"]["kafka"]["topics"]
+    records = read_topic(kafka_bootstrap, topics["dlq"])
+    dlq = [json.loads(r.value) for r in records]
     assert sorted(d["reason"] for d in dlq) == sorted(BAD_KINDS.values())
-    assert all(d["payload"] and d["error"] for d in dlq)
+    assert all(d["error"] for d in dlq)
+    # each dead letter carries the refused record byte for byte, where it was read, and its key (as the Kafka key)
+    sent = {rec.key: rec.value for rec in run["bad"]}
+    for record, d in zip(records, dlq, strict=True):
+        assert d["source"]["topic"] == topics["events"] and d["source"]["offset"] >= 0
+        assert record.key == base64.b64decode(d["source"]["key_b64"])
+        assert original_bytes(d) == sent[record.key]
+
+
+def test_recommendations_are_keyed_by_user(run: dict[str, Any], kafka_bootstrap: str, redis_conn: Any) -> None:
+    """Every user's messages are in one partition (keyed by user id), in event_ts order, the last equal to Redis."""
+    partitions: dict[str, set[int]] = defaultdict(set)
+    last: dict[str, dict[str, Any]] = {}
+    for record in read_topic(kafka_bootstrap, run["cfg"]["kafka"]["topics"]["recommendations"]):
+        msg = json.loads(record.value)
+        assert record.key == msg["user_id"].encode()
+        partitions[msg["user_id"]].add(record.partition)
+        if msg["user_id"] in last:
+            assert msg["event_ts"] >= last[msg["user_id"]]["event_ts"]
+        last[msg["user_id"]] = msg
+    assert last and all(len(p) == 1 for p in partitions.values())
+    prefix = run["cfg"]["redis"]["prefix"]
+    for user, msg in last.items():
+        assert json.loads(redis_conn.get(f"{prefix}recs:{user}")) == msg

@@ -87,6 +87,7 @@ class Limits:
     max_message_bytes: int = 65536
     min_ts_ms: int = 0
     max_ts_ms: int = 4102444800000
+    dlq_payload_bytes: int = 65536
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Limits:
@@ -99,6 +100,7 @@ class Limits:
             max_message_bytes=int(lim["max_message_bytes"]),
             min_ts_ms=int(lim["min_ts_ms"]),
             max_ts_ms=int(lim["max_ts_ms"]),
+            dlq_payload_bytes=int(lim["dlq_payload_bytes"]),
         )
 
 
@@ -216,9 +218,6 @@ def parse_event(raw: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Event:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidEvent("bad_utf8", f"message is not UTF-8: {exc}") from None
-    elif "\ufffd" in raw:  # Flink's string deserializer turns invalid UTF-8 into U+FFFD
-        at = raw.index("\ufffd")
-        raise InvalidEvent("bad_utf8", f"message is not valid UTF-8 (replacement character at {at})")
     try:
         obj = _DECODER.decode(raw)
     except InvalidEvent:
@@ -235,10 +234,3 @@ def event_to_json(event: Event) -> str:
          "type": event.type, "value": event.weight, "ts": event.ts},
         separators=(",", ":"),
     )
-
-
-def dlq_record(raw: bytes | str, reason: str, message: str, ts_ms: int) -> str:
-    """The JSON written to the dead-letter topic: the original payload and why it was refused."""
-    payload = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return json.dumps({"reason": reason, "error": message, "payload": payload, "rejected_at": ts_ms},
-                      ensure_ascii=False)

@@ -26,13 +26,22 @@ from typing import Any
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+#: a reason longer than this is cut (ending in "..."): reasons quote catalog text (titles, genres), and a message must
+#: stay far below the output record limit (kafka.max_record_bytes) whatever the catalog holds
+MAX_REASON_CHARS = 200
+
+
+def short_reason(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 3] + "..."
+
+
 def recs_message(user_id: str, ranked: Iterable[tuple[str, float, str]], event_id: str, event_ts: int,
                  processed_at: int, history_size: int, trigger: str = "events", mode: str = "itemcf") -> dict[str, Any]:
     """``trigger``: ``events`` (the user acted) or ``final`` (the re-rank at the end of a bounded input);
-    ``mode``: the fusion mode (or single method) that ranked the items."""
+    ``mode``: the fusion mode (or single method) that ranked the items; reasons are cut to :data:`MAX_REASON_CHARS`."""
     return {
         "user_id": user_id,
-        "items": [{"item_id": j, "score": round(s, 6), "reason": r} for j, s, r in ranked],
+        "items": [{"item_id": j, "score": round(s, 6), "reason": short_reason(r)} for j, s, r in ranked],
         "event_id": event_id,
         "event_ts": event_ts,
         "processed_at": processed_at,

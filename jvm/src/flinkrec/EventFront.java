@@ -14,8 +14,8 @@ import org.apache.flink.api.common.typeinfo.BasicArrayTypeInfo;
 import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
-import org.apache.flink.api.java.tuple.Tuple2;
 import org.apache.flink.api.java.tuple.Tuple3;
+import org.apache.flink.api.java.tuple.Tuple4;
 import org.apache.flink.api.common.functions.OpenContext;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
@@ -37,7 +37,8 @@ import org.apache.flink.util.Collector;
  * from the ts field, key by user shard ({@code crc32(user_id) % shards}, as {@code udfs.shard.shard_of}),
  * and buffer each shard's raw records in Flink state until the end of its processing-time window
  * ({@code windowMs}); the Python user operator then receives one record per shard per window:
- * {@code Row(shard, Row(String[] raw records, long[] watermark at each record's arrival))}.
+ * {@code Row(shard, Row(String[] payloads, long[] watermark at each record's arrival, String[] origins))} (payload
+ * and origin as {@link SourceRows} defines them).
  *
  * <p>A record without a readable user id goes to the shard of its crc32; one without a readable ts in
  * {@code minTs..maxTs} carries no timestamp (Long.MIN_VALUE) and does not move the watermark. An event-time
@@ -47,18 +48,19 @@ public final class EventFront {
 
     private EventFront() {}
 
-    /** (shard, ts or Long.MIN_VALUE, raw record). */
-    static final TypeInformation<Tuple3<Integer, Long, String>> KEYED =
-            Types.TUPLE(Types.INT, Types.LONG, Types.STRING);
+    /** (shard, ts or Long.MIN_VALUE, payload, origin). */
+    static final TypeInformation<Tuple4<Integer, Long, String, String>> KEYED =
+            Types.TUPLE(Types.INT, Types.LONG, Types.STRING, Types.STRING);
 
-    /** The Python operator's value type: Row(raw records, watermark at arrival of each). */
+    /** The Python operator's value type: Row(payloads, watermark at arrival of each, origins). */
     public static final TypeInformation<Row> BATCH =
-            Types.ROW(BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO, PrimitiveArrayTypeInfo.LONG_PRIMITIVE_ARRAY_TYPE_INFO);
+            Types.ROW(BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO, PrimitiveArrayTypeInfo.LONG_PRIMITIVE_ARRAY_TYPE_INFO,
+                    BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO);
 
     static final TypeInformation<Row> KEYED_BATCH = Types.ROW(Types.INT, BATCH);
 
     /**
-     * Build the front on a stream of raw records; the result is keyed the way PyFlink's {@code key_by}
+     * Build the front on a stream of source rows ({@link SourceRows}); the result is keyed the way PyFlink's {@code key_by}
      * keys a stream (Row(key, value) with {@link KeyByKeySelector}), for a Python KeyedProcessFunction.
      *
      * @param parallelism the parallelism of the per-record part (chained to the source, which keeps each
@@ -66,14 +68,14 @@ public final class EventFront {
      * @param eventBufferTimeoutMs the network buffer timeout of the per-record part's output, the one hop that
      *     carries every event (-1: only full buffers; below -1: the environment's)
      */
-    public static KeyedStream<Row, Row> build(DataStream<String> raw, int shards, long maxOutOfOrdernessMs,
+    public static KeyedStream<Row, Row> build(DataStream<Row> records, int shards, long maxOutOfOrdernessMs,
             long minTs, long maxTs, int maxBytes, long windowMs, int parallelism, long eventBufferTimeoutMs) {
-        SingleOutputStreamOperator<Tuple3<Integer, Long, String>> keyed =
-                raw.map(new ShardEvents(shards, minTs, maxTs, maxBytes)).returns(KEYED).name("shard-events");
-        WatermarkStrategy<Tuple3<Integer, Long, String>> strategy = WatermarkStrategy
-                .<Tuple3<Integer, Long, String>>forBoundedOutOfOrderness(Duration.ofMillis(maxOutOfOrdernessMs))
+        SingleOutputStreamOperator<Tuple4<Integer, Long, String, String>> keyed =
+                records.map(new ShardEvents(shards, minTs, maxTs, maxBytes)).returns(KEYED).name("shard-events");
+        WatermarkStrategy<Tuple4<Integer, Long, String, String>> strategy = WatermarkStrategy
+                .<Tuple4<Integer, Long, String, String>>forBoundedOutOfOrderness(Duration.ofMillis(maxOutOfOrdernessMs))
                 .withTimestampAssigner((event, previous) -> event.f1);
-        SingleOutputStreamOperator<Tuple3<Integer, Long, String>> timed =
+        SingleOutputStreamOperator<Tuple4<Integer, Long, String, String>> timed =
                 keyed.assignTimestampsAndWatermarks(strategy).name("event-time");
         if (parallelism > 0) {
             keyed.setParallelism(parallelism);
@@ -91,8 +93,8 @@ public final class EventFront {
         return batches.keyBy(new KeyByKeySelector(), Types.ROW(Types.INT));
     }
 
-    /** Raw record -> (user shard, event time or Long.MIN_VALUE, raw record). */
-    public static final class ShardEvents implements MapFunction<String, Tuple3<Integer, Long, String>> {
+    /** Source record -> (user shard, event time or Long.MIN_VALUE, payload, origin). */
+    public static final class ShardEvents implements MapFunction<Row, Tuple4<Integer, Long, String, String>> {
         private static final long serialVersionUID = 1L;
         private final int shards;
         private final long minTs;
@@ -112,14 +114,20 @@ public final class EventFront {
         }
 
         @Override
-        public Tuple3<Integer, Long, String> map(String raw) {
+        public Tuple4<Integer, Long, String, String> map(Row record) {
             if (mapper == null) {
                 mapper = new ObjectMapper();
                 crc = new CRC32();
             }
+            String raw = (String) record.getField(0);
+            String origin = (String) record.getField(1);
             String user = null;
             long ts = Long.MIN_VALUE;
-            if (raw.length() <= maxBytes) {  // characters <= bytes: longer ones are rejected by size in Python
+            if (raw == null) {  // a tombstone: rejected in Python, shard of its origin
+                return Tuple4.of(shardOf(origin), ts, raw, origin);
+            }
+            // characters <= bytes: longer ones are rejected by size in Python, as are Base64 (binary) payloads
+            if (raw.length() <= maxBytes && (raw.isEmpty() || raw.charAt(0) != SourceRows.BINARY)) {
                 try {
                     JsonNode node = mapper.readTree(raw);
                     if (node != null && node.isObject()) {
@@ -130,7 +138,7 @@ public final class EventFront {
                     // not JSON: the Python side rejects it with the reason
                 }
             }
-            return Tuple3.of(shardOf(user != null ? user : raw), ts, raw);
+            return Tuple4.of(shardOf(user != null ? user : raw), ts, raw, origin);
         }
 
         /** The user id as the Python validator normalises it (a non-negative integer is its decimal string). */
@@ -174,10 +182,10 @@ public final class EventFront {
 
     /** Buffers a shard's records until the end of its processing-time window, then emits them as one batch. */
     public static final class ShardBuffer
-            extends KeyedProcessFunction<Integer, Tuple3<Integer, Long, String>, Row> {
+            extends KeyedProcessFunction<Integer, Tuple4<Integer, Long, String, String>, Row> {
         private static final long serialVersionUID = 1L;
         private final long windowMs;
-        private transient ListState<Tuple2<String, Long>> buffer;
+        private transient ListState<Tuple3<String, Long, String>> buffer;
 
         public ShardBuffer(long windowMs) {
             if (windowMs < 1) {
@@ -189,13 +197,13 @@ public final class EventFront {
         @Override
         public void open(OpenContext context) {
             buffer = getRuntimeContext().getListState(
-                    new ListStateDescriptor<>("events", Types.TUPLE(Types.STRING, Types.LONG)));
+                    new ListStateDescriptor<>("events", Types.TUPLE(Types.STRING, Types.LONG, Types.STRING)));
         }
 
         @Override
-        public void processElement(Tuple3<Integer, Long, String> event, Context ctx, Collector<Row> out)
+        public void processElement(Tuple4<Integer, Long, String, String> event, Context ctx, Collector<Row> out)
                 throws Exception {
-            buffer.add(Tuple2.of(event.f2, ctx.timerService().currentWatermark()));
+            buffer.add(Tuple3.of(event.f2, ctx.timerService().currentWatermark(), event.f3));
             long now = ctx.timerService().currentProcessingTime();
             ctx.timerService().registerProcessingTimeTimer(now - now % windowMs + windowMs);
             ctx.timerService().registerEventTimeTimer(Long.MAX_VALUE);  // a set: once per shard
@@ -203,10 +211,10 @@ public final class EventFront {
 
         @Override
         public void onTimer(long timestamp, OnTimerContext ctx, Collector<Row> out) throws Exception {
-            List<Tuple2<String, Long>> events = new ArrayList<>();
-            Iterable<Tuple2<String, Long>> stored = buffer.get();
+            List<Tuple3<String, Long, String>> events = new ArrayList<>();
+            Iterable<Tuple3<String, Long, String>> stored = buffer.get();
             if (stored != null) {
-                for (Tuple2<String, Long> e : stored) {
+                for (Tuple3<String, Long, String> e : stored) {
                     events.add(e);
                 }
             }
@@ -216,11 +224,13 @@ public final class EventFront {
             buffer.clear();
             String[] raws = new String[events.size()];
             long[] marks = new long[events.size()];
+            String[] origins = new String[events.size()];
             for (int i = 0; i < raws.length; i++) {
                 raws[i] = events.get(i).f0;
                 marks[i] = events.get(i).f1;
+                origins[i] = events.get(i).f2;
             }
-            out.collect(Row.of(ctx.getCurrentKey(), Row.of(raws, marks)));
+            out.collect(Row.of(ctx.getCurrentKey(), Row.of(raws, marks, origins)));
         }
     }
 }
