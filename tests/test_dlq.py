@@ -11,8 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config import ConfigError, load_config
-from udfs.dlq import BINARY, MAX_ERROR_CHARS, MAX_KEY_BYTES, Origin, dlq_record, original_bytes, parse_source_event, \
-    payload_bytes
+from udfs.dlq import (
+    BINARY,
+    MAX_ERROR_CHARS,
+    MAX_KEY_BYTES,
+    Origin,
+    dlq_record,
+    original_bytes,
+    parse_source_event,
+    payload_bytes,
+)
 from udfs.events import InvalidEvent
 
 CAP = 65536
@@ -25,7 +33,7 @@ def encoded(data: bytes) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return BINARY + base64.b64encode(data).decode()
-    return BINARY + base64.b64encode(data).decode() if text[:1] == BINARY else text
+    return BINARY + base64.b64encode(data).decode() if text[:1] in (BINARY, "\ufeff", "\ufffe") else text
 
 
 def test_a_control_character_flood_stays_far_below_the_record_limit() -> None:
@@ -91,7 +99,7 @@ def test_origin_parses_with_and_without_a_key() -> None:
 
 
 def test_the_cap_must_fit_the_output_record_limit() -> None:
-    with pytest.raises(ConfigError, match="limits.dlq_payload_bytes 900000 makes dead-letter records of up to"):
+    with pytest.raises(ConfigError, match=r"limits\.dlq_payload_bytes 900000 makes dead-letter records of up to"):
         load_config(overrides=["limits.dlq_payload_bytes=900000"], env={})
-    with pytest.raises(ConfigError, match="kafka.max_record_bytes must be a positive integer, got 0"):
+    with pytest.raises(ConfigError, match=r"kafka\.max_record_bytes must be a positive integer, got 0"):
         load_config(overrides=["kafka.max_record_bytes=0"], env={})

@@ -19,6 +19,7 @@ from pyflink.datastream import KeyedProcessFunction
 from config import load_config
 from jobs.flink_env import make_env
 from operators.front import event_batches
+from udfs.dlq import payload_bytes
 from udfs.events import Limits
 from udfs.shard import shard_of
 
@@ -104,3 +105,12 @@ def test_watermarks_come_from_valid_timestamps_only() -> None:
         # Flink's bounded-out-of-orderness watermark: the largest timestamp seen - bound - 1
         assert marks[raw] <= highest - OOO_MS - 1, (raw, marks[raw])
         highest = max(highest, json.loads(raw)["ts"])
+
+
+def test_texts_that_python_would_not_receive_as_they_are_arrive_as_base64() -> None:
+    """Strings starting with U+FEFF or U+FFFE lose (or byte-swap) their first character on the way from the JVM to
+    Python; the front's rows carry them (and strings starting with the marker U+0000) as Base64 of their UTF-8."""
+    texts = ["\ufeff{}", "\ufffex", "\x00abc", "x\ufeffy", "\U0001f600", "plain"]
+    got = {r for _, raws, _ in run_front(texts, 1) for r in raws}
+    assert {payload_bytes(r) for r in got} == {t.encode() for t in texts}
+    assert {r for r in got if r[:1] != "\x00"} == {"x\ufeffy", "\U0001f600", "plain"}

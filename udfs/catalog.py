@@ -47,7 +47,7 @@ def parse_catalog(raw: str | bytes) -> dict[str, Any]:
 
     try:
         obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ValueError(f"catalog record is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"catalog record must be a JSON object, got {type(obj).__name__}")

@@ -3,7 +3,8 @@ for every input record it refuses.
 
 The job reads Kafka records through ``flinkrec.SourceRecords`` (jvm/src, rows as ``flinkrec.SourceRows`` defines
 them): each arrives as a *payload* (the value
-as text when it is valid UTF-8, else ``"\\x00"`` + Base64 of the bytes; ``None`` for a null value) and an *origin*
+as text when it is valid UTF-8, else ``"\\x00"`` + Base64 of the bytes, as also when the text starts with U+0000,
+U+FEFF or U+FFFE, which the hand-over of strings to Python would not keep; ``None`` for a null value) and an *origin*
 (``"topic partition offset"`` plus ``" " + Base64(key)`` when the record has a key; empty for in-memory test
 sources). A dead-letter record is one JSON object, ASCII only, whose size is bounded whatever the input::
 

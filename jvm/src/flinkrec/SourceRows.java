@@ -15,9 +15,11 @@ import org.apache.flink.types.Row;
 /**
  * Input records as the job reads them: {@code Row(payload, origin)}, lossless for any value bytes.
  *
- * <p>{@code payload} is the value decoded as UTF-8 when it is valid UTF-8 and does not start with U+0000;
- * otherwise U+0000 followed by the Base64 of the value bytes (so the marker is unambiguous and invalid UTF-8
- * reaches the dead-letter topic byte for byte); {@code null} for a null value (a tombstone).
+ * <p>{@code payload} is the value decoded as UTF-8 when it is valid UTF-8 and does not start with U+0000, U+FEFF or
+ * U+FFFE (the hand-over of strings to Python takes those two for a UTF-16 byte order mark: it drops the first and
+ * swaps the bytes of the rest after the second); otherwise U+0000 followed by the
+ * Base64 of the value bytes (so the marker is unambiguous and invalid UTF-8 reaches the dead-letter topic byte for
+ * byte); {@code null} for a null value (a tombstone).
  * {@code origin} is {@code "topic partition offset"}, followed by {@code " " + Base64(key)} when the record
  * has a key ({@code udfs.dlq.Origin} reads it), and empty for records that did not come from Kafka.
  * {@link SourceRecords} makes them from Kafka records, {@link #fromStrings} from plain strings (tests).
@@ -29,6 +31,15 @@ public final class SourceRows {
     /** The marker of a Base64-encoded payload. */
     public static final char BINARY = '\u0000';
 
+    /** Whether a text reaches Python as it is: it does not start with the marker or a UTF-16 byte order mark. */
+    static boolean plain(String text) {
+        if (text.isEmpty()) {
+            return true;
+        }
+        char first = text.charAt(0);
+        return first != BINARY && first != '\uFEFF' && first != '\uFFFE';
+    }
+
     public static final TypeInformation<Row> TYPE = Types.ROW(Types.STRING, Types.STRING);
 
     /** The payload string of a record value (see the class comment). */
@@ -36,22 +47,31 @@ public final class SourceRows {
         if (value == null) {
             return null;
         }
-        if (value.length == 0 || value[0] != 0) {
-            try {
-                return StandardCharsets.UTF_8.newDecoder()
-                        .onMalformedInput(CodingErrorAction.REPORT)
-                        .onUnmappableCharacter(CodingErrorAction.REPORT)
-                        .decode(ByteBuffer.wrap(value)).toString();
-            } catch (CharacterCodingException e) {
-                // not UTF-8: carried as Base64 below
+        try {
+            String text = StandardCharsets.UTF_8.newDecoder()
+                    .onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT)
+                    .decode(ByteBuffer.wrap(value)).toString();
+            if (plain(text)) {
+                return text;
             }
+        } catch (CharacterCodingException e) {
+            // not UTF-8: carried as Base64 below
         }
         return BINARY + Base64.getEncoder().encodeToString(value);
     }
 
+    /** The payload of a string (its UTF-8 bytes, as {@link #payload(byte[])}). */
+    public static String payload(String value) {
+        if (value == null || plain(value)) {
+            return value;
+        }
+        return payload(value.getBytes(StandardCharsets.UTF_8));
+    }
+
     /**
-     * Plain strings as source rows with an empty origin; a string starting with U+0000 is taken as encoded. Runs
-     * at the strings' parallelism, chained to them, so the order of each input subtask is kept.
+     * Plain strings as source rows with an empty origin (their payload as {@link #payload(String)}). Runs at the
+     * strings' parallelism, chained to them, so the order of each input subtask is kept.
      */
     public static DataStream<Row> fromStrings(DataStream<String> strings) {
         return strings.map(new FromString()).returns(TYPE).name("source-rows").setParallelism(strings.getParallelism());
@@ -63,7 +83,7 @@ public final class SourceRows {
 
         @Override
         public Row map(String value) {
-            return Row.of(value, "");
+            return Row.of(payload(value), "");
         }
     }
 }
