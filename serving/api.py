@@ -20,6 +20,9 @@ endpoint                                   answer
 ``GET /openapi.json`` ``/docs``            OpenAPI document and Swagger UI, served locally (works offline)
 =========================================  ====================================================================
 
+An id in a path is one percent-encoded segment (``/items/a%2Fb`` is item ``a/b``; :mod:`serving.paths`):
+every id the job accepts can be looked up, and no id reaches another route.
+
 Events are validated with :func:`udfs.events.validate_event` (limits from the config) and produced to
 ``kafka.topics.events`` keyed by ``user_id`` with the value :func:`udfs.events.event_to_json`. The schema
 is strict: a missing ``event_id`` or ``ts`` is an error, not filled in by the API.
@@ -50,6 +53,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ingest.producer import event_record
 from serving.kafka_io import EventPublisher, KafkaProbe, ProbeResult, PublishError
 from serving.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
+from serving.paths import IdPathMiddleware
 from serving.store import CorruptDocument, ListDoc, Store, catalog_view, doc_int, doc_str, entry_view, make_client
 from udfs.events import EVENT_TYPES, REQUIRED, Event, InvalidEvent, Limits, validate_event
 
@@ -331,6 +335,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
     )
     app.state.serving = state
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(IdPathMiddleware)  # outermost: routing and the metrics see the id-preserving path
 
     # --- errors ----------------------------------------------------------------------------------------------
     @app.exception_handler(RequestValidationError)
@@ -361,14 +366,18 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
 
     # --- recommendations ---------------------------------------------------------------------------------------
     id_max = state.limits.max_id_length
-    UserId = Annotated[str, Path(min_length=1, max_length=id_max, description="user id", examples=["196"])]
-    ItemId = Annotated[str, Path(min_length=1, max_length=id_max, description="item id", examples=["242"])]
+    as_segment = ("as one path segment, percent-encoded (`/` as `%2F`, `%` as `%25`, `?` as `%3F`, `#` as `%23`, "
+                  "as encodeURIComponent does)")
+    UserId = Annotated[str, Path(min_length=1, max_length=id_max, description=f"user id, {as_segment}",
+                                 examples=["196", "shop/Ana María?#%"])]
+    ItemId = Annotated[str, Path(min_length=1, max_length=id_max, description=f"item id, {as_segment}",
+                                 examples=["242", "books/978 0?#%"])]
     TopN = Annotated[int, Query(ge=1, le=MAX_N, description="how many items (1..100)")]
 
     def ranked(found: ListDoc) -> list[dict[str, Any]]:
         return [entry_view(i + 1, e, c) for i, (e, c) in enumerate(zip(found.entries, found.catalog, strict=True))]
 
-    @app.get("/users/{user_id}/recommendations", response_model=None, tags=["recommendations"],
+    @app.get("/users/{user_id:id}/recommendations", response_model=None, tags=["recommendations"],
              summary="A user's ranked recommendations with titles",
              responses={200: {"model": RecommendationsOut}, 404: {"model": ErrorOut},
                         422: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
@@ -426,7 +435,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
         found, total = await state.store.search_items(q, limit)
         return _json({"query": q, "total": total, "items": found})
 
-    @app.get("/items/{item_id}", response_model=None, tags=["items"], summary="One catalog entry",
+    @app.get("/items/{item_id:id}", response_model=None, tags=["items"], summary="One catalog entry",
              responses={200: {"model": ItemOut}, 404: {"model": ErrorOut}, 422: {"model": ValidationErrorOut},
                         503: {"model": ErrorOut}})
     async def item(item_id: ItemId) -> Response:
@@ -436,7 +445,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
                           item_id=item_id)
         return _json(catalog_view(item_id, fields))
 
-    @app.get("/items/{item_id}/similar", response_model=None, tags=["items"],
+    @app.get("/items/{item_id:id}/similar", response_model=None, tags=["items"],
              summary="The nearest neighbours of an item, with titles",
              responses={200: {"model": SimilarOut}, 404: {"model": ErrorOut}, 422: {"model": ValidationErrorOut},
                         503: {"model": ErrorOut}})

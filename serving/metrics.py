@@ -95,5 +95,5 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or UNMATCHED
+            path = getattr(route, "path_format", None) or UNMATCHED  # the template without converters
             self.metrics.observe(scope.get("method", "GET"), path, status, time.perf_counter() - started)

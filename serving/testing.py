@@ -88,6 +88,12 @@ def free_port() -> int:
 def now_ms() -> int:
     return int(time.time() * 1000)
 
+#: Ids that :mod:`udfs.events` accepts and a URL path must carry as one percent-encoded segment: reserved URL
+#: characters, path traversals, escapes that look already decoded, white space inside, any script.
+ODD_IDS = ("a/b", "../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "x/similar", "u/recommendations", "/lead", "trail/",
+           "a//b", "?q=1&n=2#frag", "100%", "%2F", "%252F", "two  words", "a+b", "caf\u00e9/\u00fc \u6f22\u5b57",
+           "\U0001f468\u200d\U0001f469", "zero\u200bwidth", "...", "~._-!'()*", "\\", "{}", "<b>&amp;</b>")
+
 
 # --- fake job output --------------------------------------------------------------------------------------------
 

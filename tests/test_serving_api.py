@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,6 +28,7 @@ from ingest.catalog import store_catalog
 from serving.api import MAX_BATCH, create_app
 from serving.store import Store, make_client
 from serving.testing import (
+    ODD_IDS,
     delete_prefix,
     drop_topics,
     free_port,
@@ -300,6 +302,125 @@ def test_corrupt_document_is_a_clear_500(client: TestClient, rds: Any, prefix: s
     assert resp.status_code == 500 and "WRONGTYPE" in resp.json()["error"]
 
 
+# --- ids with reserved characters ------------------------------------------------------------------------------
+
+def seg(value: str) -> str:
+    """An id as one path segment, the rule of docs/serving.md (what encodeURIComponent does)."""
+    return quote(value, safe="")
+
+
+def after(value: str) -> str:
+    return ODD_IDS[(ODD_IDS.index(value) + 1) % len(ODD_IDS)]
+
+
+@pytest.fixture()
+def odd(rds: Any, prefix: str) -> None:
+    """Every id of ODD_IDS as an item, a user and an item with neighbours; plus the plain ids x and u."""
+    store_catalog([{"item_id": i, "title": f"Title of {i}", "year": 2001, "genres": ["Drama"]}
+                   for i in (*ODD_IDS, "x", "u")], rds, prefix=prefix)
+    for k, value in enumerate(ODD_IDS):
+        write_recs(rds, prefix, value, [(after(value), 2.5, f"because of {value}")], event_id=f"ev-{k}")
+        write_similar(rds, prefix, value, [(after(value), 0.5)])
+    write_recs(rds, prefix, "u", [("x", 1.0, "plain")])
+    write_similar(rds, prefix, "x", [("u", 0.25)])
+
+
+@pytest.mark.parametrize("value", ODD_IDS)
+def test_ids_with_reserved_characters_round_trip_every_route(client: TestClient, odd: None, value: str) -> None:
+    nxt = after(value)
+    item = client.get(f"/items/{seg(value)}")
+    assert item.status_code == 200, item.text
+    assert item.json() == {"item_id": value, "title": f"Title of {value}", "year": 2001, "genres": ["Drama"]}
+
+    similar = client.get(f"/items/{seg(value)}/similar")
+    assert similar.status_code == 200, similar.text
+    assert similar.json()["item_id"] == value and similar.json()["title"] == f"Title of {value}"
+    assert [(n["item_id"], n["title"]) for n in similar.json()["neighbors"]] == [(nxt, f"Title of {nxt}")]
+
+    recs = client.get(f"/users/{seg(value)}/recommendations", params={"n": 5})
+    assert recs.status_code == 200, recs.text
+    assert recs.json()["user_id"] == value and recs.json()["cold_start"] is False
+    assert [(i["item_id"], i["title"], i["reason"]) for i in recs.json()["items"]] == [
+        (nxt, f"Title of {nxt}", f"because of {value}")]
+
+    found = client.get("/items", params={"q": value})
+    assert found.status_code == 200 and value in [i["item_id"] for i in found.json()["items"]]
+
+    # the reserved characters JavaScript's encodeURIComponent leaves as they are, and lower-case escapes
+    loose = quote(value, safe="!'()*~").replace("%2F", "%2f")
+    assert client.get(f"/items/{loose}").json()["item_id"] == value
+
+
+def test_users_lists_ids_with_reserved_characters(client: TestClient, odd: None) -> None:
+    body = client.get("/users", params={"limit": 1000}).json()
+    assert sorted(u["user_id"] for u in body["users"]) == sorted([*ODD_IDS, "u"])
+
+
+def test_an_encoded_slash_or_dot_never_reaches_another_route(client: TestClient, prefix: str, odd: None) -> None:
+    # "x/similar" is an item; /items/x/similar are the neighbours of item x
+    assert client.get("/items/x%2Fsimilar").json()["title"] == "Title of x/similar"
+    assert client.get("/items/x/similar").json()["neighbors"][0]["item_id"] == "u"
+    assert client.get("/items/x%2Fsimilar/similar").json()["item_id"] == "x/similar"
+    assert client.get("/users/u%2Frecommendations/recommendations").json()["user_id"] == "u/recommendations"
+    assert client.get("/users/u/recommendations").json()["items"][0]["item_id"] == "x"
+    # a path traversal is an id like any other: looked up, never resolved
+    assert client.get("/items/..%2F..%2Fetc%2Fpasswd").json()["title"] == "Title of ../../etc/passwd"
+    traversal = client.get("/items/..%2F..%2Fusers")
+    assert traversal.status_code == 404 and traversal.json()["item_id"] == "../../users"
+    assert "item '../../users' is not in the catalog" in traversal.json()["error"]
+    dots = client.get("/items/%2E%2E")  # the id "..", which udfs.events refuses: an unknown item
+    assert dots.status_code == 404 and dots.json()["item_id"] == ".."
+    assert client.get("/users/%2E%2E%2Fitems/recommendations").json()["user_id"] == "../items"
+    # each level of escaping is decoded once: the ids "%252F", "%2F" (seeded) and "/" (not seeded)
+    assert client.get("/items/%25252F").json()["title"] == "Title of %252F"
+    assert client.get("/items/%252F").json()["title"] == "Title of %2F"
+    assert client.get("/items/%2F").json() == {"error": f"item '/' is not in the catalog ({prefix}item:/)",
+                                                "item_id": "/"}
+    # a slash that is not escaped separates segments, as always
+    unescaped = client.get("/items/a/b")
+    assert unescaped.status_code == 404
+    assert unescaped.json() == {"error": "no such endpoint: GET /items/a/b (see /docs)"}
+
+
+def test_metrics_count_escaped_ids_under_the_route_template(client: TestClient, odd: None) -> None:
+    client.get("/items/a%2Fb")
+    client.get("/items/a%2Fb/similar")
+    client.get("/users/a%2Fb/recommendations")
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    routes = {s.labels["route"] for s in families["flinkrec_api_requests"].samples if s.name.endswith("_total")}
+    assert {"/items/{item_id}", "/items/{item_id}/similar", "/users/{user_id}/recommendations"} <= routes
+    assert not [r for r in routes if "%" in r or ":" in r]
+
+
+def test_events_with_reserved_characters_in_ids_are_produced_exactly(client: TestClient, kafka: str,
+                                                                     events_topic: str) -> None:
+    batch = [event(k, user=value, item_id=value, event_id=value) for k, value in enumerate(ODD_IDS)]
+    resp = client.post("/events", json=batch)
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["accepted"] == list(ODD_IDS)
+    records = read_topic(kafka, events_topic)
+    got = {json.loads(r.value)["event_id"]: (r.key, json.loads(r.value)) for r in records}
+    assert sorted(got) == sorted(ODD_IDS)
+    for value, (key, doc) in got.items():
+        assert key == value.encode("utf-8") and doc["user_id"] == doc["item_id"] == value
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("user_id", "a\x00b", "user_id 'a\\x00b' has the control character U+0000 at index 1"),
+    ("item_id", "a\x85", "item_id 'a\\x85' has the control character U+0085 at index 1"),
+    ("event_id", "a\u2028", "event_id 'a\\u2028' has the line separator U+2028 at index 1"),
+    ("item_id", "..", "is a URL dot segment"),
+])
+def test_events_with_control_characters_in_ids_are_refused(client: TestClient, kafka: str, events_topic: str,
+                                                           field: str, value: str, words: str) -> None:
+    resp = client.post("/events", json=[event(0), event(1, **{field: value})])
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["accepted"] == ["t-0"]
+    [rejected] = resp.json()["rejected"]
+    assert (rejected["index"], rejected["reason"]) == (1, "bad_id") and words in rejected["error"]
+    assert [json.loads(r.value)["event_id"] for r in read_topic(kafka, events_topic)] == ["t-0"]
+
+
 # --- events ----------------------------------------------------------------------------------------------------
 
 def test_post_one_event_is_produced_keyed_by_user(client: TestClient, kafka: str, events_topic: str) -> None:
@@ -520,9 +641,12 @@ def test_cli_help_has_examples() -> None:
     assert "--host" in out and "--port" in out and "--config" in out and "--set" in out and "examples:" in out
 
 
-def test_cli_serves_the_api(seeded: dict[str, Any], prefix: str, events_topic: str) -> None:
+def test_cli_serves_the_api(seeded: dict[str, Any], rds: Any, prefix: str, events_topic: str) -> None:
     import requests
 
+    odd = "../a/b c?#%\u00e9"  # through uvicorn's own path decoding
+    store_catalog([{"item_id": odd, "title": "Odd", "year": None, "genres": []}], rds, prefix=prefix)
+    write_similar(rds, prefix, odd, [("50", 0.5)])
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning",
                              "--set", f"redis.prefix={prefix}", "--set", f"kafka.topics.events={events_topic}"],
@@ -538,6 +662,13 @@ def test_cli_serves_the_api(seeded: dict[str, Any], prefix: str, events_topic: s
                 assert time.monotonic() < deadline, "python -m serving did not answer within 30 s"
                 time.sleep(0.2)
         assert resp.status_code == 200 and resp.json()["items"][0]["title"] == "Star Wars"
+        base = f"http://127.0.0.1:{port}"
+        assert requests.get(f"{base}/items/{seg(odd)}", timeout=10).json()["title"] == "Odd"
+        similar = requests.get(f"{base}/items/{seg(odd)}/similar", timeout=10).json()
+        assert similar["item_id"] == odd and similar["neighbors"][0]["title"] == "Star Wars"
+        traversal = requests.get(f"{base}/items/..%2F..%2Fetc%2Fpasswd", timeout=10)
+        assert traversal.status_code == 404 and traversal.json()["item_id"] == "../../etc/passwd"
+        assert requests.get(f"{base}/items/%25252F", timeout=10).json()["item_id"] == "%252F"
     finally:
         proc.terminate()
         output = proc.communicate(timeout=15)[0]

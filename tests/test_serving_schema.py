@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import schemathesis
@@ -25,6 +26,7 @@ from config import load_config
 from ingest.catalog import store_catalog
 from serving.api import create_app
 from serving.testing import (
+    ODD_IDS,
     delete_prefix,
     drop_topics,
     fake_catalog,
@@ -61,11 +63,24 @@ def fake_job_output() -> Iterator[None]:
         write_recs(client, PREFIX, "196", [("242", 3.2, "because of 51"), ("1", 2.0, "similar users")])
         write_similar(client, PREFIX, "242", [("1", 0.9), ("2", 0.5)])
         write_trending(client, PREFIX, [("1", 10.0), ("2", 5.0)])
+        # the documented examples and ids with reserved characters, as users, items and items with neighbours
+        store_catalog([{"item_id": i, "title": f"Title of {i}", "year": None, "genres": []} for i in ODD_EXAMPLES],
+                      client, prefix=PREFIX)
+        for i in ODD_EXAMPLES:
+            write_recs(client, PREFIX, i, [("242", 1.5, f"because of {i}")])
+            write_similar(client, PREFIX, i, [("1", 0.5)])
         yield
     finally:
         delete_prefix(client, PREFIX)
         client.close()
         drop_topics(bootstrap, [TOPIC])
+
+
+# the ids of the `examples` of the path parameters (schemathesis sends them too) that hold a "/", and ODD_IDS
+EXAMPLE_IDS = sorted({ex for op in schema.raw_schema["paths"].values() for method in op.values()
+                      for param in method.get("parameters", []) if param["in"] == "path"
+                      for ex in param["schema"].get("examples", []) if "/" in ex})
+ODD_EXAMPLES = sorted({*ODD_IDS, *EXAMPLE_IDS})
 
 
 @schema.parametrize()
@@ -74,3 +89,26 @@ def fake_job_output() -> Iterator[None]:
                                  HealthCheck.filter_too_much])
 def test_api_follows_its_openapi_document(case: Any) -> None:
     case.call_and_validate(checks=CHECKS)
+
+
+# every path operation with an id, and the field of the answer that must give the id back
+ID_ROUTES = [("/users/{user_id}/recommendations", "user_id", "user_id"), ("/items/{item_id}", "item_id", "item_id"),
+             ("/items/{item_id}/similar", "item_id", "item_id")]
+
+
+@pytest.mark.parametrize("value", ODD_EXAMPLES)
+@pytest.mark.parametrize(("path", "param", "field"), ID_ROUTES)
+def test_ids_with_reserved_characters_follow_the_document(path: str, param: str, field: str, value: str) -> None:
+    """Explicit schemathesis cases: the id percent-encoded as one segment, as the parameter's description says."""
+    case = schema[path]["GET"].Case(path_parameters={param: quote(value, safe="")})
+    response = case.call()
+    case.validate_response(response, checks=CHECKS)
+    assert response.status_code == 200, response.text
+    assert response.json()[field] == value
+
+
+def test_the_path_parameters_document_the_encoding() -> None:
+    for path, param, _ in ID_ROUTES:
+        [spec] = [p for p in schema.raw_schema["paths"][path]["get"]["parameters"] if p["name"] == param]
+        assert "%2F" in spec["description"] and any("/" in ex for ex in spec["schema"]["examples"])
+    assert set(EXAMPLE_IDS) == {"shop/Ana Mar\u00eda?#%", "books/978 0?#%"}
