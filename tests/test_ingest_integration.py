@@ -118,13 +118,26 @@ def test_producer_cli_synthetic_with_bad_records(kafka: str, topics: Any) -> Non
 
 
 def test_rate_is_held(kafka: str, topics: Any) -> None:
+    """Record ``i`` is handed to Kafka no sooner than ``i / rate`` after the call: read from the records' own
+    CreateTime, which the producer client stamps when ``produce`` is called. Lower bounds only: a slow or
+    loaded machine can send later, never sooner."""
     topic = topics("rate")
     kafka_admin.ensure_topics(kafka, {topic: {}}, partitions=2)
-    started = time.monotonic()
-    n = produce_events(generate(1000, 20, 50, seed=1), kafka, topic, rate=2000, progress=False)
-    elapsed = time.monotonic() - started
-    assert n == 1000
-    assert 0.45 < elapsed < 1.5, elapsed
+    rate, n = 2000, 1000
+    events = list(generate(n, 20, 50, seed=1))
+    called_ms = time.time() * 1000  # the pacer's clock starts after this
+    assert produce_events(events, kafka, topic, rate=rate, progress=False) == n
+
+    position = {e.event_id: i for i, e in enumerate(events)}
+    records = read_topic(kafka, topic)
+    assert len(records) == n and {r.timestamp_type for r in records} == {0}  # 0: CreateTime, the producer's
+    stamped = sorted((position[json.loads(r.value)["event_id"]], r.timestamp) for r in records)
+    assert [i for i, _ in stamped] == list(range(n))
+    # the pacer skips waits under 1 ms, and the timestamps are whole milliseconds: 2 ms, and a little for clocks
+    slack_ms = 3
+    early = [(i, round(ts - called_ms, 1)) for i, ts in stamped if ts - called_ms < i * 1000 / rate - slack_ms]
+    assert not early, f"records sent before their time (index, ms after the call): {early[:10]}"
+    assert stamped[-1][1] - called_ms >= (n - 1) * 1000 / rate - slack_ms  # the whole run: at least (n-1)/rate
 
 
 def test_catalog_to_kafka_and_redis(kafka: str, topics: Any, redis_client: Any, prefix: str) -> None:
