@@ -12,11 +12,16 @@ Library use::
 
 ``--bad N`` mixes ``N`` malformed records (:func:`bad_records`, one of each kind in
 :data:`BAD_KINDS` in turn) evenly into the stream, for the dead-letter path.
+
+``--skip N`` leaves out the first ``N`` events of the source's stream and ``--limit M`` sends at most ``M``
+of the rest: events ``N .. N+M-1``, the same events (ids, times) as in the whole stream. So a replay in two
+parts is ``--limit N`` and then ``--skip N``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -299,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
   python -m ingest.producer                              all 100,000 MovieLens ratings, as fast as possible
   python -m ingest.producer --limit 5000 --rate 200      the first 5,000 ratings (in time order) at 200 events/s
   python -m ingest.producer --limit 1000 --bad 20        1,000 ratings with 20 malformed records mixed in
+  python -m ingest.producer --skip 5000                  the rest of the ratings, after a --limit 5000 run
+  python -m ingest.producer --skip 5000 --limit 1000     ratings 5,000..5,999 (0-based, in time order)
   python -m ingest.producer --source synthetic --events 1000000 --users 50000 --items 20000 --zipf 1.2 --seed 7
   python -m ingest.producer --set kafka.topics.events=demo-events --set kafka.bootstrap=broker:9092
   python -m ingest.producer --source synthetic --events 10 --dry-run     print the JSON instead of sending it
@@ -307,7 +314,11 @@ The item catalog goes separately: python -m ingest.catalog [--source synthetic -
 """)
     parser.add_argument("--source", choices=("movielens", "synthetic"), default="movielens",
                         help="where events come from (default: movielens)")
-    parser.add_argument("--limit", type=number_arg(int, 0), metavar="N", help="send at most N events")
+    parser.add_argument("--skip", type=number_arg(int, 0), default=0, metavar="N",
+                        help="leave out the first N events of the stream (the rest keeps its ids and times), "
+                             "e.g. after a --limit N run; counted before --limit")
+    parser.add_argument("--limit", type=number_arg(int, 0), metavar="N",
+                        help="send at most N events (of those after --skip)")
     parser.add_argument("--rate", type=number_arg(float, 0), default=0.0, metavar="EVENTS_PER_S",
                         help="target send rate, held on average over the run (default 0: as fast as possible)")
     parser.add_argument("--bad", type=number_arg(int, 0), default=0, metavar="N",
@@ -327,17 +338,29 @@ The item catalog goes separately: python -m ingest.catalog [--source synthetic -
     return parser
 
 
-def _events(args: argparse.Namespace, cfg: dict[str, Any]) -> tuple[Iterable[Event], int]:
+class Selection(NamedTuple):
+    """The events to send (after ``--skip``, at most ``--limit``), their number, and how many events of the
+    source's stream were read to select them (all of it, or up to the end of the selection)."""
+
+    events: Iterable[Event]
+    n_events: int
+    stream_length: int
+
+
+def _events(args: argparse.Namespace, cfg: dict[str, Any]) -> Selection:
+    end = None if args.limit is None else args.skip + args.limit
     if args.source == "movielens":
         from ingest.movielens import load_events
 
-        events = load_events(limit=args.limit, cfg=cfg)
-        return events, len(events)
+        prefix = load_events(limit=end, cfg=cfg)
+        rest = prefix[args.skip:]
+        return Selection(rest, len(rest), len(prefix))
     from ingest.synthetic import generate
 
-    n = args.events if args.limit is None else min(args.events, args.limit)
+    n = args.events if end is None else min(args.events, end)
     w = cfg["model"]["weights"]
-    return generate(n, args.users, args.items, zipf_s=args.zipf, seed=args.seed, weights=w), n
+    stream = generate(n, args.users, args.items, zipf_s=args.zipf, seed=args.seed, weights=w)
+    return Selection(itertools.islice(stream, args.skip, None), max(0, n - args.skip), n)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -352,7 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bootstrap, topic = str(cfg["kafka"]["bootstrap"]), str(cfg["kafka"]["topics"]["events"])
     try:
-        events, total = _events(args, cfg)
+        events, total, length = _events(args, cfg)
+        if args.skip and not total:
+            logger.warning("--skip %d leaves no event: the %s stream has %d", args.skip, args.source, length)
         bad = bad_records(args.bad)
         stream = interleave(events, bad, total)
         if args.dry_run:
@@ -372,7 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ensure_topics(bootstrap, {topic: {}}, partitions=int(cfg["kafka"]["partitions"]))
             except KafkaError as exc:
                 raise ProduceError(f"cannot create topic {topic!r} on {bootstrap}: {exc}") from exc
-        logger.info("sending %d %s events%s to %s on %s%s", total, args.source,
+        logger.info("sending %d %s events%s%s to %s on %s%s", total, args.source,
+                    f" (after the first {args.skip})" if args.skip else "",
                     f" and {len(bad)} bad records" if bad else "", topic, bootstrap,
                     f" at {args.rate:g}/s" if args.rate else "")
         started = time.perf_counter()

@@ -117,6 +117,25 @@ def test_producer_cli_synthetic_with_bad_records(kafka: str, topics: Any) -> Non
     assert len(values) == 3004
 
 
+def test_producer_cli_prefix_then_the_rest(kafka: str, topics: Any) -> None:
+    """``--limit N`` and then ``--skip N`` put the whole stream on the topic, each user's events in order."""
+    topic = topics("skip")
+    base = [sys.executable, "-m", "ingest.producer", "--source", "synthetic", "--events", "2000", "--users", "30",
+            "--items", "200", "--seed", "5", "-q", "--set", f"kafka.topics.events={topic}"]
+    env = {**os.environ, "FLINKREC_KAFKA__BOOTSTRAP": kafka}
+    for part in (["--limit", "1234"], ["--skip", "1234"]):
+        proc = subprocess.run([*base, *part], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr
+    events = list(generate(2000, 30, 200, seed=5))
+    by_user: dict[str, list[str]] = defaultdict(list)
+    for rec in sorted(read_topic(kafka, topic), key=lambda r: (r.partition, r.offset)):
+        by_user[rec.key.decode()].append(rec.value.decode())
+    expected: dict[str, list[str]] = defaultdict(list)
+    for e in events:
+        expected[e.user_id].append(event_to_json(e))
+    assert by_user == expected
+
+
 def test_rate_is_held(kafka: str, topics: Any) -> None:
     """Record ``i`` is handed to Kafka no sooner than ``i / rate`` after the call: read from the records' own
     CreateTime, which the producer client stamps when ``produce`` is called. Lower bounds only: a slow or

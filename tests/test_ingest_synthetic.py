@@ -204,11 +204,57 @@ def test_producer_dry_run(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     assert set(BAD_KINDS) and all(isinstance(r, Record) for r in bad_records(1))
 
 
+def dry_run(capsysbinary: pytest.CaptureFixture[bytes], *args: str) -> list[bytes]:
+    assert producer.main([*args, "--dry-run", "-q"]) == 0
+    return capsysbinary.readouterr().out.splitlines()
+
+
+SYNTHETIC = ("--source", "synthetic", "--events", "300", "--users", "20", "--items", "50", "--seed", "4")
+
+
+@pytest.mark.parametrize("source", [SYNTHETIC, ("--source", "movielens")], ids=["synthetic", "movielens"])
+def test_skip_then_the_rest_is_the_whole_stream(capsysbinary: pytest.CaptureFixture[bytes],
+                                                source: tuple[str, ...]) -> None:
+    whole = dry_run(capsysbinary, *source, "--limit", "300")
+    assert len(whole) == len(set(whole)) == 300
+    prefix = dry_run(capsysbinary, *source, "--limit", "120")
+    rest = dry_run(capsysbinary, *source, "--skip", "120", "--limit", "180")
+    assert prefix + rest == whole  # same events, same ids, same order
+    assert dry_run(capsysbinary, *source, "--skip", "100", "--limit", "50") == whole[100:150]
+    assert dry_run(capsysbinary, *source, "--skip", "0", "--limit", "300") == whole
+    assert dry_run(capsysbinary, *source, "--skip", "299", "--limit", "1") == whole[299:]
+
+
+def test_skip_without_limit_sends_the_rest(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    whole = dry_run(capsysbinary, *SYNTHETIC)
+    assert dry_run(capsysbinary, *SYNTHETIC, "--skip", "250") == whole[250:]
+    from ingest.movielens import load_events
+
+    assert dry_run(capsysbinary, "--skip", "99990") == [event_to_json(e).encode() for e in load_events()[99990:]]
+
+
+def test_skip_with_bad_records_counts_only_events(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    whole = dry_run(capsysbinary, *SYNTHETIC)
+    lines = dry_run(capsysbinary, *SYNTHETIC, "--skip", "10", "--limit", "20", "--bad", "2")
+    assert len(lines) == 22
+    assert [line for line in lines if line.startswith(b'{"event_id":"syn')] == whole[10:30]
+
+
+def test_skip_past_the_end_sends_nothing_and_says_so(capsysbinary: pytest.CaptureFixture[bytes],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    assert dry_run(capsysbinary, *SYNTHETIC, "--skip", "301") == []
+    assert "--skip 301 leaves no event: the synthetic stream has 300" in caplog.text
+    with pytest.raises(SystemExit):
+        producer.main(["--skip", "-1"])
+    assert "'-1' must be >= 0" in capsysbinary.readouterr().err.decode()
+
+
 def test_producer_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         producer.main(["--help"])
     text = capsys.readouterr().out
     assert "examples:" in text and "--source synthetic" in text and "--rate" in text
+    assert "--skip 5000 " in text and "after a --limit 5000 run" in text
 
 
 def test_event_types_cover_the_default_mix() -> None:
