@@ -146,6 +146,21 @@ def validate(cfg: Mapping[str, Any]) -> None:
     for etype, w in cfg["model"]["weights"].items():
         if not isinstance(w, (int, float)) or isinstance(w, bool) or not w > 0:
             raise ConfigError(f"config key model.weights.{etype} must be a positive number, got {w!r}")
+    port_range(cfg["metrics"]["prometheus_port"], "metrics.prometheus_port")
+
+
+def port_range(value: Any, key: str) -> tuple[int, int] | None:
+    """A port setting: a port, or a range ``"first-last"`` (the first free one is taken); 0 or null: off (None)."""
+    if value is None or value == 0:
+        return None
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    first, sep, last = text.partition("-")
+    if first.isdigit() and (last.isdigit() if sep else True):
+        ports = (int(first), int(last) if sep else int(first))
+        if 1 <= ports[0] <= ports[1] <= 65535:
+            return ports
+    raise ConfigError(f"config key {key} must be a port (1-65535), a range like 9249-9259, or 0/null (off), "
+                      f"got {value!r}")
 
 
 def resolve_path(value: str | os.PathLike[str]) -> Path:

@@ -15,6 +15,7 @@ from pyflink.common import Configuration
 from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
 from config import PROJECT_ROOT, resolve_path
+from jobs.metrics import configure_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None
     conf.set_string("python.fn-execution.bundle.size", str(job["bundle_size"]))
     conf.set_string("python.fn-execution.bundle.time", str(job["bundle_time_ms"]))
     conf.set_string("state.backend.type", job["state_backend"])
+    configure_metrics(conf, cfg, submitted=submitted)  # Flink's Prometheus reporter (metrics.prometheus_port)
     for key, value in restart_strategy(job).items():
         conf.set_string(key, value)
     if kafka and not submitted:
