@@ -50,6 +50,7 @@ from core.fusion import LogisticCombiner
 from core.hybrid import FEATURES, HybridRecommender, UserLog, UserView, decayed_history
 from core.itemcf import Neighbors
 from operators.compat import put_all
+from operators.metrics_catalog import RANKING_MS_BOUNDS, Histogram, gauge_setter
 from operators.windows import END_OF_TIME, pack, packed_shard, unpack
 from udfs.serde import recs_message
 
@@ -101,6 +102,10 @@ class Ranker(KeyedBroadcastProcessFunction):
         self.combiner = runtime_context.get_state(ValueStateDescriptor("combiner", Types.PICKLED_BYTE_ARRAY()))
         self._trained = runtime_context.get_metrics_group().counter("combiner_examples")
         self._deferred = runtime_context.get_metrics_group().counter("rank_requests_deferred")
+        self._rankings = runtime_context.get_metrics_group().counter("rankings")
+        self._ranking_ms = Histogram(runtime_context.get_metrics_group(), "ranking_ms", RANKING_MS_BOUNDS)
+        self._window_lag = gauge_setter(runtime_context.get_metrics_group(), "window_lag_ms")
+        self._rank_queue = gauge_setter(runtime_context.get_metrics_group(), "rank_queue")
         self._budget: dict[Any, tuple[int, float]] = {}  # key -> (window, perf_counter deadline)
         # requests left over by the budget: user -> (order, request) in keyed state, written once when deferred
         # and removed once when answered; the order of each shard's queue (user -> order, oldest first) is kept
@@ -351,12 +356,14 @@ class Ranker(KeyedBroadcastProcessFunction):
         requests = list(latest.items())
         deadline = self._deadline(key, timestamp)
         answered = len(requests)
+        took: list[float] = []  # ms per ranking
         for done, (user, found) in enumerate(requests):
             if deadline is not None and done and time.perf_counter() > deadline:
                 answered = done
                 break
             req = found if found is not None else self.deferred.get(user)[1]
             _, log, recent, last_ts, event_id, event_ts, _ = req
+            started = time.perf_counter()
             view = self.view(user, log, recent, last_ts)
             ranked = rec.rank_view(view, combiner=combiner)
             msg = recs_message(user, ranked, event_id, event_ts, now, len(log["items"]),
@@ -366,7 +373,13 @@ class Ranker(KeyedBroadcastProcessFunction):
                                                           event_id, event_ts, now, 0, "", mode)["items"]
                                        for mode in self.compare_modes}
             out.append(msg)
+            took.append((time.perf_counter() - started) * 1000)
         self._requeue(key, queue, requests[:answered], requests[answered:], timestamp, ctx)
+        self._rankings.inc(len(out))
+        self._ranking_ms.observe(took)
+        self._rank_queue(sum(len(q) for q in self._queues.values()))
+        if timestamp != END_OF_TIME:
+            self._window_lag(int(time.time() * 1000) - timestamp)
         weights = None
         if combiner.n_seen != seen_before:
             self._trained.inc(combiner.n_seen - seen_before)

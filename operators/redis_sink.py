@@ -62,6 +62,8 @@ class _RedisWriter(FlatMapFunction):
                                    socket_connect_timeout=5)
         self._set_if_newer = self._client.register_script(SET_IF_NEWER)
         self._unwritable = runtime_context.get_metrics_group().add_group("redis_sink").counter("unwritable")
+        self._retries = runtime_context.get_metrics_group().add_group("redis_sink").counter("retries")
+        self._backoff_ms = runtime_context.get_metrics_group().add_group("redis_sink").counter("backoff_ms")
 
     def close(self) -> None:
         if self._client is not None:
@@ -100,6 +102,8 @@ class _RedisWriter(FlatMapFunction):
                 if retry:
                     logger.warning("redis %s:%s unavailable (%s); retrying %d writes in %.1fs", self.host, self.port,
                                    next(r for r in results if isinstance(r, Exception)), len(retry), backoff)
+                    self._retries.inc()
+                    self._backoff_ms.inc(int(backoff * 1000))
                     time.sleep(backoff)
                     backoff = min(backoff * 2, self.max_backoff_s)
                 chunk = retry

@@ -44,6 +44,7 @@ from core.itemcf import ItemRows, PairDeltas, UserHistory, user_event
 from core.usercf import UserState, new_user_state, pair_deltas, record_rater, set_weight
 from operators.compat import put_all
 from operators.late import LateCheck
+from operators.metrics_catalog import gauge_setter
 from operators.parse import DLQ_TAG, Rejects
 from udfs.dlq import parse_source_event
 from udfs.events import DEFAULT_LIMITS, Event, InvalidEvent, Limits
@@ -115,6 +116,7 @@ class _Windowed(KeyedProcessFunction):
     def open_buffer(self, runtime_context: RuntimeContext) -> None:
         self.buffer = runtime_context.get_list_state(ListStateDescriptor("buffer", Types.PICKLED_BYTE_ARRAY()))
         self._armed = {}
+        self._window_lag = gauge_setter(runtime_context.get_metrics_group(), "window_lag_ms")
 
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
         self.buffer.add(value)
@@ -136,6 +138,8 @@ class _Windowed(KeyedProcessFunction):
         if raws:
             self.buffer.clear()
         yield from self.flush(ctx.get_current_key(), [unpack(raw) for raw in raws], ctx, timestamp, raws)
+        if timestamp != END_OF_TIME:
+            self._window_lag(int(time.time() * 1000) - timestamp)
 
     def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int,
               raws: list[bytes]) -> Any:  # pragma: no cover - abstract
@@ -173,6 +177,9 @@ class UserWindow(KeyedProcessFunction):
             MapStateDescriptor("users", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self._cache, self._armed, self._loaded = {}, set(), set()
         self._duplicates = runtime_context.get_metrics_group().counter("duplicates")
+        self._events_in = runtime_context.get_metrics_group().counter("events_in")
+        self._events_valid = runtime_context.get_metrics_group().counter("events_valid")
+        self._users_held = gauge_setter(runtime_context.get_metrics_group(), "users_held")
         self.late.open(runtime_context.get_metrics_group())
         self.rejects.open(runtime_context.get_metrics_group())
 
@@ -194,7 +201,10 @@ class UserWindow(KeyedProcessFunction):
                 continue
             events.append(event)
         self.late.flush_count()
+        self._events_in.inc(len(value[0]))
+        self._events_valid.inc(len(events))
         yield from self.flush(key, events, final=False)
+        self._users_held(len(self._cache))
 
     def on_timer(self, timestamp, ctx):  # type: ignore[no-untyped-def]
         if timestamp == END_OF_TIME:  # the only timer this operator sets
@@ -321,6 +331,13 @@ class _RowsWindow(_Windowed):
         self.index = runtime_context.get_map_state(MapStateDescriptor("index", Types.STRING(), Types.INT()))
         self.log = runtime_context.get_list_state(ListStateDescriptor("rows-log", Types.PICKLED_BYTE_ARRAY()))
         self._models, self._unwritten = {}, {}
+        self._rows_held = gauge_setter(runtime_context.get_metrics_group(), "rows_held")
+        self._refresh_backlog = gauge_setter(runtime_context.get_metrics_group(), "refresh_backlog")
+
+    def _report_sizes(self) -> None:
+        """The gauges of the rows held and of the neighbour lists waiting for a recompute (all shards)."""
+        self._rows_held(sum(len(m.rows) for m in self._models.values()))
+        self._refresh_backlog(sum(len(m.dirty) for m in self._models.values()))
 
     def _budget_left(self) -> float:
         """Seconds of refresh work left in this window for this interpreter (shared by its subtasks and shards)."""
@@ -422,6 +439,7 @@ class ItemWindow(_RowsWindow):
     def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int, raws: list[bytes]) -> Any:
         final = timestamp == END_OF_TIME
         neighbors = self.apply_rows(key, ((n_d, p_d) for _, n_d, p_d, _ in batch), ctx, final, raws=raws)
+        self._report_sizes()
         if key not in self._stats:
             self._stats[key] = dict(self.stats.items())
             self._raters[key] = dict(self.raters.items()) if self.usercf else {}
@@ -474,5 +492,6 @@ class UserSimWindow(_RowsWindow):
         # a user's neighbours are read only when that user is ranked, i.e. after they acted: refresh those rows
         neighbors = self.apply_rows(key, ((n_d, p_d) for _, n_d, p_d in batch), ctx, timestamp == END_OF_TIME,
                                     only_norms=True, raws=raws)
+        self._report_sizes()
         if neighbors:
             yield ("users", key, neighbors, int(time.time() * 1000))

@@ -57,6 +57,12 @@ class FakeContext:
     def get_list_state(self, desc: Any) -> FakeListState:
         return self.states.setdefault(desc.get_name(), FakeListState())
 
+    def get_metrics_group(self) -> Any:  # the operators' gauges (operators.metrics_catalog.gauge_setter): not read here
+        return self
+
+    def gauge(self, name: str, value: Any) -> None:
+        pass
+
 
 def window_batches(seed: int, windows: int) -> list[list[tuple[dict[str, float], dict[str, dict[str, float]]]]]:
     """Per window, two upstream shards' (norm deltas, pair deltas), with cancellations and new columns."""
