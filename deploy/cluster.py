@@ -28,7 +28,9 @@ uses another interpreter instead (it must import ``pyflink`` and ``pemja``).
 Settings (environment): ``CLUSTER_REST_PORT`` (8081), ``CLUSTER_RPC_PORT`` (6123), ``CLUSTER_SLOTS`` (2, per
 TaskManager), ``CLUSTER_TASKMANAGERS`` (1; thread mode runs one Python interpreter per TaskManager JVM, so Python
 work uses more than one core only with more TaskManagers), ``CLUSTER_JM_MEMORY`` (1024m), ``CLUSTER_TM_MEMORY``
-(3072m), ``CLUSTER_JVM_OPTS`` (``-XX:TieredStopAtLevel=1``; empty: the JVM default), ``CLUSTER_PYTHON``. They
+(3072m), ``CLUSTER_JVM_OPTS`` (``-XX:TieredStopAtLevel=1``; empty: the JVM default), ``CLUSTER_PYTHON``,
+``CLUSTER_PROM_PORTS`` (9250-9259: the ports of Flink's Prometheus reporter, one per JVM, taken in the order the
+JVMs start; the local mini-cluster keeps 9249, docs/metrics.md). They
 are not named ``FLINKREC_*``: that prefix is reserved for config overrides (``config.load_config`` rejects unknown
 keys).
 """
@@ -89,6 +91,7 @@ class Settings:
     tm_memory: str = "3072m"
     python: str | None = None  # the node interpreter; None: var/flink/pyenv built from this venv
     jvm_opts: str = "-XX:TieredStopAtLevel=1"  # of the JobManager and TaskManager JVMs (job.jvm_options: why)
+    prom_ports: str = "9250-9259"  # Prometheus reporter: each JVM takes the first free port of the range
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,7 +112,21 @@ class Settings:
                    jm_memory=e.get("CLUSTER_JM_MEMORY") or cls.jm_memory,
                    tm_memory=e.get("CLUSTER_TM_MEMORY") or cls.tm_memory,
                    python=e.get("CLUSTER_PYTHON") or None,
-                   jvm_opts=e.get("CLUSTER_JVM_OPTS", cls.jvm_opts))
+                   jvm_opts=e.get("CLUSTER_JVM_OPTS", cls.jvm_opts),
+                   prom_ports=prom_ports(e.get("CLUSTER_PROM_PORTS") or cls.prom_ports))
+
+
+def prom_ports(value: str) -> str:
+    """``CLUSTER_PROM_PORTS`` checked: a port or a range ``first-last`` (the reporter cannot be switched off here)."""
+    from config import ConfigError, port_range
+
+    try:
+        ports = port_range(value, "CLUSTER_PROM_PORTS")
+    except ConfigError as exc:
+        raise ClusterError(str(exc)) from exc
+    if ports is None:
+        raise ClusterError(f"CLUSTER_PROM_PORTS must be a port or a range like 9250-9259, got {value!r}")
+    return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}-{ports[1]}"
 
 
 # --- the Flink distribution inside the wheel ------------------------------------------------------------
@@ -242,7 +259,8 @@ def render_conf(settings: Settings, python: Path) -> str:
     pythonpath = os.pathsep.join(check_node_python(python))
     values = {"VAR": str(FLINK_VAR), "REST_PORT": str(settings.rest_port), "RPC_PORT": str(settings.rpc_port),
               "SLOTS": str(settings.slots), "JM_MEMORY": settings.jm_memory, "TM_MEMORY": settings.tm_memory,
-              "PYTHON": str(python), "PYTHONPATH": pythonpath, "JVM_OPTS": settings.jvm_opts or '""'}
+              "PYTHON": str(python), "PYTHONPATH": pythonpath, "JVM_OPTS": settings.jvm_opts or '""',
+              "PROM_PORTS": settings.prom_ports}
     text = TEMPLATE.read_text()
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
