@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -52,3 +53,16 @@ def test_a_long_bad_id_is_shown_truncated() -> None:
     with pytest.raises(ValueError) as info:
         validate_record({**TOY, "item_id": "x" * 500 + "\x00"})
     assert "U+0000 at index 500" in str(info.value) and len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(("record", "words"), [
+    ({"item_id": "1", "title": "T" * 501}, "title 'TTTT"),
+    ({"item_id": "1", "title": "a\ud800b"}, "contains a lone surrogate"),
+    ({"item_id": "1", "title": "t", "genres": ["g" * 65]}, "has 65 characters, more than 64"),
+    ({"item_id": "1", "title": "t", "genres": ["x\udfff"]}, "contains a lone surrogate"),
+    ({"item_id": "1", "title": "t", "genres": [f"g{k}" for k in range(31)]}, "31 genres, more than 30"),
+])
+def test_titles_and_genres_are_bounded_text(record: dict[str, object], words: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(words)):
+        validate_record(record)
+    assert validate_record({"item_id": "1", "title": "T" * 500, "genres": ["g" * 64] * 30})["title"] == "T" * 500

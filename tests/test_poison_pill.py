@@ -111,9 +111,11 @@ def catalog(n_items: int) -> list[tuple[bytes | None, bytes | None]]:
         (b"c", b"[" * 20_000 + b"]" * 20_000), (b"c", raw({"item_id": "i\x00", "title": "t", "genres": []})),
         (b"c", raw({"item_id": "c1", "title": 5})), (b"c", b'{"item_id": "c2", "title": "t", "year": 1e400}'),
         (b"c", raw({"item_id": "c3", "title": "t", "genres": ["g" * 50_000, 7]})),
+        (b"c", raw({"item_id": "c4", "title": "T" * 60_000})), (b"c", raw({"item_id": "c5", "title": "\ud800"})),
+        (b"c", raw({"item_id": "c6", "title": "t", "genres": [f"g{k}" for k in range(1000)]})),
     ]
-    # a long title is valid: reasons quoting it are cut, the messages stay small
-    long_title = (b"i0", raw({"item_id": "i0", "title": "T" * 60_000, "year": 2000, "genres": ["Drama"]}))
+    # the longest title is valid: reasons quoting it are cut, the messages stay small
+    long_title = (b"i0", raw({"item_id": "i0", "title": "T" * 500, "year": 2000, "genres": ["Drama"]}))
     return [*good[:1], *bad, long_title, *good[1:], (b"i1", None)]  # a tombstone: skipped
 
 
@@ -254,7 +256,7 @@ def test_every_size_and_byte_class(job_run: Run, redis_conn: Any) -> None:
     produce(job_run.bootstrap, job_run.topics["events"], records)
     job_run.run()
     reasons = job_run.check(redis_conn, catalog_refused=catalog_refused)
-    assert catalog_refused == 10
+    assert catalog_refused == 13
     assert {"too_large", "bad_utf8", "bad_json", "bad_id", "id_too_long", "bad_number", "null_value",
             "unknown_type", "unknown_field", "wrong_type", "bad_timestamp"} <= set(reasons), reasons
 

@@ -1,10 +1,11 @@
 """Catalog records (the ``items`` topic): one JSON object per item.
 
 ``{"item_id": "1", "title": "Toy Story", "year": 1995, "genres": ["Animation", "Children's", "Comedy"]}``;
-``year`` may be null, ``genres`` may be empty. ``item_id`` follows the id rules of :mod:`udfs.events`
-(:func:`udfs.events.id_problem`: no control characters, line separators or surrogates, not ``.`` or
-``..``, no surrounding white space). The job joins the records into the stream (content features);
-``ingest.catalog`` publishes them.
+``year`` may be null, ``genres`` may be empty; a title has at most :data:`MAX_TITLE_CHARS` characters, a record at
+most :data:`MAX_GENRES` genres of at most :data:`MAX_GENRE_CHARS` characters, none of them lone surrogates.
+``item_id`` follows the id rules of :mod:`udfs.events` (:func:`udfs.events.id_problem`: no control characters, line
+separators or surrogates, not ``.`` or ``..``, no surrounding white space). The job joins the records into the
+stream (content features); ``ingest.catalog`` publishes them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ from typing import Any
 from udfs.events import id_problem
 
 GENRE_SEPARATOR = "|"
+MAX_TITLE_CHARS = 500
+MAX_GENRES = 30
+MAX_GENRE_CHARS = 64
+
+
+def _text_problem(text: str, limit: int) -> str | None:
+    """Why a title or genre is refused: longer than ``limit`` characters, or a lone surrogate (no encoding has it)."""
+    if len(text) > limit:
+        return f"has {len(text)} characters, more than {limit}"
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        return "contains a lone surrogate"
+    return None
 
 
 def validate_record(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -28,13 +41,22 @@ def validate_record(record: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"catalog record has a bad item_id {item_id!r:.80}: it {problem}: {dict(record)!r:.200}")
     title = record.get("title")
     if not isinstance(title, str):
-        raise ValueError(f"item {item_id}: title must be a string, got {title!r}")
+        raise ValueError(f"item {item_id}: title must be a string, got {title!r:.200}")
+    problem = _text_problem(title, MAX_TITLE_CHARS)
+    if problem is not None:
+        raise ValueError(f"item {item_id}: title {title!r:.80} {problem}")
     year = record.get("year")
     if year is not None and (isinstance(year, bool) or not isinstance(year, int)):
         raise ValueError(f"item {item_id}: year must be an integer or None, got {year!r}")
     genres = record.get("genres", [])
     if not isinstance(genres, (list, tuple)) or not all(isinstance(g, str) and g for g in genres):
-        raise ValueError(f"item {item_id}: genres must be a list of non-empty strings, got {genres!r}")
+        raise ValueError(f"item {item_id}: genres must be a list of non-empty strings, got {genres!r:.200}")
+    if len(genres) > MAX_GENRES:
+        raise ValueError(f"item {item_id}: {len(genres)} genres, more than {MAX_GENRES}")
+    for genre in genres:
+        problem = _text_problem(genre, MAX_GENRE_CHARS)
+        if problem is not None:
+            raise ValueError(f"item {item_id}: genre {genre!r:.80} {problem}")
     bad = [g for g in genres if GENRE_SEPARATOR in g]
     if bad:
         raise ValueError(f"item {item_id}: genre {bad[0]!r} contains the separator {GENRE_SEPARATOR!r}")
