@@ -11,6 +11,8 @@ document as ``rec:recs:<user_id>``). This consumer:
   ``--from-beginning`` (like ``kafka-console-consumer``: offsets the group committed win);
 * prints one JSON document per line (``--with-meta`` wraps it with topic, partition, offset, timestamp),
   to stdout or appended to ``--output FILE``; ``--user`` keeps one user's updates;
+* with ``--latest``, prints only the last message of each key (the topic is keyed by ``user_id``, so that is
+  every user's current list, equal to ``rec:recs:<user_id>``: what a compacted topic keeps), once it stops;
 * stops after ``--max N`` messages, ``--timeout S`` seconds, ``--idle S`` seconds without a message,
   at the end offsets with ``--until-end``, or on Ctrl-C / SIGTERM (after committing what it wrote).
 
@@ -72,11 +74,12 @@ def _line(record: Any, with_meta: bool) -> tuple[bytes | None, str | None]:
 def tail(bootstrap: str, topic: str, group: str = DEFAULT_GROUP, *, out: TextIO, from_beginning: bool = False,
          max_messages: int | None = None, timeout_s: float | None = None, idle_s: float | None = None,
          until_end: bool = False, user: str | None = None, with_meta: bool = False, wait_s: float = 10.0,
-         stop: threading.Event | None = None, consumer_factory: Any = KafkaConsumer) -> int:
+         latest: bool = False, stop: threading.Event | None = None, consumer_factory: Any = KafkaConsumer) -> int:
     """Write the messages of ``topic`` as JSON lines to ``out``; return how many were written.
 
-    Offsets are committed for the group after each written and flushed batch. Raises :class:`TailError`
-    when the broker does not answer or the topic does not exist within ``wait_s`` seconds.
+    Offsets are committed for the group after each written and flushed batch. With ``latest`` only the last message
+    of each record key is kept, and those are written (sorted by key) when the tail stops, and committed after.
+    Raises :class:`TailError` when the broker does not answer or the topic does not exist within ``wait_s`` seconds.
     """
     if max_messages is not None and max_messages < 1:
         raise ValueError(f"max_messages must be >= 1, got {max_messages!r}")
@@ -92,6 +95,7 @@ def tail(bootstrap: str, topic: str, group: str = DEFAULT_GROUP, *, out: TextIO,
         raise TailError(f"cannot connect to Kafka at {bootstrap}: {exc!r}; start it with "
                         "`bash deploy/services.sh up`") from exc
     written = 0
+    last: dict[bytes, bytes] = {}  # latest: the last line of each key
     try:
         deadline = time.monotonic() + wait_s
         while not consumer.partitions_for_topic(topic):
@@ -120,7 +124,10 @@ def tail(bootstrap: str, topic: str, group: str = DEFAULT_GROUP, *, out: TextIO,
                 for record in batch[tp]:
                     line, user_id = _line(record, with_meta)
                     if line is not None and (user is None or user_id == user):
-                        lines.append(line)
+                        if latest:
+                            last[record.key if record.key is not None else (user_id or "").encode()] = line
+                        else:
+                            lines.append(line)
             if batch:
                 last_message = time.monotonic()
             if lines:
@@ -135,6 +142,11 @@ def tail(bootstrap: str, topic: str, group: str = DEFAULT_GROUP, *, out: TextIO,
             if until_end and _at_end(consumer, ends):
                 logger.info("stopping: reached the end offsets")
                 break
+        if last:
+            out.write(b"\n".join(last[k] for k in sorted(last)).decode("utf-8", "replace") + "\n")
+            out.flush()
+            written += len(last)
+            consumer.commit()
     except KafkaError as exc:
         raise TailError(f"reading {topic!r} from {bootstrap} failed after {written} message(s): {exc!r}") from exc
     finally:
@@ -166,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
   python -m serving.tail --group audit --output recs.jsonl --timeout 60
   python -m serving.tail --user 196 --with-meta           one user's updates with topic/partition/offset
   python -m serving.tail --from-beginning --until-end --group "check-$RANDOM"    what the topic holds now
+  python -m serving.tail --from-beginning --until-end --latest --group "snap-$RANDOM"   every user's current list
   python -m serving.tail --from-beginning --max 100 | jq -c '{user_id, top: .items[0].item_id}'
 
 --from-beginning applies to a group without committed offsets (as in kafka-console-consumer); use a new
@@ -183,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--until-end", action="store_true",
                         help="stop at the end offsets the partitions had when they were assigned")
     parser.add_argument("--user", metavar="USER_ID", help="print only the updates of this user")
+    parser.add_argument("--latest", action="store_true",
+                        help="print only the last message of each user (key), when the tail stops: every user's "
+                             "current list (use with --from-beginning --until-end)")
     parser.add_argument("--with-meta", action="store_true",
                         help='print {"topic", "partition", "offset", "timestamp", "key", "value"} per message')
     parser.add_argument("--wait", type=_positive(float), default=10.0, metavar="S",
@@ -233,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("cannot open --output %s: %s", args.output, exc)
         return 2
     try:
-        n = tail(bootstrap, topic, args.group, out=out, from_beginning=args.from_beginning,
+        n = tail(bootstrap, topic, args.group, out=out, from_beginning=args.from_beginning, latest=args.latest,
                  max_messages=args.max_messages, timeout_s=args.timeout, idle_s=args.idle, until_end=args.until_end,
                  user=args.user, with_meta=args.with_meta, wait_s=args.wait, stop=stop)
     except TailError as exc:

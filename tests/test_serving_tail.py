@@ -154,3 +154,15 @@ def test_tail_cli_help_and_errors(kafka: str) -> None:
         assert missing.returncode == 1 and f"topic '{name}' does not exist" in missing.stderr
     finally:
         drop_topics(kafka, [name])
+
+
+def test_tail_latest_prints_the_last_message_of_each_user(kafka: str, topic: str) -> None:
+    """Keyed like the job's topic: the last message per key is each user's current list (what compaction keeps)."""
+    values = docs(["196", "7", "196", "42", "7", "196"])
+    for value in values:
+        produce_values(kafka, topic, [value.encode()], key=json.loads(value)["user_id"].encode())
+    out = io.StringIO()
+    n = tail(kafka, topic, unique("g"), out=out, from_beginning=True, until_end=True, latest=True, timeout_s=60)
+    got = lines(out)
+    assert n == 3 and [d["user_id"] for d in got] == ["196", "42", "7"]  # sorted by key
+    assert [d["event_id"] for d in got] == ["e-5", "e-3", "e-4"]
