@@ -8,11 +8,14 @@
 * :func:`count_messages` reads a topic from the beginning and counts the records a consumer with
   the given isolation level sees. For transactional topics the offsets alone are not a count:
   commit/abort markers take offsets and aborted records are skipped by ``read_committed``.
+* :func:`topic_ids` (a topic's incarnation), :func:`last_offsets` (where a reader of a partition stops),
+  :func:`open_transactions` and :func:`abort_transactions` serve the job's state continuity (jobs/state.py).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -21,7 +24,7 @@ from typing import Any
 with warnings.catch_warnings():
     # kafka-python 3.0 loads its protocol schemas with importlib.resources calls deprecated since Python 3.11
     warnings.simplefilter("ignore", DeprecationWarning)
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import ConfigResource, ConfigResourceType
     from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
@@ -232,3 +235,89 @@ def count_messages(bootstrap: str, topic: str, isolation: str = "read_committed"
         return count
     finally:
         consumer.close()
+
+
+def topic_ids(bootstrap: str, topics: Iterable[str], timeout: float = 30.0) -> dict[str, str]:
+    """``{topic: topic id}``: the id (a UUID) is the topic's incarnation, a topic deleted and created again under the
+    same name gets a new one. Raises :class:`ValueError` naming the topics that do not exist."""
+    names = list(dict.fromkeys(topics))
+    admin = _admin(bootstrap, timeout)
+    try:
+        described = admin.describe_topics(names)
+    finally:
+        admin.close()
+    ids = {info["name"]: str(info["topic_id"]) for info in described
+           if not info.get("error_code") and info.get("topic_id")}
+    missing = [name for name in names if name not in ids]
+    if missing:
+        raise ValueError(f"topic(s) {', '.join(repr(m) for m in missing)} do not exist on {bootstrap}: create them "
+                         "(`make services-up` creates the project's topics, `python -m ingest.producer` the events "
+                         "topic)")
+    return ids
+
+
+def last_offsets(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[int, int | None]:
+    """``{partition: the offset after the last record a read_committed consumer reads there now}`` (``None``: none).
+
+    That is the end offset unless the partition ends with what a consumer never receives (transaction markers,
+    aborted records); a reader's position only moves with the records it receives, so this is where it stops."""
+    deadline = time.monotonic() + timeout
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             isolation_level="read_committed", allow_auto_create_topics=False,
+                             client_id="flinkrec-last-offsets", request_timeout_ms=max(1000, int(timeout * 1000)))
+    try:
+        parts = sorted(consumer.partitions_for_topic(topic) or ())
+        if not parts:
+            raise ValueError(f"topic {topic!r} does not exist on {bootstrap}")
+        tps = [TopicPartition(topic, p) for p in parts]
+        begin, end = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+        out: dict[int, int | None] = {}
+        for tp in tps:
+            out[tp.partition] = None
+            window = 16
+            while end[tp] > begin[tp]:
+                start = max(begin[tp], end[tp] - window)
+                consumer.assign([tp])
+                consumer.seek(tp, start)
+                last = None
+                while consumer.position(tp) < end[tp]:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"reading the tail of {topic!r} partition {tp.partition} took over "
+                                           f"{timeout:g} s")
+                    for record in consumer.poll(timeout_ms=500, max_records=1000).get(tp, []):
+                        if record.offset < end[tp]:
+                            last = record.offset
+                if last is not None:
+                    out[tp.partition] = last + 1
+                    break
+                if start == begin[tp]:
+                    break
+                window *= 16
+        return out
+    finally:
+        consumer.close()
+
+
+def open_transactions(bootstrap: str, pattern: str, timeout: float = 30.0) -> list[str]:
+    """The transactional ids matching the regular expression ``pattern`` (whole id) whose transaction is open
+    (``Ongoing``) on the broker: until it ends, read_committed consumers of its partitions read nothing after it."""
+    matcher = re.compile(pattern)
+    admin = _admin(bootstrap, timeout)
+    try:
+        listed = admin.list_transactions(state_filters=["Ongoing"])
+    finally:
+        admin.close()
+    return sorted({t.transactional_id for found in listed.values() for t in found
+                   if matcher.fullmatch(t.transactional_id)})
+
+
+def abort_transactions(bootstrap: str, transactional_ids: Iterable[str], timeout: float = 60.0) -> None:
+    """Abort each id's open transaction: a producer initialising that id fences the old one (new epoch) and the
+    coordinator aborts what it left open."""
+    for tid in transactional_ids:
+        producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=tid, client_id="flinkrec-abort",
+                                 max_block_ms=int(timeout * 1000))
+        try:
+            producer.init_transactions()
+        finally:
+            producer.close(timeout=timeout)
