@@ -112,7 +112,7 @@ class CheckpointWatch:
 
     def poll(self) -> None:
         now = time.time()
-        for chk in self.root.glob("*/chk-*"):
+        for chk in self.root.glob("*/*/chk-*"):  # <job identity>/<job id>/chk-N (jobs.state)
             if chk.name not in self.started:
                 self.started[chk.name] = now if self.polled else None
             if chk.name not in self.completed:

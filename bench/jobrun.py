@@ -253,9 +253,10 @@ class JobProcess:
 
 
 def latest_checkpoint(root: Path, after: float = 0.0) -> Path | None:
-    """The newest completed checkpoint ``<root>/<job id>/chk-N`` (it has ``_metadata``) written after ``after``."""
+    """The newest completed checkpoint ``<root>/<job identity>/<job id>/chk-N`` (it has ``_metadata``; jobs.state)
+    written after ``after``."""
     best: tuple[float, Path] | None = None
-    for meta in root.glob("*/chk-*/_metadata"):
+    for meta in root.glob("*/*/chk-*/_metadata"):
         try:
             mtime = meta.stat().st_mtime
         except OSError:

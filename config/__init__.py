@@ -118,7 +118,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
 
     for key in ("model.top_n", "model.top_k", "job.parallelism", "job.shards", "job.window_ms", "job.model_window_ms",
                 "redis.pipeline_size", "kafka.partitions", "limits.max_id_length", "job.dedup_ttl_ms",
-                "job.dedup_max_ids", "job.state_compact_windows", "kafka.max_record_bytes", "limits.dlq_payload_bytes"):
+                "job.dedup_max_ids", "job.state_compact_windows", "kafka.max_record_bytes", "limits.dlq_payload_bytes",
+                "job.stall_timeout_s"):
         integer(key)
     # a dead-letter record (Base64 of the kept bytes and at most DLQ_OVERHEAD_BYTES of fields) must fit a Kafka record
     dlq_bytes = 4 * -(-cfg["limits"]["dlq_payload_bytes"] // 3) + DLQ_OVERHEAD_BYTES

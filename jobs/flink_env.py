@@ -16,6 +16,7 @@ from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
 from config import PROJECT_ROOT, resolve_path
 from jobs.metrics import configure_metrics
+from jobs.state import StateDirs, prepare, state_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -89,29 +90,11 @@ def _export_jvm_memory(job: dict[str, Any]) -> None:
 
 
 def latest_checkpoint(cfg: dict[str, Any]) -> Path | None:
-    """The newest completed checkpoint (a ``chk-N`` folder with ``_metadata``) under ``job.checkpoint_dir``."""
-    root = resolve_path(str(cfg["job"]["checkpoint_dir"]))
-    found = [m.parent for m in root.glob("*/chk-*/_metadata")] if root.is_dir() else []
+    """The newest completed checkpoint (a ``chk-N`` folder with ``_metadata``) of the job identity ``cfg`` describes
+    (its namespace under ``job.checkpoint_dir``: :mod:`jobs.state`)."""
+    folder = state_dirs(cfg).checkpoint_path
+    found = [m.parent for m in folder.glob("*/chk-*/_metadata")] if folder is not None and folder.is_dir() else []
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
-def resolve_restore(cfg: dict[str, Any], restore: str | None) -> str | None:
-    """``latest`` -> the newest checkpoint (or None when there is none yet); a path -> its URI."""
-    if not restore:
-        return None
-    if restore == "latest":
-        chk = latest_checkpoint(cfg)
-        if chk is None:
-            logger.warning("no completed checkpoint under %s: starting from the configured offsets",
-                           cfg["job"]["checkpoint_dir"])
-            return None
-        return chk.as_uri()
-    if "://" in restore:
-        return restore
-    path = Path(restore)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint or savepoint {restore!r} does not exist")
-    return path.resolve().as_uri()
 
 
 def restart_strategy(job: dict[str, Any]) -> dict[str, str]:
@@ -129,9 +112,16 @@ def restart_strategy(job: dict[str, Any]) -> dict[str, str]:
             "restart-strategy.exponential-delay.attempts-before-reset-backoff": str(job["restart_attempts"])}
 
 
+def _uri(folder: Any) -> str:
+    return str(folder) if "://" in str(folder) else resolve_path(str(folder)).as_uri()
+
+
 def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None = None,
-             restore: str | None = None) -> StreamExecutionEnvironment:
-    """The environment for the job; ``restore`` is a checkpoint/savepoint URI (see :func:`resolve_restore`)."""
+             restore: str | None = None, dirs: StateDirs | None = None) -> StreamExecutionEnvironment:
+    """The environment for the job; ``restore`` is a checkpoint/savepoint URI (see :func:`jobs.state.choose_restore`).
+
+    With ``kafka`` and checkpoints on, checkpoints and savepoints go to the folders of the job's identity (``dirs``,
+    else :func:`jobs.state.state_dirs`: looked up on the broker), created here with their ``identity.json``."""
     job = cfg["job"]
     _export_pythonpath()
     _export_math_threads()
@@ -159,15 +149,17 @@ def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None
         conf.set_string("pipeline.jars", connector_jar().as_uri())
     interval = job["checkpoint_interval_ms"]
     if interval:
-        ckpt = str(job["checkpoint_dir"])
+        if dirs is None:
+            plain = StateDirs(_uri(job["checkpoint_dir"]), _uri(job["savepoint_dir"]), None)
+            dirs = state_dirs(cfg) if kafka else plain
+        prepare(dirs)
         conf.set_string("execution.checkpointing.interval", f"{interval} ms")
         conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
         conf.set_string("execution.checkpointing.storage", "filesystem")
-        conf.set_string("execution.checkpointing.dir", ckpt if "://" in ckpt else resolve_path(ckpt).as_uri())
+        conf.set_string("execution.checkpointing.dir", dirs.checkpoints)
         conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
         conf.set_string("execution.checkpointing.num-retained", "3")
-        sp = str(job["savepoint_dir"])
-        conf.set_string("execution.checkpointing.savepoint-dir", sp if "://" in sp else resolve_path(sp).as_uri())
+        conf.set_string("execution.checkpointing.savepoint-dir", dirs.savepoints)
     if restore:
         logger.info("restoring state from %s", restore)
         conf.set_string("execution.state-recovery.path", restore)

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyflink.common import Types, WatermarkStrategy
@@ -37,9 +40,28 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSource,
 )
 
-from config import load_config, resolve_path
+from config import load_config
 from core.hybrid import MODES, HybridRecommender
-from jobs.flink_env import make_env, resolve_restore
+from jobs.flink_env import make_env
+from jobs.state import (
+    PartitionTarget,
+    RunError,
+    StateDirs,
+    StateRefused,
+    abort_lingering_transactions,
+    bounded_targets,
+    caught_up,
+    choose_restore,
+    describe,
+    lag,
+    mark_fresh,
+    newest_checkpoint,
+    read_positions,
+    savepoint_path,
+    state_dirs,
+    submitted,
+    verify_restore,
+)
 from operators.front import event_batches, jvm_class, source_records
 from operators.parse import DLQ_TAG, ParseCatalog
 from operators.ranker import BROADCAST_STATES, Ranker
@@ -189,16 +211,22 @@ def kafka_sink(cfg: dict[str, Any], topic: str, name: str, key_pointer: str, key
     return builder.build()
 
 
-def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], *, drain: bool = False) -> None:
-    """Wire the Kafka source and the Kafka/Redis sinks around :func:`recommend` and run it.
+def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], dirs: StateDirs | None = None) -> str | None:
+    """Wire the Kafka source and the Kafka/Redis sinks around :func:`recommend`, run it, and return the location of
+    the state it ended with (a savepoint), or None.
 
-    ``drain=True`` (a bounded run restored from a checkpoint) runs the source unbounded and stops the job
-    with a draining savepoint once the offsets it commits reach the end of the topic as it was at the
-    start: a *bounded* KafkaSource restored from state never finishes (FLINK-31006), while a drained
-    stop fires the end-of-input timers exactly like the end of a bounded input.
+    A bounded run (``job.bounded``, checkpoints on) runs its sources unbounded and stops with a draining savepoint,
+    its retained final state, once its checkpoints show every partition of ``events`` and ``items`` read to where it
+    ended at the start (:func:`drain`); a drained stop fires the end-of-input timers exactly like the end of a bounded
+    input, and the savepoint's sources can be continued (a *bounded* KafkaSource restored from state never finishes,
+    FLINK-31006, and a finished split is not in the state at all). Without checkpoints it reads a bounded source and
+    keeps no state. An unbounded run started here runs until Ctrl-C, which stops it with a savepoint
+    (:func:`run_until_interrupted`). ``dirs``: the job identity's folders (:func:`jobs.state.state_dirs` if not given).
     """
     topics = cfg["kafka"]["topics"]
-    source_cfg = {**cfg, "job": {**cfg["job"], "bounded": False}} if drain else cfg
+    bounded, checkpoints = cfg["job"]["bounded"], bool(cfg["job"]["checkpoint_interval_ms"])
+    drained = bounded and checkpoints
+    source_cfg = {**cfg, "job": {**cfg["job"], "bounded": False}} if drained else cfg
     # event time comes from the events' ts field (operators.front), not the Kafka record time
     events = env.from_source(kafka_source(source_cfg), WatermarkStrategy.no_watermarks(), "kafka-events") \
         .uid("kafka-events")
@@ -210,60 +238,143 @@ def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], *, drain
         .name("kafka-recommendations").uid("kafka-recommendations")
     out.dlq.sink_to(kafka_sink(cfg, topics["dlq"], "dlq", "/source/key_b64", key_is_base64=True)) \
         .name("kafka-dlq").uid("kafka-dlq")
-    if not drain:
-        env.execute(cfg["job"]["name"])
-        return
-    end = end_offsets(cfg["kafka"]["bootstrap"], topics["events"])
-    client = env.execute_async(cfg["job"]["name"])
-    logger.info("job %s: draining once group %s has committed %s", client.get_job_id(), cfg["kafka"]["group_id"], end)
-    job_checkpoints = resolve_path(str(cfg["job"]["checkpoint_dir"])) / str(client.get_job_id())
-    while not caught_up(committed_offsets(cfg["kafka"]["bootstrap"], cfg["kafka"]["group_id"], topics["events"]), end,
-                        settled=len(list(job_checkpoints.glob("chk-*/_metadata"))) >= 2):
-        if str(client.get_job_status().result()) in ("FAILED", "CANCELED", "FINISHED"):
-            raise RuntimeError(f"job {client.get_job_id()} ended before it caught up to {end}")
-        time.sleep(1)
-    logger.info("caught up: stopping with a draining savepoint")
-    savepoint = stop_with_savepoint(client, resolve_path(cfg["job"]["savepoint_dir"]).as_uri(), drain=True)
-    logger.info("drained; final savepoint %s", savepoint)
+    name = cfg["job"]["name"]
+    if bounded and not checkpoints:
+        logger.warning("job.checkpoint_interval_ms is 0: this bounded run keeps no final state to continue from")
+    if not drained and (bounded or submitted()):  # a bounded source; or `flink run -d`, which returns at submission
+        env.execute(name)
+        return None
+    dirs = dirs or state_dirs(cfg)
+    if not drained:
+        return run_until_interrupted(env.execute_async(name), cfg, dirs)
+    targets = bounded_targets(cfg)  # before the job starts: what it must read is what the topics hold now
+    return drain(env.execute_async(name), cfg, dirs, targets)
 
 
-def stop_with_savepoint(client: Any, directory: str, drain: bool) -> str:
-    """``JobClient.stop_with_savepoint`` (PyFlink 2.2's wrapper misses the savepoint format argument)."""
+TERMINAL = ("FAILED", "CANCELED", "FINISHED")
+
+
+def _status(client: Any) -> str:
+    return str(client.get_job_status().result())
+
+
+def _failure(client: Any) -> str:
+    """The cause a finished job failed with ("" if it did not fail)."""
+    try:
+        client.get_job_execution_result().result()
+    except Exception as exc:  # py4j wraps the job's exception
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Exception" in ln or "Error" in ln]
+        return lines[-1][:600] if lines else str(exc)[:600]
+    return ""
+
+
+def drain(client: Any, cfg: dict[str, Any], dirs: StateDirs,
+          targets: dict[tuple[str, int], PartitionTarget]) -> str:
+    """Wait until the job's newest completed checkpoint has read every partition's target, then stop it with a
+    draining savepoint and return where it is. Raises :class:`RunError` (after cancelling the job) when the job
+    ends first, or when the checkpointed positions have not moved for ``job.stall_timeout_s`` (at least three
+    checkpoint intervals) before they got there: a bounded run either finishes or fails with the partitions behind."""
+    job_id = str(client.get_job_id())
+    interval_s = cfg["job"]["checkpoint_interval_ms"] / 1000
+    stall = max(float(cfg["job"]["stall_timeout_s"]), 3 * interval_s)
+    folder = dirs.checkpoint_path
+    if folder is None:
+        raise RunError(f"job {job_id}: a bounded run reads its progress from its checkpoints, which must be in a "
+                         f"local folder ({dirs.checkpoints} is not)")
+    logger.info("job %s: stops with a draining savepoint once its checkpoints have read %s", job_id,
+                ", ".join(f"{t}[{p}] to {'its end (empty)' if x.end is None else x.end}"
+                          for (t, p), x in sorted(targets.items())))
+    positions: dict[tuple[str, int], int] | None = None
+    seen: Path | None = None
+    moved = time.monotonic()
+    try:
+        while positions is None or not caught_up(positions, targets):
+            status = _status(client)
+            if status in TERMINAL:
+                raise RunError(f"job {job_id} ended ({status}) before it read its topics to the end "
+                                 f"({lag(positions or {}, targets)}): {_failure(client) or 'no failure recorded'}")
+            newest = newest_checkpoint(folder / job_id)
+            if newest is not None and newest != seen:
+                try:
+                    now = read_positions(newest).offsets()
+                except Exception as exc:
+                    logger.debug("could not read %s: %s", newest, exc)
+                else:
+                    seen = newest
+                    if now != positions:
+                        positions, moved = now, time.monotonic()
+            if time.monotonic() - moved > stall:
+                raise RunError(
+                    f"job {job_id}: its checkpointed source positions have not moved for {stall:.0f} s "
+                    f"(job.stall_timeout_s) and it has not read its topics to the end: "
+                    f"{lag(positions or {}, targets)}; newest checkpoint {seen or 'none'}, job {status}. "
+                    "The state it had is kept; see the job's log (var/log/) for why it does not progress")
+            time.sleep(1)
+        logger.info("job %s has read its topics to the end (%s): stopping with a draining savepoint", job_id, seen)
+        savepoint = stop_with_savepoint(client, dirs.savepoints, drain=True, timeout_s=stall)
+    except BaseException:
+        _cancel(client)
+        raise
+    logger.info("job %s drained; its final state: savepoint %s", job_id, savepoint)
+    return savepoint
+
+
+def _cancel(client: Any) -> None:
+    try:
+        if _status(client) not in TERMINAL:
+            client.cancel().result()
+    except Exception as exc:
+        logger.debug("cancelling the job: %s", exc)
+
+
+def run_until_interrupted(client: Any, cfg: dict[str, Any], dirs: StateDirs) -> str | None:
+    """Wait for an unbounded job; the first Ctrl-C stops it with a savepoint (returned), a second one at once (the
+    last completed checkpoint stays). Raises when the job fails."""
+    stop = threading.Event()
+    interrupts = 0
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() \
+        else None
+    job_id = str(client.get_job_id())
+    try:
+        while not stop.wait(1.0):
+            status = _status(client)
+            if status in TERMINAL:
+                failure = _failure(client)
+                if failure:
+                    raise RunError(f"job {job_id} {status}: {failure}")
+                return None
+        logger.info("stopping job %s with a savepoint (Ctrl-C again: stop at once, from the last checkpoint)", job_id)
+        savepoint = stop_with_savepoint(client, dirs.savepoints, drain=False,
+                                        timeout_s=float(cfg["job"]["stall_timeout_s"]))
+        logger.info("job %s stopped; its state: savepoint %s (the next run continues from it)", job_id, savepoint)
+        return savepoint
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def stop_with_savepoint(client: Any, directory: str, drain: bool, timeout_s: float) -> str:
+    """``JobClient.stop_with_savepoint`` (PyFlink 2.2's wrapper misses the savepoint format argument), waiting at most
+    ``timeout_s``; returns the savepoint's local path (or URI)."""
     from pyflink.java_gateway import get_gateway
 
-    fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
-    return str(client._j_job_client.stopWithSavepoint(drain, directory, fmt).get())
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    jvm = get_gateway().jvm
+    fmt = jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+    future = client._j_job_client.stopWithSavepoint(drain, directory, fmt)
     try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
-    finally:
-        consumer.close()
-
-
-def caught_up(committed: dict[int, int], end: dict[int, int], *, settled: bool) -> bool:
-    """Whether a drained run has read every partition to ``end``: its committed offset is there, or, once the job has
-    completed two checkpoints (``settled``: by then it has committed the offset of every partition it reads), the
-    partition has no committed offset at all. Such a partition was read to its end before the checkpoint the job
-    restored (a finished split is not in the checkpoint, so this job never reads nor commits it) while the run that
-    read it was stopped before it committed the offset (the commit follows the checkpoint)."""
-    return all(committed.get(p, -1) >= off or (settled and p not in committed) for p, off in end.items())
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        found = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    return {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == topic}
+        location = str(future.get(int(timeout_s * 1000), jvm.java.util.concurrent.TimeUnit.MILLISECONDS))
+    except Exception as exc:
+        raise RunError(f"job {client.get_job_id()}: the stop with a savepoint into {directory} did not complete "
+                         f"within {timeout_s:.0f} s (job.stall_timeout_s): {str(exc).splitlines()[0][:400]}") from exc
+    return savepoint_path(location)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,8 +384,18 @@ def main(argv: list[str] | None = None) -> int:
                     "item-CF, user-CF, content and trending state, fuse them (model.hybrid.mode: weighted, rrf, "
                     "borda or learned), write top-N recommendations with reasons to Redis and to the Kafka "
                     "recommendations topic.",
-        epilog="examples:\n"
-               "  python -m jobs.recommend --bounded            # process what is in the topic, then stop\n"
+        epilog="state:\n"
+               "  A run continues from the newest checkpoint or savepoint of its job identity (job.name, the events\n"
+               "  and items topics and their incarnation, the state-shaping config keys of jobs/state.py) under\n"
+               "  job.checkpoint_dir and job.savepoint_dir: same state, same Kafka positions. It refuses a state of\n"
+               "  another identity, or one past the end of the topics now, with the reason. A bounded run ends\n"
+               "  with a savepoint (its final state); Ctrl-C stops an unbounded one with a savepoint. Where state\n"
+               "  lives: docs/deployment.md.\n"
+               "examples:\n"
+               "  python -m jobs.recommend --bounded            # process what is in the topics, then stop\n"
+               "  python -m jobs.recommend                      # run until Ctrl-C, continuing from the latest state\n"
+               "  python -m jobs.recommend --fresh              # start anew: empty state, topics from the beginning\n"
+               "  python -m jobs.recommend --resume var/savepoints/<identity>/savepoint-xxxx\n"
                "  python -m jobs.recommend --set job.parallelism=2 --set model.top_n=20\n"
                "  python -m jobs.recommend --mode learned        # = --set model.hybrid.mode=learned\n"
                "  FLINKREC_KAFKA__BOOTSTRAP=broker:9092 python -m jobs.recommend",
@@ -283,18 +404,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. model.top_n=20 (repeatable)")
     parser.add_argument("--bounded", action="store_true",
-                        help="stop when the events topic is drained (default: run until Ctrl-C)")
+                        help="stop, with a final savepoint, once the events and items topics are read to where they "
+                             "ended at the start (default: run until Ctrl-C)")
     parser.add_argument("--parallelism", type=int, help="shortcut for --set job.parallelism=N")
     parser.add_argument("--mode", choices=MODES,
                         help="fusion mode (or one method alone), shortcut for --set model.hybrid.mode=MODE")
-    parser.add_argument("--resume", metavar="latest|PATH",
-                        help="restore state and Kafka offsets from a checkpoint or savepoint: a path, or 'latest' "
-                             "for the newest checkpoint under job.checkpoint_dir")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", metavar="latest|PATH",
+                       help="restore state and Kafka positions from this checkpoint or savepoint folder (checked: "
+                            "same job identity, positions within the topics); 'latest' (the default) is the newest "
+                            "state of this job identity, if there is one")
+    start.add_argument("--fresh", action="store_true",
+                       help="start anew: ignore the saved state of this job identity (it stays on disk, --resume "
+                            "PATH still reaches it) and read the topics from the beginning "
+                            "(job.starting_offsets=earliest unless set with --set)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = list(args.set)
+    if args.fresh and not any(o.split("=", 1)[0].strip() == "job.starting_offsets" for o in args.set):
+        overrides.append("job.starting_offsets=earliest")
     if args.bounded:
         overrides.append("job.bounded=true")
     if args.parallelism:
@@ -302,11 +432,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode:
         overrides.append(f"model.hybrid.mode={args.mode}")
     cfg = load_config(args.config, overrides)
-    restore = resolve_restore(cfg, args.resume)
-    env = make_env(cfg, restore=restore)
+    if submitted():  # `flink run`: its -s decides the restore, the submitter the folders (deploy/submit.py)
+        recommend_job(make_env(cfg), cfg)
+        return 0
+    try:
+        dirs = state_dirs(cfg)
+        restore = choose_restore(dirs, args.resume, args.fresh)
+        env = make_env(cfg, restore=restore.as_uri() if restore else None, dirs=dirs)
+        logging.getLogger().setLevel(level)  # importing PyFlink's Beam worker set the root logger to WARNING
+        positions = verify_restore(restore, dirs, cfg) if restore is not None else None
+        if positions is not None:
+            logger.info("continuing from %s (checkpoint %d: %s)", restore, positions.checkpoint_id,
+                        describe(positions.splits))
+        else:
+            if args.fresh:
+                mark_fresh(dirs)
+            logger.info("no state to continue from in %s: starting %s, from job.starting_offsets=%s",
+                        dirs.checkpoints, "fresh (--fresh)" if args.fresh else "anew",
+                        cfg["job"]["starting_offsets"])
+        abort_lingering_transactions(cfg, positions)
+    except (StateRefused, ValueError) as exc:  # ValueError: e.g. an input topic that does not exist
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logger.info("starting %s (parallelism %s, %s mode, bounded=%s)", cfg["job"]["name"],
                 cfg["job"]["parallelism"], cfg["job"]["python_mode"], cfg["job"]["bounded"])
-    recommend_job(env, cfg, drain=bool(restore) and cfg["job"]["bounded"])
+    try:
+        final = recommend_job(env, cfg, dirs)
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if final:
+        print(f"final state: savepoint {final}\n"
+              "the next run of this job continues from it (same state, same Kafka positions); --fresh starts anew",
+              flush=True)
     return 0
 
 
