@@ -10,10 +10,12 @@ there)::
         -pyreq var/flink/job/requirements.txt#var/flink/job/wheelhouse   # redis==<pin>, installed offline
         -pyclientexec <node python> -pyexec <node python> \\
         -j var/jars/flink/flink-sql-connector-kafka-5.0.0-2.2.jar [-p N] [-s <savepoint>] \\
-        --set job.checkpoint_dir=file://<var/flink/checkpoints> --set job.savepoint_dir=file://<var/flink/savepoints> \\
-        [--set k=v ...] [--set job.parallelism=N]
+        [--set k=v ...] [--set job.parallelism=N] \\
+        --set job.checkpoint_dir=file://<var/flink/checkpoints/IDENTITY> --set job.savepoint_dir=file://<var/flink/savepoints/IDENTITY>
 
 and prints the job id (stdout: the id alone; progress goes to stderr). It waits until every task runs.
+IDENTITY is the job identity's folder (``jobs/state.py``: job name, input topics and their ids, state-shaping
+config), so checkpoints and savepoints of different jobs, topic incarnations or state layouts never mix.
 
 How the job's Python dependencies travel (the way they would to a remote cluster):
 
@@ -28,11 +30,13 @@ How the job's Python dependencies travel (the way they would to a remote cluster
   ``-pyreq`` with a wheelhouse: ``pip download`` fills ``var/flink/job/wheelhouse`` once, and each
   TaskManager runs ``pip install --no-index --find-links <wheelhouse>`` into the job's directory at start.
 
-**savepoint** stops the job with a savepoint (``flink stop --savepointPath var/flink/savepoints``; with
-``--keep-running``: ``flink savepoint``) and prints the savepoint's path. **resume** submits the job again
-from a savepoint (default: the newest in ``var/flink/savepoints``) with the same ``--set`` overrides as the
-last submission (``var/flink/job/last-submit.json``), at ``--parallelism N`` (``-p N`` and
-``--set job.parallelism=N``: the job sets its parallelism from its config, which wins over ``-p``).
+**savepoint** stops the job with a savepoint into its identity's folder (``flink stop --savepointPath
+var/flink/savepoints/IDENTITY``; with ``--keep-running``: ``flink savepoint``) and prints the savepoint's path.
+**resume** submits the job again from a savepoint (default: the newest of its job identity, never another's)
+with the same ``--set`` overrides as the last submission (``var/flink/job/last-submit.json``), at
+``--parallelism N`` (``-p N`` and ``--set job.parallelism=N``: the job sets its parallelism from its config,
+which wins over ``-p``). A savepoint given to ``submit``/``resume`` is checked first (``jobs.state.verify_restore``:
+same identity, Kafka positions within the topics now) and refused with the reason otherwise.
 """
 
 from __future__ import annotations
@@ -66,6 +70,17 @@ from deploy.cluster import (
     overview,
     rest,
 )
+from jobs.state import (
+    StateDirs,
+    StatePositions,
+    StateRefused,
+    abort_lingering_transactions,
+    describe,
+    local_path,
+    prepare,
+    state_dirs,
+    verify_restore,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +89,7 @@ PYFS_DIR = JOB_DIR / "pyfs"
 REQUIREMENTS = JOB_DIR / "requirements.txt"
 WHEELHOUSE = JOB_DIR / "wheelhouse"
 LAST_SUBMIT = JOB_DIR / "last-submit.json"
+SUBMITTED_JOBS = JOB_DIR / "jobs"  # <job id>.json: the state folders each submitted job was given
 ENTRY_POINT = ROOT / "jobs" / "recommend.py"
 #: the packages the job's client and workers import (shipped with -pyfs)
 PROJECT_PACKAGES = ("config", "core", "udfs", "operators", "jobs")
@@ -183,7 +199,29 @@ def cluster_overrides() -> list[str]:
     return out
 
 
-def flink_command(sub: Submission, python: Path, pyfs: Path, requirements: tuple[Path, Path] | None) -> list[str]:
+def submission_config(sub: Submission) -> dict[str, Any]:
+    """The config the job's client will load for ``sub`` (the cluster's folders, the overrides, the environment)."""
+    from config import load_config
+
+    env = {k: v for k, v in os.environ.items() if not (k.startswith("FLINKREC_") and "__" not in k)}
+    overrides = [*cluster_overrides(), *sub.overrides]
+    if sub.parallelism:
+        overrides.append(f"job.parallelism={sub.parallelism}")
+    return load_config(sub.config, overrides, env=env)
+
+
+def submission_dirs(sub: Submission) -> StateDirs:
+    """The folders of the submission's job identity under the cluster's checkpoint and savepoint folders
+    (jobs/state.py: job name, input topics and their ids, state-shaping config); the job gets them as its
+    ``job.checkpoint_dir`` / ``job.savepoint_dir``."""
+    try:
+        return state_dirs(submission_config(sub))
+    except ValueError as exc:  # an input topic that does not exist
+        raise SubmitError(str(exc)) from exc
+
+
+def flink_command(sub: Submission, python: Path, pyfs: Path, requirements: tuple[Path, Path] | None,
+                  dirs: StateDirs | None = None) -> list[str]:
     cmd = [str(flink_bin("flink")), "run", "--detached",
            "-py", str(ENTRY_POINT), "-pyfs", str(pyfs),
            "-pyclientexec", str(python), "-pyexec", str(python),
@@ -205,6 +243,8 @@ def flink_command(sub: Submission, python: Path, pyfs: Path, requirements: tuple
         cmd += ["--set", f"job.parallelism={sub.parallelism}"]
     if sub.config:
         cmd += ["--config", str(Path(sub.config).resolve())]
+    if dirs is not None:  # last: the identity's folders under whatever checkpoint folder the overrides chose
+        cmd += ["--set", f"job.checkpoint_dir={dirs.checkpoints}", "--set", f"job.savepoint_dir={dirs.savepoints}"]
     return cmd
 
 
@@ -242,20 +282,27 @@ def _require_cluster() -> None:
 def submit(sub: Submission, *, wait: float = 180.0) -> str:
     """Submit the job (detached); return its id once all its tasks run (``wait=0``: right after submission)."""
     _require_cluster()
+    dirs = submission_dirs(sub)
+    cfg = submission_config(sub)
+    restored = check_savepoint(Path(sub.savepoint), dirs, cfg) if sub.savepoint else None
+    abort_lingering_transactions(cfg, restored)
+    prepare(dirs)
     python = configured_node_python()
     pyfs = stage_project()
     requirements = prepare_requirements(python) if sub.requirements else None
-    cmd = flink_command(sub, python, pyfs, requirements)
+    cmd = flink_command(sub, python, pyfs, requirements, dirs)
     t0 = time.monotonic()
     text = _run_cli(cmd, "run", timeout=300)
     m = SUBMITTED.search(text)
     if not m:
         raise SubmitError(f"`flink run` did not print a job id; output ends with: {text.strip()[-400:]}")
     job_id = m.group(1)
-    LAST_SUBMIT.write_text(json.dumps({
-        "job_id": job_id, "overrides": sub.overrides, "config": sub.config, "parallelism": sub.parallelism,
-        "savepoint": sub.savepoint, "requirements": sub.requirements, "submitted_at": time.time(),
-        "command": cmd}, indent=2))
+    record = {"job_id": job_id, "overrides": sub.overrides, "config": sub.config, "parallelism": sub.parallelism,
+              "savepoint": sub.savepoint, "requirements": sub.requirements, "submitted_at": time.time(),
+              "checkpoint_dir": dirs.checkpoints, "savepoint_dir": dirs.savepoints, "command": cmd}
+    LAST_SUBMIT.write_text(json.dumps(record, indent=2))
+    SUBMITTED_JOBS.mkdir(parents=True, exist_ok=True)
+    (SUBMITTED_JOBS / f"{job_id}.json").write_text(json.dumps(record, indent=2))
     logger.info("submitted job %s in %.1f s%s", job_id, time.monotonic() - t0,
                 f" from savepoint {sub.savepoint}" if sub.savepoint else "")
     if wait:
@@ -323,12 +370,26 @@ def resolve_job(job_id: str | None) -> str:
     raise SubmitError(f"{len(ours)} flinkrec jobs are running; name one: {', '.join(j['jid'] for j in ours)}")
 
 
+def job_savepoint_dir(job_id: str) -> str:
+    """The savepoint folder of a job submitted from here (its identity's, under var/flink/savepoints)."""
+    record = SUBMITTED_JOBS / f"{job_id}.json"
+    if record.is_file():
+        return str(json.loads(record.read_text())["savepoint_dir"])
+    logger.warning("job %s was not submitted from here (no %s): its savepoint goes to %s, outside any job-identity "
+                   "folder, so `resume` will not find it as the latest", job_id, record.relative_to(ROOT),
+                   SAVEPOINT_DIR.relative_to(ROOT))
+    return SAVEPOINT_DIR.as_uri()
+
+
 def savepoint(job_id: str | None = None, *, stop: bool = True, drain: bool = False) -> str:
-    """Take a savepoint of the job (by default stopping it with it) under var/flink/savepoints; return its path."""
+    """Take a savepoint of the job (by default stopping it with it) into its job identity's folder under
+    var/flink/savepoints; return its path."""
     _require_cluster()
     jid = resolve_job(job_id)
-    SAVEPOINT_DIR.mkdir(parents=True, exist_ok=True)
-    target = SAVEPOINT_DIR.as_uri()
+    target = job_savepoint_dir(jid)
+    folder = local_path(target)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     if stop:
         cmd = [str(flink_bin("flink")), "stop", "--savepointPath", target, *(["--drain"] if drain else []), jid]
     else:
@@ -347,11 +408,28 @@ def savepoint(job_id: str | None = None, *, stop: bool = True, drain: bool = Fal
     return path
 
 
-def latest_savepoint() -> str:
-    candidates = [p for p in SAVEPOINT_DIR.glob("savepoint-*") if (p / "_metadata").is_file()]
+def latest_savepoint(dirs: StateDirs) -> str:
+    """The newest savepoint of the job identity ``dirs`` (never another identity's)."""
+    folder = dirs.savepoint_path
+    candidates = [p for p in folder.glob("savepoint-*") if (p / "_metadata").is_file()] if folder else []
     if not candidates:
-        raise SubmitError(f"no savepoint in {SAVEPOINT_DIR.relative_to(ROOT)}: take one with `make savepoint`")
+        others = sorted(str(m.parent.relative_to(ROOT)) for m in SAVEPOINT_DIR.glob("*/savepoint-*/_metadata"))
+        raise SubmitError(f"no savepoint of this job identity in {dirs.savepoints}: take one with `make savepoint`"
+                          + (f" (savepoints of other job identities, not used: {', '.join(others)})" if others else ""))
     return str(max(candidates, key=lambda p: (p / "_metadata").stat().st_mtime))
+
+
+def check_savepoint(path: Path, dirs: StateDirs, cfg: dict[str, Any]) -> StatePositions:
+    """Refuse (:class:`SubmitError`) a savepoint of another job identity or past the end of the topics now
+    (:func:`jobs.state.verify_restore`; its Kafka positions are read with a local PyFlink JVM)."""
+    if not (path / "_metadata").is_file():
+        raise SubmitError(f"{path} is not a completed savepoint or checkpoint (no _metadata)")
+    try:
+        positions = verify_restore(path, dirs, cfg)
+    except StateRefused as exc:
+        raise SubmitError(str(exc)) from exc
+    logger.info("savepoint %s: checkpoint %d, %s", path, positions.checkpoint_id, describe(positions.splits))
+    return positions
 
 
 def resume(parallelism: int | None, savepoint_path: str | None = None, extra: Sequence[str] = (),
@@ -362,8 +440,8 @@ def resume(parallelism: int | None, savepoint_path: str | None = None, extra: Se
     overrides = [o for o in last.get("overrides", []) if not o.startswith("job.parallelism=")]
     sub = Submission(overrides=[*overrides, *extra], config=config or last.get("config"),
                      parallelism=parallelism or last.get("parallelism"),
-                     savepoint=savepoint_path or latest_savepoint(),
                      allow_non_restored_state=allow_non_restored_state, requirements=requirements)
+    sub.savepoint = savepoint_path or latest_savepoint(submission_dirs(sub))
     return submit(sub, wait=wait)
 
 
@@ -417,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     p_sp.add_argument("--drain", action="store_true", help="flush windows and timers before stopping (end of input)")
     p_res = sub.add_parser("resume", help="resubmit from a savepoint with the last submission's overrides")
     p_res.add_argument("--parallelism", "-p", type=int, default=2, help="new parallelism (default 2)")
-    p_res.add_argument("--savepoint", "-s", help="savepoint path (default: the newest in var/flink/savepoints)")
+    p_res.add_argument("--savepoint", "-s",
+                       help="savepoint path (default: the newest of this job identity in var/flink/savepoints)")
     _add_job_options(p_res)
     p_cancel = sub.add_parser("cancel", help="cancel the job without a savepoint")
     p_cancel.add_argument("job_id", nargs="?")
@@ -433,10 +512,11 @@ def main(argv: list[str] | None = None) -> int:
                 overrides.append(f"job.python_mode={args.python_mode}")
             wait = 0.0 if args.no_wait else 180.0
             if args.command == "submit":
-                sp = latest_savepoint() if args.savepoint == "latest" else args.savepoint
-                job_id = submit(Submission(overrides=overrides, config=args.config, parallelism=args.parallelism,
-                                           savepoint=sp, allow_non_restored_state=args.allow_non_restored_state,
-                                           requirements=not args.no_requirements), wait=wait)
+                new = Submission(overrides=overrides, config=args.config, parallelism=args.parallelism,
+                                 allow_non_restored_state=args.allow_non_restored_state,
+                                 requirements=not args.no_requirements)
+                new.savepoint = latest_savepoint(submission_dirs(new)) if args.savepoint == "latest" else args.savepoint
+                job_id = submit(new, wait=wait)
             else:
                 job_id = resume(args.parallelism, args.savepoint, overrides, config=args.config,
                                 allow_non_restored_state=args.allow_non_restored_state,

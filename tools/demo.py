@@ -2,10 +2,11 @@
 
 Steps: (1) reset the project's topics and Redis keys, (2) publish the catalog to the compacted
 ``items`` topic and to Redis, (3) replay the ratings in timestamp order into ``events`` (plus a few
-malformed records, to show the dead-letter topic), (4) run the Flink job in bounded mode until the
-topic is drained, (5) print the top-10 of three users read back from Redis, with titles and
-reasons, under each fusion mode (``--modes``; the job computes them beside the served mode), the
-learned combiner's weights, and count the messages on the output topics.
+malformed records, to show the dead-letter topic), (4) run the Flink job from nothing in bounded mode
+until the topic is drained, ending with a savepoint that ``make live`` continues from, (5) print the
+top-10 of three users read back from Redis, with titles and reasons, under each fusion mode
+(``--modes``; the job computes them beside the served mode), the learned combiner's weights, count
+the messages on the output topics, and say where the job's state is and how to start anew.
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("kafka", "py4j"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    cfg = load_config(args.config, [f"model.compare_modes=[{','.join(modes)}]", *args.set, "job.bounded=true"])
+    # a fresh start reads the topics from the beginning (jobs.recommend --fresh does the same)
+    cfg = load_config(args.config, [f"model.compare_modes=[{','.join(modes)}]", "job.starting_offsets=earliest",
+                                    *args.set, "job.bounded=true"])
 
     import redis
 
@@ -126,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ingest.kafka_admin import count_messages
     from jobs.flink_env import make_env
     from jobs.recommend import recommend_job
+    from jobs.state import abort_lingering_transactions, mark_fresh, state_dirs
 
     k, rc = cfg["kafka"], cfg["redis"]
     prefix = rc["prefix"]
@@ -155,8 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     threading.Thread(target=progress, daemon=True).start()
     t0 = time.time()
+    dirs = state_dirs(cfg)  # this job identity's folders (the reset topics are a new incarnation)
     try:
-        recommend_job(make_env(cfg), cfg)
+        env = make_env(cfg, dirs=dirs)
+        mark_fresh(dirs)  # the demo always starts from nothing
+        abort_lingering_transactions(cfg, None)
+        final = recommend_job(env, cfg, dirs)
     finally:
         done.set()
     print(f"      job finished in {time.time() - t0:.1f}s", flush=True)
@@ -181,7 +189,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvicorn.run(create_app(cfg), host="127.0.0.1", port=8000, log_level="warning")
     else:
         print("browse them: `make serve`, then http://127.0.0.1:8000/ (or `make run ARGS=--serve`)")
+    print(state_note(final, dirs.checkpoints, dirs.savepoints))
     return 0
+
+
+def state_note(final: str | None, checkpoints: str, savepoints: str) -> str:
+    """Where the run left its state, and how the next run continues from it or starts anew."""
+    where = (f"final savepoint {final}" if final else
+             "none kept (checkpoints are off: job.checkpoint_interval_ms 0)")
+    return (f"state of this job: {where}\n"
+            f"  (this job identity's checkpoints: {checkpoints}, savepoints: {savepoints})\n"
+            "  `make live` continues from it: the same model and Kafka positions (rate movies, watch the lists move)\n"
+            "  `make live ARGS=--fresh` starts anew (empty state, topics from the beginning); `make run` resets all")
 
 
 if __name__ == "__main__":
