@@ -49,7 +49,7 @@ services-status: ## show whether Kafka and Redis answer
 run: services-up ## the demo: replay MovieLens-100K through Kafka -> Flink -> Redis/Kafka, print recommendations
 	$(PY) -m tools.demo $(ARGS)
 
-live: services-up ## run the job unbounded (Ctrl-C to stop); feed it with `make produce` or the API
+live: services-up ## run the job unbounded from its latest state (ARGS=--fresh: anew); Ctrl-C stops it with a savepoint
 	$(PY) -m jobs.recommend $(ARGS)
 
 produce: services-up ## replay MovieLens-100K into the events topic (ARGS="--rate 1000" to pace it)
