@@ -152,7 +152,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
 
 def port_range(value: Any, key: str) -> tuple[int, int] | None:
     """A port setting: a port, or a range ``"first-last"`` (the first free one is taken); 0 or null: off (None)."""
-    if value is None or value == 0:
+    if value is None or (not isinstance(value, bool) and str(value).strip() == "0"):
         return None
     text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
     first, sep, last = text.partition("-")

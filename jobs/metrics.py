@@ -14,15 +14,17 @@ loader, so :func:`configure_metrics` puts the reporter jar on the gateway thread
 sets the reporter in the Configuration the environment is created from. The job must then be executed from the
 thread that called it (py4j gives each Python thread its own JVM thread).
 
-The reporter listens on every interface of the host; a range ``first-last`` takes the first free port of it
-(several JVMs on one host). A port already taken is logged by Flink as an error and the job runs without the
-endpoint.
+The reporter listens on every interface of the host. A range ``first-last`` (the default, 9249-9259: tests and
+benchmarks run mini-clusters too) is narrowed here to its first port free now, which is logged with the URL; the
+reporter still falls back to the next ones if that port is taken before the MiniCluster starts. A port taken by the
+time the reporter starts is logged by Flink as an error, and the job runs without the endpoint.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,17 +66,37 @@ def reporter_jar() -> Path:
     return jars[-1]
 
 
+def first_free_port(first: int, last: int) -> int | None:
+    """The first port of ``first..last`` nothing listens on now (bound as the reporter binds: every interface)."""
+    for port in range(first, last + 1):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+            return port
+    return None
+
+
 def configure_metrics(conf: Any, cfg: Mapping[str, Any], *, submitted: bool) -> str | None:
     """Set the Prometheus reporter of the local mini-cluster in ``conf`` (a pyflink Configuration, before the
-    environment is created from it); returns the port (range), None when there is none: ``submitted`` (a
-    cluster's own configuration decides) or ``metrics.prometheus_port`` 0 or null."""
+    environment is created from it); returns the port (range) handed to it, None when there is none: ``submitted``
+    (a cluster's own configuration decides), ``metrics.prometheus_port`` 0 or null, or no port of its range free."""
     port = reporter_port(cfg)
     if submitted or port is None:
         return None
+    first, _, last = port.partition("-")
+    if last:  # a range: from its first free port on
+        free = first_free_port(int(first), int(last))
+        if free is None:
+            logger.warning("no free port in metrics.prometheus_port %s: the job runs without its metrics endpoint",
+                           port)
+            return None
+        first, port = str(free), f"{free}-{last}"
     from pyflink.util.java_utils import add_jars_to_context_class_loader
 
     add_jars_to_context_class_loader([reporter_jar().as_uri()])
     for key, value in reporter_settings(port).items():
         conf.set_string(key, value)
-    logger.info("job metrics: Prometheus reporter on port %s (curl http://127.0.0.1:PORT/metrics)", port)
+    logger.info("job metrics: http://127.0.0.1:%s/metrics (Flink's Prometheus reporter)", first)
     return port
