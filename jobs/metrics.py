@@ -11,8 +11,8 @@ Its MiniCluster loads reporters when it starts (at ``execute``) without the plug
 ``ServiceLoader`` on the thread's context class loader. ``pipeline.jars`` only reaches the job's user-code class
 loader, so :func:`configure_metrics` puts the reporter jar on the gateway thread's context class loader itself
 (PyFlink's ``add_jars_to_context_class_loader``, the call PyFlink makes for ``pipeline.jars`` in local runs) and
-sets the reporter in the Configuration the environment is created from. The job must then be executed from the
-thread that called it (py4j gives each Python thread its own JVM thread).
+sets the reporter in the Configuration the environment is created from. As with ``pipeline.jars``, the job must then
+be executed from the same Python thread (py4j serves a thread's calls on the JVM thread of its connection).
 
 The reporter listens on every interface of the host. A range ``first-last`` (the default, 9249-9259: tests and
 benchmarks run mini-clusters too) is narrowed here to its first port free now, which is logged with the URL; the
