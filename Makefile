@@ -76,7 +76,7 @@ submit: services-up cluster-up ## submit the job to the cluster (PARALLELISM=N, 
 savepoint: ## stop the submitted job with a savepoint under var/flink/savepoints; prints its path
 	$(PY) -m deploy.submit savepoint $(ARGS)
 
-resume: services-up cluster-up ## resume from the newest savepoint (PARALLELISM=2 default, SAVEPOINT=path)
+resume: services-up cluster-up ## resume from the job identity's newest savepoint (PARALLELISM=2 default, SAVEPOINT=path)
 	$(PY) -m deploy.submit resume --parallelism $(or $(PARALLELISM),2) $(if $(SAVEPOINT),--savepoint $(SAVEPOINT)) $(ARGS)
 
 lint: $(STAMP) ## ruff and mypy

@@ -280,7 +280,7 @@ def drain(client: Any, cfg: dict[str, Any], dirs: StateDirs,
     folder = dirs.checkpoint_path
     if folder is None:
         raise RunError(f"job {job_id}: a bounded run reads its progress from its checkpoints, which must be in a "
-                         f"local folder ({dirs.checkpoints} is not)")
+                       f"local folder ({dirs.checkpoints} is not)")
     logger.info("job %s: stops with a draining savepoint once its checkpoints have read %s", job_id,
                 ", ".join(f"{t}[{p}] to {'its end (empty)' if x.end is None else x.end}"
                           for (t, p), x in sorted(targets.items())))
@@ -292,7 +292,7 @@ def drain(client: Any, cfg: dict[str, Any], dirs: StateDirs,
             status = _status(client)
             if status in TERMINAL:
                 raise RunError(f"job {job_id} ended ({status}) before it read its topics to the end "
-                                 f"({lag(positions or {}, targets)}): {_failure(client) or 'no failure recorded'}")
+                               f"({lag(positions or {}, targets)}): {_failure(client) or 'no failure recorded'}")
             newest = newest_checkpoint(folder / job_id)
             if newest is not None and newest != seen:
                 try:
@@ -372,8 +372,9 @@ def stop_with_savepoint(client: Any, directory: str, drain: bool, timeout_s: flo
     try:
         location = str(future.get(int(timeout_s * 1000), jvm.java.util.concurrent.TimeUnit.MILLISECONDS))
     except Exception as exc:
-        raise RunError(f"job {client.get_job_id()}: the stop with a savepoint into {directory} did not complete "
-                         f"within {timeout_s:.0f} s (job.stall_timeout_s): {str(exc).splitlines()[0][:400]}") from exc
+        raise RunError(f"job {client.get_job_id()}: the stop with a savepoint into {directory} failed or did not "
+                       f"complete within {timeout_s:.0f} s (job.stall_timeout_s): {str(exc).splitlines()[0][:400]}"
+                       ) from exc
     return savepoint_path(location)
 
 

@@ -306,7 +306,7 @@ def choose_restore(dirs: StateDirs, resume: str | None, fresh: bool) -> Path | N
     if fresh:
         return None
     if resume and resume != "latest":
-        path = local_path(resume)
+        path = local_path(resume) if "://" in resume else Path(resume).expanduser().resolve()  # relative: to the cwd
         if path is None:
             raise StateRefused(f"--resume {resume}: only local checkpoints and savepoints can be checked before a "
                                "restore; on a cluster use `python -m deploy.submit resume --savepoint`")
