@@ -530,15 +530,27 @@ def live_job(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
         yield {"cfg": cfg, "job": job, "port": port, "first": first, "second": second,
                "prometheus": prometheus[1] if prometheus else None}
     finally:
-        if prometheus:
-            prometheus[0].terminate()
-            prometheus[0].wait(timeout=30)
-        client.cancel().result()
-        kafka_admin.delete_topics(kafka_bootstrap, list(topics))
-        for key in redis.scan_iter(match=f"{cfg['redis']['prefix']}*", count=1000):
-            redis.unlink(key)
-        redis.close()
-        shutil.rmtree(PROJECT_ROOT / "var" / "test-checkpoints" / f"metrics-{tag}", ignore_errors=True)
+        def stop_prometheus() -> None:
+            if prometheus:
+                prometheus[0].terminate()
+                prometheus[0].wait(timeout=30)
+
+        def clear_redis() -> None:
+            for key in redis.scan_iter(match=f"{cfg['redis']['prefix']}*", count=1000):
+                redis.unlink(key)
+            redis.close()
+
+        errors = []
+        for step in (stop_prometheus, lambda: client.cancel().result(),
+                     lambda: kafka_admin.delete_topics(kafka_bootstrap, list(topics)), clear_redis,
+                     lambda: shutil.rmtree(PROJECT_ROOT / "var" / "test-checkpoints" / f"metrics-{tag}",
+                                           ignore_errors=True)):
+            try:  # every step runs; the first failure is reported
+                step()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 @pytest.mark.flink
