@@ -11,7 +11,7 @@ JVM_JAR := var/jars/flinkrec/flinkrec-jvm.jar
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: chromium help venv jars services-up services-down services-status run live job produce catalog serve \
+.PHONY: chromium promtool help venv jars services-up services-down services-status run live job produce catalog serve \
         test test-unit lint eval bench bench-phases bench-api clean distclean cluster-up cluster-down cluster-status submit savepoint resume
 
 help: ## list the targets
@@ -91,7 +91,12 @@ chromium: ## install Debian's chromium for the browser test (no browser download
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >var/apt-chromium.log 2>&1 \
 	  || { echo "apt-get install chromium failed, see var/apt-chromium.log"; exit 1; }; }
 
-test: lint services-up chromium ## everything: lint, unit, mini-cluster and integration tests (what CI runs)
+promtool: ## install Debian's prometheus (promtool checks the alert rules; the metrics test queries a real server)
+	@command -v promtool >/dev/null || { echo "[make] installing Debian's prometheus (apt-get)"; mkdir -p var; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+	  >var/apt-prometheus.log 2>&1 || { echo "apt-get install prometheus failed, see var/apt-prometheus.log"; exit 1; }; }
+
+test: lint services-up chromium promtool ## everything: lint, unit, mini-cluster and integration tests (what CI runs)
 	REQUIRE_SERVICES=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 eval: $(STAMP) ## offline and prequential evaluation on MovieLens-100K -> results/eval/

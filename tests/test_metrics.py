@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import unavailable
 
 from config import PROJECT_ROOT, ConfigError, load_config
 from jobs.metrics import REPORTER_FACTORY, first_free_port, reporter_jar, reporter_port, reporter_settings
@@ -378,7 +379,7 @@ def test_alert_rules_use_only_exported_metrics_and_are_complete() -> None:
 def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        pytest.skip("promtool not installed (Debian: apt-get install prometheus); the parser checks above still run")
+        unavailable("promtool not installed (`make promtool`: Debian's prometheus); the parser checks above still run")
     return found
 
 
@@ -626,7 +627,7 @@ def test_the_dashboard_and_alerts_select_the_running_jobs_series(live_job: dict[
                                live_job["second"])  # a wrong label value is caught
     port = live_job["prometheus"]
     if port is None:
-        pytest.skip("Debian's prometheus is not installed: the queries were not evaluated by Prometheus")
+        unavailable("Debian's prometheus is not installed (`make promtool`): the queries were not evaluated")
     job = label_value(live_job["job"])
     queries = [expr.replace("$__rate_interval", "30s").replace("$job", job) for expr in exprs]
     end = time.monotonic() + 120  # a rate needs two scrapes of a series (the DLQ counters appear on first use)
