@@ -210,12 +210,12 @@ def submission_config(sub: Submission) -> dict[str, Any]:
     return load_config(sub.config, overrides, env=env)
 
 
-def submission_dirs(sub: Submission) -> StateDirs:
+def submission_dirs(sub: Submission, cfg: dict[str, Any] | None = None) -> StateDirs:
     """The folders of the submission's job identity under the cluster's checkpoint and savepoint folders
     (jobs/state.py: job name, input topics and their ids, state-shaping config); the job gets them as its
     ``job.checkpoint_dir`` / ``job.savepoint_dir``."""
     try:
-        return state_dirs(submission_config(sub))
+        return state_dirs(cfg or submission_config(sub))
     except ValueError as exc:  # an input topic that does not exist
         raise SubmitError(str(exc)) from exc
 
@@ -282,8 +282,8 @@ def _require_cluster() -> None:
 def submit(sub: Submission, *, wait: float = 180.0) -> str:
     """Submit the job (detached); return its id once all its tasks run (``wait=0``: right after submission)."""
     _require_cluster()
-    dirs = submission_dirs(sub)
     cfg = submission_config(sub)
+    dirs = submission_dirs(sub, cfg)
     restored = check_savepoint(Path(sub.savepoint), dirs, cfg) if sub.savepoint else None
     abort_lingering_transactions(cfg, restored)
     prepare(dirs)
