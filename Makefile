@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: chromium promtool help venv jars services-up services-down services-status run live job produce catalog serve \
-        test test-unit lint eval bench bench-phases bench-api clean distclean cluster-up cluster-down cluster-status submit savepoint resume
+        test test-unit lint config-docs eval bench bench-phases bench-api clean distclean cluster-up cluster-down cluster-status submit savepoint resume
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,6 +82,9 @@ resume: services-up cluster-up ## resume from the job identity's newest savepoin
 lint: $(STAMP) ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+config-docs: $(STAMP) ## regenerate docs/configuration.md from config/default.yaml (a test fails when it is stale)
+	$(PY) -m config.reference
 
 test-unit: $(STAMP) ## fast tests of the pure-Python parts (no JVM, no services)
 	$(VENV)/bin/pytest -m "not flink and not integration" $(PYTEST_ARGS)
