@@ -1,7 +1,7 @@
 """Scaling on paper: turn a `make bench` report into a sizing estimate for a large deployment.
 
 ``python -m bench.scaling [--report results/bench/report.json] [--rate 100000] [--users 10000000]
-[--items 1000000]`` prints the estimate the README quotes. It only does arithmetic on measured figures:
+[--items 1000000]`` prints the estimate docs/bench.md quotes. It only does arithmetic on measured figures:
 CPU per event (from the parallelism-1 throughput run), the parallel efficiency (p=2 against p=1), and
 the state per event and per user/item of the 1M-event scale run.
 """

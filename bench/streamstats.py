@@ -10,7 +10,7 @@ prints, for the events ``K..K2`` of the stream (``make bench``'s scale stream by
 * rankings per event when every ``--window`` consecutive events are one window of the job (each user who acted
   in a window is ranked once): distinct users per window / events per window.
 
-It reads only the events (no model, no services); the README quotes it.
+It reads only the events (no model, no services); docs/bench.md quotes it.
 """
 
 from __future__ import annotations

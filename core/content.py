@@ -94,8 +94,8 @@ class _Csr:
     # scoring layout: the few always-present dimensions (genres, decades) as a dense block stored once per
     # distinct row (``sig``; item k has row ``sig_of[k]``: a catalog has far fewer genre/decade combinations
     # than items), the rest (title buckets) as (row, column, value) triples in row order, row k's at
-    # ``t_ptr[k]:t_ptr[k+1]``, and each row's title norm ``t_norms``. (Column order, to touch only a profile's
-    # buckets, measured slower: a few common title words hold most of the triples.)
+    # ``t_ptr[k]:t_ptr[k+1]``, and each row's title norm ``t_norms``. (Not column order: a few common title words
+    # hold most of the triples, so touching only a profile's buckets saves little.)
     sig: np.ndarray
     sig_of: np.ndarray
     t_row: np.ndarray

@@ -297,8 +297,7 @@ class HybridRecommender:
       same cosine (:meth:`ContentModel.top_among`): content then orders what the others propose, and still
       proposes new items no one engaged yet (item cold start). Cold-start users and the ``content`` mode alone
       always search the catalog. ``candidates`` costs a few candidates'
-      cosines instead of a catalog search per ranking (about a fifth of the job's time on the 100k-user
-      stream); ``make eval`` shows what it changes.
+      cosines instead of a catalog search per ranking; ``make eval`` shows what it changes (docs/evaluation.md).
     * ``usercf_top_k``, ``usercf_max_raters``, ``usercf_row_cap``: :class:`UserCF`'s ``top_k``, ``max_raters`` and
       ``row_cap``; ``row_cap`` (config ``model.row_cap``): entries kept per item-CF co-occurrence row (0 = all).
       ``refresh_on_norms``: item-CF also recomputes the neighbour list of every row holding an item whose norm
@@ -588,8 +587,8 @@ class HybridRecommender:
         return self._trending(complete=True).ranking
 
     def _trending(self, complete: bool) -> _Trend:
-        """The scores are taken once per refresh and the ranking built from them a prefix at a time: listing all
-        20,000 items of the scale run each window cost ~3% of the job's time, and a ranking reads ~100 of them."""
+        """The scores are taken once per refresh and the ranking built from them a prefix at a time: a ranking
+        reads the first ~100 items, so listing a large catalog's every item each window would be wasted."""
         cached = self._trend_cache
         if cached is None or (cached.version != self.version and self.version - cached.version >= self.refresh_events):
             keys, scores = self.trending.scores(decayed=self.trending_half_life_s is not None)

@@ -168,9 +168,8 @@ def make_producer(bootstrap: str, linger_ms: int = DEFAULT_LINGER_MS, batch_size
 def bulk_producer(bootstrap: str, linger_ms: int = DEFAULT_LINGER_MS, batch_size: int = DEFAULT_BATCH_BYTES) -> Any:
     """The producer of :func:`send_records`: librdkafka (``confluent_kafka``), idempotent, ``acks=all``.
 
-    A replay then leaves the machine's cores to the job it feeds (``make bench`` runs both on one machine): sending
-    MovieLens-100K took 7.4 s of a ~29 s run with kafka-python, 0.5-2.8 s with librdkafka (``produce_s`` in
-    ``make bench``'s report). kafka-python stays for the admin client, the consumers and the producers that want a
+    A replay then leaves the machine's cores to the job it feeds (``make bench`` runs both on one machine;
+    ``produce_s`` in its report). kafka-python stays for the admin client, the consumers and the producers that want a
     future per record (the API, the freshness probes)."""
     from confluent_kafka import Producer
 

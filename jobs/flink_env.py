@@ -52,8 +52,8 @@ def _export_pythonpath() -> None:
 
 
 #: numerical libraries' thread pools: one thread each. The operators' numpy work is small (a row's cosines, a
-#: catalog mat-vec) and runs in many subtasks at once; OpenBLAS's own threads then only fight over the cores
-#: (measured: content scoring ~36x slower on 2 busy cores). Must be set before the JVM (and its Python) starts.
+#: catalog mat-vec) and runs in many subtasks at once; OpenBLAS's own threads then only fight over the cores.
+#: Must be set before the JVM (and its Python) starts.
 SINGLE_THREADED_MATH = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -66,8 +66,7 @@ def _export_jvm_memory(job: dict[str, Any]) -> None:
     """Memory of the local mini-cluster JVM (the one PyFlink starts; a cluster's own config decides there).
 
     * ``job.local_jvm_heap`` -> ``-Xmx`` in ``JVM_ARGS`` (unless it already has one): without it the JVM may
-      grow its heap to a quarter of the machine's RAM before collecting (measured on the 1M-event stream:
-      1.7 GiB committed for ~0.5 GiB live);
+      grow its heap to a quarter of the machine's RAM before collecting, far past the live state;
     * ``job.jvm_options`` appended to ``JVM_ARGS`` (default ``-XX:TieredStopAtLevel=1``, see config/default.yaml);
     * ``MALLOC_ARENA_MAX=2``: the embedded interpreter allocates from many JVM threads, and glibc would give
       each its own 64 MiB arenas. Both must be set before the JVM starts (the first environment of a process).

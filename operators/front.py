@@ -1,8 +1,8 @@
 """The front of the job, on the JVM: raw events -> one batch of raw records per user shard per window.
 
 A Python operator pays a fixed price for every record that crosses into it and for every state access
-(parse, ``key_by`` and a keyed buffer cost ~150 µs per event on the reference machine, more than the
-models' own work on MovieLens). :func:`event_batches` therefore does the per-event part on the JVM, in
+(parse, ``key_by`` and a keyed buffer per event cost more than the models' own work on MovieLens).
+:func:`event_batches` therefore does the per-event part on the JVM, in
 ``jvm/src/flinkrec/EventFront.java`` (``var/jars/flinkrec/flinkrec-jvm.jar``, built by ``make jars``):
 
 1. read each source record's ``user_id`` and ``ts`` (leniently, with Jackson; nothing is rejected here);
@@ -18,9 +18,7 @@ models' own work on MovieLens). :func:`event_batches` therefore does the per-eve
 The Python user operator (:class:`operators.windows.UserWindow`) then validates each record fully
 (:func:`udfs.dlq.parse_source_event`: invalid ones go to the dead-letter output with the reason and the record),
 applies the late-event policy with the recorded watermark and updates the models: one Python call per shard and
-window instead of three per event. Measured (300,000 events from a collection, p=1, thread mode):
-~42 µs per event through this front and the Python parse of every record, against ~149 µs through the
-Python parser, ``key_by`` and a keyed ``ListState`` buffer.
+window instead of three per event (the cost of both paths: docs/bench.md, tuning knobs).
 """
 
 from __future__ import annotations

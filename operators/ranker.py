@@ -73,7 +73,7 @@ COMBINER_LOG_EVERY = 1000  # log a shard's combiner weights each time it has lea
 def pack_neighbors(neighbors: Neighbors) -> PackedNeighbors:
     """A user-CF neighbour list as the ranker holds it: the names interned (one string object per user id, however
     many lists name it) and the similarities in one array of doubles (the same floats). A ranker holds a list
-    for every user (100,000 at the scale run): ~0.5 KB each this way instead of ~3 KB as a list of tuples."""
+    for every user, several times smaller this way than as a list of tuples."""
     return tuple(sys.intern(v) for v, _ in neighbors), array("d", [s for _, s in neighbors])
 
 
@@ -186,9 +186,9 @@ class Ranker(KeyedBroadcastProcessFunction):
 
     def _record_engagements(self, state: Any, engagements: Sequence[tuple[str, int]]) -> None:
         """Make a batch of engagements durable: logged as one broadcast-state entry, and every
-        :data:`TRENDING_LOG_MAX` batches the trending state written whole (every item's counts: a pickle of
-        ~20,000 items at the scale run, which written per batch took ~12% of the job's Python time) and the
-        log removed. :meth:`_load` reads the whole state and replays the log after it."""
+        :data:`TRENDING_LOG_MAX` batches the trending state written whole (every item's counts: too large a
+        pickle on a large catalog to write per batch) and the log removed. :meth:`_load` reads the whole state and
+        replays the log after it."""
         if self._trend_log + 1 < TRENDING_LOG_MAX:
             self._trend_log += 1
             put_all(state, {f"trending-log-{self._trend_log}": engagements, "trending_log": self._trend_log})

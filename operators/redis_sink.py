@@ -1,6 +1,6 @@
 """Writes the job's results to Redis with pipelined round trips, and passes messages on to Kafka.
 
-Key layout (``prefix`` is ``redis.prefix``, default ``rec:``; see the README):
+Key layout (``prefix`` is ``redis.prefix``, default ``rec:``; the README's "Outputs"):
 
 =============================  ======  =====================================================
 key                            type    value

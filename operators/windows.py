@@ -57,8 +57,8 @@ USER_ITEMS_TAG = OutputTag("user-items", Types.PICKLED_BYTE_ARRAY())
 PACKED = Types.PRIMITIVE_ARRAY(Types.BYTE())
 """The type of the records into the similarity operators: :func:`pack` ed bytes. PyFlink hands ``bytes`` to the
 JVM and back as they are, where a ``PICKLED_BYTE_ARRAY`` record is unpickled and pickled again at every Python
-operator it passes (the ``key_by`` map, the keyed operator) and once more into a ``ListState`` buffer: for the
-item-CF deltas, the largest records of the job, that was ~10% of its Python time (py-spy, MovieLens p=1)."""
+operator it passes (the ``key_by`` map, the keyed operator) and once more into a ``ListState`` buffer, a cost
+that grows with the item-CF deltas, the largest records of the job (docs/bench.md, tuning knobs)."""
 USER_DELTA_TAG = OutputTag("user-deltas", PACKED)
 RANK_TAG = OutputTag("rank-requests", PACKED)
 
