@@ -15,7 +15,7 @@ Runs, on the same :class:`core.hybrid.HybridRecommender` the job uses:
 
 Writes ``results.md``, ``results.json``, ``prequential.png``, ``offline.png`` and ``bounds.png`` into ``--out``
 and prints the Markdown. ``--docs DIR`` also copies the plots to ``DIR/eval-<name>.png`` (``docs/img`` is the
-committed folder the README embeds; ``results/`` is git-ignored).
+committed folder docs/evaluation.md embeds; ``results/`` is git-ignored).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ examples:
   python -m evaluation --protocols bounds --caps '' --row-caps '' --usercf-row-caps '' --max-raters 0,50,10
   python -m evaluation --param half_life_s=null --param 'fusion_weights={itemcf: 1, usercf: 1, content: 0, popular: 0}'
   python -m evaluation --set model.top_k=30 --jobs 1 --out /tmp/eval
-  python -m evaluation --docs                           # also copy the plots to docs/img/ (the README's)
+  python -m evaluation --docs                           # also copy the plots to docs/img/ (docs/evaluation.md's)
 """
 
 
@@ -119,8 +119,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N events (quick runs)")
     p.add_argument("--out", default="results/eval", metavar="DIR", help="output directory (default: %(default)s)")
     p.add_argument("--docs", nargs="?", const=DOCS_DIR, metavar="DIR",
-                   help=f"also copy the plots to DIR/eval-<name>.png (DIR default: {DOCS_DIR}, the folder the README "
-                        "embeds)")
+                   help=f"also copy the plots to DIR/eval-<name>.png (DIR default: {DOCS_DIR}, the folder "
+                        "docs/evaluation.md embeds)")
     p.add_argument("--protocols", default=",".join(PROTOCOLS), metavar="LIST",
                    help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all)")
     p.add_argument("--k", type=_positive_int, default=10, help="list length and metric cutoff (default: %(default)s)")
