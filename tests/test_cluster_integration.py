@@ -269,9 +269,10 @@ def test_savepoint_and_rescale_keep_the_model_exact(cluster: None, kafka_bootstr
     finally:
         for job_id in job_ids:
             cancel_quietly(job_id)
-            shutil.rmtree(CHECKPOINT_DIR / job_id, ignore_errors=True)
+            for folder in CHECKPOINT_DIR.glob(f"*/{job_id}"):  # <job identity>/<job id> (jobs/state.py)
+                shutil.rmtree(folder.parent, ignore_errors=True)
         if savepoint:
-            shutil.rmtree(savepoint, ignore_errors=True)
+            shutil.rmtree(Path(savepoint).parent, ignore_errors=True)  # the job identity's savepoint folder
         kafka_admin.delete_topics(kafka_bootstrap, topics)
         def clean() -> None:
             for key in redis_conn.scan_iter(match=f"{prefix}*", count=1000):
