@@ -251,8 +251,8 @@ def topic_ids(bootstrap: str, topics: Iterable[str], timeout: float = 30.0) -> d
     missing = [name for name in names if name not in ids]
     if missing:
         raise ValueError(f"topic(s) {', '.join(repr(m) for m in missing)} do not exist on {bootstrap}: create them "
-                         "(`make services-up` creates the project's topics, `python -m ingest.producer` the events "
-                         "topic)")
+                         "(`make produce` creates the events topic, `make catalog` the items topic, `make run` all of "
+                         "the project's topics)")
     return ids
 
 
