@@ -1,0 +1,785 @@
+"""The compiled loops of the model core: numba ``@njit(cache=True)`` functions over numpy arrays.
+
+Every function here is pure array code: it reads and writes the arrays it is given and returns the ones it had to
+reallocate. Ids are dense integers (:mod:`core.v2.ids`); every tie between ids is broken by ``rank`` (the ids'
+string order), never by the dense id. :mod:`core.v2.state` owns the arrays and calls these in order.
+
+Sparse rows (item-item co-occurrence, user-user dot products) live in one *pool* per kind: row ``a`` is an
+open-addressing hash table of ``cap[a]`` slots at ``ptr[a]`` in the pool (column -1 = empty slot), at most half
+full; a full row moves to a table twice the size at the pool's end (the old slots are left unused).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+EPS = 1e-12
+"""A co-occurrence sum or norm with ``|value| <= EPS`` counts as absent (0)."""
+MIN_POSITIVE_WEIGHT = 1e-3
+"""Weight user-CF and the content profile give a centred rating that is not positive."""
+_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed 64-bit integer (Fibonacci hashing)
+
+
+@njit(cache=True, inline="always")
+def _hash(key: int, mask: int) -> int:
+    return ((key * _GOLDEN) >> 24) & mask
+
+
+@njit(cache=True, inline="always")
+def before(score_a: float, rank_a: int, score_b: float, rank_b: int) -> bool:
+    """The total order of every ranked list: higher score first, then the smaller id (string order)."""
+    return score_a > score_b or (score_a == score_b and rank_a < rank_b)
+
+
+# -- the (user, item) log: one slot per engaged pair ------------------------------------------------------------
+@njit(cache=True)
+def log_find(keys: np.ndarray, slots: np.ndarray, user: int, item: int) -> int:
+    """The slot of (user, item), -1 if the user never engaged the item."""
+    key = (user << 32) | item
+    mask = len(keys) - 1
+    h = _hash(key, mask)
+    while True:
+        k = keys[h]
+        if k == key:
+            return slots[h]
+        if k == -1:
+            return -1
+        h = (h + 1) & mask
+
+
+@njit(cache=True)
+def _log_insert(keys: np.ndarray, slots: np.ndarray, user: int, item: int, slot: int) -> None:
+    key = (user << 32) | item
+    mask = len(keys) - 1
+    h = _hash(key, mask)
+    while keys[h] != -1:
+        h = (h + 1) & mask
+    keys[h] = key
+    slots[h] = slot
+
+
+@njit(cache=True)
+def log_rehash(keys: np.ndarray, slots: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The log's hash table rebuilt with ``size`` (a power of two) entries."""
+    new_keys = np.full(size, -1, dtype=np.int64)
+    new_slots = np.empty(size, dtype=np.int64)
+    mask = size - 1
+    for h in range(len(keys)):
+        key = keys[h]
+        if key != -1:
+            g = _hash(key, mask)
+            while new_keys[g] != -1:
+                g = (g + 1) & mask
+            new_keys[g] = key
+            new_slots[g] = slots[h]
+    return new_keys, new_slots
+
+
+# -- pooled sparse rows -------------------------------------------------------------------------------------------
+@njit(cache=True)
+def _row_grow(a: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+              meta: np.ndarray, used_at: int) -> tuple[np.ndarray, np.ndarray]:
+    """Move row ``a`` to a table twice its size at the pool's end (the pool doubles when full)."""
+    old_cap = cap[a]
+    new_cap = 8 if old_cap == 0 else 2 * old_cap
+    used = meta[used_at]
+    if used + new_cap > len(cols):
+        size = max(2 * len(cols), used + new_cap)
+        grown_cols = np.full(size, -1, dtype=np.int32)
+        grown_cols[:used] = cols[:used]
+        grown_vals = np.zeros(size)
+        grown_vals[:used] = vals[:used]
+        cols, vals = grown_cols, grown_vals
+    start = used
+    mask = new_cap - 1
+    p0 = ptr[a]
+    for s in range(p0, p0 + old_cap):
+        c = cols[s]
+        if c != -1:
+            h = _hash(c, mask)
+            while cols[start + h] != -1:
+                h = (h + 1) & mask
+            cols[start + h] = c
+            vals[start + h] = vals[s]
+    ptr[a] = start
+    cap[a] = new_cap
+    meta[used_at] = used + new_cap
+    return cols, vals
+
+
+@njit(cache=True)
+def row_add(a: int, b: int, d: float, ptr: np.ndarray, cap: np.ndarray, size: np.ndarray, cols: np.ndarray,
+            vals: np.ndarray, meta: np.ndarray, used_at: int) -> tuple[np.ndarray, np.ndarray]:
+    """``row[a][b] += d`` (the entry is created at 0 first); returns the pool arrays (reallocated if they grew)."""
+    if 2 * (size[a] + 1) > cap[a]:
+        cols, vals = _row_grow(a, ptr, cap, cols, vals, meta, used_at)
+    mask = cap[a] - 1
+    base = ptr[a]
+    h = _hash(b, mask)
+    while True:
+        c = cols[base + h]
+        if c == b:
+            vals[base + h] += d
+            return cols, vals
+        if c == -1:
+            cols[base + h] = b
+            vals[base + h] = d
+            size[a] += 1
+            return cols, vals
+        h = (h + 1) & mask
+
+
+@njit(cache=True)
+def row_get(a: int, b: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> float:
+    """``row[a][b]`` (0.0 when absent)."""
+    if cap[a] == 0:
+        return 0.0
+    mask = cap[a] - 1
+    base = ptr[a]
+    h = _hash(b, mask)
+    while True:
+        c = cols[base + h]
+        if c == b:
+            return vals[base + h]
+        if c == -1:
+            return 0.0
+        h = (h + 1) & mask
+
+
+@njit(cache=True)
+def _add_norm(norm: np.ndarray, a: int, d: float) -> None:
+    n = norm[a] + d
+    norm[a] = n if n > EPS else 0.0
+
+
+# -- top-K of a row ------------------------------------------------------------------------------------------------
+@njit(cache=True)
+def _insert_top(k: int, n: int, idx: np.ndarray, val: np.ndarray, rank: np.ndarray, j: int, v: float) -> int:
+    """Insert (j, v) into the best-first list ``idx/val[:n]`` of at most ``k``; returns its new length."""
+    if n == k:
+        last = idx[n - 1]
+        if not before(v, rank[j], val[n - 1], rank[last]):
+            return n
+        n -= 1
+    p = n
+    while p > 0 and before(v, rank[j], val[p - 1], rank[idx[p - 1]]):
+        idx[p] = idx[p - 1]
+        val[p] = val[p - 1]
+        p -= 1
+    idx[p] = j
+    val[p] = v
+    return n + 1
+
+
+@njit(cache=True)
+def refresh_rows(rows: np.ndarray, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+                 norm: np.ndarray, rank: np.ndarray, nb_idx: np.ndarray, nb_sim: np.ndarray, nb_len: np.ndarray,
+                 dirty: np.ndarray) -> None:
+    """The exact top-``k`` cosine neighbours ``C[a][b] / sqrt(norm_a · norm_b) > 0`` of each row ``a`` of ``rows``,
+    by cosine then id, from the current sums; each row is marked clean."""
+    for a in rows:
+        dirty[a] = 0
+        na = norm[a]
+        n = 0
+        if na > 0.0:
+            base = ptr[a]
+            for s in range(base, base + cap[a]):
+                b = cols[s]
+                if b == -1:
+                    continue
+                v = vals[s]
+                if abs(v) <= EPS:
+                    continue
+                nb = norm[b]
+                if nb <= 0.0:
+                    continue
+                sim = v / np.sqrt(nb * na)
+                if sim > 0.0:
+                    n = _insert_top(k, n, nb_idx[a], nb_sim[a], rank, b, sim)
+        nb_len[a] = n
+
+
+@njit(cache=True)
+def mark_holders(items: np.ndarray, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, dirty: np.ndarray) -> None:
+    """Mark dirty every row holding one of ``items`` (by symmetry: the columns of each item's own row)."""
+    for b in items:
+        dirty[b] = 1
+        base = ptr[b]
+        for s in range(base, base + cap[b]):
+            c = cols[s]
+            if c != -1:
+                dirty[c] = 1
+
+
+# -- learning -------------------------------------------------------------------------------------------------------
+@njit(cache=True)
+def learn_log(ev_user: np.ndarray, ev_item: np.ndarray, ev_value: np.ndarray, ev_type: np.ndarray,
+              ev_ts: np.ndarray, center: bool, rate_type: int,
+              keys: np.ndarray, slots: np.ndarray, lg_item: np.ndarray, lg_value: np.ndarray, lg_ts: np.ndarray,
+              lg_type: np.ndarray, lg_w: np.ndarray, lg_rating: np.ndarray, lg_prev: np.ndarray,
+              u_head: np.ndarray, u_n: np.ndarray, u_rsum: np.ndarray, u_rn: np.ndarray, u_last: np.ndarray,
+              b_sum: np.ndarray, b_n: np.ndarray, i_users: np.ndarray, i_last: np.ndarray,
+              meta: np.ndarray, fmeta: np.ndarray, out_w: np.ndarray, out_w0: np.ndarray, out_new: np.ndarray) -> None:
+    """Apply a batch (in canonical order) to the per-user log, the baseline sums and the item statistics.
+
+    Per event: the model weight ``out_w`` (the rating or type weight, centred on the user's other ratings when
+    ``center``), the weight it replaces ``out_w0`` (0 if new) and ``out_new`` (first engagement of the pair).
+    ``meta``: [log slots used, max users of an item, latest event time, ratings count]; ``fmeta``: [ratings sum,
+    the mean before any rating].
+    """
+    for e in range(len(ev_user)):
+        u, i, value, t, ts = ev_user[e], ev_item[e], ev_value[e], ev_type[e], ev_ts[e]
+        slot = log_find(keys, slots, u, i)
+        w = value
+        if center and t == rate_type:
+            total, n = u_rsum[u], u_rn[u]
+            if slot >= 0 and lg_type[slot] == rate_type:
+                total -= lg_value[slot]
+                n -= 1
+            w = value - total / n if n > 0 else value - (fmeta[0] / meta[3] if meta[3] > 0 else fmeta[1])
+        if slot >= 0:
+            out_w0[e] = lg_w[slot]
+            out_new[e] = 0
+            if lg_type[slot] == rate_type:
+                u_rsum[u] -= lg_value[slot]
+                u_rn[u] -= 1
+        else:
+            slot = meta[0]
+            meta[0] += 1
+            _log_insert(keys, slots, u, i, slot)
+            lg_item[slot] = i
+            lg_rating[slot] = np.nan
+            lg_prev[slot] = u_head[u]
+            u_head[u] = slot
+            u_n[u] += 1
+            out_w0[e] = 0.0
+            out_new[e] = 1
+        if t == rate_type:
+            u_rsum[u] += value
+            u_rn[u] += 1
+            old = lg_rating[slot]
+            if np.isnan(old):
+                b_sum[i] += value
+                b_n[i] += 1
+                fmeta[0] += value
+                meta[3] += 1
+            else:
+                b_sum[i] += value - old
+                fmeta[0] += value - old
+            lg_rating[slot] = value
+        lg_value[slot] = value
+        lg_ts[slot] = ts
+        lg_type[slot] = t
+        lg_w[slot] = w
+        out_w[e] = w
+        if ts > u_last[u]:
+            u_last[u] = ts
+        if out_new[e] == 1:
+            i_users[i] += 1
+            if i_users[i] > meta[1]:
+                meta[1] = i_users[i]
+        if ts > i_last[i]:
+            i_last[i] = ts
+        if ts > meta[2]:
+            meta[2] = ts
+
+
+@njit(cache=True)
+def learn_trending(ev_item: np.ndarray, ev_ts: np.ndarray, half_life_s: float, width_ms: int, n_buckets: int,
+                   tr_val: np.ndarray, tr_t: np.ndarray, tb: np.ndarray, tb_id: np.ndarray, totals: np.ndarray,
+                   meta: np.ndarray) -> None:
+    """Trending counts of a batch: the decayed popularity ``Σ 2^(-(now - ts) / half_life)`` per item (kept as a
+    value at the item's time) and the sliding window of ``n_buckets`` event-time buckets (``tb[item, slot]``, the
+    slot's bucket ``tb_id[slot]``; ``meta`` [newest bucket, -1 before any event]). An event for a bucket that left
+    the window is dropped from the window counts."""
+    for e in range(len(ev_item)):
+        i, ts = ev_item[e], ev_ts[e]
+        if half_life_s > 0.0:
+            t0 = tr_t[i]
+            if tr_val[i] == 0.0:
+                tr_val[i] = 1.0
+                tr_t[i] = ts
+            elif ts >= t0:
+                tr_val[i] = tr_val[i] * 2.0 ** (-((ts - t0) / 1000.0) / half_life_s) + 1.0
+                tr_t[i] = ts
+            else:
+                tr_val[i] = tr_val[i] + 2.0 ** (-((t0 - ts) / 1000.0) / half_life_s)
+        b = ts // width_ms
+        if meta[0] == -1 or b > meta[0]:
+            meta[0] = b
+            for s in range(n_buckets):
+                if tb_id[s] != -1 and tb_id[s] <= b - n_buckets:
+                    for j in range(tb.shape[0]):
+                        if tb[j, s] != 0.0:
+                            left = totals[j] - tb[j, s]
+                            totals[j] = 0.0 if abs(left) <= 1e-9 else left
+                            tb[j, s] = 0.0
+                    tb_id[s] = -1
+        if b <= meta[0] - n_buckets:
+            continue
+        s = b % n_buckets
+        if tb_id[s] != b:
+            tb_id[s] = b
+        tb[i, s] += 1.0
+        totals[i] += 1.0
+
+
+@njit(cache=True)
+def learn_itemcf(ev_user: np.ndarray, ev_item: np.ndarray, ev_ts: np.ndarray, ev_w: np.ndarray, ev_w0: np.ndarray,
+                 history_cap: int,
+                 rc_item: np.ndarray, rc_w: np.ndarray, rc_ts: np.ndarray, rc_len: np.ndarray,
+                 norm: np.ndarray, ptr: np.ndarray, cap: np.ndarray, size: np.ndarray, cols: np.ndarray,
+                 vals: np.ndarray, meta: np.ndarray, dirty: np.ndarray, moved: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Item-CF learning of a batch (canonical order): each event of u on i with weight w (old weight w0) changes
+    ``norm_i`` by ``w² - w0²`` and ``C[i][k]``, ``C[k][i]`` by ``(w - w0) · w_uk`` for each k of u's recent history
+    (the ``history_cap`` latest engaged items other than i, 0 = all), then makes i u's latest item.
+
+    Marks dirty the rows whose sums changed, and flags in ``moved`` the items whose norm changed (the caller marks
+    the rows holding them when lists must follow every norm). Returns the pool arrays."""
+    width = rc_item.shape[1]
+    for e in range(len(ev_user)):
+        u, i, w, w0 = ev_user[e], ev_item[e], ev_w[e], ev_w0[e]
+        n = rc_len[u]
+        dw = w - w0
+        nd = w * w - w0 * w0
+        if nd != 0.0:
+            _add_norm(norm, i, nd)
+            moved[i] = 1
+            if size[i] > 0 or cap[i] > 0:
+                dirty[i] = 1
+        if dw != 0.0:
+            for p in range(n):
+                k = rc_item[u, p]
+                if k == i:
+                    continue
+                d = dw * rc_w[u, p]
+                cols, vals = row_add(i, k, d, ptr, cap, size, cols, vals, meta, 0)
+                cols, vals = row_add(k, i, d, ptr, cap, size, cols, vals, meta, 0)
+                dirty[k] = 1
+            if n > 1 or (n == 1 and rc_item[u, 0] != i):
+                dirty[i] = 1
+        # i becomes the latest item: out of its old place, appended, the oldest dropped over the cap
+        q = 0
+        for p in range(n):
+            if rc_item[u, p] != i:
+                rc_item[u, q] = rc_item[u, p]
+                rc_w[u, q] = rc_w[u, p]
+                rc_ts[u, q] = rc_ts[u, p]
+                q += 1
+        if history_cap > 0 and q >= history_cap:
+            drop = q - history_cap + 1
+            for p in range(drop, q):
+                rc_item[u, p - drop] = rc_item[u, p]
+                rc_w[u, p - drop] = rc_w[u, p]
+                rc_ts[u, p - drop] = rc_ts[u, p]
+            q -= drop
+        if q >= width:
+            raise ValueError("item-CF history width exceeded: the caller sizes it for the batch")
+        rc_item[u, q] = i
+        rc_w[u, q] = w
+        rc_ts[u, q] = ev_ts[e]
+        rc_len[u] = q + 1
+    return cols, vals
+
+
+@njit(cache=True)
+def learn_usercf(ev_user: np.ndarray, ev_item: np.ndarray, ev_ts: np.ndarray, ev_w: np.ndarray, ev_w0: np.ndarray,
+                 ev_new: np.ndarray, max_raters: int, user_rank: np.ndarray,
+                 ra_user: np.ndarray, ra_w: np.ndarray, ra_ts: np.ndarray, ra_len: np.ndarray,
+                 norm: np.ndarray, ptr: np.ndarray, cap: np.ndarray, size: np.ndarray, cols: np.ndarray,
+                 vals: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """User-CF learning of a batch (canonical order), with positive weights ``w⁺ = max(w, MIN_POSITIVE_WEIGHT)``:
+    ``norm_u`` changes by ``w⁺² - w0⁺²`` and ``D[u][v]``, ``D[v][u]`` by ``(w⁺ - w0⁺) · w⁺_vi`` for each other
+    current rater v of i; then u becomes a rater of i, and over ``max_raters`` (0 = all) the rater with the
+    oldest (ts, user id) leaves. Returns the pool arrays."""
+    for e in range(len(ev_user)):
+        u, i, ts = ev_user[e], ev_item[e], ev_ts[e]
+        w = max(ev_w[e], MIN_POSITIVE_WEIGHT)
+        w0 = 0.0 if ev_new[e] else max(ev_w0[e], MIN_POSITIVE_WEIGHT)
+        _add_norm(norm, u, w * w - w0 * w0)
+        dw = w - w0
+        n = ra_len[i]
+        me = -1
+        for p in range(n):
+            v = ra_user[i, p]
+            if v == u:
+                me = p
+                continue
+            if dw != 0.0:
+                d = dw * ra_w[i, p]
+                cols, vals = row_add(u, v, d, ptr, cap, size, cols, vals, meta, 0)
+                cols, vals = row_add(v, u, d, ptr, cap, size, cols, vals, meta, 0)
+        if me == -1:
+            if n >= ra_user.shape[1]:
+                raise ValueError("user-CF raters width exceeded: the caller sizes it for the batch")
+            me = n
+            n += 1
+            ra_len[i] = n
+        ra_user[i, me] = u
+        ra_w[i, me] = w
+        ra_ts[i, me] = ts
+        if max_raters > 0 and n > max_raters:
+            old = 0
+            for p in range(1, n):
+                if ra_ts[i, p] < ra_ts[i, old] or (ra_ts[i, p] == ra_ts[i, old]
+                                                   and user_rank[ra_user[i, p]] < user_rank[ra_user[i, old]]):
+                    old = p
+            ra_user[i, old] = ra_user[i, n - 1]
+            ra_w[i, old] = ra_w[i, n - 1]
+            ra_ts[i, old] = ra_ts[i, n - 1]
+            ra_len[i] = n - 1
+    return cols, vals
+
+
+# -- ranking --------------------------------------------------------------------------------------------------------
+ITEMCF, USERCF, CONTENT, POPULAR, FILL = 0, 1, 2, 3, 4
+"""Method codes (the order of ``core.v2.settings.METHODS``); FILL: an item that only fills a short list."""
+N_METHODS = 4
+KIND_WEIGHTED, KIND_RRF, KIND_BORDA, KIND_SINGLE = 0, 1, 2, 3
+"""How a fusion combines the methods' lists (:data:`core.v2.model.FUSION`)."""
+
+
+@njit(cache=True)
+def trending_order(half_life_s: float, now: int, tr_val: np.ndarray, tr_t: np.ndarray, totals: np.ndarray,
+                   rank: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every item with a positive trending score (the decayed popularity at ``now`` with a half-life, else the
+    window count), by score then id: ``(items, scores)``."""
+    scores = np.zeros(n_items)
+    count = 0
+    for i in range(n_items):
+        if half_life_s > 0.0:
+            v = tr_val[i]
+            s = v * 2.0 ** (-((now - tr_t[i]) / 1000.0) / half_life_s) if v != 0.0 else 0.0
+        else:
+            s = totals[i]
+        scores[i] = s
+        if s > 0.0:
+            count += 1
+    items = np.empty(count, dtype=np.int64)
+    c = 0
+    for i in range(n_items):
+        if scores[i] > 0.0:
+            items[c] = i
+            c += 1
+    keys = np.empty(count)
+    for p in range(count):
+        keys[p] = -scores[items[p]]
+    order = np.argsort(keys, kind="mergesort")
+    items = items[order]
+    # runs of equal scores in id order
+    p = 0
+    while p < count:
+        q = p + 1
+        while q < count and scores[items[q]] == scores[items[p]]:
+            q += 1
+        if q - p > 1:
+            run = items[p:q].copy()
+            sub = np.empty(q - p, dtype=np.int64)
+            for r in range(q - p):
+                sub[r] = rank[run[r]]
+            items[p:q] = run[np.argsort(sub)]
+        p = q
+    out = np.empty(count)
+    for p in range(count):
+        out[p] = scores[items[p]]
+    return items, out
+
+
+@njit(cache=True)
+def _select(touched: np.ndarray, n_touched: int, acc: np.ndarray, skip: np.ndarray, positive: bool, n: int,
+            rank: np.ndarray, out_idx: np.ndarray, out_val: np.ndarray) -> int:
+    """The ``n`` best of the touched items (by score then id, unskipped, > 0 with ``positive``) into out_*."""
+    m = 0
+    for p in range(n_touched):
+        j = touched[p]
+        if skip[j]:
+            continue
+        v = acc[j]
+        if positive and not v > 0.0:
+            continue
+        m = _insert_top(n, m, out_idx, out_val, rank, j, v)
+    return m
+
+
+@njit(cache=True)
+def _user_neighbors(u: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+                    norm: np.ndarray, rank: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> int:
+    nu = norm[u]
+    if nu <= 0.0:
+        return 0
+    n = 0
+    base = ptr[u]
+    for s in range(base, base + cap[u]):
+        v = cols[s]
+        if v == -1:
+            continue
+        d = vals[s]
+        if abs(d) <= EPS:
+            continue
+        nv = norm[v]
+        if nv <= 0.0:
+            continue
+        c = d / np.sqrt(nv * nu)
+        if c > 0.0:
+            n = _insert_top(k, n, idx, sim, rank, v, c)
+    return n
+
+
+@njit(cache=True)
+def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.ndarray, cold_alphas: np.ndarray,
+               rrf_k: float, use: np.ndarray, pool_n: int, cold_items: int, decay_ms: float,
+               exclude: np.ndarray, deny: np.ndarray, item_rank: np.ndarray, user_rank: np.ndarray,
+               # per-user log and item-CF history
+               u_head: np.ndarray, u_n: np.ndarray, u_last: np.ndarray, lg_item: np.ndarray, lg_type: np.ndarray,
+               lg_w: np.ndarray, lg_prev: np.ndarray, rc_item: np.ndarray, rc_w: np.ndarray, rc_ts: np.ndarray,
+               rc_len: np.ndarray,
+               # item rows and neighbour lists
+               top_k: int, i_ptr: np.ndarray, i_cap: np.ndarray, i_cols: np.ndarray, i_vals: np.ndarray,
+               i_norm: np.ndarray, nb_idx: np.ndarray, nb_sim: np.ndarray, nb_len: np.ndarray, dirty: np.ndarray,
+               # user rows
+               u_top_k: int, u_ptr: np.ndarray, u_cap: np.ndarray, u_cols: np.ndarray, u_vals: np.ndarray,
+               u_norm: np.ndarray,
+               # trending
+               tr_items: np.ndarray, tr_scores: np.ndarray,
+               # out: per user n items, scores, reason method and argument (anchor item, neighbour user), length
+               out_item: np.ndarray, out_score: np.ndarray, out_method: np.ndarray, out_arg: np.ndarray,
+               out_len: np.ndarray) -> None:
+    """Rank each user of ``users`` (see :func:`core.v2.model.Model.rank` for the semantics)."""
+    n_items = len(item_rank)
+    acc = np.zeros(n_items)
+    best_c = np.zeros(n_items)
+    best_k = np.full(n_items, -1, dtype=np.int64)
+    skip = np.zeros(n_items, dtype=np.bool_)
+    touched = np.empty(n_items, dtype=np.int64)
+    p_item = np.empty((N_METHODS, pool_n), dtype=np.int64)
+    p_score = np.empty((N_METHODS, pool_n))
+    p_arg = np.full((N_METHODS, pool_n), -1, dtype=np.int64)
+    p_len = np.zeros(N_METHODS, dtype=np.int64)
+    nbu = np.empty(u_top_k, dtype=np.int64)
+    nbs = np.empty(u_top_k)
+    one = np.empty(1, dtype=np.int64)
+    f_item = np.empty(N_METHODS * pool_n, dtype=np.int64)
+    f_val = np.empty(N_METHODS * pool_n)
+    for r in range(len(users)):
+        u = users[r]
+        # the items never recommended to u: engaged with an excluded type, or denied
+        s = u_head[u]
+        while s != -1:
+            if exclude[lg_type[s]]:
+                skip[lg_item[s]] = True
+            s = lg_prev[s]
+        for j in range(n_items):
+            if deny[j]:
+                skip[j] = True
+        m_out = 0
+        if u_n[u] == 0:
+            for p in range(len(tr_items)):
+                if m_out == n:
+                    break
+                j = tr_items[p]
+                if not skip[j]:
+                    out_item[r, m_out] = j
+                    out_score[r, m_out] = tr_scores[p]
+                    out_method[r, m_out] = POPULAR
+                    out_arg[r, m_out] = -1
+                    m_out += 1
+        else:
+            p_len[:] = 0
+            if use[ITEMCF]:
+                nt = 0
+                t_u = u_last[u]
+                for h in range(rc_len[u]):
+                    k = rc_item[u, h]
+                    if dirty[k]:
+                        one[0] = k
+                        refresh_rows(one, top_k, i_ptr, i_cap, i_cols, i_vals, i_norm, item_rank, nb_idx, nb_sim,
+                                     nb_len, dirty)
+                    wk = rc_w[u, h]
+                    if decay_ms > 0.0:
+                        wk = wk * 2.0 ** (-(t_u - rc_ts[u, h]) / decay_ms)
+                    for q in range(nb_len[k]):
+                        j = nb_idx[k, q]
+                        if skip[j]:
+                            continue
+                        c = wk * nb_sim[k, q]
+                        if best_k[j] == -1:
+                            touched[nt] = j
+                            nt += 1
+                            acc[j] = c
+                            best_c[j] = c
+                            best_k[j] = k
+                        else:
+                            acc[j] += c
+                            if c > best_c[j] or (c == best_c[j] and item_rank[k] < item_rank[best_k[j]]):
+                                best_c[j] = c
+                                best_k[j] = k
+                m = _select(touched, nt, acc, skip, True, pool_n, item_rank, p_item[ITEMCF], p_score[ITEMCF])
+                for q in range(m):
+                    p_arg[ITEMCF, q] = best_k[p_item[ITEMCF, q]]
+                p_len[ITEMCF] = m
+                for q in range(nt):
+                    j = touched[q]
+                    acc[j] = 0.0
+                    best_k[j] = -1
+            if use[USERCF]:
+                nn = _user_neighbors(u, u_top_k, u_ptr, u_cap, u_cols, u_vals, u_norm, user_rank, nbu, nbs)
+                nt = 0
+                for q in range(nn):
+                    v = nbu[q]
+                    sim = nbs[q]
+                    s = u_head[v]
+                    while s != -1:
+                        j = lg_item[s]
+                        c = sim * max(lg_w[s], MIN_POSITIVE_WEIGHT)
+                        if best_k[j] == -1:
+                            touched[nt] = j
+                            nt += 1
+                            acc[j] = c
+                            best_c[j] = c
+                            best_k[j] = v
+                        else:
+                            acc[j] += c
+                            if c > best_c[j] or (c == best_c[j] and user_rank[v] < user_rank[best_k[j]]):
+                                best_c[j] = c
+                                best_k[j] = v
+                        s = lg_prev[s]
+                m = _select(touched, nt, acc, skip, False, pool_n, item_rank, p_item[USERCF], p_score[USERCF])
+                for q in range(m):
+                    p_arg[USERCF, q] = best_k[p_item[USERCF, q]]
+                p_len[USERCF] = m
+                for q in range(nt):
+                    j = touched[q]
+                    acc[j] = 0.0
+                    best_k[j] = -1
+            if use[POPULAR]:
+                m = 0
+                for p in range(len(tr_items)):
+                    if m == pool_n:
+                        break
+                    j = tr_items[p]
+                    if not skip[j]:
+                        p_item[POPULAR, m] = j
+                        p_score[POPULAR, m] = tr_scores[p]
+                        p_arg[POPULAR, m] = -1
+                        m += 1
+                p_len[POPULAR] = m
+            m_out = _fuse(r, n, kind, single, use, alphas, cold_alphas, u_n[u] < cold_items, rrf_k, p_item, p_score,
+                          p_arg, p_len, item_rank, acc, best_k, touched, f_item, f_val, out_item, out_score,
+                          out_method, out_arg)
+            # fill a short list with trending items
+            if m_out < n:
+                for q in range(m_out):
+                    skip[out_item[r, q]] = True
+                for p in range(len(tr_items)):
+                    if m_out == n:
+                        break
+                    j = tr_items[p]
+                    if not skip[j]:
+                        out_item[r, m_out] = j
+                        out_score[r, m_out] = 0.0
+                        out_method[r, m_out] = FILL
+                        out_arg[r, m_out] = -1
+                        m_out += 1
+        out_len[r] = m_out
+        skip[:] = False
+
+
+@njit(cache=True)
+def _fuse(r: int, n: int, kind: int, single: int, use: np.ndarray, alphas: np.ndarray, cold_alphas: np.ndarray,
+          cold: bool,
+          rrf_k: float, p_item: np.ndarray, p_score: np.ndarray, p_arg: np.ndarray, p_len: np.ndarray,
+          rank: np.ndarray, acc: np.ndarray, seen: np.ndarray, touched: np.ndarray, f_item: np.ndarray,
+          f_val: np.ndarray, out_item: np.ndarray, out_score: np.ndarray, out_method: np.ndarray,
+          out_arg: np.ndarray) -> int:
+    """One user's fused list from the pools: a single method's list, or every method's term summed per item
+    (``KIND_WEIGHTED``: ``α_m · minmax_m``; ``KIND_RRF``: ``1 / (rrf_k + rank_m)``; ``KIND_BORDA``: ``N - rank_m + 1``
+    and, for an item the list lacks, ``(N - L_m + 1) / 2``), best first (ties: id). The reason is the listing
+    method with the largest term (ties: method order). Returns the list's length."""
+    if kind == KIND_SINGLE:
+        m = min(n, p_len[single])
+        for q in range(m):
+            out_item[r, q] = p_item[single, q]
+            out_score[r, q] = p_score[single, q]
+            out_method[r, q] = single
+            out_arg[r, q] = p_arg[single, q]
+        return m
+    weights = cold_alphas if cold else alphas
+    use_kind = KIND_WEIGHTED if cold else kind
+    nt = 0
+    for mth in range(N_METHODS):
+        if cold and mth != POPULAR and mth != CONTENT:
+            continue
+        for q in range(p_len[mth]):
+            j = p_item[mth, q]
+            if seen[j] == -1:
+                seen[j] = 1
+                acc[j] = 0.0
+                touched[nt] = j
+                nt += 1
+    for mth in range(N_METHODS):
+        L = p_len[mth]
+        if not use[mth] or (cold and mth != POPULAR and mth != CONTENT):
+            continue
+        if use_kind == KIND_BORDA:
+            share = (nt - L + 1) / 2.0  # what the items this list lacks get
+            for q in range(nt):
+                acc[touched[q]] += share
+        if L == 0:
+            continue
+        lo = p_score[mth, L - 1]
+        hi = p_score[mth, 0]
+        for q in range(L):
+            lo = min(lo, p_score[mth, q])
+            hi = max(hi, p_score[mth, q])
+        for q in range(L):
+            j = p_item[mth, q]
+            acc[j] += _term(use_kind, weights[mth], p_score[mth, q], lo, hi, q, L, nt, rrf_k)
+            if use_kind == KIND_BORDA:  # half-integers: exact in floating point
+                acc[j] -= (nt - L + 1) / 2.0
+    m = 0
+    for q in range(nt):
+        j = touched[q]
+        m = _insert_top(n, m, f_item, f_val, rank, j, acc[j])
+    for q in range(m):
+        j = f_item[q]
+        out_item[r, q] = j
+        out_score[r, q] = f_val[q]
+        best_m = -1
+        best_v = 0.0
+        best_a = -1
+        for mth in range(N_METHODS):
+            if cold and mth != POPULAR and mth != CONTENT:
+                continue
+            L = p_len[mth]
+            for pos in range(L):
+                if p_item[mth, pos] == j:
+                    if use_kind == KIND_WEIGHTED:
+                        lo = p_score[mth, 0]
+                        hi = p_score[mth, 0]
+                        for x in range(L):
+                            lo = min(lo, p_score[mth, x])
+                            hi = max(hi, p_score[mth, x])
+                        v = _term(use_kind, weights[mth], p_score[mth, pos], lo, hi, pos, L, nt, rrf_k)
+                    else:
+                        v = -float(pos)
+                    if best_m == -1 or v > best_v:
+                        best_m, best_v, best_a = mth, v, p_arg[mth, pos]
+                    break
+        out_method[r, q] = best_m
+        out_arg[r, q] = best_a
+    for q in range(nt):
+        seen[touched[q]] = -1
+        acc[touched[q]] = 0.0
+    return m
+
+
+@njit(cache=True, inline="always")
+def _term(kind: int, alpha: float, score: float, lo: float, hi: float, pos: int, length: int, total: int,
+          rrf_k: float) -> float:
+    if kind == KIND_WEIGHTED:
+        return alpha * ((score - lo) / (hi - lo) if hi > lo else 1.0)
+    if kind == KIND_RRF:
+        return 1.0 / (rrf_k + (pos + 1))
+    return float(total - pos)

@@ -1,0 +1,254 @@
+"""The model core's functions: a batch of events -> state, users -> ranked lists (docs/design.md, "Model core").
+
+* :func:`learn` applies a batch of events, in canonical order (event time, then event id), to the state:
+  the user log, the baseline sums, item statistics and trending, item-CF (co-occurrence and norms) and user-CF
+  (raters, user-user dot products and norms). The same events give the same state however they are cut into
+  batches, as long as the batches follow each other in canonical order.
+* :func:`rank` ranks a batch of users at once: every method's candidate pool, then the mode's fusion
+  (:data:`FUSION`, a table), then a short list filled with trending items. Neighbour lists are exact: a list
+  whose sums (or, with ``refresh_on_norms``, a column's norm) changed is recomputed before it is read.
+* :func:`render` turns a :class:`Ranking` into ``(item, score, reason)`` strings, the public form.
+
+Semantics follow ``core.hybrid.HybridRecommender`` (README "The model"); the differences are listed in
+docs/design.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from core.v2 import kernels as k
+from core.v2.settings import METHODS, Settings
+from core.v2.state import State
+from udfs.events import EVENT_TYPES, Event
+
+RATE = EVENT_TYPES.index("rate")
+_VERBS = {"rate": "rated", "view": "viewed", "click": "clicked", "cart": "put in your cart", "purchase": "bought"}
+
+
+class FusionSpec(NamedTuple):
+    """How a mode ranks: the kind of fusion (``kernels.KIND_*``) and, for one method alone, which."""
+
+    kind: int
+    method: int = -1
+
+
+FUSION: dict[str, FusionSpec] = {
+    "weighted": FusionSpec(k.KIND_WEIGHTED),
+    "rrf": FusionSpec(k.KIND_RRF),
+    "borda": FusionSpec(k.KIND_BORDA),
+    **{m: FusionSpec(k.KIND_SINGLE, code) for code, m in enumerate(METHODS)},
+}
+"""Every supported mode (``learned`` is not implemented yet)."""
+
+
+class Batch(NamedTuple):
+    """Events as columns (one entry per event)."""
+
+    event_id: np.ndarray  # str
+    user_id: np.ndarray  # str
+    item_id: np.ndarray  # str
+    type: np.ndarray  # int8: index into EVENT_TYPES
+    weight: np.ndarray  # float64: the rating or the type's weight
+    ts: np.ndarray  # int64, epoch ms
+
+    @classmethod
+    def of(cls, events: Sequence[Event]) -> Batch:
+        types = {t: c for c, t in enumerate(EVENT_TYPES)}
+        return cls(
+            np.array([e.event_id for e in events], dtype=np.str_),
+            np.array([e.user_id for e in events], dtype=np.str_),
+            np.array([e.item_id for e in events], dtype=np.str_),
+            np.fromiter((types[e.type] for e in events), dtype=np.int8, count=len(events)),
+            np.fromiter((e.weight for e in events), dtype=np.float64, count=len(events)),
+            np.fromiter((e.ts for e in events), dtype=np.int64, count=len(events)),
+        )
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return len(self.ts)
+
+    def slice(self, start: int, end: int) -> Batch:
+        return Batch(*(a[start:end] for a in self))
+
+
+class Ranking(NamedTuple):
+    """Ranked lists of a batch of users: row r is user ``users[r]``'s list of ``length[r]`` items."""
+
+    users: np.ndarray  # dense user ids
+    item: np.ndarray  # (users, n) dense item ids
+    score: np.ndarray  # (users, n)
+    method: np.ndarray  # (users, n) the method that gives the reason (kernels.ITEMCF ... FILL)
+    arg: np.ndarray  # (users, n) its argument: the history item (item-CF), the neighbour (user-CF), else -1
+    length: np.ndarray  # (users,)
+
+
+def new_state(settings: Settings) -> State:
+    unsupported = [m for m in settings.methods if m == "content"]
+    if unsupported:
+        raise ValueError(f"methods {list(settings.methods)!r}: the array core does not implement content yet")
+    state = State(settings)
+    deny(state, settings.deny)
+    return state
+
+
+def deny(state: State, items: Sequence[str]) -> None:
+    """Never recommend these items from now on."""
+    if len(items):
+        ids = state.items.encode(items)
+        state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        state.deny[ids] = True
+
+
+def learn(state: State, batch: Batch) -> None:
+    """Apply ``batch`` (any order: it is put in canonical order, event time then event id) to ``state``."""
+    n = len(batch)
+    if n == 0:
+        return
+    bad = ~(np.isfinite(batch.weight) & (batch.weight > 0))
+    if bad.any():
+        p = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"weight {float(batch.weight[p])!r} of event {batch.event_id[p]} must be a positive finite "
+                         "number")
+    order = np.lexsort((batch.event_id, batch.ts))
+    s = state.settings
+    users = state.users.encode(batch.user_id[order].tolist())
+    items = state.items.encode(batch.item_id[order].tolist())
+    types = batch.type[order]
+    values = batch.weight[order]
+    ts = batch.ts[order]
+    state.fit(n, np.bincount(users), np.bincount(items))
+    w = np.empty(n)
+    w0 = np.empty(n)
+    new = np.empty(n, dtype=np.uint8)
+    k.learn_log(users, items, values, types, ts, s.center_ratings, RATE,
+                state.lk_keys, state.lk_slots, state.lg_item, state.lg_value, state.lg_ts, state.lg_type, state.lg_w,
+                state.lg_rating, state.lg_prev, state.u_head, state.u_n, state.u_rsum, state.u_rn, state.u_last,
+                state.b_sum, state.b_n, state.i_users, state.i_last, state.meta, state.fmeta, w, w0, new)
+    width_ms = int(s.trending_window_s * 1000 / s.trending_buckets)
+    k.learn_trending(items, ts, s.trending_half_life_s or 0.0, width_ms, s.trending_buckets, state.tr_val,
+                     state.tr_t, state.tb, state.tb_id, state.tr_totals, state.tr_meta)
+    if "itemcf" in s.methods:
+        ip = state.ipool
+        ip.cols, ip.vals = k.learn_itemcf(users, items, ts, w, w0, s.history_cap, state.rc_item, state.rc_w,
+                                          state.rc_ts, state.rc_len, state.i_norm, ip.ptr, ip.cap, ip.size, ip.cols,
+                                          ip.vals, ip.meta, state.dirty, state.moved)
+        moved = np.flatnonzero(state.moved)
+        state.moved[moved] = 0
+        if s.refresh_on_norms:
+            k.mark_holders(moved, ip.ptr, ip.cap, ip.cols, state.dirty)
+    if "usercf" in s.methods:
+        up = state.upool
+        up.cols, up.vals = k.learn_usercf(users, items, ts, w, w0, new, s.usercf_max_raters, state.users.rank,
+                                          state.ra_user, state.ra_w, state.ra_ts, state.ra_len, state.u_norm, up.ptr,
+                                          up.cap, up.size, up.cols, up.vals, up.meta)
+    state.version += 1
+
+
+def refresh(state: State, all_rows: bool = False) -> np.ndarray:
+    """Recompute the dirty neighbour lists (every list with ``all_rows``); returns the refreshed items."""
+    rows = np.arange(len(state.items), dtype=np.int64) if all_rows else np.flatnonzero(state.dirty[: len(state.items)])
+    p = state.ipool
+    k.refresh_rows(rows, state.settings.top_k, p.ptr, p.cap, p.cols, p.vals, state.i_norm, state.items.rank,
+                   state.nb_idx, state.nb_sim, state.nb_len, state.dirty)
+    return rows
+
+
+def neighbors(state: State, item: str) -> list[tuple[str, float]]:
+    """The item's current top-K neighbours ``(item, cosine)``, best first."""
+    i = state.items.get(item)
+    if i < 0:
+        return []
+    if state.dirty[i]:
+        p = state.ipool
+        k.refresh_rows(np.array([i]), state.settings.top_k, p.ptr, p.cap, p.cols, p.vals, state.i_norm,
+                       state.items.rank, state.nb_idx, state.nb_sim, state.nb_len, state.dirty)
+    names = state.items.names
+    return [(names[j], float(s)) for j, s in zip(state.nb_idx[i, : state.nb_len[i]].tolist(),
+                                                  state.nb_sim[i, : state.nb_len[i]].tolist(), strict=True)]
+
+
+def similarity(state: State, a: str, b: str) -> float:
+    """The current item-item cosine of ``a`` and ``b`` from the sums (0.0 if either is unknown)."""
+    ia, ib = state.items.get(a), state.items.get(b)
+    if ia < 0 or ib < 0:
+        return 0.0
+    p = state.ipool
+    c = k.row_get(ia, ib, p.ptr, p.cap, p.cols, p.vals)
+    na, nb = state.i_norm[ia], state.i_norm[ib]
+    return float(c / np.sqrt(na * nb)) if abs(c) > k.EPS and na > 0 and nb > 0 else 0.0
+
+
+def user_similarity(state: State, u: str, v: str) -> float:
+    """The current user-user cosine of ``u`` and ``v`` (0.0 if either is unknown)."""
+    iu, iv = state.users.get(u), state.users.get(v)
+    if iu < 0 or iv < 0:
+        return 0.0
+    p = state.upool
+    c = k.row_get(iu, iv, p.ptr, p.cap, p.cols, p.vals)
+    nu, nv = state.u_norm[iu], state.u_norm[iv]
+    return float(c / np.sqrt(nu * nv)) if abs(c) > k.EPS and nu > 0 and nv > 0 else 0.0
+
+
+def trending(state: State) -> tuple[np.ndarray, np.ndarray]:
+    """Every item with a positive trending score and the score, best first (ties: id)."""
+    s = state.settings
+    n = len(state.items)
+    return k.trending_order(s.trending_half_life_s or 0.0, state.now_ms, state.tr_val[:n], state.tr_t[:n],
+                            state.tr_totals[:n], state.items.rank, n)
+
+
+def rank(state: State, users: Sequence[str], mode: str | None = None, n: int | None = None) -> Ranking:
+    """The top ``n`` (default ``top_n``) of each user in ``mode`` (default the settings' mode)."""
+    s = state.settings
+    mode = s.mode if mode is None else mode
+    spec = FUSION.get(mode)
+    if spec is None:
+        raise ValueError(f"mode {mode!r} must be one of {', '.join(FUSION)}")
+    n = s.top_n if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n {n!r} must be a non-negative integer")
+    ids = state.users.encode(users)
+    state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    tr_items, tr_scores = trending(state)
+    use = np.array([m in s.methods for m in METHODS])
+    alphas = np.array([s.weight(m) for m in METHODS])
+    cold = np.array([s.weight(m, cold=True) for m in METHODS])
+    exclude = np.array([t in s.exclude_types for t in EVENT_TYPES])
+    out = Ranking(ids, np.full((len(ids), n), -1, dtype=np.int64), np.zeros((len(ids), n)),
+                  np.full((len(ids), n), -1, dtype=np.int64), np.full((len(ids), n), -1, dtype=np.int64),
+                  np.zeros(len(ids), dtype=np.int64))
+    ip, up = state.ipool, state.upool
+    k.rank_users(ids, n, spec.kind, max(spec.method, 0), alphas, cold, float(s.rrf_k), use, s.candidate_pool,
+                 s.cold_start_items, s.history_decay_ms, exclude, state.deny, state.items.rank, state.users.rank,
+                 state.u_head, state.u_n, state.u_last, state.lg_item, state.lg_type, state.lg_w, state.lg_prev,
+                 state.rc_item, state.rc_w, state.rc_ts, state.rc_len,
+                 s.top_k, ip.ptr, ip.cap, ip.cols, ip.vals, state.i_norm, state.nb_idx, state.nb_sim, state.nb_len,
+                 state.dirty,
+                 s.usercf_top_k, up.ptr, up.cap, up.cols, up.vals, state.u_norm,
+                 tr_items, tr_scores, out.item, out.score, out.method, out.arg, out.length)
+    return out
+
+
+def render(state: State, ranking: Ranking, titles: dict[str, str] | None = None) -> list[list[tuple[str, float, str]]]:
+    """Each user's list as ``(item, score, reason)`` with the reasons spelled out (``titles``: item -> title)."""
+    titles = titles or {}
+    names, unames = state.items.names, state.users.names
+    out = []
+    for r, u in enumerate(ranking.users.tolist()):
+        row = []
+        for q in range(int(ranking.length[r])):
+            j, m, a = int(ranking.item[r, q]), int(ranking.method[r, q]), int(ranking.arg[r, q])
+            if m == k.ITEMCF:
+                slot = k.log_find(state.lk_keys, state.lk_slots, u, a)
+                verb = _VERBS.get(EVENT_TYPES[state.lg_type[slot]], "engaged with")
+                reason = f"because you {verb} {titles.get(names[a], names[a])}"
+            elif m == k.USERCF:
+                reason = f"liked by similar user {unames[a]}"
+            else:
+                reason = "trending"
+            row.append((names[j], float(ranking.score[r, q]), reason))
+        out.append(row)
+    return out

@@ -1,0 +1,62 @@
+"""core.v2 against the dict-based ``core.hybrid.HybridRecommender`` it replaces: the same lists, scores and reasons
+in every mode both have, event by event (the old model with its lags off: neighbour lists and trending current).
+
+Transitional: it goes with the old model; the numpy oracles (test_core_v2_itemcf, test_core_v2_usercf) stay."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from core.hybrid import HybridRecommender
+from core.v2 import model as M
+from core.v2.settings import Settings
+from udfs.events import Event
+
+WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0}
+
+
+def mixed_stream(seed: int, n: int, users: int, items: int) -> list[Event]:
+    rng = random.Random(seed)
+    out: list[Event] = []
+    ts = 1_000_000
+    for k in range(n):
+        ts += rng.choice([0, 0, 1000, 5000, 60000])
+        if out and rng.random() < 0.1:
+            e = rng.choice(out)
+            u, i = e.user_id, e.item_id
+        else:
+            u, i = f"u{rng.randrange(users)}", f"i{int(rng.paretovariate(1.0)) % items}"
+        t = rng.choice(["rate"] * 6 + list(WEIGHTS))
+        out.append(Event(f"e{k:06d}", u, i, t, rng.choice([1.0, 2.0, 3.0, 4.0, 5.0]) if t == "rate" else WEIGHTS[t],
+                         ts))
+    return out
+
+
+@pytest.mark.parametrize(("seed", "history_cap", "max_raters", "center"),
+                         [(1, 5, 4, False), (2, 0, 0, False), (3, 20, 20, False), (4, 3, 2, True)])
+def test_same_lists_as_the_dict_model_in_every_shared_mode(seed: int, history_cap: int, max_raters: int,
+                                                           center: bool) -> None:
+    kw: dict[str, Any] = {"methods": ("itemcf", "usercf", "popular"), "history_cap": history_cap,
+                          "usercf_max_raters": max_raters, "candidate_pool": 10, "center_ratings": center,
+                          "deny": ("i3",)}
+    old = HybridRecommender(refresh_events=0, refresh_on_norms=True, train_combiner=False, **kw)
+    state = M.new_state(Settings(**kw))
+    events = mixed_stream(seed, 1500, 50, 60)
+    compared = expected = 0
+    for k, e in enumerate(events):
+        old.learn_one(e)
+        M.learn(state, M.Batch.of([e]))
+        if k % 150 == 149:
+            users = [*sorted({x.user_id for x in events[:k + 1]}), "nobody"]
+            expected += 6 * len(users)
+            for mode in ("itemcf", "usercf", "popular", "weighted", "rrf", "borda"):
+                new = M.render(state, M.rank(state, users, mode, 10))
+                for u, got in zip(users, new, strict=True):
+                    want = old.rank(u, 10, mode)
+                    assert [(i, r) for i, _, r in got] == [(i, r) for i, _, r in want], (k, mode, u)
+                    assert [s for _, s, _ in got] == pytest.approx([s for _, s, _ in want], rel=1e-9, abs=1e-12)
+                    compared += 1
+    assert compared == expected > 2000
