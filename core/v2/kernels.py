@@ -4,9 +4,10 @@ Every function here is pure array code: it reads and writes the arrays it is giv
 reallocate. Ids are dense integers (:mod:`core.v2.ids`); every tie between ids is broken by ``rank`` (the ids'
 string order), never by the dense id. :mod:`core.v2.state` owns the arrays and calls these in order.
 
-Sparse rows (item-item co-occurrence, user-user dot products) live in one *pool* per kind: row ``a`` is an
-open-addressing hash table of ``cap[a]`` slots at ``ptr[a]`` in the pool (column -1 = empty slot), at most half
-full; a full row moves to a table twice the size at the pool's end (the old slots are left unused).
+Sparse rows (item-item co-occurrence, user-user dot products, each user's engaged items -> log slot) live in one
+*pool* per kind: row ``a`` is an open-addressing hash table of ``cap[a]`` slots at ``ptr[a]`` in the pool (column
+-1 = empty slot), at most half full; a full row moves to a table twice the size at the pool's end (the old slots are
+left unused). A row is contiguous, so scanning a user's items or a row's entries reads one block of memory.
 """
 
 from __future__ import annotations
@@ -32,50 +33,6 @@ def before(score_a: float, rank_a: int, score_b: float, rank_b: int) -> bool:
     return score_a > score_b or (score_a == score_b and rank_a < rank_b)
 
 
-# -- the (user, item) log: one slot per engaged pair ------------------------------------------------------------
-@njit(cache=True)
-def log_find(keys: np.ndarray, slots: np.ndarray, user: int, item: int) -> int:
-    """The slot of (user, item), -1 if the user never engaged the item."""
-    key = (user << 32) | item
-    mask = len(keys) - 1
-    h = _hash(key, mask)
-    while True:
-        k = keys[h]
-        if k == key:
-            return slots[h]
-        if k == -1:
-            return -1
-        h = (h + 1) & mask
-
-
-@njit(cache=True)
-def _log_insert(keys: np.ndarray, slots: np.ndarray, user: int, item: int, slot: int) -> None:
-    key = (user << 32) | item
-    mask = len(keys) - 1
-    h = _hash(key, mask)
-    while keys[h] != -1:
-        h = (h + 1) & mask
-    keys[h] = key
-    slots[h] = slot
-
-
-@njit(cache=True)
-def log_rehash(keys: np.ndarray, slots: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The log's hash table rebuilt with ``size`` (a power of two) entries."""
-    new_keys = np.full(size, -1, dtype=np.int64)
-    new_slots = np.empty(size, dtype=np.int64)
-    mask = size - 1
-    for h in range(len(keys)):
-        key = keys[h]
-        if key != -1:
-            g = _hash(key, mask)
-            while new_keys[g] != -1:
-                g = (g + 1) & mask
-            new_keys[g] = key
-            new_slots[g] = slots[h]
-    return new_keys, new_slots
-
-
 # -- pooled sparse rows -------------------------------------------------------------------------------------------
 @njit(cache=True)
 def _row_grow(a: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
@@ -88,7 +45,7 @@ def _row_grow(a: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: 
         size = max(2 * len(cols), used + new_cap)
         grown_cols = np.full(size, -1, dtype=np.int32)
         grown_cols[:used] = cols[:used]
-        grown_vals = np.zeros(size)
+        grown_vals = np.zeros(size, vals.dtype)
         grown_vals[:used] = vals[:used]
         cols, vals = grown_cols, grown_vals
     start = used
@@ -108,7 +65,7 @@ def _row_grow(a: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: 
     return cols, vals
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def row_add(a: int, b: int, d: float, ptr: np.ndarray, cap: np.ndarray, size: np.ndarray, cols: np.ndarray,
             vals: np.ndarray, meta: np.ndarray, used_at: int) -> tuple[np.ndarray, np.ndarray]:
     """``row[a][b] += d`` (the entry is created at 0 first); returns the pool arrays (reallocated if they grew)."""
@@ -144,6 +101,23 @@ def row_get(a: int, b: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, 
             return vals[base + h]
         if c == -1:
             return 0.0
+        h = (h + 1) & mask
+
+
+@njit(cache=True)
+def ulog_find(u: int, i: int, ptr: np.ndarray, cap: np.ndarray, items: np.ndarray, slots: np.ndarray) -> int:
+    """The log slot of (user u, item i), -1 if u never engaged i (the user's table in the log pool)."""
+    if cap[u] == 0:
+        return -1
+    mask = cap[u] - 1
+    base = ptr[u]
+    h = _hash(i, mask)
+    while True:
+        c = items[base + h]
+        if c == i:
+            return slots[base + h]
+        if c == -1:
+            return -1
         h = (h + 1) & mask
 
 
@@ -216,21 +190,23 @@ def mark_holders(items: np.ndarray, ptr: np.ndarray, cap: np.ndarray, cols: np.n
 @njit(cache=True)
 def learn_log(ev_user: np.ndarray, ev_item: np.ndarray, ev_value: np.ndarray, ev_type: np.ndarray,
               ev_ts: np.ndarray, center: bool, rate_type: int,
-              keys: np.ndarray, slots: np.ndarray, lg_item: np.ndarray, lg_value: np.ndarray, lg_ts: np.ndarray,
-              lg_type: np.ndarray, lg_w: np.ndarray, lg_rating: np.ndarray, lg_prev: np.ndarray,
-              u_head: np.ndarray, u_n: np.ndarray, u_rsum: np.ndarray, u_rn: np.ndarray, u_last: np.ndarray,
+              l_ptr: np.ndarray, l_cap: np.ndarray, l_size: np.ndarray, l_items: np.ndarray, l_slots: np.ndarray,
+              l_meta: np.ndarray, lg_item: np.ndarray, lg_value: np.ndarray, lg_ts: np.ndarray,
+              lg_type: np.ndarray, lg_w: np.ndarray, lg_rating: np.ndarray,
+              u_rsum: np.ndarray, u_rn: np.ndarray, u_last: np.ndarray,
               b_sum: np.ndarray, b_n: np.ndarray, i_users: np.ndarray, i_last: np.ndarray,
-              meta: np.ndarray, fmeta: np.ndarray, out_w: np.ndarray, out_w0: np.ndarray, out_new: np.ndarray) -> None:
+              meta: np.ndarray, fmeta: np.ndarray, out_w: np.ndarray, out_w0: np.ndarray, out_new: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Apply a batch (in canonical order) to the per-user log, the baseline sums and the item statistics.
 
     Per event: the model weight ``out_w`` (the rating or type weight, centred on the user's other ratings when
     ``center``), the weight it replaces ``out_w0`` (0 if new) and ``out_new`` (first engagement of the pair).
     ``meta``: [log slots used, max users of an item, latest event time, ratings count]; ``fmeta``: [ratings sum,
-    the mean before any rating].
+    the mean before any rating]. Returns the log pool's arrays (``l_size[u]``: the user's engaged items).
     """
     for e in range(len(ev_user)):
         u, i, value, t, ts = ev_user[e], ev_item[e], ev_value[e], ev_type[e], ev_ts[e]
-        slot = log_find(keys, slots, u, i)
+        slot = ulog_find(u, i, l_ptr, l_cap, l_items, l_slots)
         w = value
         if center and t == rate_type:
             total, n = u_rsum[u], u_rn[u]
@@ -247,12 +223,9 @@ def learn_log(ev_user: np.ndarray, ev_item: np.ndarray, ev_value: np.ndarray, ev
         else:
             slot = meta[0]
             meta[0] += 1
-            _log_insert(keys, slots, u, i, slot)
+            l_items, l_slots = row_add(u, i, slot, l_ptr, l_cap, l_size, l_items, l_slots, l_meta, 0)
             lg_item[slot] = i
             lg_rating[slot] = np.nan
-            lg_prev[slot] = u_head[u]
-            u_head[u] = slot
-            u_n[u] += 1
             out_w0[e] = 0.0
             out_new[e] = 1
         if t == rate_type:
@@ -283,6 +256,7 @@ def learn_log(ev_user: np.ndarray, ev_item: np.ndarray, ev_value: np.ndarray, ev
             i_last[i] = ts
         if ts > meta[2]:
             meta[2] = ts
+    return l_items, l_slots
 
 
 @njit(cache=True)
@@ -530,10 +504,11 @@ def _user_neighbors(u: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.n
 @njit(cache=True)
 def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.ndarray, cold_alphas: np.ndarray,
                rrf_k: float, use: np.ndarray, pool_n: int, cold_items: int, decay_ms: float,
-               exclude: np.ndarray, deny: np.ndarray, item_rank: np.ndarray, user_rank: np.ndarray,
+               exclude: np.ndarray, denied: np.ndarray, item_rank: np.ndarray, user_rank: np.ndarray,
                # per-user log and item-CF history
-               u_head: np.ndarray, u_n: np.ndarray, u_last: np.ndarray, lg_item: np.ndarray, lg_type: np.ndarray,
-               lg_w: np.ndarray, lg_prev: np.ndarray, rc_item: np.ndarray, rc_w: np.ndarray, rc_ts: np.ndarray,
+               l_ptr: np.ndarray, l_cap: np.ndarray, l_size: np.ndarray, l_items: np.ndarray, l_slots: np.ndarray,
+               u_last: np.ndarray, lg_type: np.ndarray, lg_w: np.ndarray,
+               rc_item: np.ndarray, rc_w: np.ndarray, rc_ts: np.ndarray,
                rc_len: np.ndarray,
                # item rows and neighbour lists
                top_k: int, i_ptr: np.ndarray, i_cap: np.ndarray, i_cols: np.ndarray, i_vals: np.ndarray,
@@ -565,16 +540,15 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
     for r in range(len(users)):
         u = users[r]
         # the items never recommended to u: engaged with an excluded type, or denied
-        s = u_head[u]
-        while s != -1:
-            if exclude[lg_type[s]]:
-                skip[lg_item[s]] = True
-            s = lg_prev[s]
-        for j in range(n_items):
-            if deny[j]:
+        base = l_ptr[u]
+        for x in range(base, base + l_cap[u]):
+            j = l_items[x]
+            if j != -1 and exclude[lg_type[l_slots[x]]]:
                 skip[j] = True
+        for j in denied:
+            skip[j] = True
         m_out = 0
-        if u_n[u] == 0:
+        if l_size[u] == 0:
             for p in range(len(tr_items)):
                 if m_out == n:
                     break
@@ -629,10 +603,12 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                 for q in range(nn):
                     v = nbu[q]
                     sim = nbs[q]
-                    s = u_head[v]
-                    while s != -1:
-                        j = lg_item[s]
-                        c = sim * max(lg_w[s], MIN_POSITIVE_WEIGHT)
+                    base = l_ptr[v]
+                    for x in range(base, base + l_cap[v]):
+                        j = l_items[x]
+                        if j == -1:
+                            continue
+                        c = sim * max(lg_w[l_slots[x]], MIN_POSITIVE_WEIGHT)
                         if best_k[j] == -1:
                             touched[nt] = j
                             nt += 1
@@ -644,7 +620,6 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                             if c > best_c[j] or (c == best_c[j] and user_rank[v] < user_rank[best_k[j]]):
                                 best_c[j] = c
                                 best_k[j] = v
-                        s = lg_prev[s]
                 m = _select(touched, nt, acc, skip, False, pool_n, item_rank, p_item[USERCF], p_score[USERCF])
                 for q in range(m):
                     p_arg[USERCF, q] = best_k[p_item[USERCF, q]]
@@ -665,7 +640,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                         p_arg[POPULAR, m] = -1
                         m += 1
                 p_len[POPULAR] = m
-            m_out = _fuse(r, n, kind, single, use, alphas, cold_alphas, u_n[u] < cold_items, rrf_k, p_item, p_score,
+            m_out = _fuse(r, n, kind, single, use, alphas, cold_alphas, l_size[u] < cold_items, rrf_k, p_item, p_score,
                           p_arg, p_len, item_rank, acc, best_k, touched, f_item, f_val, out_item, out_score,
                           out_method, out_arg)
             # fill a short list with trending items
@@ -683,7 +658,15 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                         out_arg[r, m_out] = -1
                         m_out += 1
         out_len[r] = m_out
-        skip[:] = False
+        base = l_ptr[u]
+        for x in range(base, base + l_cap[u]):
+            j = l_items[x]
+            if j != -1:
+                skip[j] = False
+        for j in denied:
+            skip[j] = False
+        for q in range(m_out):
+            skip[out_item[r, q]] = False
 
 
 @njit(cache=True)

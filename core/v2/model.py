@@ -100,6 +100,7 @@ def deny(state: State, items: Sequence[str]) -> None:
         ids = state.items.encode(items)
         state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         state.deny[ids] = True
+        state.version += 1
 
 
 def learn(state: State, batch: Batch) -> None:
@@ -123,10 +124,12 @@ def learn(state: State, batch: Batch) -> None:
     w = np.empty(n)
     w0 = np.empty(n)
     new = np.empty(n, dtype=np.uint8)
-    k.learn_log(users, items, values, types, ts, s.center_ratings, RATE,
-                state.lk_keys, state.lk_slots, state.lg_item, state.lg_value, state.lg_ts, state.lg_type, state.lg_w,
-                state.lg_rating, state.lg_prev, state.u_head, state.u_n, state.u_rsum, state.u_rn, state.u_last,
-                state.b_sum, state.b_n, state.i_users, state.i_last, state.meta, state.fmeta, w, w0, new)
+    lp = state.lpool
+    lp.cols, lp.vals = k.learn_log(users, items, values, types, ts, s.center_ratings, RATE,
+                                   lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, lp.meta, state.lg_item, state.lg_value,
+                                   state.lg_ts, state.lg_type, state.lg_w, state.lg_rating, state.u_rsum, state.u_rn,
+                                   state.u_last, state.b_sum, state.b_n, state.i_users, state.i_last, state.meta,
+                                   state.fmeta, w, w0, new)
     width_ms = int(s.trending_window_s * 1000 / s.trending_buckets)
     k.learn_trending(items, ts, s.trending_half_life_s or 0.0, width_ms, s.trending_buckets, state.tr_val,
                      state.tr_t, state.tb, state.tb_id, state.tr_totals, state.tr_meta)
@@ -193,11 +196,17 @@ def user_similarity(state: State, u: str, v: str) -> float:
 
 
 def trending(state: State) -> tuple[np.ndarray, np.ndarray]:
-    """Every item with a positive trending score and the score, best first (ties: id)."""
+    """Every item with a positive trending score and the score, best first (ties: id); computed once per state
+    version."""
+    cached = state.trend
+    if cached is not None and cached[0] == state.version:
+        return cached[1], cached[2]
     s = state.settings
     n = len(state.items)
-    return k.trending_order(s.trending_half_life_s or 0.0, state.now_ms, state.tr_val[:n], state.tr_t[:n],
-                            state.tr_totals[:n], state.items.rank, n)
+    items, scores = k.trending_order(s.trending_half_life_s or 0.0, state.now_ms, state.tr_val[:n], state.tr_t[:n],
+                                     state.tr_totals[:n], state.items.rank, n)
+    state.trend = (state.version, items, scores)
+    return items, scores
 
 
 def rank(state: State, users: Sequence[str], mode: str | None = None, n: int | None = None) -> Ranking:
@@ -213,17 +222,19 @@ def rank(state: State, users: Sequence[str], mode: str | None = None, n: int | N
     ids = state.users.encode(users)
     state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     tr_items, tr_scores = trending(state)
-    use = np.array([m in s.methods for m in METHODS])
+    # one method alone needs only its own pool
+    use = np.array([m in s.methods and (spec.kind != k.KIND_SINGLE or c == spec.method) for c, m in enumerate(METHODS)])
     alphas = np.array([s.weight(m) for m in METHODS])
     cold = np.array([s.weight(m, cold=True) for m in METHODS])
     exclude = np.array([t in s.exclude_types for t in EVENT_TYPES])
     out = Ranking(ids, np.full((len(ids), n), -1, dtype=np.int64), np.zeros((len(ids), n)),
                   np.full((len(ids), n), -1, dtype=np.int64), np.full((len(ids), n), -1, dtype=np.int64),
                   np.zeros(len(ids), dtype=np.int64))
-    ip, up = state.ipool, state.upool
+    ip, up, lp = state.ipool, state.upool, state.lpool
     k.rank_users(ids, n, spec.kind, max(spec.method, 0), alphas, cold, float(s.rrf_k), use, s.candidate_pool,
-                 s.cold_start_items, s.history_decay_ms, exclude, state.deny, state.items.rank, state.users.rank,
-                 state.u_head, state.u_n, state.u_last, state.lg_item, state.lg_type, state.lg_w, state.lg_prev,
+                 s.cold_start_items, s.history_decay_ms, exclude, np.flatnonzero(state.deny[: len(state.items)]),
+                 state.items.rank, state.users.rank,
+                 lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, state.u_last, state.lg_type, state.lg_w,
                  state.rc_item, state.rc_w, state.rc_ts, state.rc_len,
                  s.top_k, ip.ptr, ip.cap, ip.cols, ip.vals, state.i_norm, state.nb_idx, state.nb_sim, state.nb_len,
                  state.dirty,
@@ -242,7 +253,8 @@ def render(state: State, ranking: Ranking, titles: dict[str, str] | None = None)
         for q in range(int(ranking.length[r])):
             j, m, a = int(ranking.item[r, q]), int(ranking.method[r, q]), int(ranking.arg[r, q])
             if m == k.ITEMCF:
-                slot = k.log_find(state.lk_keys, state.lk_slots, u, a)
+                lp = state.lpool
+                slot = k.ulog_find(u, a, lp.ptr, lp.cap, lp.cols, lp.vals)
                 verb = _VERBS.get(EVENT_TYPES[state.lg_type[slot]], "engaged with")
                 reason = f"because you {verb} {titles.get(names[a], names[a])}"
             elif m == k.USERCF:

@@ -56,6 +56,7 @@ class Pool:
         self.ptr, self.cap, self.size = _grow_rows(self.ptr, n), _grow_rows(self.cap, n), _grow_rows(self.size, n)
 
     def entries(self) -> int:
+        """Entries in the rows."""
         return int(self.size.sum())
 
     def nbytes(self) -> int:
@@ -69,19 +70,15 @@ class State:
         self.settings = settings
         self.users = IdIndex()
         self.items = IdIndex()
-        # the (user, item) log: hash table -> slot; slot arrays; each user's slots linked newest first
-        self.lk_keys = np.full(1024, -1, dtype=np.int64)
-        self.lk_slots = np.zeros(1024, dtype=np.int64)
+        # the (user, item) log: each user's table item -> slot (``lpool``, ``size[u]`` = engaged items); slot arrays
+        self.lpool = Pool(vals=np.zeros(1024, dtype=np.int64))
         self.lg_item = np.zeros(0, dtype=np.int32)
         self.lg_value = np.zeros(0)
         self.lg_ts = np.zeros(0, dtype=np.int64)
         self.lg_type = np.zeros(0, dtype=np.int8)
         self.lg_w = np.zeros(0)
         self.lg_rating = np.zeros(0)
-        self.lg_prev = np.zeros(0, dtype=np.int64)
         # per user
-        self.u_head = np.zeros(0, dtype=np.int64)
-        self.u_n = np.zeros(0, dtype=np.int64)
         self.u_rsum = np.zeros(0)
         self.u_rn = np.zeros(0, dtype=np.int64)
         self.u_last = np.zeros(0, dtype=np.int64)
@@ -121,7 +118,8 @@ class State:
         self.meta = np.zeros(4, dtype=np.int64)
         # [Σ ratings, the global mean before any rating]
         self.fmeta = np.array([0.0, (settings.min_rating + settings.max_rating) / 2])
-        self.version = 0  # bumped by every learned batch (caches of derived lists key on it)
+        self.version = 0  # bumped by every learned batch and catalog change (caches of derived lists key on it)
+        self.trend: tuple[int, np.ndarray, np.ndarray] | None = None  # (version, trending items, scores)
 
     @property
     def now_ms(self) -> int:
@@ -136,24 +134,15 @@ class State:
         ``user_events[u]`` events of user u and ``item_events[i]`` of item i in it."""
         s = self.settings
         nu, ni = len(self.users), len(self.items)
-        used = int(self.meta[0])
-        need = used + n_new_slots
-        if 2 * need > len(self.lk_keys):
-            from core.v2.kernels import log_rehash
-
-            size = len(self.lk_keys)
-            while 2 * need > size:
-                size *= 2
-            self.lk_keys, self.lk_slots = log_rehash(self.lk_keys, self.lk_slots, size)
+        need = int(self.meta[0]) + n_new_slots
         self.lg_item = _grow_rows(self.lg_item, need)
         self.lg_value = _grow_rows(self.lg_value, need)
         self.lg_ts = _grow_rows(self.lg_ts, need)
         self.lg_type = _grow_rows(self.lg_type, need)
         self.lg_w = _grow_rows(self.lg_w, need)
         self.lg_rating = _grow_rows(self.lg_rating, need, np.nan)
-        self.lg_prev = _grow_rows(self.lg_prev, need, -1)
-        self.u_head = _grow_rows(self.u_head, nu, -1)
-        for name in ("u_n", "u_rsum", "u_rn", "u_last", "rc_len", "u_norm"):
+        self.lpool.fit(nu)
+        for name in ("u_rsum", "u_rn", "u_last", "rc_len", "u_norm"):
             setattr(self, name, _grow_rows(getattr(self, name), nu))
         for name in ("rc_item", "rc_w", "rc_ts"):
             setattr(self, name, _grow_rows(getattr(self, name), nu))
@@ -176,4 +165,4 @@ class State:
     def nbytes(self) -> int:
         """Bytes held by the arrays (ids and Python objects not counted)."""
         return sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray)) + \
-            self.ipool.nbytes() + self.upool.nbytes()
+            self.ipool.nbytes() + self.upool.nbytes() + self.lpool.nbytes()
