@@ -60,3 +60,42 @@ def test_same_lists_as_the_dict_model_in_every_shared_mode(seed: int, history_ca
                     assert [s for _, s, _ in got] == pytest.approx([s for _, s, _ in want], rel=1e-9, abs=1e-12)
                     compared += 1
     assert compared == expected > 2000
+
+
+def random_catalog(seed: int, items: int) -> list[dict[str, Any]]:
+    from core.v2.catalog import GENRES
+
+    rng = random.Random(seed)
+    words = ["star", "war", "love", "night", "day", "man", "dead", "city", "blue", "dark"]
+    return [{"item_id": f"i{k}", "title": " ".join(rng.sample(words, rng.randrange(1, 4))),
+             "year": 1950 + rng.randrange(60) if rng.random() < 0.9 else None,
+             "genres": rng.sample(GENRES[1:], rng.randrange(0, 3))} for k in range(items) if k % 7]
+
+
+@pytest.mark.parametrize(("seed", "search"), [(1, "candidates"), (2, "catalog")])
+def test_same_lists_with_content_and_a_catalog(seed: int, search: str) -> None:
+    # items i0, i7, ... are not in the catalog; content_new_items small so the newest matter
+    kw: dict[str, Any] = {"methods": ("itemcf", "usercf", "content", "popular"), "history_cap": 5,
+                          "usercf_max_raters": 4, "candidate_pool": 10, "content_search": search,
+                          "content_new_items": 15}
+    old = HybridRecommender(refresh_events=0, refresh_on_norms=True, train_combiner=False, **kw)
+    state = M.new_state(Settings(**kw))
+    catalog = random_catalog(seed, 60)
+    for record in catalog:
+        old.add_item(record)
+    M.add_items(state, catalog)
+    events = mixed_stream(seed, 1200, 50, 60)
+    compared = 0
+    for k, e in enumerate(events):
+        old.learn_one(e)
+        M.learn(state, M.Batch.of([e]))
+        if k % 200 == 199:
+            users = [*sorted({x.user_id for x in events[: k + 1]}), "nobody"]
+            for mode in ("content", "weighted", "rrf", "borda"):
+                new = M.render(state, M.rank(state, users, mode, 10))
+                for u, got in zip(users, new, strict=True):
+                    want = old.rank(u, 10, mode)
+                    assert [(i, r) for i, _, r in got] == [(i, r) for i, _, r in want], (k, mode, u)
+                    assert [s for _, s, _ in got] == pytest.approx([s for _, s, _ in want], rel=1e-9, abs=1e-12)
+                    compared += 1
+    assert compared > 1000

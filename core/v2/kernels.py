@@ -411,6 +411,8 @@ def learn_usercf(ev_user: np.ndarray, ev_item: np.ndarray, ev_ts: np.ndarray, ev
 ITEMCF, USERCF, CONTENT, POPULAR, FILL = 0, 1, 2, 3, 4
 """Method codes (the order of ``core.v2.settings.METHODS``); FILL: an item that only fills a short list."""
 N_METHODS = 4
+DIM_CONTENT = 19 + 11 + 256
+"""Length of an item vector (core.v2.catalog.DIM)."""
 KIND_WEIGHTED, KIND_RRF, KIND_BORDA, KIND_SINGLE = 0, 1, 2, 3
 """How a fusion combines the methods' lists (:data:`core.v2.model.FUSION`)."""
 
@@ -507,7 +509,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                exclude: np.ndarray, denied: np.ndarray, item_rank: np.ndarray, user_rank: np.ndarray,
                # per-user log and item-CF history
                l_ptr: np.ndarray, l_cap: np.ndarray, l_size: np.ndarray, l_items: np.ndarray, l_slots: np.ndarray,
-               u_last: np.ndarray, lg_type: np.ndarray, lg_w: np.ndarray,
+               u_last: np.ndarray, lg_type: np.ndarray, lg_w: np.ndarray, lg_ts: np.ndarray,
                rc_item: np.ndarray, rc_w: np.ndarray, rc_ts: np.ndarray,
                rc_len: np.ndarray,
                # item rows and neighbour lists
@@ -518,6 +520,8 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                u_norm: np.ndarray,
                # trending
                tr_items: np.ndarray, tr_scores: np.ndarray,
+               # content: the catalog (see core.v2.state), where a user with history finds candidates, profile size
+               cat: tuple, content_catalog: bool, profile_max: int, profile_half_life_s: float,
                # out: per user n items, scores, reason method and argument (anchor item, neighbour user), length
                out_item: np.ndarray, out_score: np.ndarray, out_method: np.ndarray, out_arg: np.ndarray,
                out_len: np.ndarray) -> None:
@@ -537,6 +541,10 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
     one = np.empty(1, dtype=np.int64)
     f_item = np.empty(N_METHODS * pool_n, dtype=np.int64)
     f_val = np.empty(N_METHODS * pool_n)
+    in_cat, vptr, vcol, vval, vnorm, gmask, newest, cm_idx, cm_sim, cm_len, genre_order = cat
+    qv = np.zeros(DIM_CONTENT)
+    no_skip = np.zeros(n_items, dtype=np.bool_)
+    cand = np.empty(N_METHODS * pool_n + len(newest), dtype=np.int64)
     for r in range(len(users)):
         u = users[r]
         # the items never recommended to u: engaged with an excluded type, or denied
@@ -640,6 +648,45 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                         p_arg[POPULAR, m] = -1
                         m += 1
                 p_len[POPULAR] = m
+            if use[CONTENT]:
+                m = 0
+                kept, single_j = _profile(u, profile_max, profile_half_life_s, l_ptr, l_cap, l_items, l_slots, lg_ts,
+                                          lg_w, item_rank, in_cat, vptr, vcol, vval, qv)
+                if kept > 0:
+                    top3 = _top_genres(qv, genre_order)
+                    nc = 0
+                    if not (content_catalog or l_size[u] < cold_items or kind == KIND_SINGLE):
+                        for mth in range(N_METHODS):
+                            for x in range(p_len[mth]):
+                                j = p_item[mth, x]
+                                if best_k[j] == -1:
+                                    best_k[j] = 1
+                                    cand[nc] = j
+                                    nc += 1
+                    if nc == 0:  # no other candidates: the whole catalog
+                        if single_j >= 0:
+                            m = _single_search(single_j, pool_n, skip, qv, no_skip, in_cat, vptr, vcol, vval, vnorm,
+                                               item_rank, cm_idx, cm_sim, cm_len, p_item[CONTENT], p_score[CONTENT])
+                        else:
+                            m = _catalog_search(qv, pool_n, skip, in_cat, vptr, vcol, vval, vnorm, item_rank,
+                                                p_item[CONTENT], p_score[CONTENT])
+                    else:
+                        for j in newest:
+                            if not skip[j] and best_k[j] == -1:
+                                best_k[j] = 1
+                                cand[nc] = j
+                                nc += 1
+                        qn = np.sqrt(np.sum(qv * qv))
+                        for x in range(nc):
+                            j = cand[x]
+                            best_k[j] = -1
+                            if qn > 0.0:
+                                c = _cosine(j, qv, qn, vptr, vcol, vval, vnorm)
+                                if c > 0.0:
+                                    m = _insert_top(pool_n, m, p_item[CONTENT], p_score[CONTENT], item_rank, j, c)
+                    for x in range(m):
+                        p_arg[CONTENT, x] = content_reason(top3, gmask[p_item[CONTENT, x]])
+                p_len[CONTENT] = m
             m_out = _fuse(r, n, kind, single, use, alphas, cold_alphas, l_size[u] < cold_items, rrf_k, p_item, p_score,
                           p_arg, p_len, item_rank, acc, best_k, touched, f_item, f_val, out_item, out_score,
                           out_method, out_arg)
@@ -766,3 +813,151 @@ def _term(kind: int, alpha: float, score: float, lo: float, hi: float, pos: int,
     if kind == KIND_RRF:
         return 1.0 / (rrf_k + (pos + 1))
     return float(total - pos)
+
+
+# -- content ---------------------------------------------------------------------------------------------------------
+N_GENRES = 19
+
+
+@njit(cache=True)
+def _profile(u: int, max_items: int, half_life_s: float, l_ptr: np.ndarray, l_cap: np.ndarray, l_items: np.ndarray,
+             l_slots: np.ndarray, lg_ts: np.ndarray, lg_w: np.ndarray, item_rank: np.ndarray, in_cat: np.ndarray,
+             vptr: np.ndarray, vcol: np.ndarray, vval: np.ndarray, q: np.ndarray) -> tuple[int, int]:
+    """The user's content profile into ``q``: ``Σ_j w_j·d_j·x_j / Σ_j w_j·d_j`` over the ``max_items`` (0 = all)
+    latest catalog items of the user by (ts, id), ``w_j = max(weight, MIN_POSITIVE_WEIGHT)``,
+    ``d_j = 2^(-(T - ts_j) / half_life)`` (T: the latest of them; 1 without a half-life). A profile of one item is
+    that item's vector. Returns (items kept, the item when it is one, else -1)."""
+    q[:] = 0.0
+    base = l_ptr[u]
+    m = 0
+    for x in range(base, base + l_cap[u]):
+        j = l_items[x]
+        if j != -1 and in_cat[j]:
+            m += 1
+    if m == 0:
+        return 0, -1
+    items = np.empty(m, dtype=np.int64)
+    ts = np.empty(m, dtype=np.int64)
+    w = np.empty(m)
+    c = 0
+    for x in range(base, base + l_cap[u]):
+        j = l_items[x]
+        if j != -1 and in_cat[j]:
+            items[c] = j
+            ts[c] = lg_ts[l_slots[x]]
+            w[c] = max(lg_w[l_slots[x]], MIN_POSITIVE_WEIGHT)
+            c += 1
+    ranks = np.empty(m, dtype=np.int64)
+    for p in range(m):
+        ranks[p] = item_rank[items[p]]
+    order = np.argsort(ranks)
+    order = order[np.argsort(ts[order], kind="mergesort")]  # by ts, then id
+    first = m - max_items if 0 < max_items < m else 0
+    kept = m - first
+    if kept == 1:
+        j = items[order[m - 1]]
+        for p in range(vptr[j], vptr[j + 1]):
+            q[vcol[p]] = vval[p]
+        return 1, j
+    t_ref = ts[order[m - 1]]
+    z = 0.0
+    for p in range(first, m):
+        o = order[p]
+        cw = w[o] if half_life_s <= 0.0 else w[o] * 2.0 ** (-((t_ref - ts[o]) / 1000.0) / half_life_s)
+        j = items[o]
+        for s in range(vptr[j], vptr[j + 1]):
+            q[vcol[s]] += cw * vval[s]
+        z += cw
+    for d in range(len(q)):
+        q[d] = q[d] / z
+    return kept, -1
+
+
+@njit(cache=True, inline="always")
+def _cosine(j: int, q: np.ndarray, qn: float, vptr: np.ndarray, vcol: np.ndarray, vval: np.ndarray,
+            vnorm: np.ndarray) -> float:
+    if vnorm[j] <= 0.0:
+        return 0.0
+    d = 0.0
+    for p in range(vptr[j], vptr[j + 1]):
+        d += vval[p] * q[vcol[p]]
+    return d / (vnorm[j] * qn)
+
+
+@njit(cache=True)
+def _catalog_search(q: np.ndarray, n: int, skip: np.ndarray, in_cat: np.ndarray, vptr: np.ndarray, vcol: np.ndarray,
+                    vval: np.ndarray, vnorm: np.ndarray, rank: np.ndarray, out_idx: np.ndarray,
+                    out_val: np.ndarray) -> int:
+    """The ``n`` catalog items of highest positive cosine with ``q``, unskipped, by cosine then id."""
+    qn = np.sqrt(np.sum(q * q))
+    if qn <= 0.0:
+        return 0
+    m = 0
+    for j in range(len(in_cat)):
+        if in_cat[j] and not skip[j]:
+            c = _cosine(j, q, qn, vptr, vcol, vval, vnorm)
+            if c > 0.0:
+                m = _insert_top(n, m, out_idx, out_val, rank, j, c)
+    return m
+
+
+@njit(cache=True)
+def _single_search(j: int, n: int, skip: np.ndarray, q: np.ndarray, no_skip: np.ndarray, in_cat: np.ndarray,
+                   vptr: np.ndarray, vcol: np.ndarray, vval: np.ndarray, vnorm: np.ndarray, rank: np.ndarray,
+                   cm_idx: np.ndarray, cm_sim: np.ndarray, cm_len: np.ndarray, out_idx: np.ndarray,
+                   out_val: np.ndarray) -> int:
+    """:func:`_catalog_search` for the one-item profile of item ``j`` (``q`` = its vector), through a memo of the
+    item's best ``cm_idx.shape[1]`` matches searched without skipping (the skipped ones are taken out after)."""
+    width = cm_idx.shape[1]
+    if cm_len[j] < 0:
+        cm_len[j] = _catalog_search(q, width, no_skip, in_cat, vptr, vcol, vval, vnorm, rank, cm_idx[j], cm_sim[j])
+    m = 0
+    for p in range(cm_len[j]):
+        if m == n:
+            break
+        i = cm_idx[j, p]
+        if not skip[i]:
+            out_idx[m] = i
+            out_val[m] = cm_sim[j, p]
+            m += 1
+    if m < n and cm_len[j] == width:  # more skipped items than the memo has spare
+        return _catalog_search(q, n, skip, in_cat, vptr, vcol, vval, vnorm, rank, out_idx, out_val)
+    return m
+
+
+@njit(cache=True)
+def _top_genres(q: np.ndarray, genre_order: np.ndarray) -> np.ndarray:
+    """The profile's 3 strongest genres (positive weight), strongest first (ties: genre name); -1 pads."""
+    out = np.full(3, -1, dtype=np.int64)
+    val = np.zeros(3)
+    m = 0
+    for g in range(N_GENRES):
+        v = q[g]
+        if v <= 0.0:
+            continue
+        if m == 3 and not (v > val[2] or (v == val[2] and genre_order[g] < genre_order[out[2]])):
+            continue
+        if m == 3:
+            m = 2
+        p = m
+        while p > 0 and (v > val[p - 1] or (v == val[p - 1] and genre_order[g] < genre_order[out[p - 1]])):
+            out[p] = out[p - 1]
+            val[p] = val[p - 1]
+            p -= 1
+        out[p] = g
+        val[p] = v
+        m += 1
+    return out
+
+
+@njit(cache=True)
+def content_reason(top: np.ndarray, gmask: int) -> int:
+    """The profile's top genres the item shares, in order, as ``Σ (genre + 1) · 32^k`` (0: none shared)."""
+    code = 0
+    mul = 1
+    for k in range(3):
+        g = top[k]
+        if g >= 0 and (gmask >> g) & 1:
+            code += (g + 1) * mul
+            mul *= 32
+    return code

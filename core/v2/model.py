@@ -15,11 +15,12 @@ docs/design.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from core.v2 import catalog
 from core.v2 import kernels as k
 from core.v2.settings import METHODS, Settings
 from core.v2.state import State
@@ -86,9 +87,6 @@ class Ranking(NamedTuple):
 
 
 def new_state(settings: Settings) -> State:
-    unsupported = [m for m in settings.methods if m == "content"]
-    if unsupported:
-        raise ValueError(f"methods {list(settings.methods)!r}: the array core does not implement content yet")
     state = State(settings)
     deny(state, settings.deny)
     return state
@@ -101,6 +99,23 @@ def deny(state: State, items: Sequence[str]) -> None:
         state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         state.deny[ids] = True
         state.version += 1
+
+
+def add_items(state: State, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Add or update catalog items (records as in ``udfs.catalog``), usable from the next ranking; an update keeps
+    the item's place among the newest. Returns the item ids."""
+    parsed = [catalog.features(r) for r in records]
+    ids = state.items.encode([i for i, _ in parsed]).tolist()
+    state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    for (item, feats), i, record in zip(parsed, ids, records, strict=True):
+        state.catalog[i] = feats
+        state.catalog_seq.setdefault(i, len(state.catalog_seq))
+        title = record.get("title")
+        if isinstance(title, str) and title:
+            state.titles[item] = title
+    state.catalog_changed = True
+    state.version += 1
+    return [i for i, _ in parsed]
 
 
 def learn(state: State, batch: Batch) -> None:
@@ -234,18 +249,19 @@ def rank(state: State, users: Sequence[str], mode: str | None = None, n: int | N
     k.rank_users(ids, n, spec.kind, max(spec.method, 0), alphas, cold, float(s.rrf_k), use, s.candidate_pool,
                  s.cold_start_items, s.history_decay_ms, exclude, np.flatnonzero(state.deny[: len(state.items)]),
                  state.items.rank, state.users.rank,
-                 lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, state.u_last, state.lg_type, state.lg_w,
+                 lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, state.u_last, state.lg_type, state.lg_w, state.lg_ts,
                  state.rc_item, state.rc_w, state.rc_ts, state.rc_len,
                  s.top_k, ip.ptr, ip.cap, ip.cols, ip.vals, state.i_norm, state.nb_idx, state.nb_sim, state.nb_len,
                  state.dirty,
                  s.usercf_top_k, up.ptr, up.cap, up.cols, up.vals, state.u_norm,
-                 tr_items, tr_scores, out.item, out.score, out.method, out.arg, out.length)
+                 tr_items, tr_scores, state.content(), s.content_search == "catalog", s.profile_max_items,
+                 s.half_life_s or 0.0, out.item, out.score, out.method, out.arg, out.length)
     return out
 
 
-def render(state: State, ranking: Ranking, titles: dict[str, str] | None = None) -> list[list[tuple[str, float, str]]]:
-    """Each user's list as ``(item, score, reason)`` with the reasons spelled out (``titles``: item -> title)."""
-    titles = titles or {}
+def render(state: State, ranking: Ranking) -> list[list[tuple[str, float, str]]]:
+    """Each user's list as ``(item, score, reason)`` with the reasons spelled out (titles from the catalog)."""
+    titles = state.titles
     names, unames = state.items.names, state.users.names
     out = []
     for r, u in enumerate(ranking.users.tolist()):
@@ -259,6 +275,13 @@ def render(state: State, ranking: Ranking, titles: dict[str, str] | None = None)
                 reason = f"because you {verb} {titles.get(names[a], names[a])}"
             elif m == k.USERCF:
                 reason = f"liked by similar user {unames[a]}"
+            elif m == k.CONTENT:
+                shared = []
+                while a > 0:
+                    shared.append(catalog.GENRES[a % 32 - 1])
+                    a //= 32
+                reason = f"matches your taste for {', '.join(shared)}" if shared else \
+                    "similar to items you engaged with"
             else:
                 reason = "trending"
             row.append((names[j], float(ranking.score[r, q]), reason))

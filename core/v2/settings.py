@@ -102,6 +102,11 @@ class Settings:
     unused: tuple[str, ...] = field(default=(), compare=False)  # UNUSED_KEYS that the config set
 
     def __post_init__(self) -> None:
+        for key in ("fusion_weights", "cold_start_weights"):
+            value = getattr(self, key)
+            if isinstance(value, Mapping):  # given as a mapping: kept as (method, weight) pairs in method order
+                allowed = METHODS if key == "fusion_weights" else ("content", "popular")
+                object.__setattr__(self, key, _weights(key, value, allowed))
         _number("top_n", self.top_n, 1, integer=True)
         _number("top_k", self.top_k, 1, integer=True)
         _number("history_cap", self.history_cap, 0, integer=True)

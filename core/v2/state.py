@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.v2.catalog import Features, Vectors
 from core.v2.ids import IdIndex
 from core.v2.settings import Settings
 
@@ -120,6 +121,19 @@ class State:
         self.fmeta = np.array([0.0, (settings.min_rating + settings.max_rating) / 2])
         self.version = 0  # bumped by every learned batch and catalog change (caches of derived lists key on it)
         self.trend: tuple[int, np.ndarray, np.ndarray] | None = None  # (version, trending items, scores)
+        # the catalog (broadcast): raw features and place of each item (the order of first arrival: newest last),
+        # titles; the vectors and the memo of one-item profile searches are derived from them (:meth:`content`)
+        self.catalog: dict[int, Features] = {}
+        self.catalog_seq: dict[int, int] = {}
+        self.titles: dict[str, str] = {}
+        self.catalog_changed = True
+        self.vectors: Vectors | None = None
+        self.in_cat = np.zeros(0, dtype=np.bool_)
+        self.newest = np.zeros(0, dtype=np.int64)
+        memo = settings.candidate_pool + 16
+        self.cm_idx = np.zeros((0, memo), dtype=np.int64)
+        self.cm_sim = np.zeros((0, memo))
+        self.cm_len = np.zeros(0, dtype=np.int64)
 
     @property
     def now_ms(self) -> int:
@@ -161,6 +175,33 @@ class State:
             for name in ("ra_user", "ra_w", "ra_ts"):
                 setattr(self, name, _grow_cols(getattr(self, name), width))
         self.ipool.fit(ni)
+
+    def content(self) -> tuple[np.ndarray, ...]:
+        """The catalog arrays the ranking kernel reads (rebuilt after a catalog change, extended for new items)."""
+        from core.v2.catalog import GENRE_ORDER, build
+
+        n = len(self.items)
+        if self.catalog_changed or self.vectors is None:
+            self.vectors = build(n, self.catalog)
+            self.in_cat = np.zeros(n, dtype=np.bool_)
+            self.in_cat[list(self.catalog)] = True
+            order = sorted(self.catalog_seq, key=self.catalog_seq.__getitem__)
+            self.newest = np.array(order[-self.settings.content_new_items:] if self.settings.content_new_items else [],
+                                   dtype=np.int64)
+            self.cm_len = np.full(n, -1, dtype=np.int64)
+            self.catalog_changed = False
+        v = self.vectors
+        if len(v.norm) < n:  # items known from events only: no vector
+            extra = n - len(v.norm)
+            v = self.vectors = Vectors(np.concatenate([v.ptr, np.full(extra, v.ptr[-1])]), v.col, v.val,
+                                       np.concatenate([v.norm, np.zeros(extra)]),
+                                       np.concatenate([v.genres, np.zeros(extra, dtype=np.int64)]))
+            self.in_cat = np.concatenate([self.in_cat, np.zeros(extra, dtype=np.bool_)])
+        self.cm_idx, self.cm_sim = _grow_rows(self.cm_idx, n), _grow_rows(self.cm_sim, n)
+        if len(self.cm_len) < n:
+            self.cm_len = np.concatenate([self.cm_len, np.full(n - len(self.cm_len), -1, dtype=np.int64)])
+        return (self.in_cat, v.ptr, v.col, v.val, v.norm, v.genres, self.newest, self.cm_idx, self.cm_sim,
+                self.cm_len, GENRE_ORDER)
 
     def nbytes(self) -> int:
         """Bytes held by the arrays (ids and Python objects not counted)."""
