@@ -37,6 +37,7 @@ def warm_up(settings: Settings, mode: str) -> float:
     t = time.perf_counter()
     state = M.new_state(settings)
     events = [Event(f"w{k}", f"u{k % 3}", f"i{k % 5}", "rate", 1.0 + k % 4, 1000 * k) for k in range(12)]
+    M.add_items(state, [{"item_id": "i1", "title": "A B", "year": 1990, "genres": ["Drama"]}])
     M.learn(state, M.Batch.of(events))
     M.rank(state, ["u0", "u1", "nobody"], mode)
     M.render(state, M.rank(state, ["u0"], mode))
@@ -44,7 +45,7 @@ def warm_up(settings: Settings, mode: str) -> float:
 
 
 def run(events: Sequence[Event], settings: Settings, mode: str | None = None, window_events: int = 0,
-        window_ms: float = 0.0, render: bool = False) -> dict[str, Any]:
+        window_ms: float = 0.0, render: bool = False, catalog: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Learn and rank ``events`` window by window (see the module docstring); the measurements."""
     if (window_events > 0) == (window_ms > 0):
         raise ValueError("give exactly one of window_events and window_ms (> 0)")
@@ -55,6 +56,9 @@ def run(events: Sequence[Event], settings: Settings, mode: str | None = None, wi
     batch = M.Batch.of(events)
     columns_s = clock() - wall0
     state = M.new_state(settings)
+    t = clock()
+    M.add_items(state, catalog)
+    catalog_s = clock() - t
     learn_s = rank_s = render_s = 0.0
     windows = ranks = 0
     n = len(events)
@@ -87,6 +91,7 @@ def run(events: Sequence[Event], settings: Settings, mode: str | None = None, wi
         "windows": windows, "ranks": ranks, "window_events": window_events or None, "window_ms": window_ms or None,
         "events_per_s": round(n / wall, 1), "cpu_us_per_event": round(1e6 * cpu / n, 2),
         "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "columns_s": round(columns_s, 3),
+        "catalog_s": round(catalog_s, 3),
         "learn_s": round(learn_s, 3), "rank_s": round(rank_s, 3), "render_s": round(render_s, 3) if render else None,
         "rank_us_per_user": round(1e6 * rank_s / max(ranks, 1), 2), "jit_warmup_s": round(warm, 3),
         "co_occurrence_entries": state.ipool.entries(), "user_pairs": state.upool.entries(),
@@ -137,9 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     window_ms = args.window_ms or (0.0 if args.window_events else 400.0)
     t = time.perf_counter()
-    events, _catalog = _stream(args)
+    events, catalog = _stream(args)
     print(f"stream: {len(events):,} {args.source} events in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    res = run(events, settings, args.mode, args.window_events, window_ms, args.render)
+    res = run(events, settings, args.mode, args.window_events, window_ms, args.render, catalog)
     res["source"] = args.source
     print(json.dumps(res, indent=1))
     return 0
