@@ -147,3 +147,25 @@ def test_pools_grow_past_their_first_capacity() -> None:
         for b in ("i1", "i150"):
             assert M.similarity(state, a, b) == pytest.approx(cos[index[a], index[b]], abs=1e-9)
     assert np.all(state.ipool.size[: len(state.items)] == 199)
+
+
+def test_a_row_over_its_cap_keeps_the_entries_of_largest_key_ties_by_id() -> None:
+    # user a rates x 2.0 then six items: C[x][j] = 2 w_j, norm_j = w_j², key C/sqrt(norm_j) = 2 for every j (a tie);
+    # cap 4 prunes x's row when the 6th item makes it 6 entries (> 4 + 1): the 4 smallest ids stay
+    settings = Settings(methods=("itemcf",), history_cap=0, top_k=2, row_cap=4)
+    events = [Event("e0", "a", "x", "rate", 2.0, 0)]
+    events += [Event(f"e{k}", "a", j, "rate", float(k), 10 * k) for k, j in enumerate(["q", "m", "z", "b", "k", "c"],
+                                                                                          start=1)]
+    state = learned(events, settings)
+    kept = {j for j in "qmzbkc" if M.similarity(state, "x", j) > 0}
+    assert kept == {"b", "c", "k", "m"}
+    assert state.ipool.meta[1] >= 2  # pruned entries counted
+
+
+def test_row_caps_keep_the_same_state_however_the_events_are_batched() -> None:
+    settings = Settings(methods=("itemcf", "usercf", "popular"), history_cap=5, usercf_max_raters=6, top_k=3,
+                        usercf_top_k=3, row_cap=4, usercf_row_cap=5)
+    events = stream(8, 2000, users=40, items=60)
+    one = _snapshot(learned(events, settings))
+    assert _snapshot(learned(events, settings, batch=13)) == one
+    assert learned(events, settings).ipool.meta[1] > 0

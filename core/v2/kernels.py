@@ -122,6 +122,44 @@ def ulog_find(u: int, i: int, ptr: np.ndarray, cap: np.ndarray, items: np.ndarra
 
 
 @njit(cache=True)
+def prune_row(a: int, keep: int, ptr: np.ndarray, cap: np.ndarray, size: np.ndarray, cols: np.ndarray,
+              vals: np.ndarray, norm: np.ndarray, rank: np.ndarray) -> int:
+    """Keep the ``keep`` entries of row ``a`` with the largest ``row[a][b] / sqrt(norm_b)`` (ties: id; a column
+    with no norm ranks last); the others are dropped (a dropped pair restarts from 0). Returns how many."""
+    base = ptr[a]
+    n = size[a]
+    idx = np.empty(keep, dtype=np.int64)
+    key = np.empty(keep)
+    col_of = np.empty(keep, dtype=np.int64)
+    val_of = np.empty(keep)
+    m = 0
+    for s in range(base, base + cap[a]):
+        b = cols[s]
+        if b == -1:
+            continue
+        nb = norm[b]
+        k = vals[s] / np.sqrt(nb) if nb > 0.0 else -np.inf
+        m = _insert_top(keep, m, idx, key, rank, b, k)
+    # the kept entries' values, before the table is rebuilt
+    for p in range(m):
+        b = idx[p]
+        col_of[p] = b
+        val_of[p] = row_get(a, b, ptr, cap, cols, vals)
+    for s in range(base, base + cap[a]):
+        cols[s] = -1
+        vals[s] = 0.0
+    mask = cap[a] - 1
+    for p in range(m):
+        h = _hash(col_of[p], mask)
+        while cols[base + h] != -1:
+            h = (h + 1) & mask
+        cols[base + h] = col_of[p]
+        vals[base + h] = val_of[p]
+    size[a] = m
+    return n - m
+
+
+@njit(cache=True)
 def _add_norm(norm: np.ndarray, a: int, d: float) -> None:
     n = norm[a] + d
     norm[a] = n if n > EPS else 0.0
@@ -301,7 +339,7 @@ def learn_trending(ev_item: np.ndarray, ev_ts: np.ndarray, half_life_s: float, w
 
 @njit(cache=True)
 def learn_itemcf(ev_user: np.ndarray, ev_item: np.ndarray, ev_ts: np.ndarray, ev_w: np.ndarray, ev_w0: np.ndarray,
-                 history_cap: int,
+                 history_cap: int, row_cap: int, item_rank: np.ndarray,
                  rc_item: np.ndarray, rc_w: np.ndarray, rc_ts: np.ndarray, rc_len: np.ndarray,
                  norm: np.ndarray, ptr: np.ndarray, cap: np.ndarray, size: np.ndarray, cols: np.ndarray,
                  vals: np.ndarray, meta: np.ndarray, dirty: np.ndarray, moved: np.ndarray
@@ -332,8 +370,12 @@ def learn_itemcf(ev_user: np.ndarray, ev_item: np.ndarray, ev_ts: np.ndarray, ev
                 cols, vals = row_add(i, k, d, ptr, cap, size, cols, vals, meta, 0)
                 cols, vals = row_add(k, i, d, ptr, cap, size, cols, vals, meta, 0)
                 dirty[k] = 1
+                if row_cap > 0 and size[k] > row_cap + row_cap // 4:
+                    meta[1] += prune_row(k, row_cap, ptr, cap, size, cols, vals, norm, item_rank)
             if n > 1 or (n == 1 and rc_item[u, 0] != i):
                 dirty[i] = 1
+            if row_cap > 0 and size[i] > row_cap + row_cap // 4:
+                meta[1] += prune_row(i, row_cap, ptr, cap, size, cols, vals, norm, item_rank)
         # i becomes the latest item: out of its old place, appended, the oldest dropped over the cap
         q = 0
         for p in range(n):
@@ -360,7 +402,7 @@ def learn_itemcf(ev_user: np.ndarray, ev_item: np.ndarray, ev_ts: np.ndarray, ev
 
 @njit(cache=True)
 def learn_usercf(ev_user: np.ndarray, ev_item: np.ndarray, ev_ts: np.ndarray, ev_w: np.ndarray, ev_w0: np.ndarray,
-                 ev_new: np.ndarray, max_raters: int, user_rank: np.ndarray,
+                 ev_new: np.ndarray, max_raters: int, row_cap: int, user_rank: np.ndarray,
                  ra_user: np.ndarray, ra_w: np.ndarray, ra_ts: np.ndarray, ra_len: np.ndarray,
                  norm: np.ndarray, ptr: np.ndarray, cap: np.ndarray, size: np.ndarray, cols: np.ndarray,
                  vals: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -385,6 +427,10 @@ def learn_usercf(ev_user: np.ndarray, ev_item: np.ndarray, ev_ts: np.ndarray, ev
                 d = dw * ra_w[i, p]
                 cols, vals = row_add(u, v, d, ptr, cap, size, cols, vals, meta, 0)
                 cols, vals = row_add(v, u, d, ptr, cap, size, cols, vals, meta, 0)
+                if row_cap > 0 and size[v] > row_cap + row_cap // 4:
+                    meta[1] += prune_row(v, row_cap, ptr, cap, size, cols, vals, norm, user_rank)
+        if row_cap > 0 and size[u] > row_cap + row_cap // 4:
+            meta[1] += prune_row(u, row_cap, ptr, cap, size, cols, vals, norm, user_rank)
         if me == -1:
             if n >= ra_user.shape[1]:
                 raise ValueError("user-CF raters width exceeded: the caller sizes it for the batch")

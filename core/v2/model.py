@@ -150,7 +150,8 @@ def learn(state: State, batch: Batch) -> None:
                      state.tr_t, state.tb, state.tb_id, state.tr_totals, state.tr_meta)
     if "itemcf" in s.methods:
         ip = state.ipool
-        ip.cols, ip.vals = k.learn_itemcf(users, items, ts, w, w0, s.history_cap, state.rc_item, state.rc_w,
+        ip.cols, ip.vals = k.learn_itemcf(users, items, ts, w, w0, s.history_cap, s.row_cap, state.items.rank,
+                                          state.rc_item, state.rc_w,
                                           state.rc_ts, state.rc_len, state.i_norm, ip.ptr, ip.cap, ip.size, ip.cols,
                                           ip.vals, ip.meta, state.dirty, state.moved)
         moved = np.flatnonzero(state.moved)
@@ -159,7 +160,8 @@ def learn(state: State, batch: Batch) -> None:
             k.mark_holders(moved, ip.ptr, ip.cap, ip.cols, state.dirty)
     if "usercf" in s.methods:
         up = state.upool
-        up.cols, up.vals = k.learn_usercf(users, items, ts, w, w0, new, s.usercf_max_raters, state.users.rank,
+        up.cols, up.vals = k.learn_usercf(users, items, ts, w, w0, new, s.usercf_max_raters, s.usercf_row_cap,
+                                          state.users.rank,
                                           state.ra_user, state.ra_w, state.ra_ts, state.ra_len, state.u_norm, up.ptr,
                                           up.cap, up.size, up.cols, up.vals, up.meta)
     state.version += 1

@@ -66,7 +66,7 @@ class Settings:
     trending_size: int = 100
     min_rating: float = 0.5
     max_rating: float = 5.0
-    row_cap: int = 0
+    row_cap: int = 0  # 0 = every co-occurrence entry; else pruned to this many past 1.25 x
     mode: str = "weighted"
     methods: tuple[str, ...] = METHODS
     candidate_pool: int = 50
@@ -115,10 +115,10 @@ class Settings:
             _number(name, getattr(self, name), -math.inf)
         if not self.min_rating < self.max_rating:
             raise ValueError(f"min_rating {self.min_rating!r} must be below max_rating {self.max_rating!r}")
-        for name in ("row_cap", "usercf_row_cap"):
-            if _number(name, getattr(self, name), 0, integer=True):
-                raise ValueError(f"{name} {getattr(self, name)!r}: the array core keeps every entry of a similarity "
-                                 "row; only 0 is supported")
+        for name, k_name in (("row_cap", "top_k"), ("usercf_row_cap", "usercf_top_k")):
+            cap, k = _number(name, getattr(self, name), 0, integer=True), getattr(self, k_name)
+            if cap and cap < k:
+                raise ValueError(f"{name} {cap!r} must be 0 (all) or at least {k_name} {k!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} must be one of {', '.join(MODES)}")
         methods = tuple(self.methods)

@@ -51,7 +51,7 @@ class Pool:
     size: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     cols: np.ndarray = field(default_factory=lambda: np.full(1024, -1, dtype=np.int32))
     vals: np.ndarray = field(default_factory=lambda: np.zeros(1024))
-    meta: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))  # [slots used]
+    meta: np.ndarray = field(default_factory=lambda: np.zeros(2, dtype=np.int64))  # [slots used, entries pruned]
 
     def fit(self, n: int) -> None:
         self.ptr, self.cap, self.size = _grow_rows(self.ptr, n), _grow_rows(self.cap, n), _grow_rows(self.size, n)
