@@ -59,6 +59,7 @@ def run(events: Sequence[Event], settings: Settings, mode: str | None = None, wi
     t = clock()
     M.add_items(state, catalog)
     catalog_s = clock() - t
+    train = settings.train_combiner and mode == "learned"  # as the job: trained only while learned is ranked
     learn_s = rank_s = render_s = 0.0
     windows = ranks = 0
     n = len(events)
@@ -68,7 +69,7 @@ def run(events: Sequence[Event], settings: Settings, mode: str | None = None, wi
         end = min(n, start + step)
         part = batch.slice(start, end)
         t0 = clock()
-        M.learn(state, part)
+        M.learn(state, part, train)
         t1 = clock()
         users = list(dict.fromkeys(part.user_id.tolist()))
         ranking = M.rank(state, users, mode)

@@ -56,14 +56,15 @@ class Options:
 
 
 class ArrayModel:
-    """The array core (:mod:`core.v2.model`) behind the protocols' ``learn_one`` / ``rank``: each event is a batch."""
+    """The array core (:mod:`core.v2.model`) behind the protocols' ``learn_one`` / ``rank``: each event is a batch (and
+    trains the combiner when ``train_combiner``, as the dict model does in one process)."""
 
     def __init__(self, settings: Settings, catalog: list[dict[str, Any]]) -> None:
         self.state = array_model.new_state(settings)
         array_model.add_items(self.state, catalog)
 
     def learn_one(self, event: Event) -> None:
-        array_model.learn(self.state, array_model.Batch.of([event]))
+        array_model.learn(self.state, array_model.Batch.of([event]), train=self.state.settings.train_combiner)
 
     def rank(self, user: str, n: int | None = None, mode: str | None = None,
              exclude: Iterable[str] = ()) -> list[tuple[str, float, str]]:

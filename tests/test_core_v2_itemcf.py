@@ -134,6 +134,7 @@ def test_rank_checks_mode_and_n() -> None:
         M.rank(state, ["u1"], "bogus")
     with pytest.raises(ValueError, match="n -1"):
         M.rank(state, ["u1"], "itemcf", -1)
+    assert M.render(state, M.rank(state, ["u1", "nobody"], "weighted", 0)) == [[], []]
     with pytest.raises(ValueError, match="weight nan of event x"):
         M.learn(state, M.Batch.of([Event("x", "u1", "i1", "rate", float("nan"), 5)]))
 

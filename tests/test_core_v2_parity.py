@@ -99,3 +99,52 @@ def test_same_lists_with_content_and_a_catalog(seed: int, search: str) -> None:
                     assert [s for _, s, _ in got] == pytest.approx([s for _, s, _ in want], rel=1e-9, abs=1e-12)
                     compared += 1
     assert compared > 1000
+
+
+def test_learned_mode_ranks_like_the_dict_model_with_the_same_weights() -> None:
+    # the same combiner weights in both, no training: the same features, probabilities, order and reasons
+    kw: dict[str, Any] = {"methods": ("itemcf", "usercf", "content", "popular"), "history_cap": 5,
+                          "usercf_max_raters": 4, "candidate_pool": 8, "content_new_items": 15, "combiner_warmup": 0,
+                          "train_combiner": False}
+    old = HybridRecommender(refresh_events=0, refresh_on_norms=True, **kw)
+    state = M.new_state(Settings(**kw))
+    catalog = random_catalog(3, 60)
+    for record in catalog:
+        old.add_item(record)
+    M.add_items(state, catalog)
+    rng = random.Random(5)
+    weights = {f: rng.uniform(-2, 2) for f in M.FEATURES}
+    old.combiner.load_weights({**weights, "bias": 0.3})
+    state.comb[:] = [*(weights[f] for f in M.FEATURES), 0.3]
+    events = mixed_stream(3, 1000, 40, 60)
+    for e in events:
+        old.learn_one(e)
+    M.learn(state, M.Batch.of(events))
+    users = sorted({e.user_id for e in events})
+    new = M.render(state, M.rank(state, users, "learned", 10))
+    for u, got in zip(users, new, strict=True):
+        want = old.rank(u, 10, "learned")
+        assert [(i, r) for i, _, r in got] == [(i, r) for i, _, r in want], u
+        assert [s for _, s, _ in got] == pytest.approx([s for _, s, _ in want], rel=1e-9)
+
+
+def test_the_combiner_learns_like_the_dict_model_with_positives_only() -> None:
+    # every eligible event trains (sample 1) on its positive alone (n_neg 0): no draw is involved, so the weights
+    # after the stream equal the dict model's
+    kw: dict[str, Any] = {"methods": ("itemcf", "usercf", "content", "popular"), "history_cap": 5,
+                          "usercf_max_raters": 4, "candidate_pool": 8, "content_new_items": 15,
+                          "combiner_sample": 1.0, "n_neg": 0}
+    old = HybridRecommender(refresh_events=0, refresh_on_norms=True, **kw)
+    state = M.new_state(Settings(**kw))
+    catalog = random_catalog(4, 60)
+    for record in catalog:
+        old.add_item(record)
+    M.add_items(state, catalog)
+    events = mixed_stream(4, 500, 30, 60)
+    for e in events:
+        old.learn_one(e)
+    for start in range(0, len(events), 100):  # batches: training steps see the state just before their event
+        M.learn(state, M.Batch.of(events[start:start + 100]), train=True)
+    assert int(state.comb_n[0]) == old.combiner.n_seen > 50
+    want = old.combiner.weights()
+    assert list(state.comb) == pytest.approx([*(want[f] for f in M.FEATURES), want["bias"]], rel=1e-6, abs=1e-9)

@@ -8,6 +8,7 @@ of any two ids never does, so structures ordered by rank stay ordered.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ class IdIndex:
         self._sorted = np.empty(0, dtype=np.str_)  # every name, sorted
         self._perm = np.empty(0, dtype=np.int64)  # the dense id of each position of _sorted
         self.rank = np.empty(0, dtype=np.int64)  # dense id -> position in the string order
+        self.hash = np.empty(0, dtype=np.int64)  # dense id -> CRC-32 of the id (seeded draws per id)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -65,3 +67,5 @@ class IdIndex:
         rank = np.empty(len(self.names), dtype=np.int64)
         rank[self._perm] = np.arange(len(self.names), dtype=np.int64)
         self.rank = rank
+        self.hash = np.concatenate([self.hash, np.array([zlib.crc32(n.encode("utf-8", "surrogatepass"))
+                                                         for n in added], dtype=np.int64)])

@@ -160,6 +160,16 @@ def prune_row(a: int, keep: int, ptr: np.ndarray, cap: np.ndarray, size: np.ndar
 
 
 @njit(cache=True)
+def log_lacks(users: np.ndarray, items: np.ndarray, ptr: np.ndarray, cap: np.ndarray, l_items: np.ndarray,
+              l_slots: np.ndarray) -> np.ndarray:
+    """Per (user, item): True when the user never engaged the item."""
+    out = np.empty(len(users), dtype=np.bool_)
+    for e in range(len(users)):
+        out[e] = ulog_find(users[e], items[e], ptr, cap, l_items, l_slots) == -1
+    return out
+
+
+@njit(cache=True)
 def _add_norm(norm: np.ndarray, a: int, d: float) -> None:
     n = norm[a] + d
     norm[a] = n if n > EPS else 0.0
@@ -169,6 +179,8 @@ def _add_norm(norm: np.ndarray, a: int, d: float) -> None:
 @njit(cache=True)
 def _insert_top(k: int, n: int, idx: np.ndarray, val: np.ndarray, rank: np.ndarray, j: int, v: float) -> int:
     """Insert (j, v) into the best-first list ``idx/val[:n]`` of at most ``k``; returns its new length."""
+    if k == 0:
+        return 0
     if n == k:
         last = idx[n - 1]
         if not before(v, rank[j], val[n - 1], rank[last]):
@@ -568,6 +580,12 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                tr_items: np.ndarray, tr_scores: np.ndarray,
                # content: the catalog (see core.v2.state), where a user with history finds candidates, profile size
                cat: tuple, content_catalog: bool, profile_max: int, profile_half_life_s: float,
+               # learned: combiner weights (+ bias) and examples seen, warm-up, features' parameters (see _learned),
+               # item hashes, the training example (item, event key; item -1: rank), negatives, and the inputs of the
+               # statistics features
+               comb: np.ndarray, comb_n: np.ndarray, warmup: int, fp: np.ndarray, item_hash: np.ndarray,
+               train_item: int, train_key: int, n_neg: int, lg_value: np.ndarray, rate_type: int,
+               i_users: np.ndarray, i_last: np.ndarray, b_sum: np.ndarray, b_n: np.ndarray,
                # out: per user n items, scores, reason method and argument (anchor item, neighbour user), length
                out_item: np.ndarray, out_score: np.ndarray, out_method: np.ndarray, out_arg: np.ndarray,
                out_len: np.ndarray) -> None:
@@ -591,6 +609,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
     qv = np.zeros(DIM_CONTENT)
     no_skip = np.zeros(n_items, dtype=np.bool_)
     cand = np.empty(N_METHODS * pool_n + len(newest), dtype=np.int64)
+    pos_of = np.full(n_items, -1, dtype=np.int64)
     for r in range(len(users)):
         u = users[r]
         # the items never recommended to u: engaged with an excluded type, or denied
@@ -615,6 +634,8 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                     m_out += 1
         else:
             p_len[:] = 0
+            nn = 0
+            kept = 0
             if use[ITEMCF]:
                 nt = 0
                 t_u = u_last[u]
@@ -733,11 +754,19 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                     for x in range(m):
                         p_arg[CONTENT, x] = content_reason(top3, gmask[p_item[CONTENT, x]])
                 p_len[CONTENT] = m
-            m_out = _fuse(r, n, kind, single, use, alphas, cold_alphas, l_size[u] < cold_items, rrf_k, p_item, p_score,
-                          p_arg, p_len, item_rank, acc, best_k, touched, f_item, f_val, out_item, out_score,
-                          out_method, out_arg)
+            cold = l_size[u] < cold_items
+            if kind == KIND_TRAIN or (kind == KIND_LEARNED and not cold and comb_n[0] >= warmup):
+                m_out = _learned(r, n, u, train_item, train_key, n_neg, item_hash, comb, comb_n, fp, pool_n, use,
+                                 p_item, p_score, p_arg, p_len, item_rank, rc_item, rc_w, rc_ts, rc_len, u_last,
+                                 decay_ms, nb_idx, nb_sim, nb_len, nbu, nbs, nn, l_ptr, l_cap, l_items, l_slots, lg_w,
+                                 lg_type, lg_value, rate_type, kept, qv, vptr, vcol, vval, vnorm, i_users, i_last,
+                                 b_sum, b_n, pos_of, f_item, f_val, out_item, out_score, out_method, out_arg)
+            else:
+                m_out = _fuse(r, n, KIND_WEIGHTED if kind == KIND_LEARNED else kind, single, use, alphas,
+                              cold_alphas, cold, rrf_k, p_item, p_score, p_arg, p_len, item_rank, acc, best_k,
+                              touched, f_item, f_val, out_item, out_score, out_method, out_arg)
             # fill a short list with trending items
-            if m_out < n:
+            if m_out < n and kind != KIND_TRAIN:
                 for q in range(m_out):
                     skip[out_item[r, q]] = True
                 for p in range(len(tr_items)):
@@ -1007,3 +1036,191 @@ def content_reason(top: np.ndarray, gmask: int) -> int:
             code += (g + 1) * mul
             mul *= 32
     return code
+
+
+# -- the learned combiner -------------------------------------------------------------------------------------------
+KIND_LEARNED, KIND_TRAIN = 4, 5
+"""``learned`` ranks with the combiner; ``KIND_TRAIN``: one user's candidates train it (recommend-then-learn)."""
+N_FEATURES = 12
+"""The features, in the order of ``core.v2.model.FEATURES``."""
+F_ICF, F_UCF, F_CONTENT, F_POP, F_RECENCY, F_BASELINE, F_RANK, F_ICF_MAX, F_UCF_MAX = 0, 1, 2, 3, 4, 5, 6, 10, 11
+_DECISION_ORDER = (0, 1, 2, 10, 11, 3, 4, 5, 6, 7, 8, 9)  # the order the terms of the decision are summed in
+
+
+@njit(cache=True, inline="always")
+def mix(a: int, b: int) -> int:
+    """A 64-bit mix of two integers (splitmix64 finaliser): the seeded draws of the combiner's training."""
+    x = a * -7046029254386353131 + b
+    x = (x ^ ((x >> 30) & 0x3FFFFFFFF)) * -4658895280553007687
+    x = (x ^ ((x >> 27) & 0x1FFFFFFFFF)) * -7723592293110705685
+    return x ^ ((x >> 31) & 0x1FFFFFFFF)
+
+
+@njit(cache=True)
+def uniform(keys: np.ndarray, seed: int) -> np.ndarray:
+    """A draw in [0, 1) per event key, a function of (seed, key) only."""
+    out = np.empty(len(keys))
+    for e in range(len(keys)):
+        out[e] = ((mix(seed, keys[e]) >> 11) & 0x1FFFFFFFFFFFFF) / 9007199254740992.0
+    return out
+
+
+@njit(cache=True, inline="always")
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + np.exp(-z))
+    e = np.exp(z)
+    return e / (1.0 + e)
+
+
+@njit(cache=True)
+def _decision(comb: np.ndarray, x: np.ndarray) -> float:
+    s = 0.0
+    for f in _DECISION_ORDER:
+        s += comb[f] * x[f]
+    return comb[N_FEATURES] + s
+
+
+@njit(cache=True)
+def _sgd(comb: np.ndarray, comb_n: np.ndarray, x: np.ndarray, label: float, lr: float, l2: float) -> None:
+    g = _sigmoid(_decision(comb, x)) - label
+    for f in range(N_FEATURES):
+        comb[f] -= lr * (g * x[f] + l2 * comb[f])
+    comb[N_FEATURES] -= lr * g
+    comb_n[0] += 1
+
+
+@njit(cache=True)
+def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int, item_hash: np.ndarray,
+             comb: np.ndarray, comb_n: np.ndarray, fp: np.ndarray, pool_n: int, use: np.ndarray, p_item: np.ndarray,
+             p_score: np.ndarray, p_arg: np.ndarray, p_len: np.ndarray, item_rank: np.ndarray,
+             rc_item: np.ndarray, rc_w: np.ndarray, rc_ts: np.ndarray, rc_len: np.ndarray, u_last: np.ndarray,
+             decay_ms: float, nb_idx: np.ndarray, nb_sim: np.ndarray, nb_len: np.ndarray,
+             nbu: np.ndarray, nbs: np.ndarray, nn: int, l_ptr: np.ndarray, l_cap: np.ndarray, l_items: np.ndarray,
+             l_slots: np.ndarray, lg_w: np.ndarray, lg_type: np.ndarray, lg_value: np.ndarray, rate_type: int,
+             kept: int, qv: np.ndarray, vptr: np.ndarray, vcol: np.ndarray, vval: np.ndarray, vnorm: np.ndarray,
+             i_users: np.ndarray, i_last: np.ndarray, b_sum: np.ndarray, b_n: np.ndarray, pos_of: np.ndarray,
+             f_item: np.ndarray, f_val: np.ndarray, out_item: np.ndarray, out_score: np.ndarray,
+             out_method: np.ndarray, out_arg: np.ndarray) -> int:
+    """The learned mode for one user: every candidate's features (README "The model", learned), then either the
+    top ``n`` by ``P(engage)`` with the reason of the method contributing most, or (``train_item`` >= 0) one SGD step
+    per example: the engaged item (if it was a candidate) and ``n_neg`` others, the ones of smallest
+    ``mix(train_key, item hash)``. ``fp``: [mu, lambda_item, lambda_user, min_rating, rating span, recency
+    half-life ms, popularity norm, now, lr, l2]. Returns the list's length (0 when training)."""
+    nc = 0
+    for m in range(N_METHODS):
+        for x in range(p_len[m]):
+            j = p_item[m, x]
+            if pos_of[j] == -1:
+                pos_of[j] = nc
+                f_item[nc] = j
+                nc += 1
+    X = np.zeros((nc, N_FEATURES))
+    if use[ITEMCF]:
+        t_u = u_last[u]
+        for h in range(rc_len[u]):
+            k = rc_item[u, h]
+            wk = rc_w[u, h]
+            if decay_ms > 0.0:
+                wk = wk * 2.0 ** (-(t_u - rc_ts[u, h]) / decay_ms)
+            for q in range(nb_len[k]):
+                p = pos_of[nb_idx[k, q]]
+                if p >= 0:
+                    c = wk * nb_sim[k, q]
+                    X[p, F_ICF] += c
+                    if c > X[p, F_ICF_MAX]:
+                        X[p, F_ICF_MAX] = c
+    if use[USERCF]:
+        for q in range(nn):
+            v = nbu[q]
+            sim = nbs[q]
+            base = l_ptr[v]
+            for x in range(base, base + l_cap[v]):
+                j = l_items[x]
+                if j != -1 and pos_of[j] >= 0:
+                    p = pos_of[j]
+                    c = sim * max(lg_w[l_slots[x]], MIN_POSITIVE_WEIGHT)
+                    X[p, F_UCF] += c
+                    if c > X[p, F_UCF_MAX]:
+                        X[p, F_UCF_MAX] = c
+    if use[CONTENT] and kept > 0:
+        qn = np.sqrt(np.sum(qv * qv))
+        if qn > 0.0:
+            for p in range(nc):
+                X[p, F_CONTENT] = _cosine(f_item[p], qv, qn, vptr, vcol, vval, vnorm)
+    for f in (F_ICF, F_UCF, F_CONTENT, F_ICF_MAX, F_UCF_MAX):
+        best = 0.0
+        for p in range(nc):
+            best = max(best, X[p, f])
+        for p in range(nc):
+            X[p, f] = max(X[p, f], 0.0) / best if best > 0.0 else 0.0
+    mu, lam_i, lam_u, lo, span, rec_ms, pop_norm, now = fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7]
+    b_u = 0.0
+    count = 0
+    base = l_ptr[u]
+    for x in range(base, base + l_cap[u]):
+        j = l_items[x]
+        if j != -1 and lg_type[l_slots[x]] == rate_type:
+            b_i = (b_sum[j] - b_n[j] * mu) / (lam_i + b_n[j]) if b_n[j] > 0 else 0.0
+            b_u += lg_value[l_slots[x]] - mu - b_i
+            count += 1
+    b_u = b_u / (lam_u + count) if count > 0 else 0.0
+    for p in range(nc):
+        j = f_item[p]
+        X[p, F_POP] = np.log1p(i_users[j]) / pop_norm
+        X[p, F_RECENCY] = 2.0 ** (-max(now - i_last[j], 0) / rec_ms) if i_users[j] > 0 else 0.0
+        b_i = (b_sum[j] - b_n[j] * mu) / (lam_i + b_n[j]) if b_n[j] > 0 else 0.0
+        X[p, F_BASELINE] = min(max((mu + b_u + b_i - lo) / span, 0.0), 1.0)
+    log_pool = np.log(pool_n + 1)
+    for m in range(N_METHODS):
+        for x in range(p_len[m]):
+            X[pos_of[p_item[m, x]], F_RANK + m] = 1.0 - np.log(x + 1) / log_pool
+    m_out = 0
+    cand_rank = np.empty(nc, dtype=np.int64)  # candidate position -> the item's place in the id order
+    for p in range(nc):
+        cand_rank[p] = item_rank[f_item[p]]
+    if train_item >= 0:
+        pe = pos_of[train_item]
+        if pe >= 0:
+            lr, l2 = fp[8], fp[9]
+            neg = np.empty(min(n_neg, nc - 1), dtype=np.int64)
+            key = np.empty(len(neg))
+            cnt = 0
+            for p in range(nc):
+                if p != pe:
+                    cnt = _insert_top(len(neg), cnt, neg, key, cand_rank, p,
+                                      -float(mix(train_key, item_hash[f_item[p]])))
+            _sgd(comb, comb_n, X[pe], 1.0, lr, l2)
+            for x in range(cnt):
+                _sgd(comb, comb_n, X[neg[x]], 0.0, lr, l2)
+    else:
+        probs = np.empty(nc)
+        for p in range(nc):
+            probs[p] = _sigmoid(_decision(comb, X[p]))
+        top_p = np.empty(n, dtype=np.int64)
+        top_v = np.empty(n)
+        for p in range(nc):
+            m_out = _insert_top(n, m_out, top_p, top_v, cand_rank, p, probs[p])
+        for q in range(m_out):
+            p = top_p[q]
+            j = f_item[p]
+            x = X[p]
+            contrib = np.array([(comb[0] * x[0] + comb[10] * x[10]) + comb[6] * x[6],
+                                (comb[1] * x[1] + comb[11] * x[11]) + comb[7] * x[7],
+                                comb[2] * x[2] + comb[8] * x[8],
+                                comb[3] * x[3] + comb[9] * x[9]])
+            best_m, best_a = -1, -1
+            best_v = 0.0
+            for m in range(N_METHODS):
+                for pos in range(p_len[m]):
+                    if p_item[m, pos] == j:
+                        if best_m == -1 or contrib[m] > best_v:
+                            best_m, best_v, best_a = m, contrib[m], p_arg[m, pos]
+                        break
+            out_item[r, q] = j
+            out_score[r, q] = top_v[q]
+            out_method[r, q] = best_m
+            out_arg[r, q] = best_a
+    for p in range(nc):
+        pos_of[f_item[p]] = -1
+    return m_out

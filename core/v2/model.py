@@ -15,6 +15,8 @@ docs/design.md.
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -41,9 +43,13 @@ FUSION: dict[str, FusionSpec] = {
     "weighted": FusionSpec(k.KIND_WEIGHTED),
     "rrf": FusionSpec(k.KIND_RRF),
     "borda": FusionSpec(k.KIND_BORDA),
+    "learned": FusionSpec(k.KIND_LEARNED),
     **{m: FusionSpec(k.KIND_SINGLE, code) for code, m in enumerate(METHODS)},
 }
-"""Every supported mode (``learned`` is not implemented yet)."""
+"""Every mode and how it ranks."""
+FEATURES: tuple[str, ...] = ("itemcf", "usercf", "content", "popularity", "recency", "baseline",
+                             "itemcf_rank", "usercf_rank", "content_rank", "popular_rank", "itemcf_max", "usercf_max")
+"""The learned combiner's features, each in 0..1 (the columns of ``State.comb``, the bias last)."""
 
 
 class Batch(NamedTuple):
@@ -55,17 +61,21 @@ class Batch(NamedTuple):
     type: np.ndarray  # int8: index into EVENT_TYPES
     weight: np.ndarray  # float64: the rating or the type's weight
     ts: np.ndarray  # int64, epoch ms
+    key: np.ndarray  # int64: CRC-32 of the event id (the seeded draws of an event depend on it alone)
 
     @classmethod
     def of(cls, events: Sequence[Event]) -> Batch:
         types = {t: c for c, t in enumerate(EVENT_TYPES)}
+        ids = [e.event_id for e in events]
         return cls(
-            np.array([e.event_id for e in events], dtype=np.str_),
+            np.array(ids, dtype=np.str_),
             np.array([e.user_id for e in events], dtype=np.str_),
             np.array([e.item_id for e in events], dtype=np.str_),
             np.fromiter((types[e.type] for e in events), dtype=np.int8, count=len(events)),
             np.fromiter((e.weight for e in events), dtype=np.float64, count=len(events)),
             np.fromiter((e.ts for e in events), dtype=np.int64, count=len(events)),
+            np.fromiter((zlib.crc32(i.encode("utf-8", "surrogatepass")) for i in ids), dtype=np.int64,
+                        count=len(events)),
         )
 
     def __len__(self) -> int:  # type: ignore[override]
@@ -118,8 +128,12 @@ def add_items(state: State, records: Sequence[Mapping[str, Any]]) -> list[str]:
     return [i for i, _ in parsed]
 
 
-def learn(state: State, batch: Batch) -> None:
-    """Apply ``batch`` (any order: it is put in canonical order, event time then event id) to ``state``."""
+def learn(state: State, batch: Batch, train: bool = False) -> None:
+    """Apply ``batch`` (any order: it is put in canonical order, event time then event id) to ``state``.
+
+    ``train``: recommend-then-learn for the combiner: an event of a user with history on an item new to them, drawn
+    with probability ``combiner_sample`` by (seed, event id), trains it on the user's candidates in the state just
+    before the event (the item a positive, ``n_neg`` other candidates negatives)."""
     n = len(batch)
     if n == 0:
         return
@@ -132,10 +146,37 @@ def learn(state: State, batch: Batch) -> None:
     s = state.settings
     users = state.users.encode(batch.user_id[order].tolist())
     items = state.items.encode(batch.item_id[order].tolist())
-    types = batch.type[order]
-    values = batch.weight[order]
-    ts = batch.ts[order]
+    types, values, ts, keys = batch.type[order], batch.weight[order], batch.ts[order], batch.key[order]
     state.fit(n, np.bincount(users), np.bincount(items))
+    cuts: list[int] = []
+    if train and s.combiner_sample > 0 and len(s.methods):
+        lp = state.lpool
+        _, first_user = np.unique(users, return_index=True)
+        _, first_pair = np.unique((users << 32) | items, return_index=True)
+        had = lp.size[users] > 0  # history before the batch, or an earlier event in it
+        later = np.ones(n, dtype=np.bool_)
+        later[first_user] = False
+        had |= later
+        new_pair = np.zeros(n, dtype=np.bool_)
+        new_pair[first_pair] = k.log_lacks(users[first_pair], items[first_pair], lp.ptr, lp.cap, lp.cols, lp.vals)
+        drawn = k.uniform(keys, s.seed) < s.combiner_sample
+        cuts = np.flatnonzero(had & new_pair & drawn).tolist()
+    start = 0
+    for e in [*cuts, n]:
+        _apply(state, users[start:e], items[start:e], types[start:e], values[start:e], ts[start:e])
+        if e < n:
+            _train(state, int(users[e]), int(items[e]), int(keys[e]))
+        start = e
+    state.version += 1
+
+
+def _apply(state: State, users: np.ndarray, items: np.ndarray, types: np.ndarray, values: np.ndarray,
+           ts: np.ndarray) -> None:
+    """The learning kernels over events in canonical order (arrays already sized)."""
+    n = len(users)
+    if n == 0:
+        return
+    s = state.settings
     w = np.empty(n)
     w0 = np.empty(n)
     new = np.empty(n, dtype=np.uint8)
@@ -151,9 +192,8 @@ def learn(state: State, batch: Batch) -> None:
     if "itemcf" in s.methods:
         ip = state.ipool
         ip.cols, ip.vals = k.learn_itemcf(users, items, ts, w, w0, s.history_cap, s.row_cap, state.items.rank,
-                                          state.rc_item, state.rc_w,
-                                          state.rc_ts, state.rc_len, state.i_norm, ip.ptr, ip.cap, ip.size, ip.cols,
-                                          ip.vals, ip.meta, state.dirty, state.moved)
+                                          state.rc_item, state.rc_w, state.rc_ts, state.rc_len, state.i_norm, ip.ptr,
+                                          ip.cap, ip.size, ip.cols, ip.vals, ip.meta, state.dirty, state.moved)
         moved = np.flatnonzero(state.moved)
         state.moved[moved] = 0
         if s.refresh_on_norms:
@@ -161,10 +201,14 @@ def learn(state: State, batch: Batch) -> None:
     if "usercf" in s.methods:
         up = state.upool
         up.cols, up.vals = k.learn_usercf(users, items, ts, w, w0, new, s.usercf_max_raters, s.usercf_row_cap,
-                                          state.users.rank,
-                                          state.ra_user, state.ra_w, state.ra_ts, state.ra_len, state.u_norm, up.ptr,
-                                          up.cap, up.size, up.cols, up.vals, up.meta)
-    state.version += 1
+                                          state.users.rank, state.ra_user, state.ra_w, state.ra_ts, state.ra_len,
+                                          state.u_norm, up.ptr, up.cap, up.size, up.cols, up.vals, up.meta)
+    state.trend = None
+
+
+def _train(state: State, user: int, item: int, key: int) -> None:
+    """One recommend-then-learn step of the combiner for ``user`` engaging ``item`` next (see :func:`learn`)."""
+    _run_rank(state, np.array([user], dtype=np.int64), FusionSpec(k.KIND_TRAIN), 1, item, key)
 
 
 def refresh(state: State, all_rows: bool = False) -> np.ndarray:
@@ -238,12 +282,23 @@ def rank(state: State, users: Sequence[str], mode: str | None = None, n: int | N
         raise ValueError(f"n {n!r} must be a non-negative integer")
     ids = state.users.encode(users)
     state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    return _run_rank(state, ids, spec, n)
+
+
+def _run_rank(state: State, ids: np.ndarray, spec: FusionSpec, n: int, train_item: int = -1,
+              train_key: int = 0) -> Ranking:
+    s = state.settings
     tr_items, tr_scores = trending(state)
     # one method alone needs only its own pool
-    use = np.array([m in s.methods and (spec.kind != k.KIND_SINGLE or c == spec.method) for c, m in enumerate(METHODS)])
+    use = np.array([m in s.methods and (spec.kind != k.KIND_SINGLE or c == spec.method)
+                    for c, m in enumerate(METHODS)])
     alphas = np.array([s.weight(m) for m in METHODS])
     cold = np.array([s.weight(m, cold=True) for m in METHODS])
     exclude = np.array([t in s.exclude_types for t in EVENT_TYPES])
+    mu = float(state.fmeta[0] / state.meta[3]) if state.meta[3] else float(state.fmeta[1])
+    fp = np.array([mu, s.baseline_lambda_item, s.baseline_lambda_user, s.min_rating, s.max_rating - s.min_rating,
+                   s.recency_half_life_s * 1000.0, math.log1p(state.max_users) if state.max_users > 0 else 1.0,
+                   float(state.now_ms), s.combiner_lr, s.combiner_l2])
     out = Ranking(ids, np.full((len(ids), n), -1, dtype=np.int64), np.zeros((len(ids), n)),
                   np.full((len(ids), n), -1, dtype=np.int64), np.full((len(ids), n), -1, dtype=np.int64),
                   np.zeros(len(ids), dtype=np.int64))
@@ -257,7 +312,10 @@ def rank(state: State, users: Sequence[str], mode: str | None = None, n: int | N
                  state.dirty,
                  s.usercf_top_k, up.ptr, up.cap, up.cols, up.vals, state.u_norm,
                  tr_items, tr_scores, state.content(), s.content_search == "catalog", s.profile_max_items,
-                 s.half_life_s or 0.0, out.item, out.score, out.method, out.arg, out.length)
+                 s.half_life_s or 0.0,
+                 state.comb, state.comb_n, s.combiner_warmup, fp, state.items.hash, train_item, train_key, s.n_neg,
+                 state.lg_value, RATE, state.i_users, state.i_last, state.b_sum, state.b_n,
+                 out.item, out.score, out.method, out.arg, out.length)
     return out
 
 

@@ -119,6 +119,9 @@ class State:
         self.meta = np.zeros(4, dtype=np.int64)
         # [Σ ratings, the global mean before any rating]
         self.fmeta = np.array([0.0, (settings.min_rating + settings.max_rating) / 2])
+        # the learned combiner: one weight per feature and the bias; examples learned
+        self.comb = np.zeros(13)
+        self.comb_n = np.zeros(1, dtype=np.int64)
         self.version = 0  # bumped by every learned batch and catalog change (caches of derived lists key on it)
         self.trend: tuple[int, np.ndarray, np.ndarray] | None = None  # (version, trending items, scores)
         # the catalog (broadcast): raw features and place of each item (the order of first arrival: newest last),
