@@ -128,35 +128,58 @@ def prune_row(a: int, keep: int, ptr: np.ndarray, cap: np.ndarray, size: np.ndar
     with no norm ranks last); the others are dropped (a dropped pair restarts from 0). Returns how many."""
     base = ptr[a]
     n = size[a]
-    idx = np.empty(keep, dtype=np.int64)
-    key = np.empty(keep)
-    col_of = np.empty(keep, dtype=np.int64)
-    val_of = np.empty(keep)
+    if n <= keep:
+        return 0
+    c = np.empty(n, dtype=np.int64)
+    v = np.empty(n)
+    key = np.empty(n)
     m = 0
     for s in range(base, base + cap[a]):
         b = cols[s]
-        if b == -1:
-            continue
-        nb = norm[b]
-        k = vals[s] / np.sqrt(nb) if nb > 0.0 else -np.inf
-        m = _insert_top(keep, m, idx, key, rank, b, k)
-    # the kept entries' values, before the table is rebuilt
-    for p in range(m):
-        b = idx[p]
-        col_of[p] = b
-        val_of[p] = row_get(a, b, ptr, cap, cols, vals)
+        if b != -1:
+            nb = norm[b]
+            c[m] = b
+            v[m] = vals[s]
+            key[m] = vals[s] / np.sqrt(nb) if nb > 0.0 else -np.inf
+            m += 1
+    thr = np.partition(key, m - keep)[m - keep]  # the keep-th largest key
+    kept = np.zeros(m, dtype=np.bool_)
+    n_kept = 0
+    n_ties = 0
+    for x in range(m):
+        if key[x] > thr:
+            kept[x] = True
+            n_kept += 1
+        elif key[x] == thr:
+            n_ties += 1
+    ties = np.empty(n_ties, dtype=np.int64)
+    t = 0
+    for x in range(m):
+        if key[x] == thr:
+            ties[t] = x
+            t += 1
+    if n_kept + n_ties > keep:  # the tie at the threshold: the smaller ids stay
+        tie_rank = np.empty(n_ties, dtype=np.int64)
+        for t in range(n_ties):
+            tie_rank[t] = rank[c[ties[t]]]
+        ties = ties[np.argsort(tie_rank)]
+    for t in range(min(n_ties, keep - n_kept)):
+        kept[ties[t]] = True
     for s in range(base, base + cap[a]):
         cols[s] = -1
         vals[s] = 0.0
     mask = cap[a] - 1
-    for p in range(m):
-        h = _hash(col_of[p], mask)
-        while cols[base + h] != -1:
-            h = (h + 1) & mask
-        cols[base + h] = col_of[p]
-        vals[base + h] = val_of[p]
-    size[a] = m
-    return n - m
+    n_new = 0
+    for x in range(m):
+        if kept[x]:
+            h = _hash(c[x], mask)
+            while cols[base + h] != -1:
+                h = (h + 1) & mask
+            cols[base + h] = c[x]
+            vals[base + h] = v[x]
+            n_new += 1
+    size[a] = n_new
+    return m - n_new
 
 
 @njit(cache=True)
