@@ -148,7 +148,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="bounds table: half-life of the 'decay on' rows (default: the model's half_life_s, or 600)")
     p.add_argument("--core", choices=CORES, default="dict",
                    help="model implementation: dict (core.hybrid, default) or array (core.v2: prequential, temporal "
-                        "and random only, no learned mode yet)")
+                        "and random only)")
     p.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
                    help="worker processes (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -612,7 +612,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                # out: per user n items, scores, reason method and argument (anchor item, neighbour user), length
                out_item: np.ndarray, out_score: np.ndarray, out_method: np.ndarray, out_arg: np.ndarray,
                out_len: np.ndarray) -> None:
-    """Rank each user of ``users`` (see :func:`core.v2.model.Model.rank` for the semantics)."""
+    """Rank each user of ``users`` into row r of the out arrays (see :func:`core.v2.model.rank`)."""
     n_items = len(item_rank)
     acc = np.zeros(n_items)
     best_c = np.zeros(n_items)
