@@ -227,24 +227,41 @@ def refresh_rows(rows: np.ndarray, k: int, ptr: np.ndarray, cap: np.ndarray, col
     by cosine then id, from the current sums; each row is marked clean."""
     for a in rows:
         dirty[a] = 0
-        na = norm[a]
-        n = 0
-        if na > 0.0:
-            base = ptr[a]
-            for s in range(base, base + cap[a]):
-                b = cols[s]
-                if b == -1:
-                    continue
-                v = vals[s]
-                if abs(v) <= EPS:
-                    continue
-                nb = norm[b]
-                if nb <= 0.0:
-                    continue
-                sim = v / np.sqrt(nb * na)
-                if sim > 0.0:
-                    n = _insert_top(k, n, nb_idx[a], nb_sim[a], rank, b, sim)
-        nb_len[a] = n
+        nb_len[a] = _top_cosines(a, k, ptr, cap, cols, vals, norm, rank, nb_idx[a], nb_sim[a])
+
+
+@njit(cache=True)
+def _top_cosines(a: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+                 norm: np.ndarray, rank: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> int:
+    """The top-``k`` positive ``row[a][b] / sqrt(norm_a · norm_b)`` of row ``a`` into idx/sim, by value then id.
+
+    Once ``k`` are held, an entry is first compared by ``row[a][b]² / norm_b`` (no square root) against the k-th
+    value's square times ``norm_a``, with a relative margin far above rounding, so only the entries that may enter
+    get their exact cosine."""
+    na = norm[a]
+    if na <= 0.0:
+        return 0
+    n = 0
+    bar = -1.0  # k-th cosine² · na (less a margin) once the list is full
+    base = ptr[a]
+    for s in range(base, base + cap[a]):
+        b = cols[s]
+        if b == -1:
+            continue
+        v = vals[s]
+        if v <= EPS:  # a cosine > 0 needs a positive sum
+            continue
+        nb = norm[b]
+        if nb <= 0.0:
+            continue
+        if n == k and v * v / nb < bar:
+            continue
+        c = v / np.sqrt(nb * na)
+        if c > 0.0:
+            n = _insert_top(k, n, idx, sim, rank, b, c)
+            if n == k:
+                bar = sim[k - 1] * sim[k - 1] * na * (1.0 - 1e-9)
+    return n
 
 
 @njit(cache=True)
@@ -563,25 +580,7 @@ def _select(touched: np.ndarray, n_touched: int, acc: np.ndarray, skip: np.ndarr
 @njit(cache=True)
 def _user_neighbors(u: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
                     norm: np.ndarray, rank: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> int:
-    nu = norm[u]
-    if nu <= 0.0:
-        return 0
-    n = 0
-    base = ptr[u]
-    for s in range(base, base + cap[u]):
-        v = cols[s]
-        if v == -1:
-            continue
-        d = vals[s]
-        if abs(d) <= EPS:
-            continue
-        nv = norm[v]
-        if nv <= 0.0:
-            continue
-        c = d / np.sqrt(nv * nu)
-        if c > 0.0:
-            n = _insert_top(k, n, idx, sim, rank, v, c)
-    return n
+    return _top_cosines(u, k, ptr, cap, cols, vals, norm, rank, idx, sim)
 
 
 @njit(cache=True)
