@@ -3,8 +3,8 @@
 Runs :mod:`core.v2.model` over a whole stream in windows, without Flink, Kafka or Redis: each window's events are
 learned as one batch (:func:`core.v2.model.learn`), then every user who acted in it is ranked, all at once
 (:func:`core.v2.model.rank`, the configured mode), as the job does per window. A window is ``--window-events``
-consecutive events, or (``--window-ms``) the events learned in that much wall-clock time, as
-``bench.limit.batched`` cuts them.
+consecutive events, or (``--window-ms``) as many events as the pace of the window before processes in that much
+wall-clock time (``bench.limit.batched`` cuts its windows by the clock the same way, event by event).
 
 Reports events/s over the whole stream (wall clock and CPU), the time in learning, ranking and turning events into
 columns, the rankings, and separately the JIT warm-up: the first calls of every kernel on a tiny stream, which

@@ -271,7 +271,8 @@ def trending(state: State) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rank(state: State, users: Sequence[str], mode: str | None = None, n: int | None = None) -> Ranking:
-    """The top ``n`` (default ``top_n``) of each user in ``mode`` (default the settings' mode)."""
+    """The top ``n`` (default ``top_n``) of each user in ``mode`` (default the settings' mode); an unknown user gets
+    an id (and no history: trending)."""
     s = state.settings
     mode = s.mode if mode is None else mode
     spec = FUSION.get(mode)
