@@ -233,16 +233,11 @@ def refresh_rows(rows: np.ndarray, k: int, ptr: np.ndarray, cap: np.ndarray, col
 @njit(cache=True)
 def _top_cosines(a: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
                  norm: np.ndarray, rank: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> int:
-    """The top-``k`` positive ``row[a][b] / sqrt(norm_a · norm_b)`` of row ``a`` into idx/sim, by value then id.
-
-    Once ``k`` are held, an entry is first compared by ``row[a][b]² / norm_b`` (no square root) against the k-th
-    value's square times ``norm_a``, with a relative margin far above rounding, so only the entries that may enter
-    get their exact cosine."""
+    """The top-``k`` positive ``row[a][b] / sqrt(norm_a · norm_b)`` of row ``a`` into idx/sim, by value then id."""
     na = norm[a]
     if na <= 0.0:
         return 0
     n = 0
-    bar = -1.0  # k-th cosine² · na (less a margin) once the list is full
     base = ptr[a]
     for s in range(base, base + cap[a]):
         b = cols[s]
@@ -254,13 +249,9 @@ def _top_cosines(a: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndar
         nb = norm[b]
         if nb <= 0.0:
             continue
-        if n == k and v * v / nb < bar:
-            continue
         c = v / np.sqrt(nb * na)
         if c > 0.0:
             n = _insert_top(k, n, idx, sim, rank, b, c)
-            if n == k:
-                bar = sim[k - 1] * sim[k - 1] * na * (1.0 - 1e-9)
     return n
 
 
