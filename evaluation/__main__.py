@@ -48,7 +48,7 @@ from tqdm import tqdm  # noqa: E402
 from config import ConfigError, load_config, resolve_path  # noqa: E402
 from core.hybrid import HybridRecommender  # noqa: E402
 from evaluation import report  # noqa: E402
-from evaluation.runner import BoundRow, Options, Task, run_task  # noqa: E402
+from evaluation.runner import CORES, BoundRow, Options, Task, run_task  # noqa: E402
 
 logger = logging.getLogger("evaluation")
 
@@ -146,6 +146,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "scale run)")
     p.add_argument("--decay-half-life-s", type=float, metavar="S",
                    help="bounds table: half-life of the 'decay on' rows (default: the model's half_life_s, or 600)")
+    p.add_argument("--core", choices=CORES, default="dict",
+                   help="model implementation: dict (core.hybrid, default) or array (core.v2: prequential, temporal "
+                        "and random only)")
     p.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
                    help="worker processes (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -157,6 +160,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--protocols {args.protocols!r}: unknown {', '.join(bad) or '(empty)'}; "
                 f"choose from {', '.join(PROTOCOLS)}")
     args.protocols = protocols
+    if args.core == "array" and "bounds" in protocols:
+        p.error("--core array: the bounds protocol measures the dict core's bounds; leave it out of --protocols")
     args.caps = _bound_values(p, "--caps", args.caps)
     args.row_caps = _bound_values(p, "--row-caps", args.row_caps)
     args.max_raters = _bound_values(p, "--max-raters", args.max_raters)
@@ -395,7 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     opts = Options(model_cfg=cfg["model"], params=params, data_dir=data_dir, limit=args.limit, k=args.k,
-                   sample_every=args.sample_every, window=args.window, seed=args.seed, train_frac=args.train_frac)
+                   sample_every=args.sample_every, window=args.window, seed=args.seed, train_frac=args.train_frac,
+                   core=args.core)
     configured = Configured.of(probe)
     tasks = build_tasks(args, n_events, half_life, configured)
     logger.info("running %d tasks with %d workers", len(tasks), args.jobs)

@@ -9,15 +9,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.hybrid import HybridRecommender
+from core.v2 import model as array_model
+from core.v2.settings import Settings
 from evaluation.protocols import (
     OFFLINE_METRICS,
     PREQUENTIAL_METRICS,
     Arm,
+    Recommender,
     beyond_accuracy,
     offline,
     prequential,
@@ -32,6 +35,8 @@ logger = logging.getLogger(__name__)
 #: The arms of the main tables, in display order: single methods first, then the fusions.
 ARMS: tuple[str, ...] = ("popular", "itemcf", "usercf", "content", "weighted", "rrf", "borda", "learned")
 FUSION_ARMS: tuple[str, ...] = ("weighted", "rrf", "borda", "learned")
+CORES: tuple[str, ...] = ("dict", "array")
+"""The model implementations: ``dict`` (core.hybrid.HybridRecommender) or ``array`` (core.v2)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,33 @@ class Options:
     window: int = 5000
     seed: int = 0
     train_frac: float = 0.8
+    core: str = "dict"  # one of CORES
+
+
+class ArrayModel:
+    """The array core (:mod:`core.v2.model`) behind the protocols' ``learn_one`` / ``rank``: each event is a batch (and
+    trains the combiner when ``train_combiner``, as the dict model does in one process)."""
+
+    def __init__(self, settings: Settings, catalog: list[dict[str, Any]]) -> None:
+        self.state = array_model.new_state(settings)
+        array_model.add_items(self.state, catalog)
+
+    def learn_one(self, event: Event) -> None:
+        array_model.learn(self.state, array_model.Batch.of([event]), train=self.state.settings.train_combiner)
+
+    def rank(self, user: str, n: int | None = None, mode: str | None = None,
+             exclude: Iterable[str] = ()) -> list[tuple[str, float, str]]:
+        if tuple(exclude):
+            raise ValueError("the array core ranks without an exclude list")
+        return array_model.render(self.state, array_model.rank(self.state, [user], mode, n))[0]
+
+
+def build_array_model(opts: Options, catalog: list[dict[str, Any]]) -> ArrayModel:
+    """An :class:`ArrayModel` from the config and the ``--param`` overrides (``refresh_events`` is not a setting of
+    the array core: its lists are always current), catalog loaded."""
+    params = {k: v for k, v in opts.params.items() if k != "refresh_events"}
+    params.setdefault("seed", opts.seed)
+    return ArrayModel(Settings.from_config(opts.model_cfg, **params), catalog)
 
 
 @dataclass(frozen=True)
@@ -86,7 +118,9 @@ def build_model(opts: Options, catalog: list[dict[str, Any]], **extra: Any) -> H
     return model
 
 
-def _arms(model: HybridRecommender, names: tuple[str, ...] = ARMS) -> dict[str, Arm]:
+def _arms(model: Recommender, names: tuple[str, ...] = ARMS) -> dict[str, Arm]:
+    if isinstance(model, ArrayModel):
+        names = tuple(n for n in names if n in array_model.FUSION)
     return {name: (model, name) for name in names}
 
 
@@ -95,7 +129,21 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
     t0 = time.perf_counter()
     events, catalog = load_data(opts)
     out: dict[str, Any] = {"name": task.name, "kind": task.kind, "pid": os.getpid()}
-    if task.kind == "prequential":
+    if task.kind != "bounds" and opts.core == "array":
+        array = build_array_model(opts, catalog)
+        if task.kind == "prequential":
+            res = prequential(_arms(array), events, k=opts.k, sample_every=opts.sample_every, window=opts.window,
+                              seed=opts.seed, progress=progress)
+            out.update(_prequential_summary(res))
+            out["model"] = {"core": "array", **{k: v for k, v in asdict(array.state.settings).items()
+                                                if k in ("history_cap", "top_k", "candidate_pool", "half_life_s",
+                                                         "trending_half_life_s", "refresh_on_norms", "rrf_k")}}
+        else:
+            train, test = (temporal_split(events, opts.train_frac) if task.kind == "temporal"
+                           else random_split(events, opts.train_frac, seed=opts.seed))
+            out.update(_offline_summary(offline(_arms(array), train, test, k=opts.k, progress=progress), train,
+                                        test, catalog))
+    elif task.kind == "prequential":
         model = build_model(opts, catalog)
         res = prequential(_arms(model), events, k=opts.k, sample_every=opts.sample_every, window=opts.window,
                           seed=opts.seed, progress=progress)
@@ -108,17 +156,11 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
         else:
             train, test = random_split(events, opts.train_frac, seed=opts.seed)
         model = build_model(opts, catalog)
-        ores = offline(_arms(model), train, test, k=opts.k, progress=progress)
-        genres = {r["item_id"]: r["genres"] for r in catalog}
-        items = [r["item_id"] for r in catalog]
-        out.update({
-            "n_train": len(train), "n_test": len(test), "n_users": ores.n_users, "n_cold": ores.n_cold,
-            "learn_s": ores.learn_s,
-            "metrics": {a: {m: ores.mean(a, m) for m in OFFLINE_METRICS} for a in ores.arms},
-            "rank_ms": {a: 1000 * ores.rank_s[a] / max(ores.n_users, 1) for a in ores.arms},
-            "beyond": {a: vars(beyond_accuracy(ores.lists[a], train, items, genres)) for a in ores.arms},
-        })
+        out.update(_offline_summary(offline(_arms(model), train, test, k=opts.k, progress=progress), train, test,
+                                    catalog))
     elif task.kind == "bounds":
+        if opts.core != "dict":
+            raise ValueError(f"bounds task {task.name!r}: the bounds protocol measures the dict core's bounds only")
         variant = dict(task.variant)
         method = task.method
         if method not in ("itemcf", "usercf"):
@@ -151,6 +193,19 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
     out["seconds"] = time.perf_counter() - t0
     logger.info("task %s done in %.1f s", task.name, out["seconds"])
     return out
+
+
+def _offline_summary(ores: Any, train: list[Event], test: list[Event],
+                     catalog: list[dict[str, Any]]) -> dict[str, Any]:
+    genres = {r["item_id"]: r["genres"] for r in catalog}
+    items = [r["item_id"] for r in catalog]
+    return {
+        "n_train": len(train), "n_test": len(test), "n_users": ores.n_users, "n_cold": ores.n_cold,
+        "learn_s": ores.learn_s,
+        "metrics": {a: {m: ores.mean(a, m) for m in OFFLINE_METRICS} for a in ores.arms},
+        "rank_ms": {a: 1000 * ores.rank_s[a] / max(ores.n_users, 1) for a in ores.arms},
+        "beyond": {a: vars(beyond_accuracy(ores.lists[a], train, items, genres)) for a in ores.arms},
+    }
 
 
 def _prequential_summary(res: Any) -> dict[str, Any]:

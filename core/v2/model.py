@@ -1,0 +1,350 @@
+"""The model core's functions: a batch of events -> state, users -> ranked lists (docs/design.md, "Model core").
+
+* :func:`learn` applies a batch of events, in canonical order (event time, then event id), to the state:
+  the user log, the baseline sums, item statistics and trending, item-CF (co-occurrence and norms) and user-CF
+  (raters, user-user dot products and norms). The same events give the same state however they are cut into
+  batches, as long as the batches follow each other in canonical order.
+* :func:`rank` ranks a batch of users at once: every method's candidate pool, then the mode's fusion
+  (:data:`FUSION`, a table), then a short list filled with trending items. Neighbour lists are exact: a list
+  whose sums (or, with ``refresh_on_norms``, a column's norm) changed is recomputed before it is read.
+* :func:`render` turns a :class:`Ranking` into ``(item, score, reason)`` strings, the public form.
+
+Semantics follow ``core.hybrid.HybridRecommender`` (README "The model"); the differences are listed in
+docs/design.md.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from core.v2 import catalog
+from core.v2 import kernels as k
+from core.v2.settings import METHODS, Settings
+from core.v2.state import State
+from udfs.events import EVENT_TYPES, Event
+
+RATE = EVENT_TYPES.index("rate")
+_VERBS = {"rate": "rated", "view": "viewed", "click": "clicked", "cart": "put in your cart", "purchase": "bought"}
+
+
+class FusionSpec(NamedTuple):
+    """How a mode ranks: the kind of fusion (``kernels.KIND_*``) and, for one method alone, which."""
+
+    kind: int
+    method: int = -1
+
+
+FUSION: dict[str, FusionSpec] = {
+    "weighted": FusionSpec(k.KIND_WEIGHTED),
+    "rrf": FusionSpec(k.KIND_RRF),
+    "borda": FusionSpec(k.KIND_BORDA),
+    "learned": FusionSpec(k.KIND_LEARNED),
+    **{m: FusionSpec(k.KIND_SINGLE, code) for code, m in enumerate(METHODS)},
+}
+"""Every mode and how it ranks."""
+FEATURES: tuple[str, ...] = ("itemcf", "usercf", "content", "popularity", "recency", "baseline",
+                             "itemcf_rank", "usercf_rank", "content_rank", "popular_rank", "itemcf_max", "usercf_max")
+"""The learned combiner's features, each in 0..1 (the columns of ``State.comb``, the bias last)."""
+
+
+class Batch(NamedTuple):
+    """Events as columns (one entry per event)."""
+
+    event_id: np.ndarray  # str
+    user_id: np.ndarray  # str
+    item_id: np.ndarray  # str
+    type: np.ndarray  # int8: index into EVENT_TYPES
+    weight: np.ndarray  # float64: the rating or the type's weight
+    ts: np.ndarray  # int64, epoch ms
+    key: np.ndarray  # int64: CRC-32 of the event id (the seeded draws of an event depend on it alone)
+
+    @classmethod
+    def of(cls, events: Sequence[Event]) -> Batch:
+        types = {t: c for c, t in enumerate(EVENT_TYPES)}
+        ids = [e.event_id for e in events]
+        return cls(
+            np.array(ids, dtype=np.str_),
+            np.array([e.user_id for e in events], dtype=np.str_),
+            np.array([e.item_id for e in events], dtype=np.str_),
+            np.fromiter((types[e.type] for e in events), dtype=np.int8, count=len(events)),
+            np.fromiter((e.weight for e in events), dtype=np.float64, count=len(events)),
+            np.fromiter((e.ts for e in events), dtype=np.int64, count=len(events)),
+            np.fromiter((zlib.crc32(i.encode("utf-8", "surrogatepass")) for i in ids), dtype=np.int64,
+                        count=len(events)),
+        )
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return len(self.ts)
+
+    def slice(self, start: int, end: int) -> Batch:
+        return Batch(*(a[start:end] for a in self))
+
+
+class Ranking(NamedTuple):
+    """Ranked lists of a batch of users: row r is user ``users[r]``'s list of ``length[r]`` items."""
+
+    users: np.ndarray  # dense user ids
+    item: np.ndarray  # (users, n) dense item ids
+    score: np.ndarray  # (users, n)
+    method: np.ndarray  # (users, n) the method that gives the reason (kernels.ITEMCF ... FILL)
+    arg: np.ndarray  # (users, n) its argument: the history item (item-CF), the neighbour (user-CF), else -1
+    length: np.ndarray  # (users,)
+
+
+def new_state(settings: Settings) -> State:
+    state = State(settings)
+    deny(state, settings.deny)
+    return state
+
+
+def deny(state: State, items: Sequence[str]) -> None:
+    """Never recommend these items from now on."""
+    if len(items):
+        ids = state.items.encode(items)
+        state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        state.deny[ids] = True
+        state.version += 1
+
+
+def add_items(state: State, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Add or update catalog items (records as in ``udfs.catalog``), usable from the next ranking; an update keeps
+    the item's place among the newest. Returns the item ids."""
+    parsed = [catalog.features(r) for r in records]
+    ids = state.items.encode([i for i, _ in parsed]).tolist()
+    state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    for (item, feats), i, record in zip(parsed, ids, records, strict=True):
+        state.catalog[i] = feats
+        state.catalog_seq.setdefault(i, len(state.catalog_seq))
+        title = record.get("title")
+        if isinstance(title, str) and title:
+            state.titles[item] = title
+    state.catalog_changed = True
+    state.version += 1
+    return [i for i, _ in parsed]
+
+
+def learn(state: State, batch: Batch, train: bool = False) -> None:
+    """Apply ``batch`` (any order: it is put in canonical order, event time then event id) to ``state``.
+
+    ``train``: recommend-then-learn for the combiner: an event of a user with history on an item new to them, drawn
+    with probability ``combiner_sample`` by (seed, event id), trains it on the user's candidates in the state just
+    before the event (the item a positive, ``n_neg`` other candidates negatives)."""
+    n = len(batch)
+    if n == 0:
+        return
+    bad = ~(np.isfinite(batch.weight) & (batch.weight > 0))
+    if bad.any():
+        p = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"weight {float(batch.weight[p])!r} of event {batch.event_id[p]} must be a positive finite "
+                         "number")
+    order = np.lexsort((batch.event_id, batch.ts))
+    s = state.settings
+    users = state.users.encode(batch.user_id[order].tolist())
+    items = state.items.encode(batch.item_id[order].tolist())
+    types, values, ts, keys = batch.type[order], batch.weight[order], batch.ts[order], batch.key[order]
+    state.fit(n, np.bincount(users), np.bincount(items))
+    cuts: list[int] = []
+    if train and s.combiner_sample > 0 and len(s.methods):
+        lp = state.lpool
+        _, first_user = np.unique(users, return_index=True)
+        _, first_pair = np.unique((users << 32) | items, return_index=True)
+        had = lp.size[users] > 0  # history before the batch, or an earlier event in it
+        later = np.ones(n, dtype=np.bool_)
+        later[first_user] = False
+        had |= later
+        new_pair = np.zeros(n, dtype=np.bool_)
+        new_pair[first_pair] = k.log_lacks(users[first_pair], items[first_pair], lp.ptr, lp.cap, lp.cols, lp.vals)
+        drawn = k.uniform(keys, s.seed) < s.combiner_sample
+        cuts = np.flatnonzero(had & new_pair & drawn).tolist()
+    start = 0
+    for e in [*cuts, n]:
+        _apply(state, users[start:e], items[start:e], types[start:e], values[start:e], ts[start:e])
+        if e < n:
+            _train(state, int(users[e]), int(items[e]), int(keys[e]))
+        start = e
+    state.version += 1
+
+
+def _apply(state: State, users: np.ndarray, items: np.ndarray, types: np.ndarray, values: np.ndarray,
+           ts: np.ndarray) -> None:
+    """The learning kernels over events in canonical order (arrays already sized)."""
+    n = len(users)
+    if n == 0:
+        return
+    s = state.settings
+    w = np.empty(n)
+    w0 = np.empty(n)
+    new = np.empty(n, dtype=np.uint8)
+    lp = state.lpool
+    lp.cols, lp.vals = k.learn_log(users, items, values, types, ts, s.center_ratings, RATE,
+                                   lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, lp.meta, state.lg_item, state.lg_value,
+                                   state.lg_ts, state.lg_type, state.lg_w, state.lg_rating, state.u_rsum, state.u_rn,
+                                   state.u_last, state.b_sum, state.b_n, state.i_users, state.i_last, state.meta,
+                                   state.fmeta, w, w0, new)
+    width_ms = int(s.trending_window_s * 1000 / s.trending_buckets)
+    k.learn_trending(items, ts, s.trending_half_life_s or 0.0, width_ms, s.trending_buckets, state.tr_val,
+                     state.tr_t, state.tb, state.tb_id, state.tr_totals, state.tr_meta)
+    if "itemcf" in s.methods:
+        ip = state.ipool
+        ip.cols, ip.vals = k.learn_itemcf(users, items, ts, w, w0, s.history_cap, s.row_cap, state.items.rank,
+                                          state.rc_item, state.rc_w, state.rc_ts, state.rc_len, state.i_norm, ip.ptr,
+                                          ip.cap, ip.size, ip.cols, ip.vals, ip.meta, state.dirty, state.moved)
+        moved = np.flatnonzero(state.moved)
+        state.moved[moved] = 0
+        if s.refresh_on_norms:
+            k.mark_holders(moved, ip.ptr, ip.cap, ip.cols, state.dirty)
+    if "usercf" in s.methods:
+        up = state.upool
+        up.cols, up.vals = k.learn_usercf(users, items, ts, w, w0, new, s.usercf_max_raters, s.usercf_row_cap,
+                                          state.users.rank, state.ra_user, state.ra_w, state.ra_ts, state.ra_len,
+                                          state.u_norm, up.ptr, up.cap, up.size, up.cols, up.vals, up.meta)
+    state.trend = None
+
+
+def _train(state: State, user: int, item: int, key: int) -> None:
+    """One recommend-then-learn step of the combiner for ``user`` engaging ``item`` next (see :func:`learn`)."""
+    _run_rank(state, np.array([user], dtype=np.int64), FusionSpec(k.KIND_TRAIN), 1, item, key)
+
+
+def refresh(state: State, all_rows: bool = False) -> np.ndarray:
+    """Recompute the dirty neighbour lists (every list with ``all_rows``); returns the refreshed items."""
+    rows = np.arange(len(state.items), dtype=np.int64) if all_rows else np.flatnonzero(state.dirty[: len(state.items)])
+    p = state.ipool
+    k.refresh_rows(rows, state.settings.top_k, p.ptr, p.cap, p.cols, p.vals, state.i_norm, state.items.rank,
+                   state.nb_idx, state.nb_sim, state.nb_len, state.dirty)
+    return rows
+
+
+def neighbors(state: State, item: str) -> list[tuple[str, float]]:
+    """The item's current top-K neighbours ``(item, cosine)``, best first."""
+    i = state.items.get(item)
+    if i < 0:
+        return []
+    if state.dirty[i]:
+        p = state.ipool
+        k.refresh_rows(np.array([i]), state.settings.top_k, p.ptr, p.cap, p.cols, p.vals, state.i_norm,
+                       state.items.rank, state.nb_idx, state.nb_sim, state.nb_len, state.dirty)
+    names = state.items.names
+    return [(names[j], float(s)) for j, s in zip(state.nb_idx[i, : state.nb_len[i]].tolist(),
+                                                  state.nb_sim[i, : state.nb_len[i]].tolist(), strict=True)]
+
+
+def similarity(state: State, a: str, b: str) -> float:
+    """The current item-item cosine of ``a`` and ``b`` from the sums (0.0 if either is unknown)."""
+    ia, ib = state.items.get(a), state.items.get(b)
+    if ia < 0 or ib < 0:
+        return 0.0
+    p = state.ipool
+    c = k.row_get(ia, ib, p.ptr, p.cap, p.cols, p.vals)
+    na, nb = state.i_norm[ia], state.i_norm[ib]
+    return float(c / np.sqrt(na * nb)) if abs(c) > k.EPS and na > 0 and nb > 0 else 0.0
+
+
+def user_similarity(state: State, u: str, v: str) -> float:
+    """The current user-user cosine of ``u`` and ``v`` (0.0 if either is unknown)."""
+    iu, iv = state.users.get(u), state.users.get(v)
+    if iu < 0 or iv < 0:
+        return 0.0
+    p = state.upool
+    c = k.row_get(iu, iv, p.ptr, p.cap, p.cols, p.vals)
+    nu, nv = state.u_norm[iu], state.u_norm[iv]
+    return float(c / np.sqrt(nu * nv)) if abs(c) > k.EPS and nu > 0 and nv > 0 else 0.0
+
+
+def trending(state: State) -> tuple[np.ndarray, np.ndarray]:
+    """Every item with a positive trending score and the score, best first (ties: id); computed once per state
+    version."""
+    cached = state.trend
+    if cached is not None and cached[0] == state.version:
+        return cached[1], cached[2]
+    s = state.settings
+    n = len(state.items)
+    items, scores = k.trending_order(s.trending_half_life_s or 0.0, state.now_ms, state.tr_val[:n], state.tr_t[:n],
+                                     state.tr_totals[:n], state.items.rank, n)
+    state.trend = (state.version, items, scores)
+    return items, scores
+
+
+def rank(state: State, users: Sequence[str], mode: str | None = None, n: int | None = None) -> Ranking:
+    """The top ``n`` (default ``top_n``) of each user in ``mode`` (default the settings' mode); an unknown user gets
+    an id (and no history: trending)."""
+    s = state.settings
+    mode = s.mode if mode is None else mode
+    spec = FUSION.get(mode)
+    if spec is None:
+        raise ValueError(f"mode {mode!r} must be one of {', '.join(FUSION)}")
+    n = s.top_n if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n {n!r} must be a non-negative integer")
+    ids = state.users.encode(users)
+    state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    return _run_rank(state, ids, spec, n)
+
+
+def _run_rank(state: State, ids: np.ndarray, spec: FusionSpec, n: int, train_item: int = -1,
+              train_key: int = 0) -> Ranking:
+    s = state.settings
+    tr_items, tr_scores = trending(state)
+    # one method alone needs only its own pool
+    use = np.array([m in s.methods and (spec.kind != k.KIND_SINGLE or c == spec.method)
+                    for c, m in enumerate(METHODS)])
+    alphas = np.array([s.weight(m) for m in METHODS])
+    cold = np.array([s.weight(m, cold=True) for m in METHODS])
+    exclude = np.array([t in s.exclude_types for t in EVENT_TYPES])
+    mu = float(state.fmeta[0] / state.meta[3]) if state.meta[3] else float(state.fmeta[1])
+    fp = np.array([mu, s.baseline_lambda_item, s.baseline_lambda_user, s.min_rating, s.max_rating - s.min_rating,
+                   s.recency_half_life_s * 1000.0, math.log1p(state.max_users) if state.max_users > 0 else 1.0,
+                   float(state.now_ms), s.combiner_lr, s.combiner_l2])
+    out = Ranking(ids, np.full((len(ids), n), -1, dtype=np.int64), np.zeros((len(ids), n)),
+                  np.full((len(ids), n), -1, dtype=np.int64), np.full((len(ids), n), -1, dtype=np.int64),
+                  np.zeros(len(ids), dtype=np.int64))
+    ip, up, lp = state.ipool, state.upool, state.lpool
+    k.rank_users(ids, n, spec.kind, max(spec.method, 0), alphas, cold, float(s.rrf_k), use, s.candidate_pool,
+                 s.cold_start_items, s.history_decay_ms, exclude, np.flatnonzero(state.deny[: len(state.items)]),
+                 state.items.rank, state.users.rank,
+                 lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, state.u_last, state.lg_type, state.lg_w, state.lg_ts,
+                 state.rc_item, state.rc_w, state.rc_ts, state.rc_len,
+                 s.top_k, ip.ptr, ip.cap, ip.cols, ip.vals, state.i_norm, state.nb_idx, state.nb_sim, state.nb_len,
+                 state.dirty,
+                 s.usercf_top_k, up.ptr, up.cap, up.cols, up.vals, state.u_norm,
+                 tr_items, tr_scores, state.content(), s.content_search == "catalog", s.profile_max_items,
+                 s.half_life_s or 0.0,
+                 state.comb, state.comb_n, s.combiner_warmup, fp, state.items.hash, train_item, train_key, s.n_neg,
+                 state.lg_value, RATE, state.i_users, state.i_last, state.b_sum, state.b_n,
+                 out.item, out.score, out.method, out.arg, out.length)
+    return out
+
+
+def render(state: State, ranking: Ranking) -> list[list[tuple[str, float, str]]]:
+    """Each user's list as ``(item, score, reason)`` with the reasons spelled out (titles from the catalog)."""
+    titles = state.titles
+    names, unames = state.items.names, state.users.names
+    out = []
+    for r, u in enumerate(ranking.users.tolist()):
+        row = []
+        for q in range(int(ranking.length[r])):
+            j, m, a = int(ranking.item[r, q]), int(ranking.method[r, q]), int(ranking.arg[r, q])
+            if m == k.ITEMCF:
+                lp = state.lpool
+                slot = k.ulog_find(u, a, lp.ptr, lp.cap, lp.cols, lp.vals)
+                verb = _VERBS.get(EVENT_TYPES[state.lg_type[slot]], "engaged with")
+                reason = f"because you {verb} {titles.get(names[a], names[a])}"
+            elif m == k.USERCF:
+                reason = f"liked by similar user {unames[a]}"
+            elif m == k.CONTENT:
+                shared = []
+                while a > 0:
+                    shared.append(catalog.GENRES[a % 32 - 1])
+                    a //= 32
+                reason = f"matches your taste for {', '.join(shared)}" if shared else \
+                    "similar to items you engaged with"
+            else:
+                reason = "trending"
+            row.append((names[j], float(ranking.score[r, q]), reason))
+        out.append(row)
+    return out

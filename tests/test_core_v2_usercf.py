@@ -1,0 +1,42 @@
+"""core.v2 user-CF: user-user cosines against ``R Rᵀ`` in numpy with the fan-out cap off, and the cap's choice of
+raters by (event time, user id)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_core_v2_itemcf import EXACT, learned, stream
+
+from core.v2 import model as M
+from core.v2.kernels import MIN_POSITIVE_WEIGHT
+from udfs.events import Event
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_user_cosines_equal_the_batch_recompute_with_the_cap_off(seed: int) -> None:
+    events = stream(seed, 2500, users=40, items=60)
+    state = learned(events, batch=101)
+    final = {(e.user_id, e.item_id): max(e.weight, MIN_POSITIVE_WEIGHT) for e in events}
+    users = sorted({u for u, _ in final})
+    items = sorted({i for _, i in final})
+    r = np.zeros((len(users), len(items)))
+    for (u, i), w in final.items():
+        r[users.index(u), items.index(i)] = w
+    norms = np.linalg.norm(r, axis=1)
+    cos = (r @ r.T) / np.outer(norms, norms)
+    for a, u in enumerate(users):
+        for b, v in enumerate(users):
+            if a != b:
+                assert M.user_similarity(state, u, v) == pytest.approx(cos[a, b], abs=1e-6)
+
+
+def test_the_fan_out_cap_keeps_the_latest_raters_by_time_then_id() -> None:
+    # four users rate x at the same time; cap 2 keeps the two largest ids (the oldest are evicted by (ts, id)),
+    # whatever the order of arrival; a fifth rater pairs with exactly those two
+    settings = EXACT.replace(usercf_max_raters=2)
+    base = [Event(f"e{u}", u, "x", "rate", 3.0, 100) for u in ("c", "a", "d", "b")]
+    late = Event("e9", "z", "x", "rate", 4.0, 200)
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]):
+        state = learned([base[p] for p in order] + [late], settings)
+        paired = {u for u in "abcd" if M.user_similarity(state, "z", u) > 0}
+        assert paired == {"c", "d"}
