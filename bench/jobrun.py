@@ -217,7 +217,9 @@ class JobProcess:
             time.sleep(0.1)
 
     def stop(self, grace: float = 15.0) -> None:
-        """Stop the whole process tree: SIGTERM each process by pid, then SIGKILL what is left after ``grace`` s."""
+        """Stop the whole process tree: SIGTERM the job's launcher first (``jobs.recommend`` cancels its job and waits
+        for it before its JVM goes: a JVM ended under a running Python operator can crash in native code), then each
+        process left by pid, then SIGKILL what is left after ``grace`` s."""
         proc = self.proc
         if proc is None:
             return
@@ -227,7 +229,10 @@ class JobProcess:
         with contextlib.suppress(psutil.Error):
             root = psutil.Process(proc.pid)
             procs = [root, *root.children(recursive=True)]
-        for p in reversed(procs):  # children first, so the launcher does not restart anything
+        with contextlib.suppress(psutil.Error, subprocess.TimeoutExpired):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=max(grace, 60.0))
+        for p in reversed(procs):  # what is left, children first
             with contextlib.suppress(psutil.Error):
                 p.send_signal(signal.SIGTERM)
         _, alive = psutil.wait_procs(procs, timeout=grace)

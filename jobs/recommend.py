@@ -319,12 +319,27 @@ def drain(client: Any, cfg: dict[str, Any], dirs: StateDirs,
     return savepoint
 
 
-def _cancel(client: Any) -> None:
+def _cancel(client: Any, wait_s: float = 60.0) -> None:
+    """Cancel the job and wait (at most ``wait_s``) until it has stopped: its Python operators finish the call they
+    are in before the process, and with it the JVM and its embedded interpreter, goes away."""
     try:
-        if _status(client) not in TERMINAL:
-            client.cancel().result()
+        if _status(client) in TERMINAL:
+            return
+        logger.info("cancelling job %s", client.get_job_id())
+        client.cancel().result()
+        deadline = time.monotonic() + wait_s
+        while _status(client) not in TERMINAL and time.monotonic() < deadline:
+            time.sleep(0.2)
     except Exception as exc:
         logger.debug("cancelling the job: %s", exc)
+
+
+class Terminated(SystemExit):
+    """SIGTERM: the run cancels its job (orderly) and the process exits with 143."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated(128 + signum)
 
 
 def run_until_interrupted(client: Any, cfg: dict[str, Any], dirs: StateDirs) -> str | None:
@@ -356,6 +371,9 @@ def run_until_interrupted(client: Any, cfg: dict[str, Any], dirs: StateDirs) -> 
                                         timeout_s=float(cfg["job"]["stall_timeout_s"]))
         logger.info("job %s stopped; its state: savepoint %s (the next run continues from it)", job_id, savepoint)
         return savepoint
+    except BaseException:  # a second Ctrl-C, SIGTERM (Terminated), a failure: stop the job before the process goes
+        _cancel(client)
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -457,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logger.info("starting %s (parallelism %s, %s mode, bounded=%s)", cfg["job"]["name"],
                 cfg["job"]["parallelism"], cfg["job"]["python_mode"], cfg["job"]["bounded"])
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)  # SIGTERM cancels the job first (a bare JVM exit can crash it)
     try:
         final = recommend_job(env, cfg, dirs)
     except RunError as exc:

@@ -386,3 +386,25 @@ def test_state_of_recreated_topics_or_past_their_end_is_refused(
         assert {m.decode() for m in redis_conn.zrange(f"{sc.prefix}users", 0, -1)} == {e.user_id for e in events[:100]}
     finally:
         sc.cleanup(redis_conn)
+
+
+def test_sigterm_cancels_the_job_before_the_process_ends(
+        kafka_bootstrap: str, redis_conn: Any, events: list[Any]) -> None:
+    """SIGTERM (how `make bench` and service managers stop a job) cancels the job and waits for it before the JVM
+    and its embedded Python go: the process ends with 143, and the JVM leaves no crash report (hs_err_pid*.log)."""
+    sc = Scenario("term", kafka_bootstrap)
+    crash_reports = set(PROJECT_ROOT.glob("hs_err_pid*.log"))
+    try:
+        sc.publish_catalog()
+        sc.produce(events[:PREFIX])
+        live, log = sc.start("--fresh")
+        try:
+            wait_for(lambda: redis_conn.exists(f"{sc.prefix}users") == 1, 240, "the live job to write results")
+            live.send_signal(signal.SIGTERM)
+            assert live.wait(180) == 143, log.read_text()[-3000:]
+        finally:
+            kill(live)
+        assert "cancelling job" in log.read_text()
+        assert set(PROJECT_ROOT.glob("hs_err_pid*.log")) == crash_reports
+    finally:
+        sc.cleanup(redis_conn)
