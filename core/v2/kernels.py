@@ -569,6 +569,41 @@ def _select(touched: np.ndarray, n_touched: int, acc: np.ndarray, skip: np.ndarr
 
 
 @njit(cache=True)
+def _accumulate(j: int, c: float, src: int, src_rank: np.ndarray, touched: np.ndarray, nt: int, acc: np.ndarray,
+                best_c: np.ndarray, best_k: np.ndarray) -> int:
+    """Add the contribution ``c`` of ``src`` (a history item or a neighbour user) to item j's score; j's reason is
+    its largest contributor (ties: the smaller ``src_rank``). Returns the number of touched items."""
+    if best_k[j] == -1:
+        touched[nt] = j
+        nt += 1
+        acc[j] = c
+        best_c[j] = c
+        best_k[j] = src
+    else:
+        acc[j] += c
+        if c > best_c[j] or (c == best_c[j] and src_rank[src] < src_rank[best_k[j]]):
+            best_c[j] = c
+            best_k[j] = src
+    return nt
+
+
+@njit(cache=True)
+def _pool(method: int, positive: bool, touched: np.ndarray, nt: int, acc: np.ndarray, best_k: np.ndarray,
+          skip: np.ndarray, pool_n: int, item_rank: np.ndarray, p_item: np.ndarray, p_score: np.ndarray,
+          p_arg: np.ndarray, p_len: np.ndarray) -> None:
+    """The method's candidate pool from the accumulated scores (with each item's reason argument), then the
+    scratch arrays cleared for the next method."""
+    m = _select(touched, nt, acc, skip, positive, pool_n, item_rank, p_item[method], p_score[method])
+    for q in range(m):
+        p_arg[method, q] = best_k[p_item[method, q]]
+    p_len[method] = m
+    for q in range(nt):
+        j = touched[q]
+        acc[j] = 0.0
+        best_k[j] = -1
+
+
+@njit(cache=True)
 def _user_neighbors(u: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
                     norm: np.ndarray, rank: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> int:
     return _top_cosines(u, k, ptr, cap, cols, vals, norm, rank, idx, sim)
@@ -665,26 +700,8 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                         j = nb_idx[k, q]
                         if skip[j]:
                             continue
-                        c = wk * nb_sim[k, q]
-                        if best_k[j] == -1:
-                            touched[nt] = j
-                            nt += 1
-                            acc[j] = c
-                            best_c[j] = c
-                            best_k[j] = k
-                        else:
-                            acc[j] += c
-                            if c > best_c[j] or (c == best_c[j] and item_rank[k] < item_rank[best_k[j]]):
-                                best_c[j] = c
-                                best_k[j] = k
-                m = _select(touched, nt, acc, skip, True, pool_n, item_rank, p_item[ITEMCF], p_score[ITEMCF])
-                for q in range(m):
-                    p_arg[ITEMCF, q] = best_k[p_item[ITEMCF, q]]
-                p_len[ITEMCF] = m
-                for q in range(nt):
-                    j = touched[q]
-                    acc[j] = 0.0
-                    best_k[j] = -1
+                        nt = _accumulate(j, wk * nb_sim[k, q], k, item_rank, touched, nt, acc, best_c, best_k)
+                _pool(ITEMCF, True, touched, nt, acc, best_k, skip, pool_n, item_rank, p_item, p_score, p_arg, p_len)
             if use[USERCF]:
                 nn = _user_neighbors(u, u_top_k, u_ptr, u_cap, u_cols, u_vals, u_norm, user_rank, nbu, nbs)
                 nt = 0
@@ -697,25 +714,8 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                         if j == -1:
                             continue
                         c = sim * max(lg_w[l_slots[x]], MIN_POSITIVE_WEIGHT)
-                        if best_k[j] == -1:
-                            touched[nt] = j
-                            nt += 1
-                            acc[j] = c
-                            best_c[j] = c
-                            best_k[j] = v
-                        else:
-                            acc[j] += c
-                            if c > best_c[j] or (c == best_c[j] and user_rank[v] < user_rank[best_k[j]]):
-                                best_c[j] = c
-                                best_k[j] = v
-                m = _select(touched, nt, acc, skip, False, pool_n, item_rank, p_item[USERCF], p_score[USERCF])
-                for q in range(m):
-                    p_arg[USERCF, q] = best_k[p_item[USERCF, q]]
-                p_len[USERCF] = m
-                for q in range(nt):
-                    j = touched[q]
-                    acc[j] = 0.0
-                    best_k[j] = -1
+                        nt = _accumulate(j, c, v, user_rank, touched, nt, acc, best_c, best_k)
+                _pool(USERCF, False, touched, nt, acc, best_k, skip, pool_n, item_rank, p_item, p_score, p_arg, p_len)
             if use[POPULAR]:
                 m = 0
                 for p in range(len(tr_items)):

@@ -25,7 +25,7 @@ import numpy as np
 from core.v2 import catalog
 from core.v2 import kernels as k
 from core.v2.settings import METHODS, Settings
-from core.v2.state import State
+from core.v2.state import Pool, State
 from udfs.events import EVENT_TYPES, Event
 
 RATE = EVENT_TYPES.index("rate")
@@ -234,26 +234,23 @@ def neighbors(state: State, item: str) -> list[tuple[str, float]]:
                                                   state.nb_sim[i, : state.nb_len[i]].tolist(), strict=True)]
 
 
+def _cosine(a: int, b: int, pool: Pool, norm: np.ndarray) -> float:
+    """The cosine of rows a and b of a co-occurrence (or dot-product) pool; 0.0 if either is unknown (-1)."""
+    if a < 0 or b < 0:
+        return 0.0
+    c = k.row_get(a, b, pool.ptr, pool.cap, pool.cols, pool.vals)
+    na, nb = norm[a], norm[b]
+    return float(c / np.sqrt(na * nb)) if abs(c) > k.EPS and na > 0 and nb > 0 else 0.0
+
+
 def similarity(state: State, a: str, b: str) -> float:
     """The current item-item cosine of ``a`` and ``b`` from the sums (0.0 if either is unknown)."""
-    ia, ib = state.items.get(a), state.items.get(b)
-    if ia < 0 or ib < 0:
-        return 0.0
-    p = state.ipool
-    c = k.row_get(ia, ib, p.ptr, p.cap, p.cols, p.vals)
-    na, nb = state.i_norm[ia], state.i_norm[ib]
-    return float(c / np.sqrt(na * nb)) if abs(c) > k.EPS and na > 0 and nb > 0 else 0.0
+    return _cosine(state.items.get(a), state.items.get(b), state.ipool, state.i_norm)
 
 
 def user_similarity(state: State, u: str, v: str) -> float:
     """The current user-user cosine of ``u`` and ``v`` (0.0 if either is unknown)."""
-    iu, iv = state.users.get(u), state.users.get(v)
-    if iu < 0 or iv < 0:
-        return 0.0
-    p = state.upool
-    c = k.row_get(iu, iv, p.ptr, p.cap, p.cols, p.vals)
-    nu, nv = state.u_norm[iu], state.u_norm[iv]
-    return float(c / np.sqrt(nu * nv)) if abs(c) > k.EPS and nu > 0 and nv > 0 else 0.0
+    return _cosine(state.users.get(u), state.users.get(v), state.upool, state.u_norm)
 
 
 def trending(state: State) -> tuple[np.ndarray, np.ndarray]:
