@@ -35,6 +35,7 @@ class ConfigError(ValueError):
 
 MAX_SHARDS = 65535  # job.shards: the shard travels in 2 bytes (operators.windows.pack)
 DLQ_OVERHEAD_BYTES = 8192  # a dead-letter record's fields besides the payload (udfs.dlq: error <= 1000 chars escaped)
+MAX_STORED_N = 1000  # model.stored_n: bounds the Redis value per user and what one API request reads
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any], where: str) -> None:
@@ -127,6 +128,10 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"config key limits.dlq_payload_bytes {cfg['limits']['dlq_payload_bytes']!r} makes "
                           f"dead-letter records of up to {dlq_bytes} bytes, more than kafka.max_record_bytes "
                           f"{cfg['kafka']['max_record_bytes']!r}")
+    top_n, stored_n = cfg["model"]["top_n"], cfg["model"]["stored_n"]
+    if not (isinstance(stored_n, int) and not isinstance(stored_n, bool) and top_n <= stored_n <= MAX_STORED_N):
+        raise ConfigError(f"config key model.stored_n must be an integer from model.top_n ({top_n!r}) to "
+                          f"{MAX_STORED_N}, got {stored_n!r}")
     if cfg["job"]["shards"] > MAX_SHARDS:  # records between the sharded operators carry the shard in 2 bytes
         raise ConfigError(f"config key job.shards must be at most {MAX_SHARDS}, got {cfg['job']['shards']!r}")
     for key in ("model.history_cap", "job.checkpoint_interval_ms", "job.refresh_budget_ms", "job.rank_budget_ms",

@@ -45,6 +45,7 @@ def test_defaults_are_not_shared_between_calls() -> None:
     [
         (["model.nope=1"], {}, "unknown config key 'model.nope'"),
         (["model.top_n=0"], {}, "model.top_n must be a positive integer, got 0"),
+        (["model.stored_n=5"], {}, "model.stored_n must be an integer from model.top_n (10) to 1000, got 5"),
         (["job.python_mode=fiber"], {}, "job.python_mode must be one of thread, process, got 'fiber'"),
         (["model.top_n"], {}, "must look like section.key=value"),
         ([], {"FLINKREC_KAFKA__NOPE": "x"}, "environment variable FLINKREC_KAFKA__NOPE"),
