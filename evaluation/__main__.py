@@ -1,12 +1,16 @@
 """``python -m evaluation``: evaluate the recommenders on MovieLens-100K and write tables and plots.
 
-Runs, on the same :class:`core.hybrid.HybridRecommender` the job uses:
+Runs every mode of the model (``--core array``, the default: :mod:`core.v2`; ``--core dict``: the prequential
+replay of :class:`core.hybrid.HybridRecommender`) through:
 
-1. the prequential protocol (rank-then-learn over the time-ordered stream) for every method and fusion;
-2. an offline temporal split and a seeded random per-user split (next to Microsoft Recommenders' SAR row);
+1. the prequential protocol (rank-then-learn over the time-ordered stream), the headline;
+2. three offline protocols on the array core, each learning a training part and ranking every test user once:
+   a. the random 75/25 per-user split with Microsoft Recommenders' metrics, SAR's published row beside it;
+   b. a per-user temporal split (each user's last 20% of events by time in test);
+   c. leave-last-one-out (each user's last event in test), HR@10 / NDCG@10 against every item;
 3. beyond-accuracy metrics (coverage, novelty, intra-list diversity) of the random-split lists;
-4. the cost of the bounds ("cost of the bounds" table): each bound varied alone, the others as configured, with
-   the one method it bounds running alone --
+4. the cost of the bounds of the dict core (``core.hybrid``; "cost of the bounds" table): each bound varied alone,
+   the others as configured, with the one method it bounds running alone --
    item-CF's history cap (``model.history_cap``, ``--caps``; with and without time decay) and co-occurrence row cap
    (``model.row_cap``, ``--row-caps``); user-CF's fan-out cap (``model.hybrid.usercf_max_raters``,
    ``--max-raters``) and user-user row cap (``model.hybrid.usercf_row_cap``, ``--usercf-row-caps``). 0 is the
@@ -48,11 +52,13 @@ from tqdm import tqdm  # noqa: E402
 from config import ConfigError, load_config, resolve_path  # noqa: E402
 from core.hybrid import HybridRecommender  # noqa: E402
 from evaluation import report  # noqa: E402
-from evaluation.runner import CORES, BoundRow, Options, Task, run_task  # noqa: E402
+from evaluation.runner import CORES, OFFLINE_KINDS, BoundRow, Options, Task, run_task  # noqa: E402
 
 logger = logging.getLogger("evaluation")
 
-PROTOCOLS = ("prequential", "temporal", "random", "bounds")
+PROTOCOLS = ("prequential", "random", "temporal", "loo", "bounds")
+#: Each offline protocol's result name (the key in results.json), in report order.
+OFFLINE_NAMES: dict[str, str] = {"random": "random split", "temporal": "temporal split", "loo": "leave-last-one-out"}
 DEFAULT_CAPS = "10,20,50,0"
 DEFAULT_ROW_CAPS = "0,100,50"  # exact; make bench's scale run (model.row_cap=100); tighter
 DEFAULT_MAX_RATERS = "0,50,20"  # exact; the configured default (model.hybrid.usercf_max_raters); tighter
@@ -64,6 +70,8 @@ examples:
   python -m evaluation                                  # the full run (what `make eval` runs)
   python -m evaluation --sample-every 1                 # score every eligible event (slower, no sampling)
   python -m evaluation --limit 5000 --protocols prequential --caps 50
+  python -m evaluation --protocols random,temporal,loo  # the offline protocols alone (about a minute)
+  python -m evaluation --core dict --protocols prequential,bounds   # the dict core's replay
   python -m evaluation --protocols bounds --caps '' --row-caps '' --usercf-row-caps '' --max-raters 0,50,10
   python -m evaluation --param half_life_s=null --param 'fusion_weights={itemcf: 1, usercf: 1, content: 0, popular: 0}'
   python -m evaluation --set model.top_k=30 --jobs 1 --out /tmp/eval
@@ -101,10 +109,12 @@ def _bound_values(p: argparse.ArgumentParser, option: str, raw: str) -> list[int
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m evaluation",
-        description="Evaluate the recommenders on MovieLens-100K: prequential replay, offline temporal and random "
-                    "splits, beyond-accuracy metrics and the accuracy cost of the bounds on item-CF's and "
-                    "user-CF's work and state (history cap, row caps, user-CF fan-out). Writes results.md, "
-                    "results.json and PNG plots into --out and prints the tables.",
+        description="Evaluate every mode of the recommender on MovieLens-100K: prequential replay (the headline), "
+                    "a random 75/25 per-user split (Microsoft Recommenders' metrics, SAR's published row beside "
+                    "it), a per-user temporal split, leave-last-one-out, beyond-accuracy metrics and the accuracy "
+                    "cost of the dict core's bounds on item-CF's and user-CF's work and state (history cap, row "
+                    "caps, user-CF fan-out). Offline, a user's training items are never recommended to them. "
+                    "Writes results.md, results.json and PNG plots into --out and prints the tables.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -129,8 +139,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window", type=_positive_int, default=5000, metavar="EVENTS",
                    help="prequential curve: events per window (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling, splits and negatives (default: %(default)s)")
-    p.add_argument("--train-frac", type=float, default=0.8, metavar="F",
-                   help="offline splits: share of events for training (default: %(default)s)")
+    p.add_argument("--random-train-frac", type=float, default=0.75, metavar="F",
+                   help="random split: each user's share of events for training, the rest for test (default: "
+                        "%(default)s, Microsoft Recommenders' split)")
+    p.add_argument("--temporal-test-frac", type=float, default=0.2, metavar="F",
+                   help="temporal split: each user's last share of events by time for test (default: %(default)s)")
     p.add_argument("--caps", default=DEFAULT_CAPS, metavar="LIST",
                    help="bounds table: item-CF history caps (model.history_cap), 0 = unlimited, each with and "
                         "without decay; '' = none (default: %(default)s)")
@@ -146,9 +159,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "scale run)")
     p.add_argument("--decay-half-life-s", type=float, metavar="S",
                    help="bounds table: half-life of the 'decay on' rows (default: the model's half_life_s, or 600)")
-    p.add_argument("--core", choices=CORES, default="dict",
-                   help="model implementation: dict (core.hybrid, default) or array (core.v2: prequential, temporal "
-                        "and random only)")
+    p.add_argument("--core", choices=CORES, default="array",
+                   help="model implementation of the prequential and offline protocols: array (core.v2, default) or "
+                        "dict (core.hybrid: prequential only); the bounds protocol always measures the dict core")
     p.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
                    help="worker processes (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -160,14 +173,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--protocols {args.protocols!r}: unknown {', '.join(bad) or '(empty)'}; "
                 f"choose from {', '.join(PROTOCOLS)}")
     args.protocols = protocols
-    if args.core == "array" and "bounds" in protocols:
-        p.error("--core array: the bounds protocol measures the dict core's bounds; leave it out of --protocols")
+    offline_asked = [x for x in protocols if x in OFFLINE_KINDS]
+    if args.core == "dict" and offline_asked:
+        p.error(f"--core dict: the offline protocols ({', '.join(offline_asked)}) run on the array core; use "
+                "--core array or leave them out of --protocols")
     args.caps = _bound_values(p, "--caps", args.caps)
     args.row_caps = _bound_values(p, "--row-caps", args.row_caps)
     args.max_raters = _bound_values(p, "--max-raters", args.max_raters)
     args.usercf_row_caps = _bound_values(p, "--usercf-row-caps", args.usercf_row_caps)
-    if not 0 < args.train_frac < 1:
-        p.error(f"--train-frac {args.train_frac!r} must be between 0 and 1")
+    for option, value in (("--random-train-frac", args.random_train_frac),
+                          ("--temporal-test-frac", args.temporal_test_frac)):
+        if not 0 < value < 1:
+            p.error(f"{option} {value!r} must be between 0 and 1 (exclusive)")
     return args
 
 
@@ -251,11 +268,11 @@ def build_tasks(args: argparse.Namespace, n_events: int, half_life_s: float,
     """The tasks in the order they are started (longest first, so two workers finish close together).
 
     Bounds rows with equal settings (e.g. ``row_cap`` 0 and the configured history cap with decay) share one
-    task, named after its first row. The history-cap runs start before the offline splits, as before; the
-    other bounds (shorter runs) after them, user-CF first (the slower), to fill the workers' ends.
+    task, named after its first row. The history-cap runs start first, the other bounds (shorter runs) after
+    them, user-CF first (the slower), and the offline protocols (the shortest) last, to fill the workers' ends.
+    An offline task's progress counts its training events learned, then its test events as the modes rank.
     """
     configured = configured or Configured()
-    train = round(n_events * args.train_frac)
     head: list[Task] = []
     tail: list[Task] = []
     if "prequential" in args.protocols:
@@ -270,10 +287,7 @@ def build_tasks(args: argparse.Namespace, n_events: int, half_life_s: float,
         head += [t for t in bounds if t.rows[0].bound == "model.history_cap"]
         rest = [t for t in bounds if t.rows[0].bound != "model.history_cap"]
         tail += sorted(rest, key=lambda t: t.method != "usercf")
-    if "random" in args.protocols:
-        head.append(Task("random split", "random", train))
-    if "temporal" in args.protocols:
-        head.append(Task("temporal split", "temporal", train))
+    tail += [Task(OFFLINE_NAMES[kind], kind, n_events) for kind in OFFLINE_KINDS if kind in args.protocols]
     return head + tail
 
 
@@ -340,7 +354,10 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any], k: int) -> 
     parts = [f"# Evaluation on MovieLens-100K ({meta['date']})", ""]
     parts.append(f"Total runtime **{meta['runtime_s']:.0f} s** with {meta['jobs']} worker process(es) on "
                  f"{meta['cpus']} CPU(s). Model settings: `{json.dumps(meta['model'], sort_keys=True)}`. "
-                 f"Seed {meta['seed']}. Command: `{' '.join(['python -m evaluation', *meta.get('argv', [])])}`.")
+                 f"Seed {meta['seed']}. Command: `{' '.join(['python -m evaluation', *meta.get('argv', [])])}`. "
+                 f"Model core: `{meta.get('core', 'array')}` for the prequential replay"
+                 + (", `array` (core.v2) for the offline protocols" if meta.get("core", "array") != "dict" else "")
+                 + "; the bounds table measures the dict core (core.hybrid).")
     pre = results.get("prequential")
     if pre:
         pre["k"] = k
@@ -351,11 +368,19 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any], k: int) -> 
             weights = ", ".join(f"{n} {v:+.2f}" for n, v in comb["weights"].items())
             parts += ["", f"Learned combiner after the stream ({comb['examples']:,} training examples): {weights}."]
         parts += ["", "Plot: `prequential.png`."]
-    for key, title, ms in (("temporal split", "2a. Offline temporal split (first 80% by time -> last 20%)", False),
-                           ("random split", "2b. Offline random 80/20 per-user split (seeded)", True)):
+    pct = round(100 * meta.get("random_train_frac", 0.75))
+    test_pct = round(100 * meta.get("temporal_test_frac", 0.2))
+    offline_titles = {
+        "random split": f"2a. Random {pct}/{100 - pct} per-user split (seeded; Microsoft Recommenders' protocol)",
+        "temporal split": f"2b. Offline temporal split per user (each user's last {test_pct}% of events by time)",
+        "leave-last-one-out": f"2c. Leave-last-one-out (each user's last event), HR@{k} / NDCG@{k} against every item",
+    }
+    for key, title in offline_titles.items():
         if key in results:
             results[key]["k"] = k
-            parts += ["", f"## {title}", "", report.offline_section(results[key], with_microsoft=ms)]
+            section = (report.loo_section(results[key]) if key == "leave-last-one-out"
+                       else report.offline_section(results[key], with_microsoft=key == "random split"))
+            parts += ["", f"## {title}", "", section]
     if "random split" in results:
         parts += ["", "## 3. Beyond accuracy (random split lists)", "", report.beyond_section(results["random split"])]
     bounds = report.bound_rows(results.values())
@@ -400,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     opts = Options(model_cfg=cfg["model"], params=params, data_dir=data_dir, limit=args.limit, k=args.k,
-                   sample_every=args.sample_every, window=args.window, seed=args.seed, train_frac=args.train_frac,
+                   sample_every=args.sample_every, window=args.window, seed=args.seed,
+                   random_train_frac=args.random_train_frac, temporal_test_frac=args.temporal_test_frac,
                    core=args.core)
     configured = Configured.of(probe)
     tasks = build_tasks(args, n_events, half_life, configured)
@@ -413,13 +439,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "runtime_s": runtime,
             "jobs": min(args.jobs, len(tasks)), "cpus": os.cpu_count(), "seed": args.seed,
             "model": results.get("prequential", {}).get("model") or {"half_life_s": probe.half_life_s},
-            "argv": list(sys.argv[1:] if argv is None else argv), "configured": asdict(configured)}
+            "argv": list(sys.argv[1:] if argv is None else argv), "configured": asdict(configured),
+            "core": args.core, "random_train_frac": args.random_train_frac,
+            "temporal_test_frac": args.temporal_test_frac}
     md = render(results, meta, args.k)
     plots: list[Path] = []
     if "prequential" in results:
         plots.append(out / "prequential.png")
         report.plot_prequential(results["prequential"], plots[-1])
-    splits: dict[str, dict[str, Any]] = {n: results[n] for n in ("temporal split", "random split") if n in results}
+    splits: dict[str, dict[str, Any]] = {n: results[n] for n in OFFLINE_NAMES.values() if n in results}
     if splits:
         plots.append(out / "offline.png")
         report.plot_offline(splits, plots[-1])

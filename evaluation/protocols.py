@@ -1,8 +1,10 @@
-"""Evaluation protocols: prequential replay, offline temporal and random splits, beyond-accuracy.
+"""Evaluation protocols: prequential replay, offline splits (random and temporal per user, leave-last-one-out),
+beyond-accuracy.
 
-Everything here drives a recommender through two calls, ``learn_one(event)`` and ``rank(user, n, mode)``
-(:class:`Recommender`): in the CLI that is :class:`core.hybrid.HybridRecommender`, the same classes the
-Flink job uses, so the numbers measure that code and not a second implementation.
+The prequential replay drives a recommender through ``learn_one(event)`` and ``rank(user, n, mode)``
+(:class:`Recommender`); the offline protocols through ``learn_all(events)`` and ``top(users, n, mode)``
+(:class:`BatchRecommender`). In the CLI these are the model classes themselves (``core.v2`` or
+``core.hybrid``), so the numbers measure that code and not a second implementation.
 
 Prequential (test-then-train, Gama et al. 2013): events are replayed in time order; for an event of a
 user who already has history, the user's top-k is computed from the current state first and scored
@@ -12,6 +14,10 @@ Events that repeat an item the user already engaged are not scored (seen items a
 
 Several *arms* (a model and a mode) can share one replay: each distinct model learns every event once
 and each arm ranks with its own mode, so all arms are scored on exactly the same events.
+
+Offline: a split (:class:`Split`) is learned as a training part, then every test user's top-k is scored
+against their test items (:func:`offline`); the splits are :func:`random_split` (per user, seeded),
+:func:`user_temporal_split` (per user, the last share by time) and :func:`leave_last_out`.
 """
 
 from __future__ import annotations
@@ -22,26 +28,16 @@ import random
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
-from core.metrics import (
-    average_precision_at_k,
-    catalog_coverage,
-    hit_rate_at_k,
-    intra_list_diversity,
-    mrr,
-    ndcg_at_k,
-    novelty,
-    precision_at_k,
-    recall_at_k,
-)
-from evaluation.metrics import ndcg_set_at_k
+from core.metrics import catalog_coverage, hit_rate_at_k, intra_list_diversity, mrr, ndcg_at_k, novelty
+from evaluation.metrics import METRICS, user_metrics
 from udfs.events import Event
 
 logger = logging.getLogger(__name__)
 
 PREQUENTIAL_METRICS = ("HR", "NDCG", "MRR")
-OFFLINE_METRICS = ("Precision", "Recall", "NDCG", "HR", "MAP", "MAP_rel")
+OFFLINE_METRICS = METRICS
 
 
 class Recommender(Protocol):
@@ -153,9 +149,12 @@ def prequential(
     return res
 
 
-def _distinct_models(arms: Mapping[str, Arm]) -> list[Recommender]:
+M = TypeVar("M")
+
+
+def _distinct_models(arms: Mapping[str, tuple[M, str]]) -> list[M]:
     """Each model once, in arm order (arms may share a model)."""
-    models: list[Recommender] = []
+    models: list[M] = []
     for model, _ in arms.values():
         if not any(model is m for m in models):
             models.append(model)
@@ -176,34 +175,79 @@ def mcnemar(a: Sequence[int], b: Sequence[int]) -> tuple[int, int, float]:
 
 
 # -- offline splits -------------------------------------------------------------------------------------
-def temporal_split(events: Sequence[Event], train_frac: float = 0.8) -> tuple[list[Event], list[Event]]:
-    """The first ``train_frac`` of the (time-ordered) events, and the rest."""
-    if not 0 < train_frac < 1:
-        raise ValueError(f"train_frac {train_frac!r} must be between 0 and 1")
-    cut = round(len(events) * train_frac)
-    return list(events[:cut]), list(events[cut:])
+class Split(NamedTuple):
+    """A training part (learned) and a test part (scored), each in the order of the events given."""
+
+    train: list[Event]
+    test: list[Event]
 
 
-def random_split(events: Sequence[Event], train_frac: float = 0.8, seed: int = 0) -> tuple[list[Event], list[Event]]:
-    """Per user, a seeded random ``train_frac`` of their events for training and the rest for test.
+def _check_frac(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise ValueError(f"{name} {value!r} must be between 0 and 1 (exclusive)")
+    return float(value)
 
-    Each user keeps ``round(train_frac · n)`` events (at least one) in training. Both parts keep the
-    original (time) order, so the training part can be replayed as a stream.
-    """
-    if not 0 < train_frac < 1:
-        raise ValueError(f"train_frac {train_frac!r} must be between 0 and 1")
-    rng = random.Random(seed)
+
+def train_size(n: int, train_frac: float) -> int:
+    """How many of a user's ``n`` events go to training: ``train_frac · n`` rounded half up, but at least one
+    event on each side when ``n >= 2`` (one event: training only)."""
+    if n < 2:
+        return n
+    return min(max(math.floor(n * train_frac + 0.5), 1), n - 1)
+
+
+def _per_user(events: Sequence[Event]) -> dict[str, list[int]]:
+    """Positions of each user's events, users in id order, each list in (time, event id) order."""
     by_user: dict[str, list[int]] = {}
     for pos, e in enumerate(events):
         by_user.setdefault(e.user_id, []).append(pos)
+    return {u: sorted(by_user[u], key=lambda p: (events[p].ts, events[p].event_id)) for u in sorted(by_user)}
+
+
+def _split(events: Sequence[Event], test: set[int]) -> Split:
+    return Split([e for p, e in enumerate(events) if p not in test], [e for p, e in enumerate(events) if p in test])
+
+
+def random_split(events: Sequence[Event], train_frac: float = 0.75, seed: int = 0) -> Split:
+    """Per user, a seeded random :func:`train_size` of their events for training and the rest for test (Microsoft
+    Recommenders' stratified split: 75/25 per user in their benchmark). Users are drawn in id order from one
+    ``random.Random(seed)``, so the split depends only on the events and the seed."""
+    train_frac = _check_frac("train_frac", train_frac)
+    rng = random.Random(seed)
     test: set[int] = set()
-    for user in sorted(by_user):
-        positions = by_user[user]
-        n_train = max(1, round(len(positions) * train_frac))
+    for positions in _per_user(events).values():
         shuffled = positions[:]
         rng.shuffle(shuffled)
-        test.update(shuffled[n_train:])
-    return ([e for p, e in enumerate(events) if p not in test], [e for p, e in enumerate(events) if p in test])
+        test.update(shuffled[train_size(len(positions), train_frac):])
+    return _split(events, test)
+
+
+def user_temporal_split(events: Sequence[Event], test_frac: float = 0.2) -> Split:
+    """Per user, the last ``test_frac`` of their events by (time, event id) for test, the earlier ones for training
+    (:func:`train_size` of ``1 - test_frac``): every test user has training history, and no test event of a user
+    precedes one of their training events."""
+    test_frac = _check_frac("test_frac", test_frac)
+    test: set[int] = set()
+    for positions in _per_user(events).values():
+        test.update(positions[train_size(len(positions), 1.0 - test_frac):])
+    return _split(events, test)
+
+
+def leave_last_out(events: Sequence[Event]) -> Split:
+    """Per user with at least two events, the last by (time, event id) for test, the rest for training."""
+    test = {positions[-1] for positions in _per_user(events).values() if len(positions) >= 2}
+    return _split(events, test)
+
+
+class BatchRecommender(Protocol):
+    """What the offline protocols need from a model: learn a training part, then rank many users at once."""
+
+    def learn_all(self, events: Sequence[Event], progress: Progress | None = None) -> None: ...
+
+    def top(self, users: Sequence[str], n: int, mode: str) -> list[list[str]]: ...
+
+
+BatchArm = tuple[BatchRecommender, str]
 
 
 @dataclass
@@ -214,6 +258,7 @@ class OfflineResult:
     k: int
     n_users: int = 0  # test users with at least one relevant item
     n_cold: int = 0  # of those, users without any training event (they get trending)
+    n_no_relevant: int = 0  # test users left out: every test item of theirs was a training item too
     sums: dict[str, dict[str, float]] = field(default_factory=dict)
     lists: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # arm -> user -> top-k
     learn_s: float = 0.0
@@ -223,11 +268,17 @@ class OfflineResult:
         return self.sums[arm][metric] / self.n_users if self.n_users else 0.0
 
 
-def relevant_items(train: Iterable[Event], test: Iterable[Event]) -> dict[str, set[str]]:
-    """Per user, the test items they did not already engage in training (all of them count as relevant)."""
+def training_items(train: Iterable[Event]) -> dict[str, set[str]]:
+    """Per user, the items of their training events."""
     seen: dict[str, set[str]] = {}
     for e in train:
         seen.setdefault(e.user_id, set()).add(e.item_id)
+    return seen
+
+
+def relevant_items(train: Iterable[Event], test: Iterable[Event]) -> dict[str, set[str]]:
+    """Per user, the test items they did not already engage in training (all of them count as relevant)."""
+    seen = training_items(train)
     rel: dict[str, set[str]] = {}
     for e in test:
         if e.item_id not in seen.get(e.user_id, ()):
@@ -236,55 +287,56 @@ def relevant_items(train: Iterable[Event], test: Iterable[Event]) -> dict[str, s
 
 
 def offline(
-    arms: Mapping[str, Arm],
+    arms: Mapping[str, BatchArm],
     train: Sequence[Event],
     test: Sequence[Event],
     k: int = 10,
     progress: Progress | None = None,
 ) -> OfflineResult:
-    """Learn ``train`` as a stream, then rank top-k for every test user and score against their test items.
+    """Learn ``train``, then rank the top-k of every test user in each arm and score it (:mod:`evaluation.metrics`).
 
-    Relevance is every test item of the user (not a rating threshold), as in Microsoft Recommenders' table.
-    ``MAP`` is :func:`core.metrics.average_precision_at_k` (÷ min(|relevant|, k)); ``MAP_rel`` divides the
-    same sum by |relevant| instead, the normalisation of Microsoft's ``map``.
+    Relevance: every test item of the user that is not one of their training items (binary), as in Microsoft
+    Recommenders' evaluation; a test user with no such item is left out (counted in ``n_no_relevant``). Each mean
+    is over the evaluated users. Exclusion: no list may hold one of the user's training items (the model must
+    exclude them); a list that does is a ValueError naming the user and the item. ``progress`` gets the training
+    events learned, then ``len(test)`` in shares as the arms finish ranking.
     """
+    if not arms:
+        raise ValueError("arms is empty: nothing to evaluate")
     res = OfflineResult(list(arms), k)
-    res.sums = {a: dict.fromkeys(OFFLINE_METRICS, 0.0) for a in arms}
+    res.sums = {a: dict.fromkeys(METRICS, 0.0) for a in arms}
     res.lists = {a: {} for a in arms}
     res.rank_s = dict.fromkeys(arms, 0.0)
-    models = _distinct_models(arms)
     t0 = time.perf_counter()
-    trained_users: set[str] = set()
-    for pos, event in enumerate(train, start=1):
-        for model in models:
-            model.learn_one(event)
-        trained_users.add(event.user_id)
-        if progress is not None and pos % 1000 == 0:
-            progress(1000)
+    for model in _distinct_models(arms):
+        model.learn_all(train, progress)
     res.learn_s = time.perf_counter() - t0
-    if progress is not None and len(train) % 1000:
-        progress(len(train) % 1000)
+    seen = training_items(train)
     rel = relevant_items(train, test)
-    for user in sorted(rel):
-        relevant = rel[user]
-        res.n_users += 1
-        res.n_cold += user not in trained_users
-        for name, (model, mode) in arms.items():
-            t1 = time.perf_counter()
-            ranked = [i for i, _, _ in model.rank(user, k, mode)]
-            res.rank_s[name] += time.perf_counter() - t1
+    users = sorted(rel)
+    res.n_users = len(users)
+    res.n_cold = sum(1 for u in users if u not in seen)
+    res.n_no_relevant = len({e.user_id for e in test} - set(rel))
+    for pos, (name, (model, mode)) in enumerate(arms.items()):
+        t1 = time.perf_counter()
+        lists = model.top(users, k, mode)
+        res.rank_s[name] = time.perf_counter() - t1
+        if len(lists) != len(users):
+            raise ValueError(f"arm {name!r}: {len(lists)} lists for {len(users)} users")
+        sums = res.sums[name]
+        for user, ranked in zip(users, lists, strict=True):
+            trained = seen.get(user, set())
+            leaked = [i for i in ranked if i in trained]
+            if leaked:
+                raise ValueError(f"arm {name!r}: user {user!r}'s list holds training item {leaked[0]!r}")
             res.lists[name][user] = ranked
-            s = res.sums[name]
-            p = precision_at_k(ranked, relevant, k)
-            ap = average_precision_at_k(ranked, relevant, k)
-            s["Precision"] += p
-            s["Recall"] += recall_at_k(ranked, relevant, k)
-            s["NDCG"] += ndcg_set_at_k(ranked, relevant, k)
-            s["HR"] += 1.0 if p > 0 else 0.0
-            s["MAP"] += ap
-            s["MAP_rel"] += ap * min(len(relevant), k) / len(relevant)
-    logger.info("offline: %d train events, %d test users (%d without training events)",
-                len(train), res.n_users, res.n_cold)
+            for metric, value in user_metrics(ranked, rel[user], k).items():
+                sums[metric] += value
+        if progress is not None:
+            share = len(test) // len(arms)
+            progress(share + (len(test) - share * len(arms) if pos == len(arms) - 1 else 0))
+    logger.info("offline: %d train events, %d test users (%d without training events, %d without relevant items)",
+                len(train), res.n_users, res.n_cold, res.n_no_relevant)
     return res
 
 

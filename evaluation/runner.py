@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,23 +20,31 @@ from evaluation.protocols import (
     OFFLINE_METRICS,
     PREQUENTIAL_METRICS,
     Arm,
+    BatchArm,
+    Progress,
     Recommender,
+    Split,
     beyond_accuracy,
+    leave_last_out,
     offline,
     prequential,
     random_split,
-    temporal_split,
+    user_temporal_split,
 )
 from ingest.movielens import load_catalog, load_events
-from udfs.events import Event
+from udfs.events import EVENT_TYPES, Event
 
 logger = logging.getLogger(__name__)
 
 #: The arms of the main tables, in display order: single methods first, then the fusions.
 ARMS: tuple[str, ...] = ("popular", "itemcf", "usercf", "content", "weighted", "rrf", "borda", "learned")
 FUSION_ARMS: tuple[str, ...] = ("weighted", "rrf", "borda", "learned")
-CORES: tuple[str, ...] = ("dict", "array")
-"""The model implementations: ``dict`` (core.hybrid.HybridRecommender) or ``array`` (core.v2)."""
+CORES: tuple[str, ...] = ("array", "dict")
+"""The model implementations: ``array`` (core.v2) or ``dict`` (core.hybrid.HybridRecommender)."""
+OFFLINE_KINDS: tuple[str, ...] = ("random", "temporal", "loo")
+"""The offline protocols (array core only): random per-user split, temporal per-user split, leave-last-one-out."""
+LEARN_CHUNK = 5000
+"""Events per ``learn`` call when an offline protocol learns its training part (the state does not depend on it)."""
 
 
 @dataclass(frozen=True)
@@ -51,13 +59,15 @@ class Options:
     sample_every: int = 10
     window: int = 5000
     seed: int = 0
-    train_frac: float = 0.8
-    core: str = "dict"  # one of CORES
+    random_train_frac: float = 0.75  # random split: each user's share of events in training
+    temporal_test_frac: float = 0.2  # temporal split: each user's last share of events (by time) in test
+    core: str = "array"  # one of CORES
 
 
 class ArrayModel:
-    """The array core (:mod:`core.v2.model`) behind the protocols' ``learn_one`` / ``rank``: each event is a batch (and
-    trains the combiner when ``train_combiner``, as the dict model does in one process)."""
+    """The array core (:mod:`core.v2.model`, public functions only) behind the protocols: ``learn_one`` / ``rank`` for
+    the prequential replay (each event is a batch), ``learn_all`` / ``top`` for the offline protocols. Learning trains
+    the combiner when ``train_combiner``, as the dict model does in one process."""
 
     def __init__(self, settings: Settings, catalog: list[dict[str, Any]]) -> None:
         self.state = array_model.new_state(settings)
@@ -66,6 +76,21 @@ class ArrayModel:
     def learn_one(self, event: Event) -> None:
         array_model.learn(self.state, array_model.Batch.of([event]), train=self.state.settings.train_combiner)
 
+    def learn_all(self, events: Sequence[Event], progress: Progress | None = None) -> None:
+        """Learn ``events`` in canonical order (time, event id), :data:`LEARN_CHUNK` at a time: the same state as
+        learning them one by one."""
+        ordered = sorted(events, key=lambda e: (e.ts, e.event_id))
+        for start in range(0, len(ordered), LEARN_CHUNK):
+            chunk = ordered[start:start + LEARN_CHUNK]
+            array_model.learn(self.state, array_model.Batch.of(chunk), train=self.state.settings.train_combiner)
+            if progress is not None:
+                progress(len(chunk))
+
+    def top(self, users: Sequence[str], n: int, mode: str) -> list[list[str]]:
+        """Each user's top ``n`` item ids in ``mode``, ranked as one batch."""
+        ranking = array_model.rank(self.state, list(users), mode, n)
+        return [[item for item, _, _ in row] for row in array_model.render(self.state, ranking)]
+
     def rank(self, user: str, n: int | None = None, mode: str | None = None,
              exclude: Iterable[str] = ()) -> list[tuple[str, float, str]]:
         if tuple(exclude):
@@ -73,12 +98,26 @@ class ArrayModel:
         return array_model.render(self.state, array_model.rank(self.state, [user], mode, n))[0]
 
 
-def build_array_model(opts: Options, catalog: list[dict[str, Any]]) -> ArrayModel:
+def build_array_model(opts: Options, catalog: list[dict[str, Any]], exclude_all: bool = False) -> ArrayModel:
     """An :class:`ArrayModel` from the config and the ``--param`` overrides (``refresh_events`` is not a setting of
-    the array core: its lists are always current), catalog loaded."""
+    the array core: its lists are always current), catalog loaded. ``exclude_all``: rank with ``exclude_types`` =
+    every event type, so a user's list never holds an item they engaged (the offline protocols' exclusion rule)."""
     params = {k: v for k, v in opts.params.items() if k != "refresh_events"}
     params.setdefault("seed", opts.seed)
+    if exclude_all:
+        params["exclude_types"] = EVENT_TYPES
     return ArrayModel(Settings.from_config(opts.model_cfg, **params), catalog)
+
+
+def split_for(kind: str, events: Sequence[Event], opts: Options) -> Split:
+    """The split of an offline protocol (one of :data:`OFFLINE_KINDS`)."""
+    if kind == "random":
+        return random_split(events, opts.random_train_frac, seed=opts.seed)
+    if kind == "temporal":
+        return user_temporal_split(events, opts.temporal_test_frac)
+    if kind == "loo":
+        return leave_last_out(events)
+    raise ValueError(f"offline protocol {kind!r} must be one of {', '.join(OFFLINE_KINDS)}")
 
 
 @dataclass(frozen=True)
@@ -94,7 +133,7 @@ class BoundRow:
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: str  # "prequential", "temporal", "random" or "bounds"
+    kind: str  # "prequential", one of OFFLINE_KINDS, or "bounds"
     total: int  # progress units (events) for the bar
     variant: Mapping[str, Any] = field(default_factory=dict)  # bounds: model arguments of this run
     method: str = "itemcf"  # bounds: the one candidate generator kept (and ranked with)
@@ -124,25 +163,34 @@ def _arms(model: Recommender, names: tuple[str, ...] = ARMS) -> dict[str, Arm]:
     return {name: (model, name) for name in names}
 
 
+def _batch_arms(model: ArrayModel) -> dict[str, BatchArm]:
+    """Every mode of the array core (:data:`core.v2.model.FUSION`), in table order."""
+    return {name: (model, name) for name in (*[a for a in ARMS if a in array_model.FUSION],
+                                             *[m for m in array_model.FUSION if m not in ARMS])}
+
+
 def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run one task and return its summary (plain data, picklable)."""
     t0 = time.perf_counter()
     events, catalog = load_data(opts)
     out: dict[str, Any] = {"name": task.name, "kind": task.kind, "pid": os.getpid()}
-    if task.kind != "bounds" and opts.core == "array":
+    if task.kind in OFFLINE_KINDS:
+        if opts.core != "array":
+            raise ValueError(f"task {task.name!r}: the offline protocols ({', '.join(OFFLINE_KINDS)}) run on the "
+                             f"array core, not {opts.core!r}")
+        array = build_array_model(opts, catalog, exclude_all=True)
+        split = split_for(task.kind, events, opts)
+        ores = offline(_batch_arms(array), split.train, split.test, k=opts.k, progress=progress)
+        out.update(_offline_summary(ores, split.train, split.test, catalog))
+    elif task.kind == "prequential" and opts.core == "array":
         array = build_array_model(opts, catalog)
-        if task.kind == "prequential":
-            res = prequential(_arms(array), events, k=opts.k, sample_every=opts.sample_every, window=opts.window,
-                              seed=opts.seed, progress=progress)
-            out.update(_prequential_summary(res))
-            out["model"] = {"core": "array", **{k: v for k, v in asdict(array.state.settings).items()
-                                                if k in ("history_cap", "top_k", "candidate_pool", "half_life_s",
-                                                         "trending_half_life_s", "refresh_on_norms", "rrf_k")}}
-        else:
-            train, test = (temporal_split(events, opts.train_frac) if task.kind == "temporal"
-                           else random_split(events, opts.train_frac, seed=opts.seed))
-            out.update(_offline_summary(offline(_arms(array), train, test, k=opts.k, progress=progress), train,
-                                        test, catalog))
+        pres = prequential(_arms(array), events, k=opts.k, sample_every=opts.sample_every, window=opts.window,
+                           seed=opts.seed, progress=progress)
+        out.update(_prequential_summary(pres))
+        out["model"] = {"core": "array", **{k: v for k, v in asdict(array.state.settings).items()
+                                            if k in ("history_cap", "top_k", "candidate_pool", "half_life_s",
+                                                     "trending_half_life_s", "refresh_on_norms", "rrf_k",
+                                                     "fusion_weights")}}
     elif task.kind == "prequential":
         model = build_model(opts, catalog)
         res = prequential(_arms(model), events, k=opts.k, sample_every=opts.sample_every, window=opts.window,
@@ -150,17 +198,7 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
         out.update(_prequential_summary(res))
         out["combiner"] = {"weights": model.combiner.weights(), "examples": model.combiner.n_seen}
         out["model"] = _model_settings(model)
-    elif task.kind in ("temporal", "random"):
-        if task.kind == "temporal":
-            train, test = temporal_split(events, opts.train_frac)
-        else:
-            train, test = random_split(events, opts.train_frac, seed=opts.seed)
-        model = build_model(opts, catalog)
-        out.update(_offline_summary(offline(_arms(model), train, test, k=opts.k, progress=progress), train, test,
-                                    catalog))
-    elif task.kind == "bounds":
-        if opts.core != "dict":
-            raise ValueError(f"bounds task {task.name!r}: the bounds protocol measures the dict core's bounds only")
+    elif task.kind == "bounds":  # the dict core's bounds, whatever opts.core
         variant = dict(task.variant)
         method = task.method
         if method not in ("itemcf", "usercf"):
@@ -189,7 +227,7 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
                          "usercf_max_raters": model.usercf.max_raters, "usercf_row_cap": model.usercf.rows.row_cap},
         })
     else:
-        raise ValueError(f"task kind {task.kind!r} must be prequential, temporal, random or bounds")
+        raise ValueError(f"task kind {task.kind!r} must be prequential, {', '.join(OFFLINE_KINDS)} or bounds")
     out["seconds"] = time.perf_counter() - t0
     logger.info("task %s done in %.1f s", task.name, out["seconds"])
     return out
@@ -201,7 +239,7 @@ def _offline_summary(ores: Any, train: list[Event], test: list[Event],
     items = [r["item_id"] for r in catalog]
     return {
         "n_train": len(train), "n_test": len(test), "n_users": ores.n_users, "n_cold": ores.n_cold,
-        "learn_s": ores.learn_s,
+        "n_no_relevant": ores.n_no_relevant, "learn_s": ores.learn_s,
         "metrics": {a: {m: ores.mean(a, m) for m in OFFLINE_METRICS} for a in ores.arms},
         "rank_ms": {a: 1000 * ores.rank_s[a] / max(ores.n_users, 1) for a in ores.arms},
         "beyond": {a: vars(beyond_accuracy(ores.lists[a], train, items, genres)) for a in ores.arms},

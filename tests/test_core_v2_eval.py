@@ -28,10 +28,10 @@ def test_prequential_on_both_cores_scores_the_same_events() -> None:
     assert a["metrics"]["usercf"]["HR"] == pytest.approx(d["metrics"]["usercf"]["HR"], abs=0.02)
 
 
-def test_cli_array_core_refuses_the_bounds_protocol(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_dict_core_refuses_the_offline_protocols(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        main(["--core", "array", "--limit", "100", "--out", str(tmp_path), "--protocols", "prequential,bounds"])
-    assert "--core array: the bounds protocol" in capsys.readouterr().err
+        main(["--core", "dict", "--limit", "100", "--out", str(tmp_path), "--protocols", "prequential,temporal"])
+    assert "--core dict: the offline protocols (temporal) run on the array core" in capsys.readouterr().err
     assert main(["--core", "array", "--limit", "300", "--jobs", "1", "--no-progress", "--out", str(tmp_path),
                  "--protocols", "prequential,temporal"]) == 0
     md = (tmp_path / "results.md").read_text()
