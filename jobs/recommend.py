@@ -147,12 +147,14 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     if redis:
         r = cfg["redis"]
         args = (r["host"], int(r["port"]), int(r["db"]), r["prefix"], int(r["pipeline_size"]))
-        recs = ranked.flat_map(RecsToRedis(*args), output_type=Types.STRING()).name("recs-to-redis")
+        recs = (ranked.flat_map(RecsToRedis(*args, top_n=model["top_n"]), output_type=Types.STRING())
+                .name("recs-to-redis"))
         items.flat_map(NeighborsToRedis(*args), output_type=Types.STRING()).name("similar-to-redis")
     else:
-        from udfs.serde import dumps
+        from udfs.serde import dumps, published
 
-        recs = ranked.flat_map(lambda b: [dumps(m) for m in b[1]], output_type=Types.STRING()).name("recs-json")
+        recs = ranked.flat_map(lambda b: [dumps(published(m, model["top_n"])) for m in b[1]],
+                               output_type=Types.STRING()).name("recs-json")
     return RecommendOutputs(recommendations=recs, neighbors=items, user_neighbors=user_sims, dlq=dlq)
 
 

@@ -365,7 +365,7 @@ class Ranker(KeyedBroadcastProcessFunction):
             _, log, recent, last_ts, event_id, event_ts, _ = req
             started = time.perf_counter()
             view = self.view(user, log, recent, last_ts)
-            ranked = rec.rank_view(view, combiner=combiner)
+            ranked = rec.rank_view(view, self.model.get("stored_n"), combiner=combiner)
             msg = recs_message(user, ranked, event_id, event_ts, now, len(log["items"]),
                                "final" if user in final_users else "events", rec.mode)
             if self.compare_modes:

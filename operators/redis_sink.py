@@ -5,7 +5,8 @@ Key layout (``prefix`` is ``redis.prefix``, default ``rec:``; the README's "Outp
 =============================  ======  =====================================================
 key                            type    value
 =============================  ======  =====================================================
-``rec:recs:<user_id>``         string  recommendation message (JSON, ``udfs.serde``)
+``rec:recs:<user_id>``         string  recommendation message (JSON, ``udfs.serde``) with the ``model.stored_n``
+                                       best items; the ``recommendations`` topic gets the first ``model.top_n``
 ``rec:users``                  zset    user_id -> processed_at (ms) of the latest update
 ``rec:similar:<item_id>``      string  top-K neighbours (JSON, ``udfs.serde``)
 ``rec:trending``               string  JSON list of ``{"item_id", "score"}``
@@ -29,7 +30,7 @@ from typing import Any
 
 from pyflink.datastream import FlatMapFunction, RuntimeContext
 
-from udfs.serde import dumps, similar_message
+from udfs.serde import dumps, published, similar_message
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,13 @@ def _transient(error: Exception) -> bool:
 
 
 class RecsToRedis(_RedisWriter):
-    """``("recs", [message...], trending, combiner)`` -> Redis; yields each message as JSON for the Kafka sink."""
+    """``("recs", [message...], trending, combiner)`` -> Redis, each message whole (its ``model.stored_n`` items, the
+    list the API filters); yields each message for the Kafka sink as JSON with its first ``top_n`` items."""
+
+    def __init__(self, host: str, port: int, db: int, prefix: str, pipeline_size: int, max_backoff_s: float = 5.0,
+                 *, top_n: int) -> None:
+        super().__init__(host, port, db, prefix, pipeline_size, max_backoff_s)
+        self.top_n = top_n
 
     def flat_map(self, value):  # type: ignore[no-untyped-def]
         _, messages, trending, combiner = value
@@ -133,7 +140,8 @@ class RecsToRedis(_RedisWriter):
         out = []
         for msg in messages:
             js = dumps(msg)
-            out.append(js)
+            shown = published(msg, self.top_n)
+            out.append(js if shown is msg else dumps(shown))
             commands.append(("set_if_newer", (f"{p}recs:{msg['user_id']}", msg["event_ts"], js)))
             commands.append(("zadd", (f"{p}users", {msg["user_id"]: msg["processed_at"]}, False, False, False,
                                       False, True)))  # GT: only move forward

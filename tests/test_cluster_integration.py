@@ -176,14 +176,14 @@ def wait_until_settled(redis_conn: Any, prefix: str, events: Sequence[Event], wh
                 f"see var/flink/log/*taskexecutor*.log")
 
 
-def check_recommendations(redis_conn: Any, prefix: str, events: Sequence[Event], top_n: int) -> None:
+def check_recommendations(redis_conn: Any, prefix: str, events: Sequence[Event], stored_n: int) -> None:
     seen, last = seen_items(events), last_events(events)
     assert redis_retry(lambda: redis_conn.zcard(f"{prefix}users")) == len(seen)
     for user, msg in read_recs(redis_conn, prefix, sorted(seen)).items():
         assert msg is not None, f"no recommendations for user {user}"
         assert msg["user_id"] == user
         assert msg["history_size"] == len(seen[user])
-        assert 0 < len(msg["items"]) <= top_n
+        assert 0 < len(msg["items"]) <= stored_n
         assert not {it["item_id"] for it in msg["items"]} & seen[user], f"user {user} got an item already seen"
         scores = [it["score"] for it in msg["items"]]
         assert scores == sorted(scores, reverse=True)
@@ -226,7 +226,7 @@ def test_savepoint_and_rescale_keep_the_model_exact(cluster: None, kafka_bootstr
     if "transactional_id_prefix" in defaults["job"]:  # no fencing with other runs' Kafka transactions
         overrides.append(f"job.transactional_id_prefix={tag}")
     cfg = load_config(overrides=overrides, env={})
-    prefix, top_k, top_n = cfg["redis"]["prefix"], cfg["model"]["top_k"], cfg["model"]["top_n"]
+    prefix, top_k, stored_n = cfg["redis"]["prefix"], cfg["model"]["top_k"], cfg["model"]["stored_n"]
     topics = kafka_admin.project_topics(cfg)
     try:
         events = load_events(limit=N_TOTAL)
@@ -245,7 +245,7 @@ def test_savepoint_and_rescale_keep_the_model_exact(cluster: None, kafka_bootstr
         job_ids.append(cli_value("deploy.submit", "submit", *sets))
         logger.info("job %s submitted and running after %.1f s", job_ids[0], time.monotonic() - t0)
         wait_until_settled(redis_conn, prefix, events[:N_FIRST], "phase 1")
-        check_recommendations(redis_conn, prefix, events[:N_FIRST], top_n)
+        check_recommendations(redis_conn, prefix, events[:N_FIRST], stored_n)
         check_similarities(redis_conn, prefix, events[:N_FIRST], top_k)
 
         # stop with a savepoint, resume from it at parallelism 2
@@ -263,7 +263,7 @@ def test_savepoint_and_rescale_keep_the_model_exact(cluster: None, kafka_bootstr
         assert produce_events(events[N_FIRST:], kafka_bootstrap, cfg["kafka"]["topics"]["events"],
                               progress=False) == N_TOTAL - N_FIRST
         wait_until_settled(redis_conn, prefix, events, "phase 2")
-        check_recommendations(redis_conn, prefix, events, top_n)
+        check_recommendations(redis_conn, prefix, events, stored_n)
         pairs = check_similarities(redis_conn, prefix, events, top_k)
         assert pairs > 10 * len({e.item_id for e in events})
     finally:

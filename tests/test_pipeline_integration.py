@@ -84,7 +84,7 @@ def test_redis_holds_recommendations_for_every_user(run: dict[str, Any], redis_c
         assert msg["user_id"] == user
         seen = {e.item_id for e in run["events"] if e.user_id == user}
         assert msg["history_size"] == len(seen)
-        assert 0 < len(msg["items"]) <= 10
+        assert 0 < len(msg["items"]) <= run["cfg"]["model"]["stored_n"]
         assert not {it["item_id"] for it in msg["items"]} & seen  # never an item the user has seen
         scores = [it["score"] for it in msg["items"]]
         assert scores == sorted(scores, reverse=True)
@@ -159,6 +159,11 @@ def test_recommendations_are_keyed_by_user(run: dict[str, Any], kafka_bootstrap:
             assert msg["event_ts"] >= last[msg["user_id"]]["event_ts"]
         last[msg["user_id"]] = msg
     assert last and all(len(p) == 1 for p in partitions.values())
-    prefix = run["cfg"]["redis"]["prefix"]
-    for user, msg in last.items():
-        assert json.loads(redis_conn.get(f"{prefix}recs:{user}")) == msg
+    prefix, model = run["cfg"]["redis"]["prefix"], run["cfg"]["model"]
+    deeper = 0
+    for user, msg in last.items():  # the topic carries the first top_n items of the stored_n that Redis holds
+        stored = json.loads(redis_conn.get(f"{prefix}recs:{user}"))
+        assert {**stored, "items": stored["items"][: model["top_n"]]} == msg
+        assert len(msg["items"]) <= model["top_n"] and len(stored["items"]) <= model["stored_n"]
+        deeper += len(stored["items"]) > model["top_n"]
+    assert deeper == len(last)  # candidates and the trending items fill every stored list past the message's

@@ -1,12 +1,15 @@
 """The JSON messages the job writes (Kafka output topic and Redis values).
 
-Recommendation message (Kafka ``recommendations`` topic, and Redis ``rec:recs:<user_id>``)::
+Recommendation message (Redis ``rec:recs:<user_id>``; the Kafka ``recommendations`` topic carries :func:`published`)::
 
     {"user_id": "196",
      "items": [{"item_id": "242", "score": 3.21, "reason": "because you rated Star Wars (1977)"}, ...],
      "event_id": "ml-17", "event_ts": 881250949000, "processed_at": 1764514800123,
      "history_size": 12, "trigger": "events", "mode": "weighted",
      "alternatives": {"rrf": [...], ...}}      # only with model.compare_modes: the same user in other modes
+
+In Redis ``items`` holds the ``model.stored_n`` best items (the API filters per request from them); on the topic the
+same message holds the first ``model.top_n`` of them (the ranking is the same: a longer list only adds items after).
 
 Learned combiner (Redis ``rec:model:combiner:<user shard>``)::
 
@@ -49,6 +52,11 @@ def recs_message(user_id: str, ranked: Iterable[tuple[str, float, str]], event_i
         "trigger": trigger,
         "mode": mode,
     }
+
+
+def published(msg: Mapping[str, Any], top_n: int) -> Mapping[str, Any]:
+    """The recommendation message as the ``recommendations`` topic carries it: its first ``top_n`` items."""
+    return msg if len(msg["items"]) <= top_n else {**msg, "items": msg["items"][:top_n]}
 
 
 def similar_message(item_id: str, neighbors: Iterable[tuple[str, float]], updated_at: int) -> dict[str, Any]:
