@@ -4,8 +4,10 @@
 endpoint                                   answer
 =========================================  ====================================================================
 ``GET /users/{user_id}/recommendations``   ranked items (score, reason, title, year, genres) and ``age_ms``;
-                                           ``?n=10``; 404 for an unknown user, or with ``?cold_start=true``
-                                           the trending items and ``"cold_start": true``
+                                           ``?n=10``, ``&exclude=<id>`` (repeatable), ``&genre=Comedy``: the
+                                           first n of the stored list (``model.stored_n``) that pass; 404 for an
+                                           unknown user, or with ``?cold_start=true`` the trending items and
+                                           ``"cold_start": true``
 ``GET /users?limit=20``                    the most recently updated users (``rec:users``)
 ``GET /items/{item_id}``                   the catalog entry; 404 if unknown
 ``GET /items/{item_id}/similar?n=10``      the item's nearest neighbours with their titles
@@ -45,7 +47,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from redis.exceptions import RedisError, ResponseError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -54,13 +56,25 @@ from ingest.producer import event_record
 from serving.kafka_io import EventPublisher, KafkaProbe, ProbeResult, PublishError
 from serving.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
 from serving.paths import IdPathMiddleware
-from serving.store import CorruptDocument, ListDoc, Store, catalog_view, doc_int, doc_str, entry_view, make_client
+from serving.store import (
+    CorruptDocument,
+    Filters,
+    ListDoc,
+    Store,
+    catalog_view,
+    doc_int,
+    doc_str,
+    entry_view,
+    make_client,
+)
+from udfs.catalog import MAX_GENRE_CHARS
 from udfs.events import EVENT_TYPES, REQUIRED, Event, InvalidEvent, Limits, validate_event
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = FsPath(__file__).with_name("static")
 MAX_N = 100
+MAX_EXCLUDE = 100  # ids one recommendations request may exclude
 MAX_BATCH = 1000
 MAX_BODY_BYTES = 2 * 1024 * 1024
 DEFAULT_MAX_AGE_S = 600.0
@@ -101,6 +115,11 @@ class RecommendationsOut(BaseModel):
                                             "run); null for cold start")
     mode: str | None = Field(default=None, description="the fusion mode (or single method) that ranked the items "
                                                        "(model.hybrid.mode); null for cold start")
+    requested: int = Field(description="the n asked for")
+    stored: int = Field(description="items in the stored list the filters chose from (the user's list holds "
+                                    "model.stored_n; for cold start, the trending list)")
+    complete: bool = Field(description="false when fewer than `requested` items of the stored list pass the filters "
+                                       "(then `count` < `requested`)")
 
 
 class ItemOut(BaseModel):
@@ -374,27 +393,64 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
                                  examples=["242", "books/978 0?#%"])]
     TopN = Annotated[int, Query(ge=1, le=MAX_N, description="how many items (1..100)")]
 
+    ExcludedId = Annotated[str, StringConstraints(min_length=1, max_length=id_max)]
+    Exclude = Annotated[list[ExcludedId], Query(
+        default_factory=list, max_length=MAX_EXCLUDE, examples=[["50", "181"]],
+        description=f"an item id to leave out; repeat the parameter for more (`exclude=50&exclude=181`, each value "
+                    f"one whole id: ids may hold commas), at most {MAX_EXCLUDE}")]
+    Genre = Annotated[str | None, Query(
+        min_length=1, max_length=MAX_GENRE_CHARS, examples=["Comedy"],
+        description="only items of this genre, spelt as in the catalog (exact, case-sensitive: `Sci-Fi`); a genre no "
+                    "catalog item has is a 422")]
+
     def ranked(found: ListDoc) -> list[dict[str, Any]]:
         return [entry_view(i + 1, e, c) for i, (e, c) in enumerate(zip(found.entries, found.catalog, strict=True))]
 
+    async def unknown_genre(genre: str) -> Response | None:
+        """A 422 naming ``genre`` when no catalog item has it, else None."""
+        known = await state.store.genres()
+        if genre in known:
+            return None
+        near = sorted(g for g in known if g.casefold() == genre.casefold())
+        hint = (f"; did you mean {near[0]!r}? (genres are case-sensitive)" if near
+                else f" (known: {', '.join(sorted(known)[:40])}{', ...' if len(known) > 40 else ''})" if known
+                else f" (the catalog in Redis has no genres: {state.prefix}items is empty or its items list none)")
+        msg = f"{genre!r:.80} is not a genre of any catalog item"
+        return _json({"error": f"invalid request: query parameter genre: {msg}{hint}",
+                      "details": [{"type": "unknown_genre", "loc": ["query", "genre"], "msg": msg + hint,
+                                   "input": genre}]}, 422)
+
     @app.get("/users/{user_id:id}/recommendations", response_model=None, tags=["recommendations"],
-             summary="A user's ranked recommendations with titles",
+             summary="A user's ranked recommendations with titles, filtered per request",
+             description=(f"The first `n` items of the user's stored list (`model.stored_n` deep: "
+                          f"{state.cfg['model']['stored_n']} here) that "
+                          "are not in `exclude` and, with `genre`, list that genre; the list keeps the job's order "
+                          "and ranks are renumbered 1..count. When fewer pass, `complete` is false and `count` < "
+                          "`n`. The same filters apply to the trending items of `cold_start`."),
              responses={200: {"model": RecommendationsOut}, 404: {"model": ErrorOut},
-                        422: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
-    async def recommendations(user_id: UserId, n: TopN = 10, cold_start: Annotated[bool, Query(
+                        422: {"model": ValidationErrorOut,
+                              "description": "a parameter out of range (n 1..100, more than 100 excluded ids, an "
+                                             "id or genre too long) or an unknown genre, named with its value"},
+                        503: {"model": ErrorOut}})
+    async def recommendations(user_id: UserId, exclude: Exclude, n: TopN = 10, genre: Genre = None,
+                              cold_start: Annotated[bool, Query(
             description="a user without recommendations gets the trending items instead of a 404")] = False,
             ) -> Response:
-        found = await state.store.recommendations(user_id, n)
+        if genre is not None and (refused := await unknown_genre(genre)) is not None:
+            return refused
+        filters = Filters(frozenset(exclude), genre)
+        found = await state.store.recommendations(user_id, n, filters)
         if found is None:
             if cold_start:
-                trending = await state.store.trending(n)
-                if trending is not None and trending.entries:
+                trending = await state.store.trending(n, filters)
+                if trending is not None and trending.stored:  # filters may leave none: 200 with count 0
                     items = ranked(trending)
                     for it in items:
                         it["reason"] = it["reason"] or "trending"
                     return _json({"user_id": user_id, "cold_start": True, "count": len(items), "items": items,
                                   "event_id": None, "event_ts": None, "processed_at": None, "age_ms": None,
-                                  "history_size": 0, "trigger": None, "mode": None})
+                                  "history_size": 0, "trigger": None, "mode": None, "requested": n,
+                                  "stored": trending.stored, "complete": len(items) == n})
                 return _error(404, f"no recommendations for user {user_id!r} and no trending items yet "
                                    "(the job has not written any)", user_id=user_id)
             return _error(404, f"no recommendations for user {user_id!r} (unknown user, or none of their events "
@@ -408,7 +464,8 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
         return _json({"user_id": doc_str(doc, "user_id") or user_id, "cold_start": False, "count": len(items),
                       "items": items, "event_id": doc_str(doc, "event_id"), "event_ts": doc_int(doc, "event_ts"),
                       "processed_at": processed_at, "age_ms": age_ms, "history_size": doc_int(doc, "history_size"),
-                      "trigger": doc_str(doc, "trigger"), "mode": doc_str(doc, "mode")})
+                      "trigger": doc_str(doc, "trigger"), "mode": doc_str(doc, "mode"), "requested": n,
+                      "stored": found.stored, "complete": len(items) == n})
 
     @app.get("/users", response_model=None, tags=["recommendations"],
              summary="The most recently updated users",

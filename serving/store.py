@@ -7,7 +7,7 @@ The key layout is the one ``operators.redis_sink`` and ``ingest.catalog`` write 
 key                            type    value
 =============================  ======  =====================================================
 ``rec:recs:<user_id>``         string  ``{"user_id", "items": [{"item_id", "score", "reason"}], "event_id",
-                                       "event_ts", "processed_at", "history_size"}``
+                                       "event_ts", "processed_at", "history_size"}``: ``model.stored_n`` items
 ``rec:users``                  zset    user_id -> processed_at (ms) of the latest update
 ``rec:similar:<item_id>``      string  ``{"item_id", "neighbors": [{"item_id", "score"}], "updated_at"}``
 ``rec:trending``               string  JSON list of ``{"item_id", "score"}``
@@ -20,6 +20,10 @@ a small Lua script (``EVALSHA``) GETs the document and HGETALLs the listed items
 scripting is not available the store falls back to a GET followed by one pipelined HGETALL round
 trip. The script touches keys it computes itself, which is fine for a standalone Redis (the
 project's) but not for Redis Cluster.
+
+:class:`Filters` (ids to exclude, a genre to keep) pick the first ``n`` matching entries of the whole stored list,
+in its order; the script applies them too, so a filtered read is still one round trip. Python decides: it checks
+every entry again against the hashes and reads any hash the script did not return.
 """
 
 from __future__ import annotations
@@ -39,10 +43,11 @@ logger = logging.getLogger(__name__)
 GENRE_SEPARATOR = "|"
 
 #: KEYS[1] the JSON document; ARGV[1] the item hash key prefix; ARGV[2] the list field ("" when the
-#: document is the list); ARGV[3] how many entries. Returns nil, or {document, catalog} where catalog is the
-#: JSON list of [item_id, HGETALL reply (flat [field, value, ...])] of the first entries: two bulk strings, so
-#: the reply is cheap to parse (redis-py's parser is pure Python and pays per element). Python matches the
-#: hashes to its own list entries by id and reads any it lacks itself.
+#: document is the list); ARGV[3] how many entries; ARGV[4] the genre to keep ("" for all); ARGV[5..] ids to skip.
+#: Returns nil, or {document, catalog} where catalog is the JSON list of [item_id, HGETALL reply (flat [field,
+#: value, ...])] of the entries read until ARGV[3] of them matched: two bulk strings, so the reply is cheap to parse
+#: (redis-py's parser is pure Python and pays per element). Python matches the hashes to its own list entries by
+#: id, applies the filters again and reads any hash it lacks itself.
 _DOC_WITH_ITEMS_LUA = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
@@ -53,14 +58,33 @@ if ARGV[2] ~= '' then list = doc[ARGV[2]] end
 if type(list) ~= 'table' then return {raw} end
 local catalog = {}
 local limit = tonumber(ARGV[3])
+local genre = ARGV[4]
+local skip = {}
+for i = 5, #ARGV do skip[ARGV[i]] = true end
+local function has_genre(hash)
+  for k = 1, #hash - 1, 2 do
+    if hash[k] == 'genres' then
+      for g in string.gmatch(hash[k + 1], '[^|]+') do
+        if g == genre then return true end
+      end
+      return false
+    end
+  end
+  return false
+end
+local matched = 0
 for i = 1, #list do
-  if #catalog >= limit then break end
+  if matched >= limit then break end
   local entry = list[i]
   if type(entry) == 'table' then
     local id = entry['item_id']
     if type(id) == 'string' or type(id) == 'number' then
       id = tostring(id)
-      catalog[#catalog + 1] = {id, redis.call('HGETALL', ARGV[1] .. id)}
+      if not skip[id] then
+        local hash = redis.call('HGETALL', ARGV[1] .. id)
+        catalog[#catalog + 1] = {id, hash}
+        if genre == '' or has_genre(hash) then matched = matched + 1 end
+      end
     end
   end
 end
@@ -80,6 +104,25 @@ def _script_catalog(reply: Sequence[Any]) -> dict[str, dict[str, str]]:
         return {}
     return {str(p[0]): _pairs(p[1]) if isinstance(p[1], list) else {}
             for p in pairs if isinstance(p, list) and len(p) == 2}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a request keeps of a stored list: not the ids in ``exclude``, and with ``genre`` only the items whose
+    catalog hash lists that genre (exact, case-sensitive: a genre name as the catalog spells it)."""
+
+    exclude: frozenset[str] = frozenset()
+    genre: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.exclude) or self.genre is not None
+
+    def keeps(self, catalog: dict[str, str]) -> bool:
+        """Whether an entry not excluded passes the genre filter (``catalog``: its hash, {} if not in the catalog)."""
+        return self.genre is None or self.genre in catalog.get("genres", "").split(GENRE_SEPARATOR)
+
+
+NO_FILTERS = Filters()
 
 
 class CorruptDocument(ValueError):
@@ -126,11 +169,13 @@ def _int_or_none(value: Any) -> int | None:
 
 @dataclass
 class ListDoc:
-    """A JSON document of the layout with its list entries (``item_id`` as a string) and their catalog hashes."""
+    """A JSON document of the layout with the list entries a read selected (``item_id`` as a string), their catalog
+    hashes and ``stored``, the number of entries in the document's list (what the filters chose from)."""
 
     doc: Any
     entries: list[dict[str, Any]]
     catalog: list[dict[str, str]] = field(default_factory=list)
+    stored: int = 0
 
 
 @dataclass
@@ -138,6 +183,7 @@ class _SearchIndex:
     built_at: float = 0.0
     items: list[tuple[str, str, str, str]] = field(default_factory=list)  # (title lowercased, id, year, genres)
     titles: dict[str, str] = field(default_factory=dict)
+    genres: frozenset[str] = frozenset()  # every genre of the catalog items
 
 
 def _entries(doc: Any, list_field: str, key: str) -> list[dict[str, Any]]:
@@ -201,35 +247,55 @@ class Store:
             return []
         return [_pairs(h) for h in await pipe.execute()]
 
-    async def _doc_with_items(self, key: str, list_field: str, n: int) -> ListDoc | None:
-        """The document at ``key`` and the catalog hashes of its first ``n`` list entries, or None if absent."""
+    async def _doc_with_items(self, key: str, list_field: str, n: int,
+                              filters: Filters = NO_FILTERS) -> ListDoc | None:
+        """The document at ``key`` with the first ``n`` list entries that pass ``filters`` and their catalog hashes,
+        or None if absent."""
         if self.use_script:
+            args = [f"{self.prefix}item:", list_field, n, filters.genre or "", *sorted(filters.exclude)]
             try:
-                reply = await self._script(keys=[key], args=[f"{self.prefix}item:", list_field, n])
+                reply = await self._script(keys=[key], args=args)
             except ResponseError as exc:
                 logger.warning("Lua lookup of %s failed (%s); trying GET + pipelined HGETALL", key, exc)
-                reply = await self._doc_with_items_pipelined(key, list_field, n)  # a data error raises here too
+                reply = await self._doc_with_items_pipelined(key, list_field, n, filters)  # a data error raises too
                 logger.warning("Redis scripting is unusable; the store now uses two round trips per lookup")
                 self.use_script = False
                 return reply
             if reply is None:
                 return None
             doc = self._decode(key, reply[0])
-            entries = _entries(doc, list_field, key)[:n]
-            by_id = _script_catalog(reply)
-            missing = [e["item_id"] for e in entries if e["item_id"] not in by_id]
-            if missing:  # the script read the list differently, or its reply was not valid JSON
-                by_id.update(zip(missing, await self._catalog_many(missing), strict=True))
-            return ListDoc(doc, entries, [by_id[e["item_id"]] for e in entries])
-        return await self._doc_with_items_pipelined(key, list_field, n)
+            return await self._select(doc, _entries(doc, list_field, key), n, filters, _script_catalog(reply))
+        return await self._doc_with_items_pipelined(key, list_field, n, filters)
 
-    async def _doc_with_items_pipelined(self, key: str, list_field: str, n: int) -> ListDoc | None:
+    async def _doc_with_items_pipelined(self, key: str, list_field: str, n: int,
+                                        filters: Filters = NO_FILTERS) -> ListDoc | None:
         raw = await self.client.get(key)
         if raw is None:
             return None
         doc = self._decode(key, raw)
-        entries = _entries(doc, list_field, key)[:n]
-        return ListDoc(doc, entries, await self._catalog_many(e["item_id"] for e in entries))
+        return await self._select(doc, _entries(doc, list_field, key), n, filters, {})
+
+    async def _select(self, doc: Any, entries: list[dict[str, Any]], n: int, filters: Filters,
+                      by_id: dict[str, dict[str, str]]) -> ListDoc:
+        """The first ``n`` of ``entries`` that pass ``filters``, with their hashes: those in ``by_id`` (from the
+        script) and the others read in one pipelined round trip when needed (the script read the list differently,
+        its reply was not valid JSON, or there was no script)."""
+        candidates = [e for e in entries if e["item_id"] not in filters.exclude]
+        chosen: list[dict[str, Any]] = []
+        for k, entry in enumerate(candidates):
+            if len(chosen) >= n:
+                break
+            if filters.genre is not None:
+                if entry["item_id"] not in by_id:  # the genre needs the hash: read every one left at once
+                    rest = list(dict.fromkeys(e["item_id"] for e in candidates[k:] if e["item_id"] not in by_id))
+                    by_id.update(zip(rest, await self._catalog_many(rest), strict=True))
+                if not filters.keeps(by_id[entry["item_id"]]):
+                    continue
+            chosen.append(entry)
+        missing = list(dict.fromkeys(e["item_id"] for e in chosen if e["item_id"] not in by_id))
+        if missing:
+            by_id.update(zip(missing, await self._catalog_many(missing), strict=True))
+        return ListDoc(doc, chosen, [by_id[e["item_id"]] for e in chosen], len(entries))
 
     @staticmethod
     def _decode(key: str, raw: Any) -> Any:
@@ -238,9 +304,10 @@ class Store:
         except orjson.JSONDecodeError as exc:
             raise CorruptDocument(f"Redis key {key!r} does not hold JSON: {exc}") from None
 
-    async def recommendations(self, user_id: str, n: int) -> ListDoc | None:
-        """``rec:recs:<user_id>`` with the catalog hashes of its first ``n`` items, or None for an unknown user."""
-        found = await self._doc_with_items(self.recs_key(user_id), "items", n)
+    async def recommendations(self, user_id: str, n: int, filters: Filters = NO_FILTERS) -> ListDoc | None:
+        """``rec:recs:<user_id>`` with its first ``n`` items that pass ``filters`` and their catalog hashes, or None
+        for an unknown user."""
+        found = await self._doc_with_items(self.recs_key(user_id), "items", n, filters)
         if found is not None and not isinstance(found.doc, dict):
             raise CorruptDocument(f"Redis key {self.recs_key(user_id)!r} is not a JSON object")
         return found
@@ -252,9 +319,10 @@ class Store:
             raise CorruptDocument(f"Redis key {self.similar_key(item_id)!r} is not a JSON object")
         return found
 
-    async def trending(self, n: int) -> ListDoc | None:
-        """``rec:trending`` (first ``n`` entries with their catalog hashes), or None if the job wrote none yet."""
-        return await self._doc_with_items(self.trending_key, "", n)
+    async def trending(self, n: int, filters: Filters = NO_FILTERS) -> ListDoc | None:
+        """``rec:trending`` (first ``n`` entries that pass ``filters``, with their catalog hashes), or None if the job
+        wrote none yet."""
+        return await self._doc_with_items(self.trending_key, "", n, filters)
 
     async def item(self, item_id: str) -> dict[str, str] | None:
         """The catalog hash of ``item_id`` or None."""
@@ -295,6 +363,10 @@ class Store:
                for _, item_id, year, genres in hits[:limit]]
         return out, len(hits)
 
+    async def genres(self) -> frozenset[str]:
+        """Every genre of the catalog items (from the same in-memory copy as :meth:`search_items`, as fresh)."""
+        return (await self._search_index()).genres
+
     async def _search_index(self) -> _SearchIndex:
         if time.monotonic() - self._search.built_at < self.search_ttl_s:
             return self._search
@@ -315,6 +387,7 @@ class Store:
                     index.titles[item_id] = t
                     index.items.append((t.lower(), item_id, _text(year or ""), _text(genres or "")))
             index.items.sort(key=lambda row: (row[0], row[1]))
+            index.genres = frozenset(g for row in index.items for g in row[3].split(GENRE_SEPARATOR) if g)
             logger.debug("search index: %d titles", len(index.items))
             self._search = index
             return index

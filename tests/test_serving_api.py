@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import signal
 import subprocess
 import sys
@@ -26,11 +27,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from config import PROJECT_ROOT, load_config
 from ingest.catalog import store_catalog
 from serving.api import MAX_BATCH, create_app
-from serving.store import Store, make_client
+from serving.store import Filters, Store, make_client
 from serving.testing import (
     ODD_IDS,
     delete_prefix,
     drop_topics,
+    fake_catalog,
     free_port,
     now_ms,
     read_topic,
@@ -187,6 +189,175 @@ def test_cold_start_without_trending_is_404(client: TestClient, rds: Any, prefix
     rds.delete(f"{prefix}trending")
     resp = client.get("/users/nobody-here/recommendations", params={"cold_start": "true"})
     assert resp.status_code == 404 and "no trending items yet" in resp.json()["error"]
+
+
+# --- per-request filters over the deeper stored list -------------------------------------------------------------
+
+DEEP_CATALOG = fake_catalog(80, seed=7)
+DEEP_GENRES = {r["item_id"]: r["genres"] for r in DEEP_CATALOG}
+DEEP_TITLES = {r["item_id"]: r["title"] for r in DEEP_CATALOG}
+# a user's stored list as the job writes it (model.stored_n = 50 deep), best first; "x,y" and "gone" are not in the
+# catalog (no hash: no genres), "x,y" holds a comma
+DEEP_IDS = [str(i) for i in range(1, 49)] + ["x,y", "gone"]
+DEEP = [(item, 100.0 - k, f"because of {k}") for k, item in enumerate(DEEP_IDS)]
+
+
+def oracle(ids: list[str], n: int, exclude: tuple[str, ...] = (), genre: str | None = None) -> list[str]:
+    """What the filters must return: the first n ids, in the stored order, not excluded and of the genre."""
+    return [i for i in ids if i not in exclude and (genre is None or genre in DEEP_GENRES.get(i, []))][:n]
+
+
+def genre_counts(ids: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for i in ids:
+        for g in DEEP_GENRES.get(i, []):
+            counts[g] = counts.get(g, 0) + 1
+    return counts
+
+
+@pytest.fixture()
+def deep(rds: Any, prefix: str, seeded: dict[str, Any]) -> None:
+    store_catalog(DEEP_CATALOG, rds, prefix=prefix)  # ids 1..80 (1, 2, 50 and 242 of CATALOG are replaced)
+    write_recs(rds, prefix, "deep", DEEP)
+    write_trending(rds, prefix, [(str(i), 200.0 - i) for i in range(41, 81)])
+
+
+def get_recs(client: TestClient, user: str = "deep", **params: Any) -> dict[str, Any]:
+    resp = client.get(f"/users/{user}/recommendations", params=params)
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    assert [it["rank"] for it in body["items"]] == list(range(1, body["count"] + 1))
+    assert body["count"] == len(body["items"]) and body["requested"] == params.get("n", 10)
+    assert body["complete"] == (body["count"] == body["requested"])
+    return body
+
+
+def ids_of(body: dict[str, Any]) -> list[str]:
+    return [it["item_id"] for it in body["items"]]
+
+
+def test_unfiltered_request_is_the_head_of_the_stored_list(client: TestClient, deep: None) -> None:
+    body = get_recs(client)
+    assert ids_of(body) == DEEP_IDS[:10] and body["stored"] == 50 and body["complete"] is True
+    assert [(it["score"], it["reason"]) for it in body["items"][:2]] == [(100.0, "because of 0"),
+                                                                         (99.0, "because of 1")]
+    assert ids_of(get_recs(client, n=50)) == DEEP_IDS
+
+
+def test_exclude_is_repeatable_and_the_deeper_list_fills_in(client: TestClient, deep: None) -> None:
+    gone = ("2", "5", "9", "10", "not-stored")
+    body = get_recs(client, n=10, exclude=list(gone))
+    assert ids_of(body) == oracle(DEEP_IDS, 10, gone) == ["1", "3", "4", "6", "7", "8", "11", "12", "13", "14"]
+    assert body["complete"] is True and body["stored"] == 50
+    eleven = {"rank": 7, "item_id": "11", "score": 90.0, "reason": "because of 10", "title": DEEP_TITLES["11"],
+              "genres": DEEP_GENRES["11"]}
+    assert {k: v for k, v in body["items"][6].items() if k != "year"} == eleven
+
+
+def test_an_id_with_a_comma_is_one_excluded_id(client: TestClient, deep: None) -> None:
+    assert "x,y" in ids_of(get_recs(client, n=50, exclude=["x", "y"]))
+    body = get_recs(client, n=50, exclude=["x,y"])
+    assert ids_of(body) == oracle(DEEP_IDS, 50, ("x,y",)) and body["count"] == 49 and body["complete"] is False
+    resp = client.get("/users/deep/recommendations?n=50&exclude=x%2Cy&exclude=gone")  # query-encoded by hand
+    assert resp.json()["count"] == 48 and not {"x,y", "gone"} & set(ids_of(resp.json()))
+
+
+def test_genre_returns_n_items_from_deeper_in_the_list(client: TestClient, deep: None) -> None:
+    counts, head = genre_counts(DEEP_IDS), genre_counts(DEEP_IDS[:10])
+    # a genre with at least 5 items in the stored list but fewer in its first 10 (the fixture's data has some)
+    genre = min((g for g, c in counts.items() if c >= 5 and head.get(g, 0) < 5), key=lambda g: (head.get(g, 0), g))
+    body = get_recs(client, n=5, genre=genre)
+    assert ids_of(body) == oracle(DEEP_IDS, 5, genre=genre) and body["complete"] is True
+    assert all(genre in it["genres"] for it in body["items"])
+    assert max(DEEP_IDS.index(i) for i in ids_of(body)) >= 10  # reached past the head
+    both = get_recs(client, n=5, genre=genre, exclude=ids_of(body)[:2])
+    assert ids_of(both) == oracle(DEEP_IDS, 5, tuple(ids_of(body)[:2]), genre)
+
+
+def test_fewer_than_n_after_filtering_says_so(client: TestClient, deep: None) -> None:
+    counts = genre_counts(DEEP_IDS)
+    genre = min(counts, key=lambda g: (counts[g], g))
+    body = get_recs(client, n=counts[genre] + 3, genre=genre)
+    assert body["count"] == counts[genre] and body["complete"] is False and body["stored"] == 50
+    assert ids_of(body) == oracle(DEEP_IDS, 100, genre=genre)
+    body = get_recs(client, n=80)  # deeper than the stored list
+    assert body["count"] == 50 and body["complete"] is False
+    everything = get_recs(client, n=10, exclude=DEEP_IDS)
+    assert everything["count"] == 0 and everything["items"] == [] and everything["complete"] is False
+
+
+def test_cold_start_trending_is_filtered_too(client: TestClient, deep: None) -> None:
+    trending = [str(i) for i in range(41, 81)]
+    counts = genre_counts(trending)
+    genre = max(counts, key=lambda g: (counts[g], g))
+    body = get_recs(client, "nobody-here", n=4, cold_start="true", genre=genre, exclude=trending[:3])
+    assert body["cold_start"] is True and body["stored"] == 40 and body["complete"] is True
+    assert ids_of(body) == oracle(trending, 4, tuple(trending[:3]), genre)
+    none = get_recs(client, "nobody-here", n=4, cold_start="true", exclude=trending)
+    assert none["count"] == 0 and none["complete"] is False and none["stored"] == 40
+
+
+@pytest.mark.parametrize(("query", "where", "named"), [
+    ("n=0", "query parameter n", "0"),
+    ("n=101", "query parameter n", "101"),
+    ("exclude=" + "&exclude=".join(str(i) for i in range(101)), "query parameter exclude", "at most 100 items"),
+    ("exclude=", "query parameter exclude.0", "''"),
+    ("exclude=" + "a" * 257, "query parameter exclude.0", "'aaaa"),
+    ("genre=", "query parameter genre", "''"),
+    ("genre=" + "g" * 65, "query parameter genre", "'gggg"),
+])
+def test_filter_parameters_out_of_range_are_422_naming_them(client: TestClient, deep: None, query: str, where: str,
+                                                           named: str) -> None:
+    resp = client.get(f"/users/deep/recommendations?{query}")
+    assert resp.status_code == 422, resp.text
+    assert where in resp.json()["error"] and named in resp.json()["error"], resp.json()
+
+
+def test_unknown_genre_is_422_naming_it(client: TestClient, deep: None) -> None:
+    resp = client.get("/users/deep/recommendations", params={"genre": "Polka"})
+    assert resp.status_code == 422
+    body = resp.json()
+    assert body["error"].startswith("invalid request: query parameter genre: 'Polka' is not a genre of any "
+                                    "catalog item")
+    assert "known: Action, Adventure" in body["error"]
+    assert body["details"] == [{"type": "unknown_genre", "loc": ["query", "genre"], "msg": body["details"][0]["msg"],
+                                "input": "Polka"}]
+    resp = client.get("/users/deep/recommendations", params={"genre": "sci-fi"})
+    assert resp.status_code == 422 and "did you mean 'Sci-Fi'?" in resp.json()["error"]
+    assert get_recs(client, genre="Sci-Fi")["count"] > 0
+
+
+def test_script_and_pipeline_filter_the_same(cfg: dict[str, Any], deep: None) -> None:
+    """Random filters read through the Lua script (in one round trip) and through GET + pipeline agree with the
+    oracle."""
+    rng = random.Random(11)
+    genres = sorted({g for gs in DEEP_GENRES.values() for g in gs})
+    cases = [(rng.randint(1, 60), tuple(rng.sample(DEEP_IDS, rng.randint(0, 20))),
+              rng.choice([None, *genres])) for _ in range(40)]
+
+    async def read(use_script: bool) -> list[tuple[list[str], list[dict[str, str]], int]]:
+        client = make_client(cfg["redis"])
+        try:
+            store = Store(client, cfg["redis"]["prefix"], use_script=use_script)
+            if use_script:  # the script reads every hash the filters need: one round trip per request
+                async def no_second_trip(ids: Any) -> list[dict[str, str]]:
+                    raise AssertionError(f"hashes read after the script: {list(ids)}")
+
+                store._catalog_many = no_second_trip  # type: ignore[method-assign,assignment]
+            out = []
+            for n, exclude, genre in cases:
+                found = await store.recommendations("deep", n, Filters(frozenset(exclude), genre))
+                assert found is not None
+                out.append(([e["item_id"] for e in found.entries], found.catalog, found.stored))
+            return out
+        finally:
+            await client.aclose()
+
+    scripted, pipelined = asyncio.run(read(True)), asyncio.run(read(False))
+    assert scripted == pipelined
+    for (n, exclude, genre), (ids, catalog, stored) in zip(cases, scripted, strict=True):
+        assert ids == oracle(DEEP_IDS, n, exclude, genre) and stored == 50
+        assert [c.get("title") for c in catalog] == [DEEP_TITLES.get(i) for i in ids]
 
 
 def test_users_lists_the_most_recent_first(client: TestClient, seeded: dict[str, Any]) -> None:

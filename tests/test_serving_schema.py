@@ -61,6 +61,7 @@ def fake_job_output() -> Iterator[None]:
         store_catalog(fake_catalog(300), client, prefix=PREFIX)
         fill_fake_users(client, PREFIX, 50, 300)
         write_recs(client, PREFIX, "196", [("242", 3.2, "because of 51"), ("1", 2.0, "similar users")])
+        write_recs(client, PREFIX, "deep", DEEP)  # a list as deep as model.stored_n, for the filters
         write_similar(client, PREFIX, "242", [("1", 0.9), ("2", 0.5)])
         write_trending(client, PREFIX, [("1", 10.0), ("2", 5.0)])
         # the documented examples and ids with reserved characters, as users, items and items with neighbours
@@ -89,6 +90,45 @@ ODD_EXAMPLES = sorted({*ODD_IDS, *EXAMPLE_IDS})
                                  HealthCheck.filter_too_much])
 def test_api_follows_its_openapi_document(case: Any) -> None:
     case.call_and_validate(checks=CHECKS)
+
+
+RECS = "/users/{user_id}/recommendations"
+DEEP = [(str(i), 100.0 - i, f"because of {i}") for i in range(1, CFG["model"]["stored_n"] + 1)]
+CATALOG = {r["item_id"]: r["genres"] for r in fake_catalog(300)}
+
+
+@pytest.mark.parametrize("query", [
+    {"genre": "Western", "n": 5}, {"exclude": ["1", "2", "3", "x,y"], "n": 20}, {"genre": "Drama", "exclude": ["4"]},
+    {"n": 100}, {"exclude": [str(i) for i in range(1, 101)]}, {"genre": "Comedy", "n": 3, "cold_start": "true"},
+])
+@pytest.mark.parametrize("user", ["deep", "nobody"])
+def test_filters_follow_the_document(user: str, query: dict[str, Any]) -> None:
+    """Explicit cases of the filters (a known genre, excluded ids, n past the stored list) on a list as deep as
+    model.stored_n and on the cold-start trending list: 200s that match the document and the filters' rule."""
+    case = schema[RECS]["GET"].Case(path_parameters={"user_id": user}, query=query)
+    response = case.call()
+    case.validate_response(response, checks=CHECKS)
+    if user == "nobody" and "cold_start" not in query:
+        assert response.status_code == 404
+        return
+    assert response.status_code == 200, response.text
+    body = response.json()
+    stored = [i for i, _, _ in DEEP] if user == "deep" else ["1", "2"]
+    n, genre, exclude = query.get("n", 10), query.get("genre"), set(query.get("exclude", ()))
+    want = [i for i in stored if i not in exclude and (genre is None or genre in CATALOG[i])][:n]
+    assert [it["item_id"] for it in body["items"]] == want
+    assert (body["requested"], body["stored"], body["complete"]) == (n, len(stored), len(want) == n)
+
+
+def test_the_filters_are_documented_with_their_limits() -> None:
+    params = {p["name"]: p["schema"] for p in schema.raw_schema["paths"][RECS]["get"]["parameters"]}
+    assert (params["n"]["minimum"], params["n"]["maximum"]) == (1, 100)
+    assert params["exclude"]["type"] == "array" and params["exclude"]["maxItems"] == 100
+    assert params["exclude"]["items"] == {"type": "string", "minLength": 1, "maxLength": CFG["limits"]["max_id_length"]}
+    assert {"type": "string", "minLength": 1, "maxLength": 64} in params["genre"]["anyOf"]
+    assert "repeat the parameter" in params["exclude"]["description"]
+    out = schema.raw_schema["components"]["schemas"]["RecommendationsOut"]
+    assert {"requested", "stored", "complete"} <= set(out["required"])
 
 
 # every path operation with an id, and the field of the answer that must give the id back
