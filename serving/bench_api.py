@@ -1,6 +1,6 @@
 """Latency benchmark of ``GET /users/{user_id}/recommendations``: ``python -m serving.bench_api`` (not a test).
 
-1. fills Redis with ``--users`` fake users (10 recommendations each, the job's layout) and ``--items``
+1. fills Redis with ``--users`` fake users (``model.stored_n`` recommendations each, the job's layout) and ``--items``
    catalog hashes under a random prefix;
 2. starts the API (``python -m serving``, uvicorn, one worker) in a subprocess on 127.0.0.1;
 3. from a separate process sends GET requests open-loop at ``--rate`` requests/s for ``--duration`` s
@@ -248,7 +248,8 @@ def bench(cfg: dict[str, Any], users: int, items: int, n: int, rate: float, dura
         client.ping()
         t0 = time.perf_counter()
         store_catalog(fake_catalog(items, seed=seed), client, prefix=prefix, pipeline_size=1000)
-        ids = fill_fake_users(client, prefix, users, items, top_n=10, seed=seed)
+        stored_n = int(cfg["model"]["stored_n"])  # as deep as the job's documents: the script decodes all of it
+        ids = fill_fake_users(client, prefix, users, items, top_n=stored_n, seed=seed)
         logger.info("filled Redis under %s with %d users and %d items in %.1f s", prefix, users, items,
                     time.perf_counter() - t0)
         cmd = [sys.executable, "-m", "serving", "--host", HOST, "--port", str(port), "--log-level", "warning",
@@ -302,7 +303,7 @@ def bench(cfg: dict[str, Any], users: int, items: int, n: int, rate: float, dura
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                     "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
                     "busy": max(load_before[0], os.getloadavg()[0]) > (os.cpu_count() or 1)},
-        "config": {"users": users, "items": items, "n": n, "rate": rate, "duration_s": duration_s,
+        "config": {"users": users, "items": items, "stored_n": stored_n, "n": n, "rate": rate, "duration_s": duration_s,
                    "warmup_s": warmup_s, "max_connections": connections, "timeout_s": timeout_s,
                    "lua_script": use_script, "server": "uvicorn, 1 worker", "address": f"{HOST}:{port}",
                    "nice": nice},
