@@ -71,6 +71,9 @@ class Vectors(NamedTuple):
     val: np.ndarray
     norm: np.ndarray  # (items,) L2 norm of each vector
     genres: np.ndarray  # (items,) bitmask of the item's genres
+    post_ptr: np.ndarray  # (DIM + 1,) the inverted index: dimension d's items and values are
+    post_item: np.ndarray  # post_item/post_val[post_ptr[d]:post_ptr[d+1]], by item id (a search reads only the
+    post_val: np.ndarray  # items sharing a dimension with the profile)
 
 
 def build(n_items: int, feats: Mapping[int, Features]) -> Vectors:
@@ -104,5 +107,8 @@ def build(n_items: int, feats: Mapping[int, Features]) -> Vectors:
     ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     col = np.array([c for cs, _ in rows for c in cs], dtype=np.int64)
     val = np.array([v for _, vs in rows for v in vs], dtype=np.float64)
-    norm = np.sqrt(np.bincount(np.repeat(np.arange(n_items), lengths), weights=val * val, minlength=n_items))
-    return Vectors(ptr, col, val, norm, gmask)
+    owner = np.repeat(np.arange(n_items), lengths)
+    norm = np.sqrt(np.bincount(owner, weights=val * val, minlength=n_items))
+    by_dim = np.lexsort((owner, col))
+    post_ptr = np.concatenate([[0], np.cumsum(np.bincount(col, minlength=DIM))]).astype(np.int64)
+    return Vectors(ptr, col, val, norm, gmask, post_ptr, owner[by_dim].astype(np.int64), val[by_dim])

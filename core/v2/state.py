@@ -198,13 +198,14 @@ class State:
             extra = n - len(v.norm)
             v = self.vectors = Vectors(np.concatenate([v.ptr, np.full(extra, v.ptr[-1])]), v.col, v.val,
                                        np.concatenate([v.norm, np.zeros(extra)]),
-                                       np.concatenate([v.genres, np.zeros(extra, dtype=np.int64)]))
+                                       np.concatenate([v.genres, np.zeros(extra, dtype=np.int64)]), v.post_ptr,
+                                       v.post_item, v.post_val)
             self.in_cat = np.concatenate([self.in_cat, np.zeros(extra, dtype=np.bool_)])
         self.cm_idx, self.cm_sim = _grow_rows(self.cm_idx, n), _grow_rows(self.cm_sim, n)
         if len(self.cm_len) < n:
             self.cm_len = np.concatenate([self.cm_len, np.full(n - len(self.cm_len), -1, dtype=np.int64)])
         return (self.in_cat, v.ptr, v.col, v.val, v.norm, v.genres, self.newest, self.cm_idx, self.cm_sim,
-                self.cm_len, GENRE_ORDER)
+                self.cm_len, GENRE_ORDER, v.post_ptr, v.post_item, v.post_val)
 
     def nbytes(self) -> int:
         """Bytes held by the arrays (ids and Python objects not counted)."""
