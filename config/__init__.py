@@ -135,7 +135,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
     if cfg["job"]["shards"] > MAX_SHARDS:  # records between the sharded operators carry the shard in 2 bytes
         raise ConfigError(f"config key job.shards must be at most {MAX_SHARDS}, got {cfg['job']['shards']!r}")
     for key in ("model.history_cap", "job.checkpoint_interval_ms", "job.refresh_budget_ms", "job.rank_budget_ms",
-                "job.max_out_of_orderness_ms", "job.restart_attempts", "job.restart_delay_ms"):
+                "job.max_out_of_orderness_ms", "job.idle_partition_ms", "job.restart_attempts",
+                "job.restart_delay_ms"):
         integer(key, minimum=0)
     for key in ("job.buffer_timeout_ms", "job.event_buffer_timeout_ms"):  # network buffer timeouts (jobs.flink_env)
         integer(key, minimum=-1, what="an integer >= -1 (-1: only full buffers)")

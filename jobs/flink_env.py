@@ -141,6 +141,9 @@ def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None
     conf.set_string("python.fn-execution.bundle.size", str(job["bundle_size"]))
     conf.set_string("python.fn-execution.bundle.time", str(job["bundle_time_ms"]))
     conf.set_string("state.backend.type", job["state_backend"])
+    # a watermark at most once per user window: each one that passes buffered events flushes the front's buffers
+    # (operators.front), so a shorter interval would cut the per-window batches into smaller ones
+    conf.set_string("pipeline.auto-watermark-interval", f"{job['window_ms']} ms")
     configure_metrics(conf, cfg, submitted=submitted)  # Flink's Prometheus reporter (metrics.prometheus_port)
     for key, value in restart_strategy(job).items():
         conf.set_string(key, value)

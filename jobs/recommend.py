@@ -62,7 +62,7 @@ from jobs.state import (
     submitted,
     verify_restore,
 )
-from operators.front import event_batches, jvm_class, source_records
+from operators.front import event_batches, jvm_class, source_records, source_watermarks
 from operators.parse import DLQ_TAG, ParseCatalog
 from operators.ranker import BROADCAST_STATES, Ranker
 from operators.redis_sink import NeighborsToRedis, RecsToRedis
@@ -92,14 +92,16 @@ class RecommendOutputs:
 
 
 def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
-              parse_parallelism: int | None = None, catalog: DataStream | None = None) -> RecommendOutputs:
+              parse_parallelism: int | None = None, catalog: DataStream | None = None,
+              source_watermarks: bool = False) -> RecommendOutputs:
     """Build the pipeline on a stream of raw JSON event strings and return its output streams.
 
     ``catalog``: raw JSON catalog records (the ``items`` topic), joined into the ranker by broadcast.
     With ``redis=False`` nothing is written to Redis (tests collect the streams instead). The per-event
     front (:func:`operators.front.event_batches`, on the JVM) runs at ``parse_parallelism`` (default: the
     job's) chained to the source, which keeps each source partition's order: a user's events must reach
-    the user state in order.
+    the user state in order. ``source_watermarks``: ``events`` carries event time and watermarks from its source
+    (:func:`operators.front.source_watermarks`, the Kafka source); otherwise the front assigns them.
     """
     job, model = cfg["job"], cfg["model"]
     shards, window = job["shards"], job["window_ms"]
@@ -111,7 +113,8 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     # event time from the events' ts field, user shard and one batch per shard and window, on the JVM
     batches = event_batches(events, shards=shards, window_ms=window, limits=limits,
                             max_out_of_orderness_ms=job["max_out_of_orderness_ms"], parallelism=parse_parallelism,
-                            event_buffer_timeout_ms=job["event_buffer_timeout_ms"])
+                            event_buffer_timeout_ms=job["event_buffer_timeout_ms"],
+                            source_watermarks=source_watermarks)
     users = (batches.process(UserWindow(shards, model, job["dedup_ttl_ms"], job["dedup_max_ids"], job["late_events"],
                                         limits), output_type=PACKED)
              .name("user-window").uid("user-window"))
@@ -229,12 +232,13 @@ def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], dirs: St
     bounded, checkpoints = cfg["job"]["bounded"], bool(cfg["job"]["checkpoint_interval_ms"])
     drained = bounded and checkpoints
     source_cfg = {**cfg, "job": {**cfg["job"], "bounded": False}} if drained else cfg
-    # event time comes from the events' ts field (operators.front), not the Kafka record time
-    events = env.from_source(kafka_source(source_cfg), WatermarkStrategy.no_watermarks(), "kafka-events") \
-        .uid("kafka-events")
+    # event time comes from the events' ts field (operators.front), not the Kafka record time; watermarks per partition
+    watermarks = source_watermarks(cfg["job"]["max_out_of_orderness_ms"], Limits.from_config(cfg),
+                                   cfg["job"]["idle_partition_ms"])
+    events = env.from_source(kafka_source(source_cfg), watermarks, "kafka-events").uid("kafka-events")
     catalog = env.from_source(catalog_source(source_cfg), WatermarkStrategy.no_watermarks(), "kafka-items") \
         .uid("kafka-items")
-    out = recommend(events, cfg, catalog=catalog)
+    out = recommend(events, cfg, catalog=catalog, source_watermarks=True)
     # recommendations keyed by user id (one partition per user: per-user order), dead letters by their source key
     out.recommendations.sink_to(kafka_sink(cfg, topics["recommendations"], "recs", "/user_id")) \
         .name("kafka-recommendations").uid("kafka-recommendations")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pyflink.common import Types
+from pyflink.common import Types, WatermarkStrategy
 from pyflink.datastream import DataStream
 from pyflink.datastream.data_stream import KeyedStream
 
@@ -68,7 +68,8 @@ def source_records(stream: DataStream) -> DataStream:
 
 
 def event_batches(events: DataStream, *, shards: int, window_ms: int, max_out_of_orderness_ms: int,
-                  limits: Limits, parallelism: int | None = None, event_buffer_timeout_ms: int = -2) -> KeyedStream:
+                  limits: Limits, parallelism: int | None = None, event_buffer_timeout_ms: int = -2,
+                  source_watermarks: bool = False) -> KeyedStream:
     """Source records (or plain strings: :func:`source_records`) -> a stream keyed by user shard whose values are
     :data:`EVENT_BATCH` rows.
 
@@ -78,8 +79,21 @@ def event_batches(events: DataStream, *, shards: int, window_ms: int, max_out_of
     network buffer is sent (-1: only full buffers; below -1, the default: the environment's timeout). The
     arguments come from the validated config (``config.load_config``); the Java constructors reject a shard count
     or window below 1 as well.
+
+    ``source_watermarks``: the source already assigns event time and watermarks (:func:`source_watermarks`, per
+    partition); otherwise they are assigned here, one watermark per subtask.
     """
     j_keyed = jvm_class("EventFront").build(source_records(events)._j_data_stream, shards, max_out_of_orderness_ms,
                                             limits.min_ts_ms, limits.max_ts_ms, limits.max_message_bytes, window_ms,
-                                            parallelism or 0, event_buffer_timeout_ms)
+                                            parallelism or 0, event_buffer_timeout_ms, source_watermarks)
     return KeyedStream(j_keyed, EVENT_BATCH, events)
+
+
+def source_watermarks(max_out_of_orderness_ms: int, limits: Limits, idle_partition_ms: int = 0) -> WatermarkStrategy:
+    """The watermark strategy of a Kafka source of events: event time from each record's ``ts`` (read on the JVM as
+    the front reads it), watermarks per partition. Per partition, because a subtask that reads one partition
+    ahead of another would otherwise make the other's events late; downstream state applied in event-time
+    order (operators.windows, rater fan-out) relies on no event arriving behind the watermark. A partition without
+    records for ``idle_partition_ms`` (0: never) stops holding the watermark back (its later events may be late)."""
+    return WatermarkStrategy(jvm_class("EventFront").sourceWatermarks(max_out_of_orderness_ms, limits.min_ts_ms,
+                                                                      limits.max_ts_ms, idle_partition_ms))

@@ -6,10 +6,13 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.zip.CRC32;
 
+import org.apache.flink.api.common.eventtime.SerializableTimestampAssigner;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.functions.MapFunction;
 import org.apache.flink.api.common.state.ListState;
 import org.apache.flink.api.common.state.ListStateDescriptor;
+import org.apache.flink.api.common.state.ValueState;
+import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.common.typeinfo.BasicArrayTypeInfo;
 import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
@@ -69,14 +72,18 @@ public final class EventFront {
      *     carries every event (-1: only full buffers; below -1: the environment's)
      */
     public static KeyedStream<Row, Row> build(DataStream<Row> records, int shards, long maxOutOfOrdernessMs,
-            long minTs, long maxTs, int maxBytes, long windowMs, int parallelism, long eventBufferTimeoutMs) {
+            long minTs, long maxTs, int maxBytes, long windowMs, int parallelism, long eventBufferTimeoutMs,
+            boolean sourceWatermarks) {
         SingleOutputStreamOperator<Tuple4<Integer, Long, String, String>> keyed =
                 records.map(new ShardEvents(shards, minTs, maxTs, maxBytes)).returns(KEYED).name("shard-events");
-        WatermarkStrategy<Tuple4<Integer, Long, String, String>> strategy = WatermarkStrategy
-                .<Tuple4<Integer, Long, String, String>>forBoundedOutOfOrderness(Duration.ofMillis(maxOutOfOrdernessMs))
-                .withTimestampAssigner((event, previous) -> event.f1);
-        SingleOutputStreamOperator<Tuple4<Integer, Long, String, String>> timed =
-                keyed.assignTimestampsAndWatermarks(strategy).name("event-time");
+        SingleOutputStreamOperator<Tuple4<Integer, Long, String, String>> timed = keyed;
+        if (!sourceWatermarks) {  // a stream without event time (a collection in tests): one watermark per subtask
+            WatermarkStrategy<Tuple4<Integer, Long, String, String>> strategy = WatermarkStrategy
+                    .<Tuple4<Integer, Long, String, String>>forBoundedOutOfOrderness(
+                            Duration.ofMillis(maxOutOfOrdernessMs))
+                    .withTimestampAssigner((event, previous) -> event.f1);
+            timed = keyed.assignTimestampsAndWatermarks(strategy).name("event-time");
+        }
         if (parallelism > 0) {
             keyed.setParallelism(parallelism);
             timed.setParallelism(parallelism);
@@ -91,6 +98,50 @@ public final class EventFront {
                 .name("event-buffer")
                 .uid("event-buffer");
         return batches.keyBy(new KeyByKeySelector(), Types.ROW(Types.INT));
+    }
+
+    /**
+     * The watermarks of a Kafka source of events: event time from the records' {@code ts} (as {@link ShardEvents}
+     * reads it), bounded out of orderness, generated per partition by the source, so that reading one partition
+     * ahead of another never makes the other's events late. A partition without records for {@code idleMs}
+     * (0: never) stops holding the watermark back until it has records again.
+     */
+    public static WatermarkStrategy<Row> sourceWatermarks(long maxOutOfOrdernessMs, long minTs, long maxTs,
+            long idleMs) {
+        WatermarkStrategy<Row> strategy = WatermarkStrategy
+                .<Row>forBoundedOutOfOrderness(Duration.ofMillis(maxOutOfOrdernessMs))
+                .withTimestampAssigner(new EventTimes(minTs, maxTs));
+        return idleMs > 0 ? strategy.withIdleness(Duration.ofMillis(idleMs)) : strategy;
+    }
+
+    /** A source row's event time: its payload's {@code ts}, or Long.MIN_VALUE when there is none to take. */
+    public static final class EventTimes implements SerializableTimestampAssigner<Row> {
+        private static final long serialVersionUID = 1L;
+        private final long minTs;
+        private final long maxTs;
+        private transient ObjectMapper mapper;
+
+        public EventTimes(long minTs, long maxTs) {
+            this.minTs = minTs;
+            this.maxTs = maxTs;
+        }
+
+        @Override
+        public long extractTimestamp(Row record, long previous) {
+            if (mapper == null) {
+                mapper = new ObjectMapper();
+            }
+            String raw = (String) record.getField(0);
+            if (raw == null || raw.isEmpty() || raw.charAt(0) == SourceRows.BINARY) {
+                return Long.MIN_VALUE;
+            }
+            try {
+                JsonNode node = mapper.readTree(raw);
+                return node != null && node.isObject() ? eventTime(node.get("ts"), minTs, maxTs) : Long.MIN_VALUE;
+            } catch (Exception e) {
+                return Long.MIN_VALUE;  // not JSON: the Python side rejects it with the reason
+            }
+        }
     }
 
     /** Source record -> (user shard, event time or Long.MIN_VALUE, payload, origin). */
@@ -132,7 +183,7 @@ public final class EventFront {
                     JsonNode node = mapper.readTree(raw);
                     if (node != null && node.isObject()) {
                         user = userId(node.get("user_id"));
-                        ts = eventTime(node.get("ts"));
+                        ts = eventTime(node.get("ts"), minTs, maxTs);
                     }
                 } catch (Exception e) {
                     // not JSON: the Python side rejects it with the reason
@@ -155,24 +206,6 @@ public final class EventFront {
             return null;
         }
 
-        private long eventTime(JsonNode node) {
-            if (node == null || !node.isNumber()) {
-                return Long.MIN_VALUE;
-            }
-            double value = node.doubleValue();
-            if (node.isIntegralNumber()) {
-                if (!node.canConvertToLong()) {
-                    return Long.MIN_VALUE;
-                }
-                long ts = node.longValue();
-                return ts >= minTs && ts <= maxTs ? ts : Long.MIN_VALUE;
-            }
-            if (Double.isFinite(value) && value == Math.rint(value) && value >= minTs && value <= maxTs) {
-                return (long) value;
-            }
-            return Long.MIN_VALUE;
-        }
-
         int shardOf(String key) {
             crc.reset();
             crc.update(key.getBytes(StandardCharsets.UTF_8));
@@ -180,12 +213,37 @@ public final class EventFront {
         }
     }
 
-    /** Buffers a shard's records until the end of its processing-time window, then emits them as one batch. */
+    /** An event's time from its {@code ts} node: an integral number of ms within [minTs, maxTs], else MIN_VALUE. */
+    static long eventTime(JsonNode node, long minTs, long maxTs) {
+        if (node == null || !node.isNumber()) {
+            return Long.MIN_VALUE;
+        }
+        double value = node.doubleValue();
+        if (node.isIntegralNumber()) {
+            if (!node.canConvertToLong()) {
+                return Long.MIN_VALUE;
+            }
+            long ts = node.longValue();
+            return ts >= minTs && ts <= maxTs ? ts : Long.MIN_VALUE;
+        }
+        if (Double.isFinite(value) && value == Math.rint(value) && value >= minTs && value <= maxTs) {
+            return (long) value;
+        }
+        return Long.MIN_VALUE;
+    }
+
+    /**
+     * Buffers a shard's records until the end of its processing-time window, then emits them as one batch; and
+     * before the watermark passes a buffered record's event time, so that no record reaches the operators after a
+     * watermark past its time (downstream state that waits for the watermark relies on it).
+     */
     public static final class ShardBuffer
             extends KeyedProcessFunction<Integer, Tuple4<Integer, Long, String, String>, Row> {
         private static final long serialVersionUID = 1L;
         private final long windowMs;
         private transient ListState<Tuple3<String, Long, String>> buffer;
+        /** The event-time timer set for the buffer: at most the time of every buffered record (none: unset). */
+        private transient ValueState<Long> due;
 
         public ShardBuffer(long windowMs) {
             if (windowMs < 1) {
@@ -198,6 +256,7 @@ public final class EventFront {
         public void open(OpenContext context) {
             buffer = getRuntimeContext().getListState(
                     new ListStateDescriptor<>("events", Types.TUPLE(Types.STRING, Types.LONG, Types.STRING)));
+            due = getRuntimeContext().getState(new ValueStateDescriptor<>("due", Types.LONG));
         }
 
         @Override
@@ -207,6 +266,13 @@ public final class EventFront {
             long now = ctx.timerService().currentProcessingTime();
             ctx.timerService().registerProcessingTimeTimer(now - now % windowMs + windowMs);
             ctx.timerService().registerEventTimeTimer(Long.MAX_VALUE);  // a set: once per shard
+            if (event.f1 != Long.MIN_VALUE) {
+                Long set = due.value();
+                if (set == null || event.f1 < set) {
+                    ctx.timerService().registerEventTimeTimer(event.f1);
+                    due.update(event.f1);
+                }
+            }
         }
 
         @Override
@@ -222,6 +288,11 @@ public final class EventFront {
                 return;
             }
             buffer.clear();
+            Long set = due.value();
+            if (set != null) {
+                ctx.timerService().deleteEventTimeTimer(set);
+                due.clear();
+            }
             String[] raws = new String[events.size()];
             long[] marks = new long[events.size()];
             String[] origins = new String[events.size()];
