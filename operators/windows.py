@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
+from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext, TimeDomain
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 
 from core.hybrid import MIN_POSITIVE_WEIGHT, HybridRecommender, UserLog, log_event, new_user_log
@@ -138,7 +138,7 @@ class _Windowed(KeyedProcessFunction):
         if raws:
             self.buffer.clear()
         yield from self.flush(ctx.get_current_key(), [unpack(raw) for raw in raws], ctx, timestamp, raws)
-        if timestamp != END_OF_TIME:
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
             self._window_lag(int(time.time() * 1000) - timestamp)
 
     def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int,
@@ -434,6 +434,7 @@ class ItemWindow(_RowsWindow):
             MapStateDescriptor("raters", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.stats = runtime_context.get_map_state(
             MapStateDescriptor("stats", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+        self.held = runtime_context.get_list_state(ListStateDescriptor("held-raters", Types.PICKLED_BYTE_ARRAY()))
         self._raters, self._stats = {}, {}
 
     def flush(self, key: Any, batch: list[Any], ctx: Any, timestamp: int, raws: list[bytes]) -> Any:
@@ -445,28 +446,63 @@ class ItemWindow(_RowsWindow):
             self._raters[key] = dict(self.raters.items()) if self.usercf else {}
         stats, raters = self._stats[key], self._raters[key]
         changed: dict[str, None] = {}
-        changed_raters: dict[str, None] = {}
         trending: list[tuple[str, int]] = []
-        user_norms: dict[str, float] = {}
-        user_pairs: dict[str, dict[str, float]] = {}
+        arrived: list[tuple[Any, ...]] = []
         for _, _, _, engagements in batch:
             for item, user, ts, first, w, w_old, d_sum, d_n in engagements:
                 users, last, r_sum, r_n = stats.get(item, (0, ts, 0.0, 0))
                 stats[item] = (users + first, max(last, ts), r_sum + d_sum, r_n + d_n)
                 changed[item] = None
                 trending.append((item, ts))
-                if not self.usercf:
-                    continue
-                partners = record_rater(raters.setdefault(item, {}), user, w, ts, self.max_raters)
-                changed_raters[item] = None
-                if w != w_old:
-                    user_norms[user] = user_norms.get(user, 0.0) + w * w - w_old * w_old
-                    for row, cols in pair_deltas(user, w - w_old, partners).items():
-                        target = user_pairs.setdefault(row, {})
-                        for col, d in cols.items():
-                            target[col] = target.get(col, 0.0) + d
+                if self.usercf:
+                    arrived.append((item, user, ts, w, w_old))
         if changed:
             put_all(self.stats, {i: stats[i] for i in changed})
+        if self.usercf:
+            yield from self._pair_raters(raters, self._ready(arrived, ctx, final))
+        if neighbors or changed:
+            yield ("items", key, neighbors, {i: stats[i] for i in changed}, trending, int(time.time() * 1000))
+
+    def _ready(self, arrived: list[tuple[Any, ...]], ctx: Any, final: bool) -> list[tuple[Any, ...]]:
+        """The rater updates to apply now, in event-time order (ts, user, item), and hold the others.
+
+        With a fan-out cap (``max_raters``) the raters an update pairs with depend on the order of the updates, so
+        they are applied in event-time order: an update waits (keyed state ``held-raters``) until the watermark
+        has passed its time, when every update of an earlier time has arrived (except late events). Without a cap
+        the pairs are the same in any order and nothing waits."""
+        if not self.max_raters:
+            return arrived
+        held = list(self.held.get() or ())
+        if not held and not arrived:
+            return []
+        updates = held + arrived
+        watermark = END_OF_TIME if final else ctx.timer_service().current_watermark()
+        ready = [u for u in updates if u[2] <= watermark]
+        wait = [u for u in updates if u[2] > watermark]
+        if wait:
+            self.held.update(wait)
+        elif held:
+            self.held.clear()
+        if wait:  # fires when the watermark passes the newest waiting update
+            ctx.timer_service().register_event_time_timer(max(u[2] for u in wait))
+        ready.sort(key=lambda u: (u[2], u[1], u[0]))  # stable: one user's updates of one time keep their order
+        return ready
+
+    def _pair_raters(self, raters: dict[str, dict[str, tuple[float, int]]],
+                     updates: list[tuple[Any, ...]]) -> Any:
+        """Record the updates' users as raters and emit the user–user deltas they make (``USER_DELTA_TAG``)."""
+        changed_raters: dict[str, None] = {}
+        user_norms: dict[str, float] = {}
+        user_pairs: dict[str, dict[str, float]] = {}
+        for item, user, ts, w, w_old in updates:
+            partners = record_rater(raters.setdefault(item, {}), user, w, ts, self.max_raters)
+            changed_raters[item] = None
+            if w != w_old:
+                user_norms[user] = user_norms.get(user, 0.0) + w * w - w_old * w_old
+                for row, cols in pair_deltas(user, w - w_old, partners).items():
+                    target = user_pairs.setdefault(row, {})
+                    for col, d in cols.items():
+                        target[col] = target.get(col, 0.0) + d
         if changed_raters:
             put_all(self.raters, {i: raters[i] for i in changed_raters})
         if user_norms or user_pairs:
@@ -477,8 +513,6 @@ class ItemWindow(_RowsWindow):
             for s in range(n):
                 if per_shard[s] or user_norms:
                     yield USER_DELTA_TAG, pack(s, (s, user_norms, per_shard[s]))
-        if neighbors or changed:
-            yield ("items", key, neighbors, {i: stats[i] for i in changed}, trending, int(time.time() * 1000))
 
 
 class UserSimWindow(_RowsWindow):

@@ -139,6 +139,33 @@ def test_stream_equals_the_single_process_model(movielens: tuple[list[Any], list
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])
+def test_user_cf_fan_out_cap_equals_the_single_process_model(parallelism: int) -> None:
+    """With the default fan-out cap (which raters an event pairs with depends on the order of different users'
+    events) the job applies rater updates in event-time order, as the single-process model does: the same lists."""
+    events = list(load_events(limit=4000))
+    catalog = load_catalog()
+    overrides = ["model.hybrid.trending_half_life_s=null", "model.hybrid.trending_window_s=315360000",
+                 "model.hybrid.trending_buckets=10", "model.hybrid.train_combiner=false",
+                 "model.compare_modes=[usercf]"]
+    res = run_pipeline([event_to_json(e) for e in events], parallelism, overrides,
+                       catalog=[json.dumps(r) for r in catalog])
+    got = final_messages(res)
+    model = HybridRecommender(refresh_events=0, trending_half_life_s=None, trending_window_s=315360000,
+                              trending_buckets=10, train_combiner=False)
+    assert model.usercf.max_raters == 20  # the default: the cap is on
+    for record in catalog:
+        model.add_item(record)
+    for e in sorted(events, key=lambda e: (e.ts, e.event_id)):
+        model.learn_one(e)
+    assert set(got) == {e.user_id for e in events}
+    for user, msg in got.items():
+        want = model.rank(user, mode="usercf")
+        have = msg["alternatives"]["usercf"]
+        assert [(it["item_id"], it["reason"]) for it in have] == [(i, r) for i, _, r in want], user
+        assert [it["score"] for it in have] == pytest.approx([s for _, s, _ in want], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
 def test_user_cosines_equal_batch_recompute(movielens: tuple[list[Any], list[dict[str, Any]]],
                                             parallelism: int) -> None:
     events = movielens[0]
