@@ -22,6 +22,7 @@ items are kept. The profile sums the item vectors as they were when engaged; aft
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import math
@@ -152,6 +153,9 @@ class ContentModel:
         self.first_decade = first_decade
         self.n_decades = (last_decade - first_decade) // 10 + 1
         self.items: dict[str, ItemFeatures] = {}
+        # each item's place in the catalog: its record's position (an update keeps the first), or the order of
+        # arrival for records without one
+        self.positions: dict[str, tuple[int, int]] = {}
         self.df: dict[int, int] = {}  # title bucket -> number of items whose title has it
         self._cache: dict[str, np.ndarray] = {}
         self._matrix: _Csr | None = None
@@ -205,9 +209,15 @@ class ContentModel:
             terms[b] = terms.get(b, 0) + 1
         return item, {"genres": sorted(genres), "decade": decade, "terms": terms}
 
-    def add_item(self, record: Mapping[str, Any]) -> str:
-        """Add a new item or replace a changed one; its vector is usable immediately. Returns the item id."""
+    def add_item(self, record: Mapping[str, Any], position: int | None = None) -> str:
+        """Add a new item or replace a changed one; its vector is usable immediately. Returns the item id.
+
+        ``position``: the record's place in the catalog topic (:func:`catalog_position`), which orders
+        :meth:`newest` whatever order records are added in (a restore re-adds them in another); records without one
+        are placed after every other, in the order they are added."""
         item, feats = self.features(record)
+        if item not in self.positions:
+            self.positions[item] = (0, position) if position is not None else (1, len(self.positions))
         old = self.items.get(item)
         if old is not None:
             for b in old["terms"]:
@@ -491,12 +501,13 @@ class ContentModel:
         return rows, ContentModel._row_cosines(m, query, g, q_norm, rows)
 
     def newest(self, n: int) -> list[str]:
-        """The ``n`` items added to the catalog last (an update keeps an item's place), newest last."""
+        """The ``n`` items placed last in the catalog (see :meth:`add_item`; an update keeps an item's place),
+        newest last."""
         if n <= 0:
             return []
         cached = self._newest
         if cached is None or len(cached) < min(n, len(self.items)):
-            cached = self._newest = list(itertools.islice(reversed(self.items), n))[::-1]
+            cached = self._newest = heapq.nlargest(n, self.items, key=self.positions.__getitem__)[::-1]
         return cached[-n:]
 
     def top_among(self, profile: UserProfile, items: Iterable[str], n: int) -> list[tuple[str, float]]:

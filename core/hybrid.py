@@ -465,9 +465,9 @@ class HybridRecommender:
         return mode
 
     # -- updates ----------------------------------------------------------------------------------
-    def add_item(self, record: Mapping[str, Any]) -> str:
+    def add_item(self, record: Mapping[str, Any], position: int | None = None) -> str:
         """Add or update a catalog item (see :meth:`ContentModel.add_item`); returns its id."""
-        item = self.content.add_item(record)
+        item = self.content.add_item(record, position)
         title = record.get("title")
         if isinstance(title, str) and title:
             self.titles[item] = title

@@ -10,7 +10,7 @@ from pyflink.common import Types
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
 from udfs.catalog import parse_catalog
-from udfs.dlq import BINARY, dlq_record, payload_bytes
+from udfs.dlq import BINARY, Origin, dlq_record, payload_bytes
 from udfs.events import DEFAULT_LIMITS
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ class Rejects:
 
 class ParseCatalog(ProcessFunction):
     """Catalog source record (``items`` topic, ``Row(payload, origin)`` as :mod:`udfs.dlq` defines them) ->
-    ``("catalog", [record])``; invalid ones -> ``DLQ_TAG`` (reason ``bad_catalog_record``, metric
+    ``("catalog", [record])``, the record normalised with its ``position`` in the topic (:func:`catalog_position`;
+    None without an origin); invalid ones -> ``DLQ_TAG`` (reason ``bad_catalog_record``, metric
     ``dlq.bad_catalog_record``). A null value (a tombstone of the compacted topic) is skipped."""
 
     def __init__(self, payload_cap: int = DEFAULT_LIMITS.dlq_payload_bytes, max_bytes: int = 65536) -> None:
@@ -63,6 +64,15 @@ class ParseCatalog(ProcessFunction):
             data = payload_bytes(payload) or b""
             if len(data) > self.max_bytes:
                 raise ValueError(f"catalog record of {len(data)} bytes is larger than {self.max_bytes}")
-            yield ("catalog", [parse_catalog(data if payload[:1] == BINARY else payload)])
+            record = parse_catalog(data if payload[:1] == BINARY else payload)
+            record["position"] = catalog_position(origin)
+            yield ("catalog", [record])
         except ValueError as exc:
             yield DLQ_TAG, self.rejects.record(payload, origin, "bad_catalog_record", str(exc))
+
+
+def catalog_position(origin: str | None) -> int | None:
+    """A catalog record's place in the ``items`` topic: by offset, then partition (None without an origin). The
+    content model's newest items are the ones placed last, the same in every run over the same topic contents."""
+    where = Origin.parse(origin)
+    return None if where is None else (where.offset << 16) | where.partition

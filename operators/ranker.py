@@ -146,7 +146,7 @@ class Ranker(KeyedBroadcastProcessFunction):
         self._loaded = True
         rec = self.rec
         for _, record in ctx.get_broadcast_state(CATALOG_STATE).items():
-            rec.add_item(record)
+            rec.add_item(record, record.get("position"))
         self._set_stats(dict(ctx.get_broadcast_state(ITEM_STATS_STATE).items()))
         self._neighbors = dict(ctx.get_broadcast_state(NEIGHBORS_STATE).items())
         self._user_neighbors = {u: pack_neighbors(nb)
@@ -168,7 +168,7 @@ class Ranker(KeyedBroadcastProcessFunction):
         if self._new_items and (window != self._catalog_at or timestamp == END_OF_TIME):
             self._catalog_at = window
             for record in self._new_items.values():
-                self.rec.add_item(record)
+                self.rec.add_item(record, record.get("position"))
             logger.debug("ranker: %d catalog records applied", len(self._new_items))
             self._new_items = {}
 
@@ -221,8 +221,16 @@ class Ranker(KeyedBroadcastProcessFunction):
             put_all(ctx.get_broadcast_state(USER_ITEMS_STATE), value[1])
             self._user_items.update(value[1])
         elif kind == "catalog":
-            records = {record["item_id"]: record for record in value[1]}  # normalised by ParseCatalog
-            put_all(ctx.get_broadcast_state(CATALOG_STATE), records)
+            records: dict[str, Any] = {}
+            catalog = ctx.get_broadcast_state(CATALOG_STATE)
+            for record in value[1]:  # normalised by ParseCatalog
+                item = record["item_id"]
+                # an update keeps the item's first place in the catalog (ContentModel.newest), in the stored record too
+                first = records.get(item) or self._new_items.get(item) or catalog.get(item)
+                if first is not None and first.get("position") is not None and record.get("position") is not None:
+                    record = {**record, "position": min(first["position"], record["position"])}
+                records[item] = record
+            put_all(catalog, records)
             self._new_items.update(records)
         else:  # pragma: no cover - a wiring error
             raise ValueError(f"broadcast record kind {kind!r} is not items, users, user_items or catalog")
@@ -303,9 +311,6 @@ class Ranker(KeyedBroadcastProcessFunction):
         batches: list[Any] = []
         final: list[Any] = []
         for data in stored:
-            if not isinstance(data, (bytes, bytearray)):  # a batch stored unpacked by an earlier version of the job
-                batches.append(data)
-                continue
             _, requests, is_final = unpack(data)
             if not is_final:
                 batches.append(requests)
@@ -345,9 +350,8 @@ class Ranker(KeyedBroadcastProcessFunction):
         # the deferred users first, in their order (None: the request is in the deferred state), then the new ones
         latest: dict[str, tuple[Any, ...] | None] = dict.fromkeys(queue)
         for requests in batches:  # a user asked twice: train on both, answer the latest request only
-            deferred = isinstance(requests, tuple)  # ("deferred", requests) of earlier versions: trained on already
-            for req in (requests[1] if deferred else requests):
-                if not deferred and self._train(req, combiner, rng):
+            for req in requests:
+                if self._train(req, combiner, rng):
                     latest.pop(req[0], None)
                 latest[req[0]] = req
         rec = self.rec
@@ -388,7 +392,9 @@ class Ranker(KeyedBroadcastProcessFunction):
             if combiner.n_seen // COMBINER_LOG_EVERY != seen_before // COMBINER_LOG_EVERY:
                 logger.info("combiner of user shard %s after %d examples: %s", key, combiner.n_seen,
                             ", ".join(f"{f} {w:+.3f}" for f, w in combiner.weights().items()))
-        yield ("recs", out, rec.popular(rec.top_n), weights)
+        # trending scores are decayed counts whose last bits depend on the order they were added in: published rounded,
+        # as recommendation scores are (udfs.serde.recs_message)
+        yield ("recs", out, [(i, round(s, 6)) for i, s in rec.popular(rec.top_n)], weights)
 
     def _deadline(self, key: Any, timestamp: int) -> float | None:
         """When this shard's ranking time of the current window (``job.rank_budget_ms``) runs out; None: no limit."""
