@@ -11,21 +11,19 @@ same events and catalog: every Redis key, wall-clock fields left out.
 from __future__ import annotations
 
 import json
-import math
-import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 from conftest import REDIS_PORT
+from job_runs import assert_same_contents, kill, redis_contents, wait_for
 
 from config import PROJECT_ROOT, load_config
 from ingest import kafka_admin
@@ -40,7 +38,6 @@ N_EVENTS = 3000
 PREFIX = 1800  # the first run's share of the events
 LOGS = PROJECT_ROOT / "var" / "test-artifacts"
 STATE_ROOT = PROJECT_ROOT / "var" / "test-checkpoints"
-WALL_CLOCK = ("processed_at", "updated_at")
 FINAL = re.compile(r"^final state: savepoint (\S+)$", re.M)
 
 
@@ -71,13 +68,7 @@ class Scenario:
             f"redis.prefix=cont-{self.tag}:", f"job.name={job_name or 'cont-' + self.topics_tag}",
             f"job.checkpoint_dir={self.root / 'checkpoints'}", f"job.savepoint_dir={self.root / 'savepoints'}",
             f"job.transactional_id_prefix=t-{self.tag}", "job.checkpoint_interval_ms=2000",
-            "job.delivery=exactly_once",
-            # exact user-CF: with the fan-out cap, which raters an event pairs with depends on the arrival order of
-            # different users' events, which differs between one run and a prefix-then-rest (issue 29 item 1)
-            "model.hybrid.usercf_max_raters=0",
-            # no "newest catalog items" among the content candidates: which items are newest follows the order the
-            # catalog was inserted in, which a restore does not keep (issue 29 item 2)
-            "model.hybrid.content_new_items=0"]
+            "job.delivery=exactly_once"]
         self.cfg = load_config(overrides=self.overrides, env={})
         self.runs = 0
         if topics_of is None:
@@ -131,66 +122,10 @@ class Scenario:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def kill(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the job's whole process group (the Python client and its JVM)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-
-
-def redis_contents(redis_conn: Any, prefix: str) -> dict[str, Any]:
-    """Every key under ``prefix``: JSON strings decoded without their wall-clock fields, sorted-set members (their
-    scores are times of writing), hashes."""
-    out: dict[str, Any] = {}
-    for key in redis_conn.scan_iter(match=f"{prefix}*", count=1000):
-        name = key.decode()[len(prefix):]
-        kind = redis_conn.type(key).decode()
-        if kind == "string":
-            value = json.loads(redis_conn.get(key))
-            if isinstance(value, dict):
-                value = {k: v for k, v in value.items() if k not in WALL_CLOCK}
-        elif kind == "zset":
-            value = sorted(m.decode() for m in redis_conn.zrange(key, 0, -1))
-        elif kind == "hash":
-            value = {k.decode(): v.decode() for k, v in redis_conn.hgetall(key).items()}
-        else:
-            value = kind
-        out[name] = value
-    return out
-
-
-def differences(got: Any, want: Any, where: str = "") -> list[str]:
-    """Where two Redis contents differ: floats to 1e-6 relative (sums in another order), ranked lists of items as
-    {item_id: entry} (two items whose scores tie to the last bits may swap places)."""
-    if isinstance(want, dict) and isinstance(got, dict):
-        out = [f"{where}: keys {sorted(set(got) ^ set(want))[:5]} only on one side"] if set(got) != set(want) else []
-        for key in sorted(set(got) & set(want)):
-            out += differences(got[key], want[key], f"{where}/{key}")
-        return out
-    if isinstance(want, list) and isinstance(got, list):
-        if want and all(isinstance(x, dict) and "item_id" in x for x in want + got):
-            return differences({x["item_id"]: x for x in got}, {x["item_id"]: x for x in want}, where)
-        if len(got) != len(want):
-            return [f"{where}: {len(got)} entries, want {len(want)}"]
-        return [d for i, (g, w) in enumerate(zip(got, want, strict=True)) for d in differences(g, w, f"{where}[{i}]")]
-    if isinstance(want, float | int) and isinstance(got, float | int) and not isinstance(want, bool):
-        return [] if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9) else [f"{where}: {got!r}, want {want!r}"]
-    return [] if got == want else [f"{where}: {got!r}, want {want!r}"]
-
-
-def assert_same_contents(got: dict[str, Any], want: dict[str, Any]) -> None:
+def assert_same_as_one_run(got: dict[str, Any], want: dict[str, Any]) -> None:
+    """Equal to one bounded run over everything (which has results), key by key."""
     assert sum(k.startswith("recs:") for k in want) >= 30 and sum(k.startswith("similar:") for k in want) > 500
-    diff = differences(got, want)
-    assert not diff, f"{len(diff)} differences from one bounded run over everything, e.g. {diff[:5]}"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    assert_same_contents(got, want)
 
 
 def open_transactions(bootstrap: str, topic: str) -> bool:
@@ -254,7 +189,7 @@ def test_prefix_then_the_rest_from_the_final_savepoint_equals_one_run(
         resumed = sc.run("--bounded", "--resume", first.final)
         assert resumed.rc == 0, resumed.output[-3000:]
         assert f"continuing from {first.final}" in resumed.output
-        assert_same_contents(sc.contents(redis_conn), reference)
+        assert_same_as_one_run(sc.contents(redis_conn), reference)
         assert not open_transactions(kafka_bootstrap, recs), "the crashed run's transaction is still open"
     finally:
         sc.cleanup(redis_conn)
@@ -294,7 +229,7 @@ def test_prefix_then_live_on_the_rest_equals_one_run(
         ended = sc.run("--bounded")
         assert ended.rc == 0, ended.output[-3000:]
         assert f"continuing from {stopped.final}" in ended.output
-        assert_same_contents(sc.contents(redis_conn), reference)
+        assert_same_as_one_run(sc.contents(redis_conn), reference)
     finally:
         sc.cleanup(redis_conn)
 
@@ -317,7 +252,7 @@ def test_killed_bounded_run_resumes_and_finishes(
         resumed = sc.run("--bounded")
         assert resumed.rc == 0, resumed.output[-3000:]
         assert f"continuing from {checkpoint}" in resumed.output
-        assert_same_contents(sc.contents(redis_conn), reference)
+        assert_same_as_one_run(sc.contents(redis_conn), reference)
     finally:
         sc.cleanup(redis_conn)
 

@@ -1,17 +1,18 @@
-"""Failures around the job: a crash (SIGKILL) and resume, a full replay, a Redis outage, a Kafka restart.
+"""Same input, same output: clean runs at parallelism 1 and 2, crashes (SIGKILL) and resume at three points, a full
+replay, a Redis outage, a Kafka restart.
 
-Each scenario runs the job (bounded, exactly-once, checkpoints every 2 s) as a separate process on
-the same 20,000 MovieLens ratings, on topics, a Redis prefix and a checkpoint folder of its own, and
-compares the final Redis contents (every user's recommendations and every item's neighbours) with
-those of an uninterrupted run. The bounded job re-ranks every user at the end of the input, so the
-final contents do not depend on window timing.
+Each scenario runs the job (bounded, exactly-once, checkpoints every 2 s) as a separate process on the same 20,000
+MovieLens ratings and the MovieLens catalog, with the default model config (content, the user-CF fan-out cap and
+all), on topics, a Redis prefix and a checkpoint folder of its own, and compares every Redis key it wrote, and
+every user's last message on the ``recommendations`` topic, with those of an uninterrupted run, exactly (only
+the wall-clock fields left out). The bounded job re-ranks every user at the end of the input with the final
+model, so the final contents do not depend on window timing.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,12 +22,15 @@ from typing import Any
 
 import pytest
 from conftest import REDIS_PORT
+from job_runs import assert_same_contents, kill, last_messages, redis_contents, wait_for
 
 from config import PROJECT_ROOT, load_config
 from ingest import kafka_admin
-from ingest.movielens import load_events
+from ingest.catalog import publish_catalog
+from ingest.movielens import load_catalog, load_events
 from ingest.producer import produce_events
 from jobs.flink_env import latest_checkpoint
+from udfs.serde import published
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
@@ -37,23 +41,20 @@ LOGS = PROJECT_ROOT / "var" / "test-artifacts"
 class Scenario:
     """One run's topics, Redis prefix, checkpoint folder and config overrides."""
 
-    def __init__(self, name: str, bootstrap: str) -> None:
+    def __init__(self, name: str, bootstrap: str, parallelism: int = 2) -> None:
         tag = f"{name}-{uuid.uuid4().hex[:6]}"
         self.name, self.tag, self.bootstrap = name, tag, bootstrap
         self.overrides = [f"kafka.topics.{t}={t}-{tag}" for t in ("events", "items", "dlq", "recommendations")]
         self.overrides += [f"kafka.bootstrap={bootstrap}", f"redis.port={REDIS_PORT}", f"kafka.group_id=g-{tag}",
                            f"redis.prefix=rel-{tag}:", "job.checkpoint_interval_ms=2000",
                            f"job.checkpoint_dir=var/test-checkpoints/{tag}", f"job.transactional_id_prefix=t-{tag}",
-                           "job.delivery=exactly_once", "job.parallelism=2",
+                           "job.delivery=exactly_once", f"job.parallelism={parallelism}",
                            # rows compacted every 3 windows: a kill lands between compactions (a restore
                            # replays the delta log) as well as after them
                            "job.state_compact_windows=3",
                            # 3 ms of ranking per shard per window: requests are deferred all along, so a kill
                            # lands with a backlog in the ranker's keyed state, which the restore must answer
-                           "job.rank_budget_ms=3",
-                           # exact user-CF: with a fan-out cap, which raters an event pairs with depends on the
-                           # arrival order of other users' events, which a recovery does not reproduce
-                           "model.hybrid.usercf_max_raters=0"]
+                           "job.rank_budget_ms=3"]
         self.cfg = load_config(overrides=self.overrides)
         kafka_admin.ensure_topics(bootstrap, kafka_admin.project_topics(self.cfg), partitions=2)
 
@@ -61,7 +62,10 @@ class Scenario:
     def prefix(self) -> str:
         return str(self.cfg["redis"]["prefix"])
 
-    def produce(self, events: list[Any]) -> None:
+    def produce(self, events: list[Any], catalog: bool = True) -> None:
+        if catalog:
+            records = load_catalog()
+            assert publish_catalog(records, self.bootstrap, self.cfg["kafka"]["topics"]["items"]) == len(records)
         assert produce_events(events, self.bootstrap, self.cfg["kafka"]["topics"]["events"], progress=False) == len(
             events)
 
@@ -86,40 +90,6 @@ class Scenario:
         kafka_admin.delete_topics(self.bootstrap, kafka_admin.project_topics(self.cfg))
         for key in redis_conn.scan_iter(match=f"{self.prefix}*", count=1000):
             redis_conn.unlink(key)
-
-
-def kill(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the job's whole process group (the Python client and its JVM)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-
-
-def final_state(redis_conn: Any, prefix: str) -> dict[str, Any]:
-    recs, similar = {}, {}
-    for key in redis_conn.scan_iter(match=f"{prefix}recs:*", count=1000):
-        m = json.loads(redis_conn.get(key))
-        recs[m["user_id"]] = (m["event_id"], m["history_size"], [(i["item_id"], i["score"]) for i in m["items"]])
-    for key in redis_conn.scan_iter(match=f"{prefix}similar:*", count=1000):
-        m = json.loads(redis_conn.get(key))
-        similar[m["item_id"]] = [(n["item_id"], n["score"]) for n in m["neighbors"]]
-    return {"recs": recs, "similar": similar, "trending": json.loads(redis_conn.get(f"{prefix}trending") or "[]")}
-
-
-def assert_same_state(got: dict[str, Any], want: dict[str, Any]) -> None:
-    assert set(got["similar"]) == set(want["similar"])
-    bad_items = [i for i, nbrs in want["similar"].items() if dict(got["similar"][i]) != pytest.approx(dict(nbrs),
-                                                                                                   rel=1e-6)]
-    assert not bad_items, f"{len(bad_items)} neighbour lists differ, e.g. {bad_items[:5]}"
-    # trending scores are decayed counts: float sums whose last bits depend on the order they were added in
-    assert [t["item_id"] for t in got["trending"]] == [t["item_id"] for t in want["trending"]]
-    assert [t["score"] for t in got["trending"]] == pytest.approx([t["score"] for t in want["trending"]], rel=1e-9)
-    assert set(got["recs"]) == set(want["recs"])
-    bad_users = [u for u, (eid, size, items) in want["recs"].items()
-                 if got["recs"][u][:2] != (eid, size) or dict(got["recs"][u][2]) != pytest.approx(dict(items),
-                                                                                                   rel=1e-6)]
-    assert not bad_users, (f"{len(bad_users)} users' recommendations differ, e.g. "
-                           f"{[(u, got['recs'][u], want['recs'][u]) for u in bad_users[:2]]}")
 
 
 def committed_updates(bootstrap: str, topic: str, isolation: str) -> list[tuple[str, str, str]]:
@@ -150,40 +120,57 @@ def clean(kafka_bootstrap: str, redis_conn: Any, events: list[Any]) -> Iterator[
     sc = Scenario("clean", kafka_bootstrap)
     sc.produce(events)
     sc.run()
-    yield sc, final_state(redis_conn, sc.prefix)
+    yield sc, redis_contents(redis_conn, sc.prefix)
     sc.cleanup(redis_conn)
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+def messages_of(sc: Scenario) -> dict[str, Any]:
+    return last_messages(sc.bootstrap, sc.cfg["kafka"]["topics"]["recommendations"])
 
 
 def test_clean_run_is_complete(clean: tuple[Scenario, dict[str, Any]], events: list[Any]) -> None:
-    _, state = clean
-    assert len(state["recs"]) == len({e.user_id for e in events})
-    assert len(state["similar"]) > 1000
+    sc, state = clean
+    users = {e.user_id for e in events}
+    assert {k for k in state if k.startswith("recs:")} == {f"recs:{u}" for u in users}
+    assert len([k for k in state if k.startswith("similar:")]) > 1000
+    assert state["users"] == sorted(users)
+    final = messages_of(sc)
+    assert set(final) == users
+    top_n = sc.cfg["model"]["top_n"]
+    assert all(final[u] == published(state[f"recs:{u}"], top_n) for u in users)
 
 
+def test_clean_run_at_parallelism_1_is_identical(clean: tuple[Scenario, dict[str, Any]], kafka_bootstrap: str,
+                                                 redis_conn: Any, events: list[Any]) -> None:
+    sc = Scenario("p1", kafka_bootstrap, parallelism=1)
+    try:
+        sc.produce(events)
+        sc.run()
+        assert_same_contents(redis_contents(redis_conn, sc.prefix), clean[1])
+        assert messages_of(sc) == messages_of(clean[0])
+    finally:
+        sc.cleanup(redis_conn)
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.8])
 def test_sigkill_mid_stream_then_resume_equals_clean_run(
-        clean: tuple[Scenario, dict[str, Any]], kafka_bootstrap: str, redis_conn: Any, events: list[Any]) -> None:
-    sc = Scenario("kill", kafka_bootstrap)
+        share: float, clean: tuple[Scenario, dict[str, Any]], kafka_bootstrap: str, redis_conn: Any,
+        events: list[Any]) -> None:
+    sc = Scenario(f"kill{int(share * 100)}", kafka_bootstrap)
+    users = int(share * len({e.user_id for e in events}))
     try:
         sc.produce(events)
         proc = sc.start()
-        try:  # kill once a checkpoint is complete and results have started to flow
-            wait_for(lambda: latest_checkpoint(sc.cfg) is not None and redis_conn.zcard(f"{sc.prefix}users") > 50,
-                     180, "a completed checkpoint")
+        try:  # kill once a checkpoint is complete and results for a share of the users have come out
+            wait_for(lambda: redis_conn.zcard(f"{sc.prefix}users") > users and latest_checkpoint(sc.cfg) is not None,
+                     240, f"results of {users} users and a completed checkpoint")
             assert proc.poll() is None, "the job finished before it could be killed; use more events"
         finally:
             kill(proc)
         assert latest_checkpoint(sc.cfg) is not None
         sc.run(resume=True)
-        assert_same_state(final_state(redis_conn, sc.prefix), clean[1])
+        assert_same_contents(redis_contents(redis_conn, sc.prefix), clean[1])
+        assert messages_of(sc) == messages_of(clean[0])
         topic = sc.cfg["kafka"]["topics"]["recommendations"]
         committed = committed_updates(kafka_bootstrap, topic, "read_committed")
         everything = committed_updates(kafka_bootstrap, topic, "read_uncommitted")
@@ -192,7 +179,7 @@ def test_sigkill_mid_stream_then_resume_equals_clean_run(
         # re-rank per user; a read_uncommitted one also sees what the aborted transactions held.
         updates = [(u, e) for u, e, t in committed if t == "events"]
         assert len(updates) == len(set(updates))
-        assert sorted(u for u, _, t in committed if t == "final") == sorted(clean[1]["recs"])
+        assert sorted(u for u, _, t in committed if t == "final") == clean[1]["users"]
         assert set(committed) <= set(everything)
     finally:
         sc.cleanup(redis_conn)
@@ -203,9 +190,9 @@ def test_replaying_the_stream_again_changes_nothing(
     sc = Scenario("replay", kafka_bootstrap)
     try:
         sc.produce(events)
-        sc.produce(events)  # the whole stream delivered a second time: same 20,000 event ids
+        sc.produce(events, catalog=False)  # the whole stream delivered a second time: same 20,000 event ids
         sc.run()
-        assert_same_state(final_state(redis_conn, sc.prefix), clean[1])
+        assert_same_contents(redis_contents(redis_conn, sc.prefix), clean[1])
     finally:
         sc.cleanup(redis_conn)
 
@@ -225,7 +212,7 @@ def test_redis_outage_of_ten_seconds(clean: tuple[Scenario, dict[str, Any]], kaf
             assert proc.wait(300) == 0, "the job did not survive the Redis outage"
         finally:
             kill(proc)
-        assert_same_state(final_state(redis_conn, sc.prefix), clean[1])
+        assert_same_contents(redis_contents(redis_conn, sc.prefix), clean[1])
     finally:
         sc.cleanup(redis_conn)
 
@@ -243,6 +230,6 @@ def test_kafka_broker_restart(clean: tuple[Scenario, dict[str, Any]], kafka_boot
             assert proc.wait(400) == 0, "the job did not survive the broker restart"
         finally:
             kill(proc)
-        assert_same_state(final_state(redis_conn, sc.prefix), clean[1])
+        assert_same_contents(redis_contents(redis_conn, sc.prefix), clean[1])
     finally:
         sc.cleanup(redis_conn)

@@ -1,0 +1,91 @@
+"""Helpers of the tests that run the job as a process (tests/test_reliability.py, tests/test_continuity.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+WALL_CLOCK = ("processed_at", "updated_at")
+"""Fields that hold the time of writing: left out of every comparison of two runs."""
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the job's whole process group (the Python client and its JVM)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def timeless(value: Any) -> Any:
+    """A JSON value without its wall-clock fields (at any depth)."""
+    if isinstance(value, dict):
+        return {k: timeless(v) for k, v in value.items() if k not in WALL_CLOCK}
+    if isinstance(value, list):
+        return [timeless(v) for v in value]
+    return value
+
+
+def redis_contents(redis_conn: Any, prefix: str) -> dict[str, Any]:
+    """Every key under ``prefix``: JSON strings decoded without their wall-clock fields, sorted-set members (their
+    scores are times of writing), hashes."""
+    out: dict[str, Any] = {}
+    for key in redis_conn.scan_iter(match=f"{prefix}*", count=1000):
+        name = key.decode()[len(prefix):]
+        kind = redis_conn.type(key).decode()
+        value: Any
+        if kind == "string":
+            value = timeless(json.loads(redis_conn.get(key)))
+        elif kind == "zset":
+            value = sorted(m.decode() for m in redis_conn.zrange(key, 0, -1))
+        elif kind == "hash":
+            value = {k.decode(): v.decode() for k, v in redis_conn.hgetall(key).items()}
+        else:
+            value = kind
+        out[name] = value
+    return out
+
+
+def assert_same_contents(got: dict[str, Any], want: dict[str, Any]) -> None:
+    """Two :func:`redis_contents` equal, key by key."""
+    assert set(got) == set(want), f"keys only here: {sorted(set(got) - set(want))[:5]}, " \
+                                  f"only there: {sorted(set(want) - set(got))[:5]}"
+    bad = sorted(k for k in want if got[k] != want[k])
+    assert not bad, f"{len(bad)} of {len(want)} keys differ, e.g. {[(k, got[k], want[k]) for k in bad[:2]]}"
+
+
+def last_messages(bootstrap: str, topic: str) -> dict[str, Any]:
+    """Each user's last committed message on ``topic`` (by offset) without the wall-clock fields; every user's
+    messages must be in one partition (the topic is keyed by user id)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                             enable_auto_commit=False, consumer_timeout_ms=5000)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    end = consumer.end_offsets(parts)
+    last: dict[str, Any] = {}
+    where: dict[str, int] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(consumer.position(p) < end[p] for p in parts):
+        for tp, recs in consumer.poll(timeout_ms=1000).items():
+            for r in recs:
+                m = json.loads(r.value)
+                assert where.setdefault(m["user_id"], tp.partition) == tp.partition, m["user_id"]
+                last[m["user_id"]] = timeless(m)
+    consumer.close()
+    return last
