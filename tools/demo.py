@@ -59,13 +59,14 @@ def forget_group(bootstrap: str, group: str) -> None:
 FUSIONS = ("weighted", "rrf", "borda", "learned")
 
 
-def show_user(r: Any, prefix: str, user: str, modes: Sequence[str] = ()) -> str:
-    """The user's top-N from Redis with titles and reasons: the served list, then each mode of ``modes``."""
+def show_user(r: Any, prefix: str, user: str, modes: Sequence[str] = (), top_n: int = 10) -> str:
+    """The user's top ``top_n`` from Redis with titles and reasons: the served list (Redis keeps ``model.stored_n``
+    items), then each mode of ``modes``."""
     raw = r.get(f"{prefix}recs:{user}")
     if raw is None:
         return f"user {user}: no recommendations in Redis"
     msg = json.loads(raw)
-    lists = {msg.get("mode", "served"): msg["items"]}
+    lists = {msg.get("mode", "served"): msg["items"][:top_n]}
     for mode in modes:
         if mode in msg.get("alternatives", {}):
             lists[mode] = msg["alternatives"][mode]
@@ -171,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print("[4/4] results", flush=True)
     for user in [u.strip() for u in args.users.split(",") if u.strip()]:
-        print(show_user(r, prefix, user, modes))
+        print(show_user(r, prefix, user, modes, cfg["model"]["top_n"]))
     print(show_combiner(r, prefix))
     n_recs = count_messages(k["bootstrap"], k["topics"]["recommendations"])
     n_dlq = count_messages(k["bootstrap"], k["topics"]["dlq"])
