@@ -142,44 +142,39 @@ def prune_row(a: int, keep: int, ptr: np.ndarray, cap: np.ndarray, size: np.ndar
             v[m] = vals[s]
             key[m] = vals[s] / np.sqrt(nb) if nb > 0.0 else -np.inf
             m += 1
-    thr = np.partition(key, m - keep)[m - keep]  # the keep-th largest key
-    kept = np.zeros(m, dtype=np.bool_)
-    n_kept = 0
-    n_ties = 0
+    # the m - keep last entries in the order (key desc, id asc), the last one first
+    d = m - keep
+    worst = np.empty(d, dtype=np.int64)
+    nw = 0
     for x in range(m):
-        if key[x] > thr:
-            kept[x] = True
-            n_kept += 1
-        elif key[x] == thr:
-            n_ties += 1
-    ties = np.empty(n_ties, dtype=np.int64)
-    t = 0
-    for x in range(m):
-        if key[x] == thr:
-            ties[t] = x
-            t += 1
-    if n_kept + n_ties > keep:  # the tie at the threshold: the smaller ids stay
-        tie_rank = np.empty(n_ties, dtype=np.int64)
-        for t in range(n_ties):
-            tie_rank[t] = rank[c[ties[t]]]
-        ties = ties[np.argsort(tie_rank)]
-    for t in range(min(n_ties, keep - n_kept)):
-        kept[ties[t]] = True
+        kx, rx = key[x], rank[c[x]]
+        if nw == d:
+            y = worst[nw - 1]
+            if not before(key[y], rank[c[y]], kx, rx):
+                continue
+            nw -= 1
+        p = nw
+        while p > 0 and before(key[worst[p - 1]], rank[c[worst[p - 1]]], kx, rx):
+            worst[p] = worst[p - 1]
+            p -= 1
+        worst[p] = x
+        nw += 1
+    dropped = np.zeros(m, dtype=np.bool_)
+    for t in range(d):
+        dropped[worst[t]] = True
     for s in range(base, base + cap[a]):
         cols[s] = -1
         vals[s] = 0.0
     mask = cap[a] - 1
-    n_new = 0
     for x in range(m):
-        if kept[x]:
+        if not dropped[x]:
             h = _hash(c[x], mask)
             while cols[base + h] != -1:
                 h = (h + 1) & mask
             cols[base + h] = c[x]
             vals[base + h] = v[x]
-            n_new += 1
-    size[a] = n_new
-    return m - n_new
+    size[a] = keep
+    return d
 
 
 @njit(cache=True)
@@ -639,6 +634,9 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                out_len: np.ndarray) -> None:
     """Rank each user of ``users`` into row r of the out arrays (see :func:`core.v2.model.rank`)."""
     n_items = len(item_rank)
+    exclude_all = True  # every type excluded: the log's items alone, no read of their types
+    for t in range(len(exclude)):
+        exclude_all = exclude_all and exclude[t]
     acc = np.zeros(n_items)
     best_c = np.zeros(n_items)
     best_k = np.full(n_items, -1, dtype=np.int64)
@@ -665,7 +663,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
         base = l_ptr[u]
         for x in range(base, base + l_cap[u]):
             j = l_items[x]
-            if j != -1 and exclude[lg_type[l_slots[x]]]:
+            if j != -1 and (exclude_all or exclude[lg_type[l_slots[x]]]):
                 skip[j] = True
         for j in denied:
             skip[j] = True
