@@ -385,7 +385,7 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any], k: int) -> 
         parts += ["", "## 3. Beyond accuracy (random split lists)", "", report.beyond_section(results["random split"])]
     bounds = report.bound_rows(results.values())
     if bounds:
-        parts += ["", "## 4. Cost of the bounds (item-CF and user-CF alone, prequential)", "",
+        parts += ["", "## 4. Cost of the bounds (dict core: item-CF and user-CF alone, prequential)", "",
                   report.bounds_section(bounds, meta.get("configured"))]
     return "\n".join(parts) + "\n"
 
