@@ -1,43 +1,119 @@
-"""The front of the job, on the JVM: raw events -> one batch of raw records per user shard per window.
+"""The front of the job, on the JVM: raw events -> one columnar batch of checked events per user shard per window.
 
-A Python operator pays a fixed price for every record that crosses into it and for every state access
-(parse, ``key_by`` and a keyed buffer per event cost more than the models' own work on MovieLens).
-:func:`event_batches` therefore does the per-event part on the JVM, in
+A Python operator pays a fixed price for every record that crosses into it, for every state access and for every
+event it decodes and validates (``json.loads`` and the schema's rules cost more per event than the models' own
+work on MovieLens). :func:`event_batches` therefore does the per-event part on the JVM, in
 ``jvm/src/flinkrec/EventFront.java`` (``var/jars/flinkrec/flinkrec-jvm.jar``, built by ``make jars``):
 
-1. read each source record's ``user_id`` and ``ts`` (leniently, with Jackson; nothing is rejected here);
-2. Flink timestamps and bounded-out-of-orderness watermarks from ``ts`` (records without a readable ``ts``
+1. parse and validate each source record (``flinkrec.EventCheck``: exactly the rules of :mod:`udfs.events` and
+   :func:`udfs.dlq.parse_source_event`, the same decision, reason code, message and normalised fields, integer ids
+   as their decimal string; ``tests/test_event_check.py`` holds the two to each other);
+2. Flink timestamps and bounded-out-of-orderness watermarks from ``ts`` (records without a valid ``ts``
    in ``limits.min_ts_ms..max_ts_ms`` carry none and do not move the watermark);
-3. key by user shard: ``crc32(user_id) % shards``, the same function as :func:`udfs.shard.shard_of`, with
-   integer ids as their decimal string (so ``"user_id": 196`` and ``"196"`` are one user, as in
-   :mod:`udfs.events`); a record without a readable user id goes to the shard of its own crc32;
+3. key by user shard: ``crc32(user_id) % shards``, the same function as :func:`udfs.shard.shard_of`; a refused
+   record goes to the shard of the user id it names, if any, else of its own crc32;
 4. buffer each shard's records in Flink (checkpointed) list state until the end of its processing-time
-   window of ``window_ms``, then emit them as one record ``Row(payloads, watermark at each one's
-   arrival, origins)``; an event-time timer at the end of time flushes the last buffer of a bounded input.
+   window of ``window_ms``, then emit them as one :class:`FrontBatch`; an event-time timer at the end of time
+   flushes the last buffer of a bounded input.
 
-The Python user operator (:class:`operators.windows.UserWindow`) then validates each record fully
-(:func:`udfs.dlq.parse_source_event`: invalid ones go to the dead-letter output with the reason and the record),
-applies the late-event policy with the recorded watermark and updates the models: one Python call per shard and
-window instead of three per event (the cost of both paths: docs/bench.md, tuning knobs).
+The Python user operator (:class:`operators.windows.UserWindow`) then formats a dead-letter record for each refused
+one (:class:`operators.parse.Rejects`, reason and message as the front gives them), applies the late-event policy
+to the columns (:class:`operators.late.LateCheck`) and updates the models: one Python call per shard and window,
+and no per-event parsing (the cost of both paths: docs/bench.md, tuning knobs).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Collection, Sequence
+from typing import Any, NamedTuple
 
 from pyflink.common import Types, WatermarkStrategy
 from pyflink.datastream import DataStream
 from pyflink.datastream.data_stream import KeyedStream
 
-from udfs.events import Limits
+from udfs.events import EVENT_TYPES, Event, Limits
 
 logger = logging.getLogger(__name__)
 
-#: The value the user operator receives per shard and window: (payloads, watermark at each one's arrival, origins),
-#: payload and origin as :mod:`udfs.dlq` defines them.
-EVENT_BATCH = Types.ROW([Types.BASIC_ARRAY(Types.STRING()), Types.PRIMITIVE_ARRAY(Types.LONG()),
-                         Types.BASIC_ARRAY(Types.STRING())])
+#: The value the user operator receives per shard and window: a :class:`FrontBatch` (``flinkrec.EventFront.BATCH``).
+EVENT_BATCH = Types.ROW_NAMED(
+    ["event_id", "user_id", "item_id", "type", "weight", "ts", "key", "watermark", "late_payload", "late_origin",
+     "reject_payload", "reject_origin", "reject_reason", "reject_message"],
+    [Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING()),
+     Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.DOUBLE()), Types.PRIMITIVE_ARRAY(Types.LONG()),
+     Types.PRIMITIVE_ARRAY(Types.LONG()), Types.PRIMITIVE_ARRAY(Types.LONG()), Types.BASIC_ARRAY(Types.STRING()),
+     Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING()),
+     Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING())])
+
+
+class Reject(NamedTuple):
+    """A source record the front refused: as the source delivered it (:mod:`udfs.dlq`), why, and the message."""
+
+    payload: str | None
+    origin: str | None
+    reason: str
+    message: str
+
+
+class FrontBatch(NamedTuple):
+    """One shard's window from the front, as columns.
+
+    The valid events, in arrival order, one entry per event in each of the first ten columns (the fields of
+    :class:`udfs.events.Event`, validated and normalised; ``type`` as codes, indexes into ``EVENT_TYPES``;
+    ``key`` the CRC-32 of the event id, as ``core.v2.model.Batch.key``), the watermark when each reached the
+    front's buffer, and the payload and origin of the events behind it (None for the others: only a late event
+    may go to the dead-letter output, with its record). Then the refused records, one entry each in the last four.
+    """
+
+    event_id: Sequence[str]
+    user_id: Sequence[str]
+    item_id: Sequence[str]
+    type: bytes
+    weight: Sequence[float]
+    ts: Sequence[int]
+    key: Sequence[int]
+    watermark: Sequence[int]
+    late_payload: Sequence[str | None]
+    late_origin: Sequence[str | None]
+    reject_payload: Sequence[str | None]
+    reject_origin: Sequence[str | None]
+    reject_reason: Sequence[str]
+    reject_message: Sequence[str]
+
+    @classmethod
+    def unpack(cls, value: Any) -> FrontBatch:
+        """The batch of an :data:`EVENT_BATCH` row (the one place that reads it by position)."""
+        return cls._make(value)
+
+    def n_records(self) -> int:
+        """The number of records: valid events and refused ones."""
+        return len(self.ts) + len(self.reject_reason)
+
+    def rejects(self) -> list[Reject]:
+        return list(map(Reject._make, zip(self.reject_payload, self.reject_origin, self.reject_reason,
+                                          self.reject_message, strict=True)))
+
+    def events(self, drop: Collection[int] = ()) -> list[Event]:
+        """The valid events as :class:`udfs.events.Event` s, in arrival order, without the ones at ``drop``."""
+        types = [EVENT_TYPES[code] for code in self.type]
+        events = list(map(Event._make, zip(self.event_id, self.user_id, self.item_id, types, self.weight, self.ts,
+                                           strict=True)))
+        return [e for i, e in enumerate(events) if i not in drop] if drop else events
+
+    def model_batch(self, drop: Collection[int] = ()) -> Any:
+        """The valid events as a ``core.v2.model.Batch`` (numpy columns), without the ones at ``drop``."""
+        import numpy as np
+
+        from core.v2.model import Batch
+
+        keep = np.ones(len(self.ts), dtype=bool)
+        keep[list(drop)] = False
+        return Batch(np.array(self.event_id, dtype=np.str_)[keep], np.array(self.user_id, dtype=np.str_)[keep],
+                     np.array(self.item_id, dtype=np.str_)[keep], np.frombuffer(self.type, dtype=np.int8)[keep],
+                     np.array(self.weight, dtype=np.float64)[keep], np.array(self.ts, dtype=np.int64)[keep],
+                     np.array(self.key, dtype=np.int64)[keep])
+
 
 #: A source record as ``flinkrec.SourceRecords`` delivers it: Row(payload, origin).
 SOURCE_RECORD = Types.ROW([Types.STRING(), Types.STRING()])
@@ -84,8 +160,8 @@ def event_batches(events: DataStream, *, shards: int, window_ms: int, max_out_of
     partition); otherwise they are assigned here, one watermark per subtask.
     """
     j_keyed = jvm_class("EventFront").build(source_records(events)._j_data_stream, shards, max_out_of_orderness_ms,
-                                            limits.min_ts_ms, limits.max_ts_ms, limits.max_message_bytes, window_ms,
-                                            parallelism or 0, event_buffer_timeout_ms, source_watermarks)
+                                            event_check(limits), window_ms, parallelism or 0, event_buffer_timeout_ms,
+                                            source_watermarks)
     return KeyedStream(j_keyed, EVENT_BATCH, events)
 
 
@@ -95,5 +171,12 @@ def source_watermarks(max_out_of_orderness_ms: int, limits: Limits, idle_partiti
     ahead of another would otherwise make the other's events late; downstream state applied in event-time
     order (operators.windows, rater fan-out) relies on no event arriving behind the watermark. A partition without
     records for ``idle_partition_ms`` (0: never) stops holding the watermark back (its later events may be late)."""
-    return WatermarkStrategy(jvm_class("EventFront").sourceWatermarks(max_out_of_orderness_ms, limits.min_ts_ms,
-                                                                      limits.max_ts_ms, idle_partition_ms))
+    return WatermarkStrategy(jvm_class("EventFront").sourceWatermarks(max_out_of_orderness_ms, event_check(limits),
+                                                                      idle_partition_ms))
+
+
+def event_check(limits: Limits) -> Any:
+    """The JVM's validator (``flinkrec.EventCheck``) of the event schema with these limits."""
+    weights = ",".join(f"{t}={w!r}" for t, w in limits.weights)
+    return jvm_class("EventCheck")(float(limits.min_rating), float(limits.max_rating), weights, limits.max_id_length,
+                                   limits.max_message_bytes, limits.min_ts_ms, limits.max_ts_ms)

@@ -11,9 +11,8 @@ order-insensitive sums, so state stays exact) or sent to the dead-letter output 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
-
-from udfs.events import Event
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +39,18 @@ class LateCheck:
             self._late.inc(self.pending)
             self.pending = 0
 
-    def reject(self, event: Event, watermark: int) -> str | None:
-        """None if the event is to be applied; else why it is refused (reason ``late_event``). Late events are
+    def reject(self, event_id: Sequence[str], ts: Sequence[int], watermark: Sequence[int]) -> dict[int, str]:
+        """Events as columns (``operators.front.FrontBatch``: each one's id, time and the watermark at its arrival)
+        -> the index of each event to refuse (reason ``late_event``) -> why; empty with ``apply``. Late events are
         counted in :attr:`pending` until :meth:`flush_count` adds them to the metric (once per batch: a metric
         update is a call into the JVM)."""
-        if event.ts >= watermark:
-            return None
-        self.pending += 1
+        late = [i for i, (t, w) in enumerate(zip(ts, watermark, strict=True)) if t < w]
+        self.pending += len(late)
         if self.policy == "apply":
-            return None
-        return f"event {event.event_id} at ts {event.ts} is {watermark - event.ts} ms behind the watermark"
+            return {}
+        return {i: late_message(event_id[i], ts[i], watermark[i]) for i in late}
+
+
+def late_message(event_id: str, ts: int, watermark: int) -> str:
+    """Why a late event is refused."""
+    return f"event {event_id} at ts {ts} is {watermark - ts} ms behind the watermark"

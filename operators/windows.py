@@ -43,11 +43,11 @@ from core.hybrid import MIN_POSITIVE_WEIGHT, HybridRecommender, UserLog, log_eve
 from core.itemcf import ItemRows, PairDeltas, UserHistory, user_event
 from core.usercf import UserState, new_user_state, pair_deltas, record_rater, set_weight
 from operators.compat import put_all
+from operators.front import FrontBatch
 from operators.late import LateCheck
 from operators.metrics_catalog import gauge_setter
 from operators.parse import DLQ_TAG, Rejects
-from udfs.dlq import parse_source_event
-from udfs.events import DEFAULT_LIMITS, Event, InvalidEvent, Limits
+from udfs.events import DEFAULT_LIMITS, Event, Limits
 from udfs.shard import shard_of
 
 logger = logging.getLogger(__name__)
@@ -151,9 +151,9 @@ class UserWindow(KeyedProcessFunction):
     """Per-user pieces; emits item-shard deltas, rank requests and user-CF rows per window.
 
     Keyed by user shard, fed by :func:`operators.front.event_batches`: one record per shard and window, the
-    window's raw records with the watermark at each one's arrival. Each record is validated
-    (:func:`udfs.dlq.parse_source_event`; invalid ones go to ``DLQ_TAG`` with the reason, metric ``dlq.<reason>``),
-    then checked against its watermark (:class:`operators.late.LateCheck`, ``job.late_events``: a late event
+    window's records validated on the JVM, as columns (:class:`operators.front.FrontBatch`). Refused records go to
+    ``DLQ_TAG`` with the front's reason and message (metric ``dlq.<reason>``); valid events are checked against
+    the watermark at their arrival (:class:`operators.late.LateCheck`, ``job.late_events``: a late event
     is counted and applied, or sent to ``DLQ_TAG``), and the valid ones are applied in order.
     """
 
@@ -188,20 +188,15 @@ class UserWindow(KeyedProcessFunction):
         if key not in self._armed:  # flushes the end of a bounded input (a set: once per shard in Flink too)
             ctx.timer_service().register_event_time_timer(END_OF_TIME)
             self._armed.add(key)
-        events = []
-        for raw, watermark, origin in zip(value[0], value[1], value[2], strict=True):
-            try:
-                event = parse_source_event(raw, self.limits)
-            except InvalidEvent as exc:
-                yield DLQ_TAG, self.rejects.record(raw, origin, exc.reason, str(exc))
-                continue
-            late = self.late.reject(event, watermark)
-            if late is not None:
-                yield DLQ_TAG, self.rejects.record(raw, origin, "late_event", late)
-                continue
-            events.append(event)
+        batch = FrontBatch.unpack(value)
+        for r in batch.rejects():  # validated on the JVM (operators.front): only the record is made here
+            yield DLQ_TAG, self.rejects.record(r.payload, r.origin, r.reason, r.message)
+        late = self.late.reject(batch.event_id, batch.ts, batch.watermark)
+        for i, message in late.items():
+            yield DLQ_TAG, self.rejects.record(batch.late_payload[i], batch.late_origin[i], "late_event", message)
+        events = batch.events(drop=late)
         self.late.flush_count()
-        self._events_in.inc(len(value[0]))
+        self._events_in.inc(batch.n_records())
         self._events_valid.inc(len(events))
         yield from self.flush(key, events, final=False)
         self._users_held(len(self._cache))

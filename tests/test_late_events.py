@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from operators.late import LateCheck
-from udfs.events import Event
 
 
 class Counter:
@@ -48,16 +47,16 @@ class Runtime:
 def run(policy: str, ts: int, watermark: int) -> tuple[str | None, int]:
     check, rt = LateCheck(policy), Runtime()
     check.open(rt)
-    out = check.reject(Event("e1", "u", "i", "rate", 4.0, ts), watermark)
+    out = check.reject(["e1"], [ts], [watermark])
     check.flush_count()
-    return out, rt.late.n
+    return out.get(0), rt.late.n
 
 
 def test_the_count_reaches_the_metric_once_per_batch() -> None:
     check, rt = LateCheck("apply"), Runtime()
     check.open(rt)
-    for ts in (1000, 2000, 6000, 3000):
-        check.reject(Event(f"e{ts}", "u", "i", "rate", 4.0, ts), 5000)
+    check.reject([f"e{ts}" for ts in (1000, 2000, 6000)], [1000, 2000, 6000], [5000] * 3)
+    check.reject(["e3000"], [3000], [5000])
     assert rt.late.n == 0 and check.pending == 3
     check.flush_count()
     check.flush_count()
@@ -76,6 +75,16 @@ def test_late_events_are_refused_with_the_reason() -> None:
     out, late = run("dlq", ts=1000, watermark=5000)
     assert late == 1
     assert out == "event e1 at ts 1000 is 4000 ms behind the watermark"
+
+
+def test_columns_refuse_exactly_the_events_behind_their_own_watermark() -> None:
+    check, rt = LateCheck("dlq"), Runtime()
+    check.open(rt)
+    out = check.reject(["a", "b", "c", "d"], [100, 200, 300, 400], [150, 150, 301, -(2**63)])
+    assert out == {0: "event a at ts 100 is 50 ms behind the watermark",
+                   2: "event c at ts 300 is 1 ms behind the watermark"}
+    assert check.pending == 2
+    assert LateCheck("apply").reject(["a"], [100], [150]) == {}
 
 
 def test_unknown_policy_is_an_error() -> None:

@@ -17,11 +17,7 @@ import org.apache.flink.api.common.typeinfo.BasicArrayTypeInfo;
 import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
-import org.apache.flink.api.java.tuple.Tuple3;
-import org.apache.flink.api.java.tuple.Tuple4;
 import org.apache.flink.api.common.functions.OpenContext;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.datastream.KeyedStream;
 import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
@@ -31,34 +27,47 @@ import org.apache.flink.types.Row;
 import org.apache.flink.util.Collector;
 
 /**
- * The front of the recommendation job, on the JVM: raw JSON events -> per user shard, one batch per window.
+ * The front of the recommendation job, on the JVM: raw JSON events -> per user shard, one columnar batch per window.
  *
- * <p>A Python operator pays a fixed price per record that crosses into it (and per state access), so the
- * per-event work before the user state is done here: read the user id and the event time of each raw
- * record (leniently: the Python side validates every record fully and sends the invalid ones to the
- * dead-letter topic with the reason), assign Flink timestamps and bounded-out-of-orderness watermarks
- * from the ts field, key by user shard ({@code crc32(user_id) % shards}, as {@code udfs.shard.shard_of}),
- * and buffer each shard's raw records in Flink state until the end of its processing-time window
- * ({@code windowMs}); the Python user operator then receives one record per shard per window:
- * {@code Row(shard, Row(String[] payloads, long[] watermark at each record's arrival, String[] origins))} (payload
- * and origin as {@link SourceRows} defines them).
+ * <p>A Python operator pays a fixed price per record that crosses into it (and per state access) and per event it
+ * decodes and checks, so the per-event work before the user state is done here: parse and validate each record
+ * ({@link EventCheck}: exactly the rules of {@code udfs.events}, with their reason codes and messages), assign
+ * Flink timestamps and bounded-out-of-orderness watermarks from the ts field, key by user shard
+ * ({@code crc32(user_id) % shards}, as {@code udfs.shard.shard_of}), and buffer each shard's records in Flink
+ * state until the end of its processing-time window ({@code windowMs}); the Python user operator then receives one
+ * record per shard per window: {@code Row(shard, batch)}, the batch as {@link #BATCH} describes it
+ * ({@code operators.front.FrontBatch} in Python).
  *
- * <p>A record without a readable user id goes to the shard of its crc32; one without a readable ts in
- * {@code minTs..maxTs} carries no timestamp (Long.MIN_VALUE) and does not move the watermark. An event-time
- * timer at Long.MAX_VALUE flushes the last buffer when a bounded input ends (the final watermark).
+ * <p>A refused record goes to the shard of its user id when one can be read (a string, or a non-negative integer),
+ * else to the shard of its payload's crc32 (of its origin for a null value); it carries the timestamp of its
+ * {@code ts} when that is an integral number in {@code minTs..maxTs}, else none (Long.MIN_VALUE: it does not
+ * move the watermark). An event-time timer at Long.MAX_VALUE flushes the last buffer when a bounded input ends
+ * (the final watermark).
  */
 public final class EventFront {
 
     private EventFront() {}
 
-    /** (shard, ts or Long.MIN_VALUE, payload, origin). */
-    static final TypeInformation<Tuple4<Integer, Long, String, String>> KEYED =
-            Types.TUPLE(Types.INT, Types.LONG, Types.STRING, Types.STRING);
+    static final TypeInformation<FrontEvent> EVENT = Types.POJO(FrontEvent.class);
 
-    /** The Python operator's value type: Row(payloads, watermark at arrival of each, origins). */
-    public static final TypeInformation<Row> BATCH =
-            Types.ROW(BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO, PrimitiveArrayTypeInfo.LONG_PRIMITIVE_ARRAY_TYPE_INFO,
-                    BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO);
+    /**
+     * The Python operator's value: one window of a shard as columns. Per valid event, in arrival order:
+     * event_id, user_id, item_id, type (code: index into {@code udfs.events.EVENT_TYPES}), weight (the rating or
+     * the type's weight, {@code Event.weight}), ts, key (CRC-32 of the event id's UTF-8, as
+     * {@code core.v2.model.Batch.key}), the watermark when it reached the buffer, and the payload and origin of an
+     * event behind that watermark (null for the others: only those may go to the dead-letter output, as
+     * late events). Per refused record: payload, origin, reason, message.
+     */
+    public static final TypeInformation<Row> BATCH = Types.ROW_NAMED(
+            new String[] {"event_id", "user_id", "item_id", "type", "weight", "ts", "key", "watermark",
+                "late_payload", "late_origin", "reject_payload", "reject_origin", "reject_reason", "reject_message"},
+            BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO, BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO,
+            BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO, PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO,
+            PrimitiveArrayTypeInfo.DOUBLE_PRIMITIVE_ARRAY_TYPE_INFO, PrimitiveArrayTypeInfo.LONG_PRIMITIVE_ARRAY_TYPE_INFO,
+            PrimitiveArrayTypeInfo.LONG_PRIMITIVE_ARRAY_TYPE_INFO, PrimitiveArrayTypeInfo.LONG_PRIMITIVE_ARRAY_TYPE_INFO,
+            BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO, BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO,
+            BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO, BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO,
+            BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO, BasicArrayTypeInfo.STRING_ARRAY_TYPE_INFO);
 
     static final TypeInformation<Row> KEYED_BATCH = Types.ROW(Types.INT, BATCH);
 
@@ -66,22 +75,21 @@ public final class EventFront {
      * Build the front on a stream of source rows ({@link SourceRows}); the result is keyed the way PyFlink's {@code key_by}
      * keys a stream (Row(key, value) with {@link KeyByKeySelector}), for a Python KeyedProcessFunction.
      *
+     * @param check the event schema and its limits
      * @param parallelism the parallelism of the per-record part (chained to the source, which keeps each
      *     source partition's order); 0 for the job's default
      * @param eventBufferTimeoutMs the network buffer timeout of the per-record part's output, the one hop that
      *     carries every event (-1: only full buffers; below -1: the environment's)
      */
     public static KeyedStream<Row, Row> build(DataStream<Row> records, int shards, long maxOutOfOrdernessMs,
-            long minTs, long maxTs, int maxBytes, long windowMs, int parallelism, long eventBufferTimeoutMs,
-            boolean sourceWatermarks) {
-        SingleOutputStreamOperator<Tuple4<Integer, Long, String, String>> keyed =
-                records.map(new ShardEvents(shards, minTs, maxTs, maxBytes)).returns(KEYED).name("shard-events");
-        SingleOutputStreamOperator<Tuple4<Integer, Long, String, String>> timed = keyed;
+            EventCheck check, long windowMs, int parallelism, long eventBufferTimeoutMs, boolean sourceWatermarks) {
+        SingleOutputStreamOperator<FrontEvent> keyed =
+                records.map(new ShardEvents(shards, check)).returns(EVENT).name("shard-events");
+        SingleOutputStreamOperator<FrontEvent> timed = keyed;
         if (!sourceWatermarks) {  // a stream without event time (a collection in tests): one watermark per subtask
-            WatermarkStrategy<Tuple4<Integer, Long, String, String>> strategy = WatermarkStrategy
-                    .<Tuple4<Integer, Long, String, String>>forBoundedOutOfOrderness(
-                            Duration.ofMillis(maxOutOfOrdernessMs))
-                    .withTimestampAssigner((event, previous) -> event.f1);
+            WatermarkStrategy<FrontEvent> strategy = WatermarkStrategy
+                    .<FrontEvent>forBoundedOutOfOrderness(Duration.ofMillis(maxOutOfOrdernessMs))
+                    .withTimestampAssigner((event, previous) -> event.ts);
             timed = keyed.assignTimestampsAndWatermarks(strategy).name("event-time");
         }
         if (parallelism > 0) {
@@ -92,7 +100,7 @@ public final class EventFront {
             timed.setBufferTimeout(eventBufferTimeoutMs);
         }
         SingleOutputStreamOperator<Row> batches = timed
-                .keyBy(event -> event.f0, Types.INT)
+                .keyBy(event -> event.shard, Types.INT)
                 .process(new ShardBuffer(windowMs))
                 .returns(KEYED_BATCH)
                 .name("event-buffer")
@@ -106,130 +114,59 @@ public final class EventFront {
      * ahead of another never makes the other's events late. A partition without records for {@code idleMs}
      * (0: never) stops holding the watermark back until it has records again.
      */
-    public static WatermarkStrategy<Row> sourceWatermarks(long maxOutOfOrdernessMs, long minTs, long maxTs,
-            long idleMs) {
+    public static WatermarkStrategy<Row> sourceWatermarks(long maxOutOfOrdernessMs, EventCheck check, long idleMs) {
         WatermarkStrategy<Row> strategy = WatermarkStrategy
                 .<Row>forBoundedOutOfOrderness(Duration.ofMillis(maxOutOfOrdernessMs))
-                .withTimestampAssigner(new EventTimes(minTs, maxTs));
+                .withTimestampAssigner(new EventTimes(check));
         return idleMs > 0 ? strategy.withIdleness(Duration.ofMillis(idleMs)) : strategy;
     }
 
-    /** A source row's event time: its payload's {@code ts}, or Long.MIN_VALUE when there is none to take. */
+    /** A source row's event time: its payload's {@code ts} ({@link EventCheck#eventTime}), or Long.MIN_VALUE. */
     public static final class EventTimes implements SerializableTimestampAssigner<Row> {
         private static final long serialVersionUID = 1L;
-        private final long minTs;
-        private final long maxTs;
-        private transient ObjectMapper mapper;
+        private final EventCheck check;
 
-        public EventTimes(long minTs, long maxTs) {
-            this.minTs = minTs;
-            this.maxTs = maxTs;
+        public EventTimes(EventCheck check) {
+            this.check = check;
         }
 
         @Override
         public long extractTimestamp(Row record, long previous) {
-            if (mapper == null) {
-                mapper = new ObjectMapper();
-            }
-            String raw = (String) record.getField(0);
-            if (raw == null || raw.isEmpty() || raw.charAt(0) == SourceRows.BINARY) {
-                return Long.MIN_VALUE;
-            }
-            try {
-                JsonNode node = mapper.readTree(raw);
-                return node != null && node.isObject() ? eventTime(node.get("ts"), minTs, maxTs) : Long.MIN_VALUE;
-            } catch (Exception e) {
-                return Long.MIN_VALUE;  // not JSON: the Python side rejects it with the reason
-            }
+            return check.eventTime((String) record.getField(0));
         }
     }
 
-    /** Source record -> (user shard, event time or Long.MIN_VALUE, payload, origin). */
-    public static final class ShardEvents implements MapFunction<Row, Tuple4<Integer, Long, String, String>> {
+    /** Source record -> {@link FrontEvent}: checked, with its user shard, payload and origin. */
+    public static final class ShardEvents implements MapFunction<Row, FrontEvent> {
         private static final long serialVersionUID = 1L;
         private final int shards;
-        private final long minTs;
-        private final long maxTs;
-        private final int maxBytes;
-        private transient ObjectMapper mapper;
+        private final EventCheck check;
         private transient CRC32 crc;
 
-        public ShardEvents(int shards, long minTs, long maxTs, int maxBytes) {
+        public ShardEvents(int shards, EventCheck check) {
             if (shards < 1) {
                 throw new IllegalArgumentException("shards " + shards + " must be at least 1");
             }
             this.shards = shards;
-            this.minTs = minTs;
-            this.maxTs = maxTs;
-            this.maxBytes = maxBytes;
+            this.check = check;
         }
 
         @Override
-        public Tuple4<Integer, Long, String, String> map(Row record) {
-            if (mapper == null) {
-                mapper = new ObjectMapper();
+        public FrontEvent map(Row record) {
+            if (crc == null) {
                 crc = new CRC32();
             }
             String raw = (String) record.getField(0);
             String origin = (String) record.getField(1);
-            String user = null;
-            long ts = Long.MIN_VALUE;
-            if (raw == null) {  // a tombstone: rejected in Python, shard of its origin
-                return Tuple4.of(shardOf(origin), ts, raw, origin);
-            }
-            // characters <= bytes: longer ones are rejected by size in Python, as are Base64 (binary) payloads
-            if (raw.length() <= maxBytes && (raw.isEmpty() || raw.charAt(0) != SourceRows.BINARY)) {
-                try {
-                    JsonNode node = mapper.readTree(raw);
-                    if (node != null && node.isObject()) {
-                        user = userId(node.get("user_id"));
-                        ts = eventTime(node.get("ts"), minTs, maxTs);
-                    }
-                } catch (Exception e) {
-                    // not JSON: the Python side rejects it with the reason
-                }
-            }
-            return Tuple4.of(shardOf(user != null ? user : raw), ts, raw, origin);
-        }
-
-        /** The user id as the Python validator normalises it (a non-negative integer is its decimal string). */
-        private static String userId(JsonNode node) {
-            if (node == null) {
-                return null;
-            }
-            if (node.isTextual()) {
-                return node.textValue();
-            }
-            if (node.isIntegralNumber() && node.bigIntegerValue().signum() >= 0) {
-                return node.bigIntegerValue().toString();
-            }
-            return null;
-        }
-
-        int shardOf(String key) {
+            FrontEvent event = check.check(raw);
+            event.payload = raw;
+            event.origin = origin;
+            String key = event.userId != null ? event.userId : raw != null ? raw : origin != null ? origin : "";
             crc.reset();
             crc.update(key.getBytes(StandardCharsets.UTF_8));
-            return (int) (crc.getValue() % shards);
+            event.shard = (int) (crc.getValue() % shards);
+            return event;
         }
-    }
-
-    /** An event's time from its {@code ts} node: an integral number of ms within [minTs, maxTs], else MIN_VALUE. */
-    static long eventTime(JsonNode node, long minTs, long maxTs) {
-        if (node == null || !node.isNumber()) {
-            return Long.MIN_VALUE;
-        }
-        double value = node.doubleValue();
-        if (node.isIntegralNumber()) {
-            if (!node.canConvertToLong()) {
-                return Long.MIN_VALUE;
-            }
-            long ts = node.longValue();
-            return ts >= minTs && ts <= maxTs ? ts : Long.MIN_VALUE;
-        }
-        if (Double.isFinite(value) && value == Math.rint(value) && value >= minTs && value <= maxTs) {
-            return (long) value;
-        }
-        return Long.MIN_VALUE;
     }
 
     /**
@@ -237,11 +174,10 @@ public final class EventFront {
      * before the watermark passes a buffered record's event time, so that no record reaches the operators after a
      * watermark past its time (downstream state that waits for the watermark relies on it).
      */
-    public static final class ShardBuffer
-            extends KeyedProcessFunction<Integer, Tuple4<Integer, Long, String, String>, Row> {
+    public static final class ShardBuffer extends KeyedProcessFunction<Integer, FrontEvent, Row> {
         private static final long serialVersionUID = 1L;
         private final long windowMs;
-        private transient ListState<Tuple3<String, Long, String>> buffer;
+        private transient ListState<FrontEvent> buffer;
         /** The event-time timer set for the buffer: at most the time of every buffered record (none: unset). */
         private transient ValueState<Long> due;
 
@@ -254,37 +190,41 @@ public final class EventFront {
 
         @Override
         public void open(OpenContext context) {
-            buffer = getRuntimeContext().getListState(
-                    new ListStateDescriptor<>("events", Types.TUPLE(Types.STRING, Types.LONG, Types.STRING)));
+            buffer = getRuntimeContext().getListState(new ListStateDescriptor<>("front-events", EVENT));
             due = getRuntimeContext().getState(new ValueStateDescriptor<>("due", Types.LONG));
         }
 
         @Override
-        public void processElement(Tuple4<Integer, Long, String, String> event, Context ctx, Collector<Row> out)
-                throws Exception {
-            buffer.add(Tuple3.of(event.f2, ctx.timerService().currentWatermark(), event.f3));
+        public void processElement(FrontEvent event, Context ctx, Collector<Row> out) throws Exception {
+            event.watermark = ctx.timerService().currentWatermark();
+            if (event.reason == null && event.ts >= event.watermark) {
+                event.payload = null;  // on time: its record is not needed (see BATCH)
+                event.origin = null;
+            }
+            buffer.add(event);
             long now = ctx.timerService().currentProcessingTime();
             ctx.timerService().registerProcessingTimeTimer(now - now % windowMs + windowMs);
             ctx.timerService().registerEventTimeTimer(Long.MAX_VALUE);  // a set: once per shard
-            if (event.f1 != Long.MIN_VALUE) {
+            if (event.ts != Long.MIN_VALUE) {
                 Long set = due.value();
-                if (set == null || event.f1 < set) {
-                    ctx.timerService().registerEventTimeTimer(event.f1);
-                    due.update(event.f1);
+                if (set == null || event.ts < set) {
+                    ctx.timerService().registerEventTimeTimer(event.ts);
+                    due.update(event.ts);
                 }
             }
         }
 
         @Override
         public void onTimer(long timestamp, OnTimerContext ctx, Collector<Row> out) throws Exception {
-            List<Tuple3<String, Long, String>> events = new ArrayList<>();
-            Iterable<Tuple3<String, Long, String>> stored = buffer.get();
+            List<FrontEvent> valid = new ArrayList<>();
+            List<FrontEvent> refused = new ArrayList<>();
+            Iterable<FrontEvent> stored = buffer.get();
             if (stored != null) {
-                for (Tuple3<String, Long, String> e : stored) {
-                    events.add(e);
+                for (FrontEvent e : stored) {
+                    (e.reason == null ? valid : refused).add(e);
                 }
             }
-            if (events.isEmpty()) {
+            if (valid.isEmpty() && refused.isEmpty()) {
                 return;
             }
             buffer.clear();
@@ -293,15 +233,51 @@ public final class EventFront {
                 ctx.timerService().deleteEventTimeTimer(set);
                 due.clear();
             }
-            String[] raws = new String[events.size()];
-            long[] marks = new long[events.size()];
-            String[] origins = new String[events.size()];
-            for (int i = 0; i < raws.length; i++) {
-                raws[i] = events.get(i).f0;
-                marks[i] = events.get(i).f1;
-                origins[i] = events.get(i).f2;
+            out.collect(Row.of(ctx.getCurrentKey(), batch(valid, refused)));
+        }
+
+        private static Row batch(List<FrontEvent> valid, List<FrontEvent> refused) {
+            int n = valid.size();
+            String[] eventIds = new String[n];
+            String[] users = new String[n];
+            String[] items = new String[n];
+            byte[] types = new byte[n];
+            double[] weights = new double[n];
+            long[] times = new long[n];
+            long[] keys = new long[n];
+            long[] marks = new long[n];
+            String[] latePayloads = new String[n];
+            String[] lateOrigins = new String[n];
+            CRC32 crc = new CRC32();
+            for (int i = 0; i < n; i++) {
+                FrontEvent e = valid.get(i);
+                eventIds[i] = e.eventId;
+                users[i] = e.userId;
+                items[i] = e.itemId;
+                types[i] = e.type;
+                weights[i] = e.weight;
+                times[i] = e.ts;
+                crc.reset();
+                crc.update(e.eventId.getBytes(StandardCharsets.UTF_8));
+                keys[i] = crc.getValue();
+                marks[i] = e.watermark;
+                latePayloads[i] = e.payload;
+                lateOrigins[i] = e.origin;
             }
-            out.collect(Row.of(ctx.getCurrentKey(), Row.of(raws, marks, origins)));
+            int m = refused.size();
+            String[] payloads = new String[m];
+            String[] origins = new String[m];
+            String[] reasons = new String[m];
+            String[] messages = new String[m];
+            for (int i = 0; i < m; i++) {
+                FrontEvent e = refused.get(i);
+                payloads[i] = e.payload;
+                origins[i] = e.origin;
+                reasons[i] = e.reason;
+                messages[i] = e.message;
+            }
+            return Row.of(eventIds, users, items, types, weights, times, keys, marks, latePayloads, lateOrigins,
+                    payloads, origins, reasons, messages);
         }
     }
 }
