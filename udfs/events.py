@@ -111,6 +111,14 @@ def _reject_constant(name: str) -> float:
     raise InvalidEvent("bad_number", f"non-finite number {name} is not allowed")
 
 
+def _finite(value: int | float) -> bool:
+    """Whether a JSON number is a finite float (an integer beyond the float range is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 # the characters an id must not hold, and why: see the module docstring
 _BAD_ID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _DOT_SEGMENTS = (".", "..")
@@ -183,7 +191,7 @@ def validate_event(obj: Any, limits: Limits = DEFAULT_LIMITS) -> Event:
     value = obj.get("value")
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise InvalidEvent("wrong_type", f"value {value!r:.40} must be a number in event {event_id}")
-    if value is not None and not math.isfinite(value):
+    if value is not None and not _finite(value):
         raise InvalidEvent("bad_number", f"value {value!r} is not finite in event {event_id}")
     if etype == "rate":
         if value is None:
