@@ -76,3 +76,49 @@ def test_a_new_catalog_item_is_reachable_through_content_at_once() -> None:
     M.add_items(state, [{"item_id": "new", "title": "", "year": 1990, "genres": ["Drama"]}])
     ranked = M.render(state, M.rank(state, ["u"], "weighted", 10))[0]
     assert ("new", "matches your taste for Drama") in [(i, r) for i, _, r in ranked]
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_the_indexed_catalog_search_equals_the_brute_force_bit_for_bit(seed: int) -> None:
+    from core.v2 import kernels as K
+
+    state = M.new_state(Settings(methods=("content",)))
+    M.add_items(state, random_catalog(seed, 80))
+    M.learn(state, M.Batch.of([Event("e0", "u", "i500", "view", 1.0, 0)]))  # an item with no vector
+    (in_cat, vptr, vcol, vval, vnorm, _g, _new, _ci, _cs, _cl, _go, post_ptr, post_item, post_val) = state.content()
+    n_items = len(state.items)
+    rank = state.items.rank
+    rng = np.random.default_rng(seed)
+    for trial in range(40):
+        q = np.zeros(C.DIM)
+        if trial % 2:  # a one-item profile
+            j = int(rng.choice(np.flatnonzero(in_cat)))
+            q[vcol[vptr[j]:vptr[j + 1]]] = vval[vptr[j]:vptr[j + 1]]
+        else:  # a mixed profile, some dimensions of no item
+            q[rng.choice(C.DIM, 12, replace=False)] = rng.random(12)
+        skip = rng.random(n_items) < 0.2
+        qn = 0.0
+        for x in q.tolist():  # summed in order, as the kernel does (numpy's np.sum adds pairwise)
+            qn += x * x
+        qn = float(np.sqrt(qn))
+        brute = sorted((-c, rank[j], j) for j in range(n_items) if in_cat[j] and not skip[j]
+                        for c in [K._cosine(j, q, qn, vptr, vcol, vval, vnorm)] if c > 0.0)[:15]
+        idx, val = np.zeros(15, dtype=np.int64), np.zeros(15)
+        acc, mark, touched = np.zeros(n_items), np.full(n_items, -1, dtype=np.int64), np.zeros(n_items, dtype=np.int64)
+        m = K._catalog_search(q, 15, skip, post_ptr, post_item, post_val, vnorm, rank, acc, mark, touched, idx, val)
+        assert idx[:m].tolist() == [j for _, _, j in brute]
+        assert val[:m].tolist() == [-c for c, _, _ in brute]  # the same floats
+        assert not acc.any() and (mark == -1).all()  # scratch left as found
+
+
+def test_a_one_item_profile_with_more_denied_matches_than_the_memo_spares_searches_again() -> None:
+    # every catalog item matches the one item; the 30 best matches are denied, more than the memo's 16 spare
+    cat = [{"item_id": f"i{k:02d}", "title": "star" if k < 31 else "", "year": 1990, "genres": ["Drama"]}
+           for k in range(60)]
+    settings = Settings(methods=("content", "popular"), candidate_pool=5, deny=tuple(f"i{k:02d}" for k in range(1, 31)))
+    state = M.new_state(settings)
+    M.add_items(state, cat)
+    M.learn(state, M.Batch.of([Event("e0", "u", "i00", "rate", 4.0, 0)]))
+    got = M.render(state, M.rank(state, ["u"], "content", 5))[0]
+    assert [i for i, _, _ in got] == ["i31", "i32", "i33", "i34", "i35"]  # equal cosines: id order
+    assert len({s for _, s, _ in got}) == 1 and got[0][1] > 0

@@ -3,6 +3,8 @@ raters by (event time, user id)."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 from test_core_v2_itemcf import EXACT, learned, stream
@@ -40,3 +42,27 @@ def test_the_fan_out_cap_keeps_the_latest_raters_by_time_then_id() -> None:
         state = learned([base[p] for p in order] + [late], settings)
         paired = {u for u in "abcd" if M.user_similarity(state, "z", u) > 0}
         assert paired == {"c", "d"}
+
+
+def test_the_log_pool_keeps_each_slots_weight_and_time_beside_it() -> None:
+    # rows grow (and move) many times, the pool doubles, pairs are re-engaged: the copies beside the pool equal the
+    # slot arrays
+    rng = random.Random(3)
+    events: list[Event] = []
+    for k in range(4000):
+        if events and rng.random() < 0.15:
+            e = events[rng.randrange(len(events))]
+            u, i = e.user_id, e.item_id
+        else:
+            u, i = f"u{rng.randrange(6)}", f"i{rng.randrange(1000)}"
+        events.append(Event(f"e{k:05d}", u, i, rng.choice(["rate", "view"]), rng.choice([1.0, 3.0, 5.0]), 1000 * k))
+    state = learned(events, batch=37)
+    lp = state.lpool
+    checked = 0
+    for row in range(len(state.users)):
+        for x in range(int(lp.ptr[row]), int(lp.ptr[row] + lp.cap[row])):
+            if lp.cols[x] != -1:
+                slot = lp.vals[x]
+                assert state.lp_w[x] == state.lg_w[slot] and state.lp_ts[x] == state.lg_ts[slot]
+                checked += 1
+    assert checked == lp.entries() > 1000

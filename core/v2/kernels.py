@@ -105,8 +105,8 @@ def row_get(a: int, b: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, 
 
 
 @njit(cache=True)
-def ulog_find(u: int, i: int, ptr: np.ndarray, cap: np.ndarray, items: np.ndarray, slots: np.ndarray) -> int:
-    """The log slot of (user u, item i), -1 if u never engaged i (the user's table in the log pool)."""
+def _log_pos(u: int, i: int, ptr: np.ndarray, cap: np.ndarray, items: np.ndarray) -> int:
+    """The place of (user u, item i) in the log pool, -1 if u never engaged i."""
     if cap[u] == 0:
         return -1
     mask = cap[u] - 1
@@ -115,10 +115,17 @@ def ulog_find(u: int, i: int, ptr: np.ndarray, cap: np.ndarray, items: np.ndarra
     while True:
         c = items[base + h]
         if c == i:
-            return slots[base + h]
+            return base + h
         if c == -1:
             return -1
         h = (h + 1) & mask
+
+
+@njit(cache=True)
+def ulog_find(u: int, i: int, ptr: np.ndarray, cap: np.ndarray, items: np.ndarray, slots: np.ndarray) -> int:
+    """The log slot of (user u, item i), -1 if u never engaged i (the user's table in the log pool)."""
+    p = _log_pos(u, i, ptr, cap, items)
+    return slots[p] if p >= 0 else -1
 
 
 @njit(cache=True)
@@ -271,14 +278,16 @@ def learn_log(ev_user: np.ndarray, ev_item: np.ndarray, ev_value: np.ndarray, ev
               lg_type: np.ndarray, lg_w: np.ndarray, lg_rating: np.ndarray,
               u_rsum: np.ndarray, u_rn: np.ndarray, u_last: np.ndarray,
               b_sum: np.ndarray, b_n: np.ndarray, i_users: np.ndarray, i_last: np.ndarray,
-              meta: np.ndarray, fmeta: np.ndarray, out_w: np.ndarray, out_w0: np.ndarray, out_new: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
+              meta: np.ndarray, fmeta: np.ndarray, out_w: np.ndarray, out_w0: np.ndarray, out_new: np.ndarray,
+              l_w: np.ndarray, l_ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Apply a batch (in canonical order) to the per-user log, the baseline sums and the item statistics.
 
     Per event: the model weight ``out_w`` (the rating or type weight, centred on the user's other ratings when
     ``center``), the weight it replaces ``out_w0`` (0 if new) and ``out_new`` (first engagement of the pair).
     ``meta``: [log slots used, max users of an item, latest event time, ratings count]; ``fmeta``: [ratings sum,
-    the mean before any rating]. Returns the log pool's arrays (``l_size[u]``: the user's engaged items).
+    the mean before any rating]. ``l_w``, ``l_ts``: the slot's weight and time beside its place in the log pool
+    (``lg_w[slot]``, ``lg_ts[slot]``), so that a scan of a user's items reads one block. Returns the log pool's
+    arrays (``l_size[u]``: the user's engaged items) and ``l_w``, ``l_ts``.
     """
     for e in range(len(ev_user)):
         u, i, value, t, ts = ev_user[e], ev_item[e], ev_value[e], ev_type[e], ev_ts[e]
@@ -299,7 +308,19 @@ def learn_log(ev_user: np.ndarray, ev_item: np.ndarray, ev_value: np.ndarray, ev
         else:
             slot = meta[0]
             meta[0] += 1
+            old_ptr = l_ptr[u]
             l_items, l_slots = row_add(u, i, slot, l_ptr, l_cap, l_size, l_items, l_slots, l_meta, 0)
+            if len(l_w) < len(l_items):  # the pool grew
+                grown_w = np.zeros(len(l_items))
+                grown_w[: len(l_w)] = l_w
+                grown_ts = np.zeros(len(l_items), dtype=np.int64)
+                grown_ts[: len(l_ts)] = l_ts
+                l_w, l_ts = grown_w, grown_ts
+            if l_ptr[u] != old_ptr:  # the row moved: its weights and times follow
+                for x in range(l_ptr[u], l_ptr[u] + l_cap[u]):
+                    if l_items[x] != -1 and l_slots[x] != slot:
+                        l_w[x] = lg_w[l_slots[x]]
+                        l_ts[x] = lg_ts[l_slots[x]]
             lg_item[slot] = i
             lg_rating[slot] = np.nan
             out_w0[e] = 0.0
@@ -321,6 +342,9 @@ def learn_log(ev_user: np.ndarray, ev_item: np.ndarray, ev_value: np.ndarray, ev
         lg_ts[slot] = ts
         lg_type[slot] = t
         lg_w[slot] = w
+        pos = _log_pos(u, i, l_ptr, l_cap, l_items)
+        l_w[pos] = w
+        l_ts[pos] = ts
         out_w[e] = w
         if ts > u_last[u]:
             u_last[u] = ts
@@ -332,7 +356,7 @@ def learn_log(ev_user: np.ndarray, ev_item: np.ndarray, ev_value: np.ndarray, ev
             i_last[i] = ts
         if ts > meta[2]:
             meta[2] = ts
-    return l_items, l_slots
+    return l_items, l_slots, l_w, l_ts
 
 
 @njit(cache=True)
@@ -610,7 +634,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                exclude: np.ndarray, denied: np.ndarray, item_rank: np.ndarray, user_rank: np.ndarray,
                # per-user log and item-CF history
                l_ptr: np.ndarray, l_cap: np.ndarray, l_size: np.ndarray, l_items: np.ndarray, l_slots: np.ndarray,
-               u_last: np.ndarray, lg_type: np.ndarray, lg_w: np.ndarray, lg_ts: np.ndarray,
+               l_w: np.ndarray, l_ts: np.ndarray, u_last: np.ndarray, lg_type: np.ndarray,
                rc_item: np.ndarray, rc_w: np.ndarray, rc_ts: np.ndarray,
                rc_len: np.ndarray,
                # item rows and neighbour lists
@@ -712,7 +736,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                         j = l_items[x]
                         if j == -1:
                             continue
-                        c = sim * max(lg_w[l_slots[x]], MIN_POSITIVE_WEIGHT)
+                        c = sim * max(l_w[x], MIN_POSITIVE_WEIGHT)
                         nt = _accumulate(j, c, v, user_rank, touched, nt, acc, best_c, best_k)
                 _pool(USERCF, False, touched, nt, acc, best_k, skip, pool_n, item_rank, p_item, p_score, p_arg, p_len)
             if use[POPULAR]:
@@ -729,8 +753,8 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                 p_len[POPULAR] = m
             if use[CONTENT]:
                 m = 0
-                kept, single_j = _profile(u, profile_max, profile_half_life_s, l_ptr, l_cap, l_items, l_slots, lg_ts,
-                                          lg_w, item_rank, in_cat, vptr, vcol, vval, qv)
+                kept, single_j = _profile(u, profile_max, profile_half_life_s, l_ptr, l_cap, l_items, l_w, l_ts,
+                                          item_rank, in_cat, vptr, vcol, vval, qv)
                 if kept > 0:
                     top3 = _top_genres(qv, genre_order)
                     nc = 0
@@ -771,7 +795,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
             if kind == KIND_TRAIN or (kind == KIND_LEARNED and not cold and comb_n[0] >= warmup):
                 m_out = _learned(r, n, u, train_item, train_key, n_neg, item_hash, comb, comb_n, fp, pool_n, use,
                                  p_item, p_score, p_arg, p_len, item_rank, rc_item, rc_w, rc_ts, rc_len, u_last,
-                                 decay_ms, nb_idx, nb_sim, nb_len, nbu, nbs, nn, l_ptr, l_cap, l_items, l_slots, lg_w,
+                                 decay_ms, nb_idx, nb_sim, nb_len, nbu, nbs, nn, l_ptr, l_cap, l_items, l_slots, l_w,
                                  lg_type, lg_value, rate_type, kept, qv, vptr, vcol, vval, vnorm, i_users, i_last,
                                  b_sum, b_n, pos_of, f_item, f_val, out_item, out_score, out_method, out_arg)
             else:
@@ -909,7 +933,7 @@ N_GENRES = 19
 
 @njit(cache=True)
 def _profile(u: int, max_items: int, half_life_s: float, l_ptr: np.ndarray, l_cap: np.ndarray, l_items: np.ndarray,
-             l_slots: np.ndarray, lg_ts: np.ndarray, lg_w: np.ndarray, item_rank: np.ndarray, in_cat: np.ndarray,
+             l_w: np.ndarray, l_ts: np.ndarray, item_rank: np.ndarray, in_cat: np.ndarray,
              vptr: np.ndarray, vcol: np.ndarray, vval: np.ndarray, q: np.ndarray) -> tuple[int, int]:
     """The user's content profile into ``q``: ``Σ_j w_j·d_j·x_j / Σ_j w_j·d_j`` over the ``max_items`` (0 = all)
     latest catalog items of the user by (ts, id), ``w_j = max(weight, MIN_POSITIVE_WEIGHT)``,
@@ -932,8 +956,8 @@ def _profile(u: int, max_items: int, half_life_s: float, l_ptr: np.ndarray, l_ca
         j = l_items[x]
         if j != -1 and in_cat[j]:
             items[c] = j
-            ts[c] = lg_ts[l_slots[x]]
-            w[c] = max(lg_w[l_slots[x]], MIN_POSITIVE_WEIGHT)
+            ts[c] = l_ts[x]
+            w[c] = max(l_w[x], MIN_POSITIVE_WEIGHT)
             c += 1
     ranks = np.empty(m, dtype=np.int64)
     for p in range(m):
@@ -1134,7 +1158,7 @@ def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int
              rc_item: np.ndarray, rc_w: np.ndarray, rc_ts: np.ndarray, rc_len: np.ndarray, u_last: np.ndarray,
              decay_ms: float, nb_idx: np.ndarray, nb_sim: np.ndarray, nb_len: np.ndarray,
              nbu: np.ndarray, nbs: np.ndarray, nn: int, l_ptr: np.ndarray, l_cap: np.ndarray, l_items: np.ndarray,
-             l_slots: np.ndarray, lg_w: np.ndarray, lg_type: np.ndarray, lg_value: np.ndarray, rate_type: int,
+             l_slots: np.ndarray, l_w: np.ndarray, lg_type: np.ndarray, lg_value: np.ndarray, rate_type: int,
              kept: int, qv: np.ndarray, vptr: np.ndarray, vcol: np.ndarray, vval: np.ndarray, vnorm: np.ndarray,
              i_users: np.ndarray, i_last: np.ndarray, b_sum: np.ndarray, b_n: np.ndarray, pos_of: np.ndarray,
              f_item: np.ndarray, f_val: np.ndarray, out_item: np.ndarray, out_score: np.ndarray,
@@ -1176,7 +1200,7 @@ def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int
                 j = l_items[x]
                 if j != -1 and pos_of[j] >= 0:
                     p = pos_of[j]
-                    c = sim * max(lg_w[l_slots[x]], MIN_POSITIVE_WEIGHT)
+                    c = sim * max(l_w[x], MIN_POSITIVE_WEIGHT)
                     X[p, F_UCF] += c
                     if c > X[p, F_UCF_MAX]:
                         X[p, F_UCF_MAX] = c

@@ -181,11 +181,11 @@ def _apply(state: State, users: np.ndarray, items: np.ndarray, types: np.ndarray
     w0 = np.empty(n)
     new = np.empty(n, dtype=np.uint8)
     lp = state.lpool
-    lp.cols, lp.vals = k.learn_log(users, items, values, types, ts, s.center_ratings, RATE,
-                                   lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, lp.meta, state.lg_item, state.lg_value,
-                                   state.lg_ts, state.lg_type, state.lg_w, state.lg_rating, state.u_rsum, state.u_rn,
-                                   state.u_last, state.b_sum, state.b_n, state.i_users, state.i_last, state.meta,
-                                   state.fmeta, w, w0, new)
+    lp.cols, lp.vals, state.lp_w, state.lp_ts = k.learn_log(
+        users, items, values, types, ts, s.center_ratings, RATE, lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, lp.meta,
+        state.lg_item, state.lg_value, state.lg_ts, state.lg_type, state.lg_w, state.lg_rating, state.u_rsum,
+        state.u_rn, state.u_last, state.b_sum, state.b_n, state.i_users, state.i_last, state.meta, state.fmeta, w, w0,
+        new, state.lp_w, state.lp_ts)
     width_ms = int(s.trending_window_s * 1000 / s.trending_buckets)
     k.learn_trending(items, ts, s.trending_half_life_s or 0.0, width_ms, s.trending_buckets, state.tr_val,
                      state.tr_t, state.tb, state.tb_id, state.tr_totals, state.tr_meta)
@@ -304,7 +304,7 @@ def _run_rank(state: State, ids: np.ndarray, spec: FusionSpec, n: int, train_ite
     k.rank_users(ids, n, spec.kind, max(spec.method, 0), alphas, cold, float(s.rrf_k), use, s.candidate_pool,
                  s.cold_start_items, s.history_decay_ms, exclude, np.flatnonzero(state.deny[: len(state.items)]),
                  state.items.rank, state.users.rank,
-                 lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, state.u_last, state.lg_type, state.lg_w, state.lg_ts,
+                 lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, state.lp_w, state.lp_ts, state.u_last, state.lg_type,
                  state.rc_item, state.rc_w, state.rc_ts, state.rc_len,
                  s.top_k, ip.ptr, ip.cap, ip.cols, ip.vals, state.i_norm, state.nb_idx, state.nb_sim, state.nb_len,
                  state.dirty,

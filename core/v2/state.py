@@ -73,6 +73,10 @@ class State:
         self.items = IdIndex()
         # the (user, item) log: each user's table item -> slot (``lpool``, ``size[u]`` = engaged items); slot arrays
         self.lpool = Pool(vals=np.zeros(1024, dtype=np.int64))
+        # each log slot's weight and time again beside its place in the pool (``lg_w``/``lg_ts[lpool.vals[x]]`` at
+        # ``x``; moved with the row): scanning a user's items reads one block instead of one slot per item
+        self.lp_w = np.zeros(len(self.lpool.cols))
+        self.lp_ts = np.zeros(len(self.lpool.cols), dtype=np.int64)
         self.lg_item = np.zeros(0, dtype=np.int32)
         self.lg_value = np.zeros(0)
         self.lg_ts = np.zeros(0, dtype=np.int64)
