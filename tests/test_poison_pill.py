@@ -137,14 +137,15 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes 
     assert prod.flush(120) == 0 and not errors, errors
 
 
-def expected_reason(value: bytes | None, limits: Limits) -> str | None:
-    """The parser's verdict on a record value (None: valid), the oracle of what the job must do with it."""
+def expected_reason(value: bytes | None, limits: Limits) -> tuple[str, str] | None:
+    """The parser's verdict on a record value (None: valid; else the reason and the message as the dead-letter
+    record holds it), the oracle of what the job must do with it."""
     payload = None if value is None else (value.decode("utf-8") if _utf8(value) and value[:1] != b"\x00" else
                                           "\x00" + base64.b64encode(value).decode())
     try:
         parse_source_event(payload, limits)
     except InvalidEvent as exc:
-        return exc.reason
+        return exc.reason, json.loads(dlq_record(b"", None, exc.reason, str(exc), 0, 0))["error"]
     return None
 
 
@@ -182,8 +183,8 @@ class Run:
         """Every assertion of the module docstring; returns the dead letters by reason."""
         limits, cap = Limits.from_config(self.cfg), self.cfg["limits"]["dlq_payload_bytes"]
         sent = read_topic(self.bootstrap, self.topics["events"], timeout=120)
-        refused = {(r.partition, r.offset): (r, reason) for r in sent
-                   if (reason := expected_reason(r.value, limits)) is not None}
+        refused = {(r.partition, r.offset): (r, verdict) for r in sent
+                   if (verdict := expected_reason(r.value, limits)) is not None}
         letters = read_topic(self.bootstrap, self.topics["dlq"], timeout=120)
         by_reason: dict[str, int] = defaultdict(int)
         seen = set()
@@ -196,8 +197,9 @@ class Run:
             where = (d["source"]["partition"], d["source"]["offset"])
             assert where in refused and where not in seen, where
             seen.add(where)
-            record, reason = refused[where]
+            record, (reason, error) = refused[where]
             assert d["reason"] == reason, (d["reason"], reason, record.value[:100])
+            assert d["error"] == error, (d["error"], error)  # the JVM's validator words it as udfs.events does
             if record.value is None:
                 assert d["payload_b64"] is None
             else:
@@ -210,7 +212,8 @@ class Run:
             mine = json.loads(dlq_record(record.value, None, reason, d["error"], 0, cap))
             assert {k: d[k] for k in mine if k not in ("source", "rejected_at")} == \
                    {k: v for k, v in mine.items() if k not in ("source", "rejected_at")}
-        missing = {where: (refused[where][1], (refused[where][0].value or b"")[:80]) for where in set(refused) - seen}
+        missing = {where: (refused[where][1][0], (refused[where][0].value or b"")[:80])
+                   for where in set(refused) - seen}
         assert not missing, missing
         assert by_reason.get("bad_catalog_record", 0) == catalog_refused
         # every valid event is reflected: each user's stored list counts every item they engaged (an event id the
