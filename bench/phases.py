@@ -1,17 +1,16 @@
-"""The algorithm's cost by position in the stream: the single-process limit measured at several points.
+"""The dict core's cost by position in the stream: one process measured at several points.
 
-``python -m bench.phases`` (``make bench-phases``) runs the job's algorithm (:class:`core.hybrid.HybridRecommender`
-with the job's model config, as ``make bench``'s limit part does; on the synthetic stream with the scale run's row
-caps) over one stream and measures it in *phases*: for each position ``--at`` it learns the events before it
-without ranking (fast: the state only has to get there), runs the ``--warmup`` events just before it as the limit
-does (learn each event, rank each acting user once per ``job.window_ms`` of wall-clock time) so the caches a
-ranking keeps are warm, and then measures ``--span`` events that way (:func:`bench.limit.run_windows`).
+``python -m bench.phases`` (``make bench-phases``) runs the dict core (:class:`core.hybrid.HybridRecommender` with
+the job's model config; on the synthetic stream with the scale run's row caps) over one stream and measures it in
+*phases*: for each position ``--at`` it learns the events before it without ranking (fast: the state only has to
+get there), runs the ``--warmup`` events just before it as measured ones (learn each event, rank each acting user
+once per ``job.window_ms`` of wall-clock time) so the caches a ranking keeps are warm, and then measures ``--span``
+events that way (:func:`run_windows`).
 
 Each phase reports the machine's speed probe just before it (:func:`bench.report.speed_probe`, lower is faster:
 the development machine's speed moves by ~2x), learn time per event, rank time per ranking, rankings per event,
-the mean history (engaged items) of the ranked users and the rate ``events / wall time``. ``make bench``'s limit
-covers only the first phase of the 1M stream (its time cap); the job's rate over the whole stream is an average
-over all of them.
+the mean history (engaged items) of the ranked users and the rate ``events / wall time``. ``make bench``'s limit runs
+the compiled core (:mod:`bench.limit`) over whole streams instead.
 Writes ``phases.json`` and ``phases.png`` into ``--out``. No services are needed: it is one Python process.
 """
 
@@ -27,15 +26,78 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BenchError, base_config, progress
-from bench.limit import _model, run_windows
 from bench.report import speed_probe
 from bench.streamstats import add_stream_args, stream_events
+from core.hybrid import HybridRecommender
 from udfs.events import Event
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_AT = {"synthetic": (0, 300_000, 600_000, 900_000), "movielens": (0, 30_000, 60_000, 85_000)}
 DEFAULT_OUT = Path("results/bench/phases")
+
+
+def _model(model_cfg: Mapping[str, Any], catalog: Sequence[Mapping[str, Any]],
+           refresh_on_norms: bool) -> HybridRecommender:
+    rec = HybridRecommender.from_config(model_cfg, refresh_on_norms=refresh_on_norms)
+    rec.train_combiner = rec.trains_in_stream(model_cfg.get("compare_modes") or ())  # as the job's ranker does
+    for record in catalog:
+        rec.add_item(record)
+    return rec
+
+
+def run_windows(model: HybridRecommender, events: Sequence[Event], window_ms: int, max_seconds: float = 0.0,
+                label: str = "limit batched") -> dict[str, Any]:
+    """``learn_one`` per event of ``model``; once per ``window_ms`` of wall-clock time, ``rank`` once for each user who
+    acted in that window (and for the last, partial window's users at the end). Stops after the window in which
+    ``max_seconds`` of wall-clock time have passed (0 = never).
+
+    Returns ``events`` (learned), ``windows``, ``ranks``, ``rank_s`` (wall-clock time in ``rank``), ``wall_s``,
+    ``cpu_s`` and ``ranked_history`` (the sum, over the rankings, of the ranked user's engaged items)."""
+    window_s = window_ms / 1000.0
+    clock = time.perf_counter
+    cpu0, wall0 = time.process_time(), clock()
+    stop_at = wall0 + max_seconds if max_seconds > 0 else float("inf")
+    window_end = wall0 + window_s
+    touched: dict[str, None] = {}
+    windows = ranks = history = 0
+    rank_s = 0.0
+    next_note = wall0 + 10
+    logs = model.logs
+    n = 0
+
+    def rank_touched() -> int:
+        size = 0
+        for user in touched:
+            model.rank(user)
+            log = logs.get(user)
+            size += len(log["items"]) if log is not None else 0
+        return size
+
+    for n, ev in enumerate(events, 1):
+        model.learn_one(ev)
+        touched[ev.user_id] = None
+        now = clock()
+        if now >= window_end:
+            history += rank_touched()
+            ranks += len(touched)
+            windows += 1
+            touched = {}
+            end = clock()
+            rank_s += end - now
+            window_end = end - (end - wall0) % window_s + window_s
+            if end >= next_note:
+                progress("  %s: %d/%d events, %.0f s", label, n, len(events), end - wall0)
+                next_note = end + 10
+            if end >= stop_at:
+                break
+    t = clock()
+    history += rank_touched()  # the last, partial window
+    rank_s += clock() - t
+    ranks += len(touched)
+    windows += 1 if touched else 0
+    return {"events": n, "windows": windows, "ranks": ranks, "rank_s": rank_s, "wall_s": clock() - wall0,
+            "cpu_s": time.process_time() - cpu0, "ranked_history": history}
 
 
 def check_positions(at: Sequence[int], span: int, warmup: int, n_events: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""bench.phases and bench.limit.run_windows: the limit measured by position in the stream (pure Python, no JVM)."""
+"""bench.phases and its run_windows: the dict core measured by position in the stream (pure Python, no JVM)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import limit
 from bench.common import base_config
-from bench.phases import check_positions, main, phases
+from bench.phases import _model, check_positions, main, phases, run_windows
 from ingest.synthetic import generate, generate_catalog
 from udfs.events import Event
 
@@ -29,21 +28,13 @@ def _engaged(events: list[Event]) -> dict[str, set[str]]:
 
 def test_run_windows_ranks_each_acting_user_once_per_window() -> None:
     events = _events()
-    model = limit._model(base_config([])["model"], generate_catalog(40, seed=3), False)
-    r = limit.run_windows(model, events, ONE_WINDOW_MS)
+    model = _model(base_config([])["model"], generate_catalog(40, seed=3), False)
+    r = run_windows(model, events, ONE_WINDOW_MS)
     engaged = _engaged(events)
     assert (r["events"], r["windows"], r["ranks"]) == (len(events), 1, len(engaged))
     # the final window ranks every user once, with their whole history learned
     assert r["ranked_history"] == sum(len(items) for items in engaged.values())
     assert 0 < r["rank_s"] <= r["wall_s"]
-
-
-def test_batched_reports_the_mean_ranked_history() -> None:
-    events = _events()
-    res = limit.batched(events, base_config([])["model"], ONE_WINDOW_MS, generate_catalog(40, seed=3))
-    engaged = _engaged(events)
-    assert (res["events"], res["ranks"], res["complete"]) == (len(events), len(engaged), True)
-    assert res["mean_ranked_history"] == round(sum(map(len, engaged.values())) / len(engaged), 1)
 
 
 def test_phases_measure_each_span_after_the_events_before_it() -> None:

@@ -354,7 +354,7 @@ def test_lists_refreshed_on_own_changes_only_as_the_job_then_exact_after_mark_al
 
 
 def test_the_limit_follows_the_jobs_refresh_setting() -> None:
-    from bench.limit import _model
+    from bench.phases import _model
 
     cfg = config.load_config()
     assert cfg["job"]["refresh_on_norms"] is False
@@ -363,7 +363,7 @@ def test_the_limit_follows_the_jobs_refresh_setting() -> None:
 
 
 def test_the_limit_trains_the_combiner_only_when_the_job_does() -> None:
-    from bench.limit import _model
+    from bench.phases import _model
 
     cfg = config.load_config()
     assert cfg["model"]["hybrid"]["mode"] == "weighted" and not cfg["model"]["compare_modes"]
