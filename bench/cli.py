@@ -44,7 +44,7 @@ examples:
   python -m bench --only throughput            # MovieLens-100K at parallelism 1 and 2
   python -m bench --only freshness --rate 500 --duration 120
   python -m bench --only scale --scale-events 200000 --profile 30
-  python -m bench --only limit                 # no services needed
+  python -m bench --only limit                 # the compiled core alone, whole streams; no services
   python -m bench --set job.window_ms=250 --set job.shards=16 --only throughput,freshness
 
 services: Kafka on 127.0.0.1:9092 and Redis on 127.0.0.1:6379 (`make services-up`); every run uses
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=",".join(PARTS), metavar="PARTS",
                    help=f"comma-separated parts to run, of {','.join(PARTS)} (default: all)")
     p.add_argument("--quick", action="store_true",
-                   help="short smoke version: 20k MovieLens events, 15 s freshness, 100k-event scale, short limit")
+                   help="short smoke version: 20k MovieLens events, 15 s freshness, 100k-event scale and limit")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default results/bench)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override passed to the job and used by the limit, e.g. job.window_ms=250 "
@@ -96,15 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the profile this long after the first event (default: 3 for the MovieLens replays, "
                         "10 for the scale run); e.g. 300 profiles the scale run once its state has grown")
     g = p.add_argument_group("limit")
-    g.add_argument("--per-event", action="store_true",
-                   help="also run the per-event variant (rank the acting user after every event; an estimate, "
-                        "about 2 more minutes); the default is the batched variant, the job's counterpart")
-    g.add_argument("--rank-stride", type=int, default=20,
-                   help="per-event variant: rank every N-th event and estimate the rate (default 20; 1 = exact)")
-    g.add_argument("--limit-max-seconds", type=float, default=120.0,
-                   help="time cap of each limit variant on MovieLens (default 120)")
-    g.add_argument("--limit-scale-seconds", type=float, default=60.0,
-                   help="time cap of each limit variant on the scale stream (default 60; 0 skips them)")
+    g.add_argument("--limit-streams", default="movielens,synthetic", metavar="LIST",
+                   help="streams of the limit, of movielens,synthetic (default both; synthetic: the scale part's "
+                        "stream, --scale-events etc., with its row caps)")
+    g.add_argument("--limit-window-events", type=int, default=0, metavar="N",
+                   help="events per window of the limit (default: those of one job.window_ms at 50,000 events/s, "
+                        "20,000 at 400 ms)")
+    g.add_argument("--limit-render", action="store_true",
+                   help="the limit also spells out every ranked list with its reasons (the sink's work; default off)")
     p.add_argument("--keep-going", action="store_true", help="run the other parts when one fails (default: stop)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -134,6 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown part(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(PARTS)}",
               file=sys.stderr)
         return 2
+    if "limit" in parts:
+        try:
+            _limit_streams(args)
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     missing = _missing_packages()
     if "psutil" in missing:
         print("error: the benchmark needs psutil: .venv/bin/pip install psutil==7.1.3", file=sys.stderr)
@@ -269,13 +274,18 @@ def _freshness(args: argparse.Namespace, report: dict[str, Any], out: Path) -> N
     report["freshness"] = run_freshness(events, opts)
 
 
+def _scale_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The synthetic stream of the scale part and the limit: events, users, items, zipf, seed."""
+    return {"events": args.scale_events or (100_000 if args.quick else 1_000_000),
+            "users": args.scale_users or (10_000 if args.quick else 100_000),
+            "items": args.scale_items or (2_000 if args.quick else 20_000), "zipf": args.zipf, "seed": args.seed}
+
+
 def _scale_events(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
     from ingest.synthetic import generate
 
-    n = args.scale_events or (100_000 if args.quick else 1_000_000)
-    users = args.scale_users or (10_000 if args.quick else 100_000)
-    items = args.scale_items or (2_000 if args.quick else 20_000)
-    spec = {"events": n, "users": users, "items": items, "zipf": args.zipf, "seed": args.seed}
+    spec = _scale_spec(args)
+    n, users, items = spec["events"], spec["users"], spec["items"]
     t = time.time()
     events = list(generate(n, users, items, zipf_s=args.zipf, seed=args.seed))
     progress("generated %d synthetic events (%d users, %d items, Zipf %.2f, seed %d) in %.1f s", n, users, items,
@@ -321,49 +331,54 @@ def _scale(args: argparse.Namespace, report: dict[str, Any], out: Path) -> None:
     report["scale"] = res
 
 
+LIMIT_STREAMS = ("movielens", "synthetic")
+
+
+def _limit_streams(args: argparse.Namespace) -> list[str]:
+    """The streams of ``--limit-streams``, after checking them and ``--limit-window-events``."""
+    streams = [s.strip() for s in args.limit_streams.split(",") if s.strip()]
+    bad = sorted(set(streams) - set(LIMIT_STREAMS))
+    if bad or not streams:
+        raise BenchError(f"--limit-streams {args.limit_streams!r} must name some of {','.join(LIMIT_STREAMS)}")
+    if args.limit_window_events < 0:
+        raise BenchError(f"--limit-window-events {args.limit_window_events!r} must be >= 0 (0: from job.window_ms)")
+    return streams
+
+
 def _limit(args: argparse.Namespace, report: dict[str, Any], cfg: dict[str, Any]) -> None:
     from bench import limit
 
-    m, job = cfg["model"], cfg["job"]
-    refresh = job["refresh_on_norms"]  # the limit marks stale item-CF lists as the job does
+    streams = _limit_streams(args)
+    try:
+        p = limit.plan(cfg)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from exc
+    window = args.limit_window_events or limit.window_events(cfg["job"]["window_ms"])
     runs: list[dict[str, Any]] = []
-    report["limit"] = {"top_k": m["top_k"], "history_cap": m["history_cap"], "top_n": m["top_n"],
-                       "refresh_on_norms": refresh,
-                       "mode": m["hybrid"]["mode"], "methods": m["hybrid"]["methods"],
-                       "window_ms": job["window_ms"], "runs": runs}
-    events = _movielens(args.events or (20_000 if args.quick else None))
-    catalog = _movielens_catalog()
-    cap = min(args.limit_max_seconds, 30.0) if args.quick else args.limit_max_seconds
-    progress("limit: %d MovieLens events in one Python process (HybridRecommender, mode %s, methods %s)",
-             len(events), m["hybrid"]["mode"], ",".join(m["hybrid"]["methods"]))
-    variants: list[tuple[str, Callable[[list[Any], float, list[Any]], dict[str, Any]]]] = [
-        ("batched", lambda ev, c, cat: limit.batched(ev, m, job["window_ms"], cat, max_seconds=c,
-                                                     refresh_on_norms=refresh)),
-        ("per_event", lambda ev, c, cat: limit.per_event(ev, m, cat, rank_stride=args.rank_stride,
-                                                         max_seconds=c, refresh_on_norms=refresh)),
-    ]
-    for name, fn in variants if args.per_event else variants[:1]:
-        res = fn(events, cap, catalog)
-        res["dataset"] = "MovieLens-100K"
-        runs.append(res)
-        progress("limit MovieLens-100K %s: %s events/s%s", name, res["events_per_s"],
-                 " (estimated)" if res.get("estimated") else "")
-    scale_cap = min(args.limit_scale_seconds, 15.0) if args.quick else args.limit_scale_seconds
-    if scale_cap > 0:
-        scale_events, spec = _scale_events(args)
-        scale_catalog = _scale_catalog(spec)
+    report["limit"] = {"core": "core.v2", "mode": p.settings.mode, "compare_modes": list(p.compare_modes),
+                       "methods": list(p.settings.methods), "stored_n": p.stored_n, "top_n": p.settings.top_n,
+                       "window_ms": cfg["job"]["window_ms"], "window_events": window,
+                       "reference_rate": None if args.limit_window_events else limit.REFERENCE_RATE,
+                       "rendered": args.limit_render, "runs": runs}
+    plan: list[tuple[limit.Stream, list[str]]] = []
+    if "movielens" in streams:
+        plan.append((limit.Stream(limit.MOVIELENS, args.events or (20_000 if args.quick else None)),
+                     list(args.overrides)))
+    if "synthetic" in streams:
+        spec = _scale_spec(args)
         # the model settings of the job's scale run (its bounds for a large catalog)
-        scale_model = base_config([*SCALE_OVERRIDES, *args.overrides])["model"]
-        res = limit.batched(scale_events, scale_model, job["window_ms"], scale_catalog, max_seconds=scale_cap,
-                            refresh_on_norms=refresh)
-        res["dataset"] = "synthetic"
-        res["overrides"] = list(SCALE_OVERRIDES)
+        plan.append((limit.Stream(limit.SYNTHETIC, spec["events"], spec["users"], spec["items"], spec["zipf"],
+                                  spec["seed"]), [*SCALE_OVERRIDES, *args.overrides]))
+    for stream, overrides in plan:
+        res = limit.run_isolated(stream, overrides, window, render=args.limit_render)
         runs.append(res)
-        progress("limit synthetic batched: %s events/s over %d events", res["events_per_s"], res["events"])
+        progress("limit %s: %s events/s (%s events, CPU %.1f s, peak RSS %.0f MiB, state %.0f MiB)", res["dataset"],
+                 res["events_per_s"], f"{res['events']:,}", res["cpu_s"], res["peak_rss_bytes"] / 2**20,
+                 res["state_bytes"] / 2**20)
 
 
 def _ratios(report: dict[str, Any]) -> None:
-    """job events/s / limit events/s, for the same events (limit runs on a prefix are marked)."""
+    """The job's events/s over the limit's on the same stream, and its CPU time per event over the limit's."""
     lim = report.get("limit")
     if not lim:
         return
@@ -378,14 +393,12 @@ def _ratios(report: dict[str, Any]) -> None:
             if lr["dataset"] != dataset or not lr.get("events_per_s") or not run.get("events_per_s"):
                 continue
             notes = []
-            if not lr.get("complete"):
-                notes.append(f"limit over the first {lr['events']:,} events only")
+            if lr["events"] != run.get("events"):
+                notes.append(f"limit over {lr['events']:,} events, job over {run.get('events') or 0:,}")
             if run.get("complete") is False:
                 notes.append("job run incomplete (time cap)")
-            if lr.get("estimated"):
-                notes.append("limit estimated from sampled ranks")
             job_cpu, lim_cpu = run.get("job_cpu_us_per_event"), lr.get("cpu_us_per_event")
-            ratios.append({"job": label, "limit": f"{dataset} {lr['variant']}",
+            ratios.append({"job": label, "limit": dataset,
                            "ratio": round(run["events_per_s"] / lr["events_per_s"], 3),
                            # CPU time per event, job / limit: how much more CPU the job spends on an event
                            "cpu_ratio": round(job_cpu / lim_cpu, 2) if job_cpu and lim_cpu else None,
@@ -408,11 +421,11 @@ def _charts(report: dict[str, Any], out: Path) -> list[str]:
         bars.append((f"job, synthetic ({sc['events']:,}), {run_name(sc)}{part}", sc["events_per_s"], "scale"))
     for lr in report.get("limit", {}).get("runs", []):
         if lr.get("events_per_s"):
-            tag = " (est.)" if lr.get("estimated") else ("" if lr.get("complete") else " (prefix)")
-            bars.append((f"1 process, {lr['dataset']}, {lr['variant']}{tag}", lr["events_per_s"], "limit"))
+            bars.append((f"limit: compiled core, 1 process, {lr['dataset']} ({lr['events']:,})", lr["events_per_s"],
+                         "limit"))
     try:
         path = charts.throughput_chart(bars, out / "throughput.png",
-                                       "throughput: Kafka -> Flink -> Redis vs. one plain Python process")
+                                       "throughput: Kafka -> Flink -> Redis vs. the compiled core in one process")
         if path:
             made.append(str(path))
         fr = report.get("freshness")

@@ -145,18 +145,23 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                      f"{_fmt(chk.get('bytes', 0) / 2**20, ',.1f') if chk else '-'} MiB; Redis "
                      f"{_fmt(red.get('memory_usage_bytes', 0) / 2**20, ',.1f')} MiB in {red.get('keys', 0):,} keys"))
     for run in report.get("limit", {}).get("runs", []):
-        est = " (est.)" if run.get("estimated") else ""
-        part = "" if run.get("complete") else f", first {run['events']:,} events (time cap)"
-        cpu = run.get("cpu_us_per_event")
-        per_event = f" = {cpu:,.0f} us/event" if cpu else ""
-        rows.append((f"limit {run['dataset']} {run['variant']}", f"{_fmt(run.get('events_per_s'))} ev/s{est}",
-                     f"1 Python process, no Flink/Kafka/Redis; wall {run['wall_s']:.1f} s, CPU {run['cpu_s']:.1f} s"
-                     f"{per_event}{part}"))
+        rows.append((f"limit {run['dataset']} (compiled core)", f"{_fmt(run.get('events_per_s'))} ev/s",
+                     limit_detail(run)))
     for ratio in report.get("limit", {}).get("ratios", []):
         cpu = ratio.get("cpu_ratio")
         detail = "; ".join(x for x in (f"CPU per event job/limit {cpu:.2f}" if cpu else "", ratio.get("note", "")) if x)
         rows.append((f"ratio job/limit {ratio['job']} / {ratio['limit']}", f"{ratio['ratio']:.2f}", detail))
     return rows
+
+
+def limit_detail(run: dict[str, Any]) -> str:
+    """The summary's detail of one limit run: the work (windows, rankings) and its cost (CPU, memory)."""
+    modes = "+".join([run["mode"], *run.get("compare_modes", [])])
+    return (f"1 process (core.v2), no Flink/Kafka/Redis; {run['events']:,} events in {run['windows']:,} windows of "
+            f"{run['window_events']:,}, {run['rankings']:,} users ranked ({modes}"
+            f"{', rendered' if run.get('rendered') else ''}); wall {run['wall_s']:,.1f} s, CPU "
+            f"{run['cpu_s']:,.1f} s = {_fmt(run.get('cpu_us_per_event'), ',.1f')} us/event; peak RSS "
+            f"{_fmt(run.get('peak_rss_bytes', 0) / 2**20)} MiB, state {_fmt(run['state_bytes'] / 2**20)} MiB")
 
 
 def summary_table(report: dict[str, Any]) -> str:
