@@ -373,7 +373,7 @@ def _limit(args: argparse.Namespace, report: dict[str, Any], cfg: dict[str, Any]
         res = limit.run_isolated(stream, overrides, window, render=args.limit_render)
         runs.append(res)
         progress("limit %s: %s events/s (%s events, CPU %.1f s, peak RSS %.0f MiB, state %.0f MiB)", res["dataset"],
-                 res["events_per_s"], f"{res['events']:,}", res["cpu_s"], res["peak_rss_bytes"] / 2**20,
+                 f"{res['events_per_s'] or 0:,.0f}", f"{res['events']:,}", res["cpu_s"], res["peak_rss_bytes"] / 2**20,
                  res["state_bytes"] / 2**20)
 
 

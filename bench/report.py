@@ -157,8 +157,9 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 def limit_detail(run: dict[str, Any]) -> str:
     """The summary's detail of one limit run: the work (windows, rankings) and its cost (CPU, memory)."""
     modes = "+".join([run["mode"], *run.get("compare_modes", [])])
-    return (f"1 process (core.v2), no Flink/Kafka/Redis; {run['events']:,} events in {run['windows']:,} windows of "
-            f"{run['window_events']:,}, {run['rankings']:,} users ranked ({modes}"
+    return (f"1 process (core.v2), no Flink/Kafka/Redis; {run['events']:,} events in {run['windows']:,} "
+            f"window{'' if run['windows'] == 1 else 's'} of {run['window_events']:,}, {run['rankings']:,} users "
+            f"ranked ({modes}"
             f"{', rendered' if run.get('rendered') else ''}); wall {run['wall_s']:,.1f} s, CPU "
             f"{run['cpu_s']:,.1f} s = {_fmt(run.get('cpu_us_per_event'), ',.1f')} us/event; peak RSS "
             f"{_fmt(run.get('peak_rss_bytes', 0) / 2**20)} MiB, state {_fmt(run['state_bytes'] / 2**20)} MiB")
