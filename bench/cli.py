@@ -370,7 +370,7 @@ def _limit(args: argparse.Namespace, report: dict[str, Any], cfg: dict[str, Any]
         plan.append((limit.Stream(limit.SYNTHETIC, spec["events"], spec["users"], spec["items"], spec["zipf"],
                                   spec["seed"]), [*SCALE_OVERRIDES, *args.overrides]))
     for stream, overrides in plan:
-        res = limit.run_isolated(stream, overrides, window, render=args.limit_render)
+        res = limit.run_isolated(stream, overrides, args.limit_window_events or None, render=args.limit_render)
         runs.append(res)
         progress("limit %s: %s events/s (%s events, CPU %.1f s, peak RSS %.0f MiB, state %.0f MiB)", res["dataset"],
                  f"{res['events_per_s'] or 0:,.0f}", f"{res['events']:,}", res["cpu_s"], res["peak_rss_bytes"] / 2**20,

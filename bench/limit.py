@@ -170,9 +170,9 @@ def run(events: Iterable[Event], p: Plan, catalog: Sequence[Mapping[str, Any]], 
         if total and n * 10 >= total * (len(tenths) + 1):
             tenths.append((n, t4 - wall0, time.process_time() - cpu0))
         if t4 >= next_note:
-            progress("  %s: %s/%s events, %d windows, %.0f s, %.0f events/s so far, state %.0f MiB, RSS %.0f MiB",
-                     label, f"{n:,}", f"{total:,}" if total else "?", windows, t4 - wall0, n / (t4 - wall0),
-                     state.nbytes() / 2**20, rss_peak / 2**20)
+            progress("  %s: %s/%s events, %d windows, %.0f s, %s events/s so far (CPU %.0f s), state %.0f MiB, "
+                     "RSS %.0f MiB", label, f"{n:,}", f"{total:,}" if total else "?", windows, t4 - wall0,
+                     f"{n / (t4 - wall0):,.0f}", time.process_time() - cpu0, state.nbytes() / 2**20, rss_peak / 2**20)
             next_note = t4 + note_s
     wall, cpu = clock() - wall0, time.process_time() - cpu0
     rates, last = [], (0, 0.0, 0.0)
