@@ -25,7 +25,6 @@ interpreter with numba.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -33,6 +32,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any, NamedTuple
+
+import psutil
 
 from bench.common import BenchError, base_config, progress
 from core.v2 import model as M
@@ -116,8 +117,12 @@ def warm_up(p: Plan) -> float:
 
 def _rss() -> int:
     """This process's resident set size now, in bytes."""
-    with open(f"/proc/{os.getpid()}/statm", encoding="ascii") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return int(psutil.Process().memory_info().rss)
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set size over its life, in bytes (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def run(events: Iterable[Event], p: Plan, catalog: Sequence[Mapping[str, Any]], window: int, render: bool = False,
@@ -246,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     spec = json.loads(args[0])
     res = measure(Stream(**spec["stream"]), spec["overrides"], spec["window"], spec["render"], spec["rate"])
-    res["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    res["peak_rss_bytes"] = _peak_rss()
     print(json.dumps(res))
     return 0
 
