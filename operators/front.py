@@ -36,16 +36,6 @@ from udfs.events import EVENT_TYPES, Event, Limits
 
 logger = logging.getLogger(__name__)
 
-#: The value the user operator receives per shard and window: a :class:`FrontBatch` (``flinkrec.EventFront.BATCH``).
-EVENT_BATCH = Types.ROW_NAMED(
-    ["event_id", "user_id", "item_id", "type", "weight", "ts", "key", "watermark", "late_payload", "late_origin",
-     "reject_payload", "reject_origin", "reject_reason", "reject_message"],
-    [Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING()),
-     Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.DOUBLE()), Types.PRIMITIVE_ARRAY(Types.LONG()),
-     Types.PRIMITIVE_ARRAY(Types.LONG()), Types.PRIMITIVE_ARRAY(Types.LONG()), Types.BASIC_ARRAY(Types.STRING()),
-     Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING()),
-     Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING())])
-
 
 class Reject(NamedTuple):
     """A source record the front refused: as the source delivered it (:mod:`udfs.dlq`), why, and the message."""
@@ -113,6 +103,16 @@ class FrontBatch(NamedTuple):
                      np.array(self.item_id, dtype=np.str_)[keep], np.frombuffer(self.type, dtype=np.int8)[keep],
                      np.array(self.weight, dtype=np.float64)[keep], np.array(self.ts, dtype=np.int64)[keep],
                      np.array(self.key, dtype=np.int64)[keep])
+
+
+#: The value the user operator receives per shard and window: a :class:`FrontBatch` (``flinkrec.EventFront.BATCH``).
+EVENT_BATCH = Types.ROW_NAMED(
+    list(FrontBatch._fields),
+    [Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING()),
+     Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.PRIMITIVE_ARRAY(Types.DOUBLE()), Types.PRIMITIVE_ARRAY(Types.LONG()),
+     Types.PRIMITIVE_ARRAY(Types.LONG()), Types.PRIMITIVE_ARRAY(Types.LONG()), Types.BASIC_ARRAY(Types.STRING()),
+     Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING()),
+     Types.BASIC_ARRAY(Types.STRING()), Types.BASIC_ARRAY(Types.STRING())])
 
 
 #: A source record as ``flinkrec.SourceRecords`` delivers it: Row(payload, origin).

@@ -19,7 +19,7 @@ from pyflink.datastream import KeyedProcessFunction
 
 from config import load_config
 from jobs.flink_env import make_env
-from operators.front import FrontBatch, event_batches
+from operators.front import EVENT_BATCH, FrontBatch, event_batches, jvm_class
 from udfs.dlq import parse_source_event, payload_bytes
 from udfs.events import EVENT_TYPES, InvalidEvent, Limits
 from udfs.shard import shard_of
@@ -128,6 +128,13 @@ def test_columns_are_the_validated_events_and_refusals_carry_reason_and_message(
             assert key == zlib.crc32(expected.event_id.encode())
     # on time (no watermark yet): no record is kept for the dead-letter output
     assert all(p is None for _, b in got for p in b.late_payload)
+
+
+def test_the_python_record_names_the_jvm_batch_fields() -> None:
+    make_env(load_config(overrides=["job.checkpoint_interval_ms=0"], env={}), kafka=False, parallelism=1)
+    java = jvm_class("EventFront").BATCH
+    assert list(java.getFieldNames()) == list(FrontBatch._fields) == list(EVENT_BATCH.get_field_names())
+    assert java.equals(EVENT_BATCH.get_java_type_info())
 
 
 def test_watermarks_come_from_valid_timestamps_only() -> None:
