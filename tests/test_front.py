@@ -154,6 +154,22 @@ def test_watermarks_come_from_valid_timestamps_only() -> None:
         highest = max(highest, json.loads(raw)["ts"])
 
 
+def test_an_event_behind_the_watermark_keeps_its_record() -> None:
+    """Only an event behind the watermark at its arrival may go to the dead-letter output (late_event), with its
+    source record: the batch carries the payload and origin of exactly those."""
+    raws = [event(i, f"u{i % 5}", ts=1_000_000 + 100 * i) for i in range(300)]
+    raws.append(event(999, "u1", ts=1_000_000))  # ~30 s behind the last: far behind the watermark by then
+    got = run_front(raws, 1, pace_s=0.004)
+    kept = {e: (p, o, t, m) for _, b in got
+            for e, p, o, t, m in zip(b.event_id, b.late_payload, b.late_origin, b.ts, b.watermark, strict=True)}
+    assert set(kept) == {identity(r) for r in raws}
+    late = {e for e, (_, _, t, m) in kept.items() if t < m}
+    assert "e999" in late
+    by_id = {identity(r): r for r in raws}
+    for e, (p, o, _, _) in kept.items():
+        assert (p, o) == ((by_id[e], "") if e in late else (None, None)), e
+
+
 def test_texts_that_python_would_not_receive_as_they_are_arrive_as_base64() -> None:
     """Strings starting with U+FEFF or U+FFFE lose (or byte-swap) their first character on the way from the JVM to
     Python; the front's rows carry them (and strings starting with the marker U+0000) as Base64 of their UTF-8."""
