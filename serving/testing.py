@@ -176,14 +176,15 @@ def delete_prefix(client: Any, prefix: str) -> int:
 
 # --- Kafka --------------------------------------------------------------------------------------------------------
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
-    """Every record of ``topic`` up to its current end offsets (read_committed), partition by partition.
+def read_topic(bootstrap: str, topic: str, timeout: float = 30.0, isolation: str = "read_committed") -> list[Any]:
+    """Every record of ``topic`` up to its current end offsets (``isolation``: read_committed, or read_uncommitted
+    for the records of open and aborted transactions too), partition by partition.
 
     Stops at the end offsets instead of polling on, so no late metadata request re-creates a topic a
     test deletes afterwards.
     """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             isolation_level="read_committed", auto_offset_reset="earliest",
+                             isolation_level=isolation, auto_offset_reset="earliest",
                              allow_auto_create_topics=False)
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]

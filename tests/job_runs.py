@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from serving.testing import read_topic
+
 WALL_CLOCK = ("processed_at", "updated_at")
 """Fields that hold the time of writing: left out of every comparison of two runs."""
 
@@ -70,22 +72,10 @@ def assert_same_contents(got: dict[str, Any], want: dict[str, Any]) -> None:
 def last_messages(bootstrap: str, topic: str) -> dict[str, Any]:
     """Each user's last committed message on ``topic`` (by offset) without the wall-clock fields; every user's
     messages must be in one partition (the topic is keyed by user id)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                             enable_auto_commit=False, consumer_timeout_ms=5000)
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    end = consumer.end_offsets(parts)
     last: dict[str, Any] = {}
     where: dict[str, int] = {}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(consumer.position(p) < end[p] for p in parts):
-        for tp, recs in consumer.poll(timeout_ms=1000).items():
-            for r in recs:
-                m = json.loads(r.value)
-                assert where.setdefault(m["user_id"], tp.partition) == tp.partition, m["user_id"]
-                last[m["user_id"]] = timeless(m)
-    consumer.close()
+    for record in read_topic(bootstrap, topic):
+        m = json.loads(record.value)
+        assert where.setdefault(m["user_id"], record.partition) == record.partition, m["user_id"]
+        last[m["user_id"]] = timeless(m)
     return last

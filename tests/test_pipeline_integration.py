@@ -32,23 +32,6 @@ N_EVENTS = 3000
 N_BAD = len(BAD_KINDS)
 
 
-def consume_all(bootstrap: str, topic: str) -> list[bytes]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                             enable_auto_commit=False, consumer_timeout_ms=5000)
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    end = consumer.end_offsets(parts)
-    out: list[bytes] = []
-    while any(consumer.position(p) < end[p] for p in parts):
-        for recs in consumer.poll(timeout_ms=1000).values():
-            out.extend(r.value for r in recs)
-    consumer.close()
-    return out
-
-
 @pytest.fixture(scope="module")
 def run(kafka_bootstrap: str, redis_conn: Any) -> Iterator[dict[str, Any]]:
     import uuid
@@ -123,7 +106,7 @@ def test_redis_similar_items_equal_the_batch_cosine(run: dict[str, Any], redis_c
 
 
 def test_output_topic_has_one_message_per_user_update(run: dict[str, Any], kafka_bootstrap: str) -> None:
-    msgs = [json.loads(v) for v in consume_all(kafka_bootstrap, run["cfg"]["kafka"]["topics"]["recommendations"])]
+    msgs = [json.loads(r.value) for r in read_topic(kafka_bootstrap, run["cfg"]["kafka"]["topics"]["recommendations"])]
     assert len(msgs) >= len({e.user_id for e in run["events"]})
     updates = [(m["user_id"], m["event_id"]) for m in msgs if m["trigger"] == "events"]
     assert len(updates) == len(set(updates))  # no update written twice

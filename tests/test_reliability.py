@@ -30,6 +30,7 @@ from ingest.catalog import publish_catalog
 from ingest.movielens import load_catalog, load_events
 from ingest.producer import produce_events
 from jobs.flink_env import latest_checkpoint
+from serving.testing import read_topic
 from udfs.serde import published
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
@@ -93,21 +94,8 @@ class Scenario:
 
 
 def committed_updates(bootstrap: str, topic: str, isolation: str) -> list[tuple[str, str, str]]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation, enable_auto_commit=False,
-                             consumer_timeout_ms=5000)
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    end = consumer.end_offsets(parts)
-    out: list[tuple[str, str, str]] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(consumer.position(p) < end[p] for p in parts):
-        for recs in consumer.poll(timeout_ms=1000).values():
-            out.extend((m["user_id"], m["event_id"], m["trigger"]) for m in (json.loads(r.value) for r in recs))
-    consumer.close()
-    return out
+    return [(m["user_id"], m["event_id"], m["trigger"])
+            for m in (json.loads(r.value) for r in read_topic(bootstrap, topic, isolation=isolation))]
 
 
 @pytest.fixture(scope="module")
