@@ -10,6 +10,7 @@ Hypothesis (thousands of each, drawn once per session and checked in one call in
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -263,3 +264,16 @@ def test_unicode_tables_differ_only_in_a_few_recent_characters(unicode_differenc
     Unicode version); none of them is one the id rules or JSON's syntax look at."""
     assert len(unicode_differences) < 2000
     assert not {c for c in unicode_differences if c.isspace() or unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")}
+
+
+def test_every_short_utf8_error(gateway: Any) -> None:
+    """Every lead byte class followed by 0 to 3 bytes from each continuation-range edge, inside a record and at its
+    end: the same decision and CPython's decoder message (the first error's position, length and kind)."""
+    leads = [0x80, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1, 0xED, 0xEF, 0xF0, 0xF1, 0xF4, 0xF5, 0xFF]
+    follow = [0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0]
+    tails = [bytes(t) for n in range(4) for t in itertools.product(follow, repeat=n)]
+    seqs = [bytes([lead]) + t for lead in leads for t in tails]
+    values: list[bytes | str | None] = [b'{"event_id": "' + s + b'"}' for s in seqs] + [b'{"event_id": "' + s
+                                                                                         for s in seqs]
+    counts = compare(gateway, values, Limits())
+    assert sum(counts.values()) == len(values) == 2 * len(leads) * 1111 and len(counts) >= 2, counts

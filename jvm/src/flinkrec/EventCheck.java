@@ -176,59 +176,34 @@ public final class EventCheck implements Serializable {
                 continue;
             }
             int left = n - i;
-            int bad;  // bytes of the invalid sequence; 0: the data end inside a valid prefix
             if (ch < 0xC2 || ch > 0xF4) {
                 return decodeError(data, i, 1, "invalid start byte");
-            } else if (ch < 0xE0) {
-                if (left < 2) {
-                    return decodeError(data, i, n - i, "unexpected end of data");
-                }
-                if (!continuation(data[i + 1] & 0xFF)) {
-                    return decodeError(data, i, 1, "invalid continuation byte");
-                }
-                i += 2;
-                continue;
-            } else if (ch < 0xF0) {
-                int lo = ch == 0xE0 ? 0xA0 : 0x80;
-                int hi = ch == 0xED ? 0x9F : 0xBF;
-                bad = 0;
-                if (left >= 2) {
-                    int c2 = data[i + 1] & 0xFF;
-                    if (c2 < lo || c2 > hi) {
-                        bad = 1;
-                    } else if (left >= 3 && !continuation(data[i + 2] & 0xFF)) {
-                        bad = 2;
-                    }
-                }
-                if (bad == 0 && left < 3) {
-                    return decodeError(data, i, n - i, "unexpected end of data");
-                }
-                if (bad > 0) {
-                    return decodeError(data, i, bad, "invalid continuation byte");
-                }
-                i += 3;
-            } else {
-                int lo = ch == 0xF0 ? 0x90 : 0x80;
-                int hi = ch == 0xF4 ? 0x8F : 0xBF;
-                bad = 0;
-                if (left >= 2) {
-                    int c2 = data[i + 1] & 0xFF;
-                    if (c2 < lo || c2 > hi) {
-                        bad = 1;
-                    } else if (left >= 3 && !continuation(data[i + 2] & 0xFF)) {
-                        bad = 2;
-                    } else if (left >= 4 && !continuation(data[i + 3] & 0xFF)) {
-                        bad = 3;
-                    }
-                }
-                if (bad == 0 && left < 4) {
-                    return decodeError(data, i, n - i, "unexpected end of data");
-                }
-                if (bad > 0) {
-                    return decodeError(data, i, bad, "invalid continuation byte");
-                }
-                i += 4;
             }
+            int len = ch < 0xE0 ? 2 : ch < 0xF0 ? 3 : 4;
+            // the second byte's range excludes overlong forms, surrogates and code points past U+10FFFF
+            int lo = ch == 0xE0 ? 0xA0 : ch == 0xF0 ? 0x90 : 0x80;
+            int hi = ch == 0xED ? 0x9F : ch == 0xF4 ? 0x8F : 0xBF;
+            int bad = 0;  // bytes of the invalid sequence; 0: valid, or the data end inside a valid prefix
+            if (left >= 2) {
+                int c2 = data[i + 1] & 0xFF;
+                if (c2 < lo || c2 > hi) {
+                    bad = 1;
+                } else {
+                    for (int k = 2; k < len && k < left; k++) {
+                        if (!continuation(data[i + k] & 0xFF)) {
+                            bad = k;
+                            break;
+                        }
+                    }
+                }
+            }
+            if (bad == 0 && left < len) {
+                return decodeError(data, i, n - i, "unexpected end of data");
+            }
+            if (bad > 0) {
+                return decodeError(data, i, bad, "invalid continuation byte");
+            }
+            i += len;
         }
         return null;
     }
