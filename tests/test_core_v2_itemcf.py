@@ -170,3 +170,22 @@ def test_row_caps_keep_the_same_state_however_the_events_are_batched() -> None:
     one = _snapshot(learned(events, settings))
     assert _snapshot(learned(events, settings, batch=13)) == one
     assert learned(events, settings).ipool.meta[1] > 0
+
+
+def test_compacted_pools_hold_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pools copied without the blocks of rows that grew (whenever those are most of the pool) give the same state
+    and lists as pools never compacted, and end much smaller."""
+    settings = Settings(methods=("itemcf", "usercf", "popular"), history_cap=4, usercf_max_raters=3)
+    events = stream(7, 3000, users=60, items=50)
+    plain = learned(events, settings, batch=100)
+    monkeypatch.setattr(M, "COMPACT_ABOVE", 0)
+    compacted = learned(events, settings, batch=100)
+    assert _snapshot(compacted) == _snapshot(plain)
+    for pool in ("ipool", "upool"):
+        a, b = getattr(plain, pool), getattr(compacted, pool)
+        assert b.meta[0] < a.meta[0] and b.entries() == a.entries()
+        n = len(plain.items) if pool == "ipool" else len(plain.users)
+        for r in range(n):  # slot for slot: every row's table is the same
+            ta = a.cols[a.ptr[r]: a.ptr[r] + a.cap[r]], a.vals[a.ptr[r]: a.ptr[r] + a.cap[r]]
+            tb = b.cols[b.ptr[r]: b.ptr[r] + b.cap[r]], b.vals[b.ptr[r]: b.ptr[r] + b.cap[r]]
+            assert ta[0].tolist() == tb[0].tolist() and ta[1].tolist() == tb[1].tolist()

@@ -65,6 +65,34 @@ def _row_grow(a: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: 
     return cols, vals
 
 
+@njit(cache=True)
+def compact_pool(ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray, meta: np.ndarray,
+                 n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Move the rows of a pool next to each other, in their order in the pool, leaving out the blocks that rows
+    which grew left behind, into arrays of the used size plus a quarter; returns them (every row keeps its table,
+    slot for slot). ``meta[0]``, the slots used, becomes the rows' total capacity."""
+    order = np.argsort(ptr[:n_rows], kind="mergesort")
+    live = 0
+    for r in range(n_rows):
+        live += cap[r]
+    size = max(live + live // 4, 1024)
+    new_cols = np.full(size, -1, dtype=cols.dtype)
+    new_vals = np.zeros(size, vals.dtype)
+    at = 0
+    for x in range(n_rows):
+        r = order[x]
+        c = cap[r]
+        if c == 0:
+            continue
+        p0 = ptr[r]
+        new_cols[at: at + c] = cols[p0: p0 + c]
+        new_vals[at: at + c] = vals[p0: p0 + c]
+        ptr[r] = at
+        at += c
+    meta[0] = at
+    return new_cols, new_vals
+
+
 @njit(cache=True, inline="always")
 def row_add(a: int, b: int, d: float, ptr: np.ndarray, cap: np.ndarray, size: np.ndarray, cols: np.ndarray,
             vals: np.ndarray, meta: np.ndarray, used_at: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,8 @@ from core.v2.state import Pool, State
 from udfs.events import EVENT_TYPES, Event
 
 RATE = EVENT_TYPES.index("rate")
+COMPACT_ABOVE = 1 << 16
+"""A pool is compacted (:func:`kernels.compact_pool`) only past twice this many slots."""
 _VERBS = {"rate": "rated", "view": "viewed", "click": "clicked", "cart": "put in your cart", "purchase": "bought"}
 
 
@@ -203,6 +205,10 @@ def _apply(state: State, users: np.ndarray, items: np.ndarray, types: np.ndarray
         up.cols, up.vals = k.learn_usercf(users, items, ts, w, w0, new, s.usercf_max_raters, s.usercf_row_cap,
                                           state.users.rank, state.ra_user, state.ra_w, state.ra_ts, state.ra_len,
                                           state.u_norm, up.ptr, up.cap, up.size, up.cols, up.vals, up.meta)
+    for pool, rows in ((state.ipool, len(state.items)), (state.upool, len(state.users))):
+        # rows that grew left their old blocks behind: past half the rows' own size, the pool is copied without them
+        if pool.meta[0] > 2 * COMPACT_ABOVE and 3 * int(pool.cap[:rows].sum()) < 2 * pool.meta[0]:
+            pool.cols, pool.vals = k.compact_pool(pool.ptr, pool.cap, pool.cols, pool.vals, pool.meta, rows)
     state.trend = None
 
 
