@@ -1,0 +1,108 @@
+package flinkrec;
+
+import java.time.Duration;
+
+import org.apache.flink.api.common.eventtime.Watermark;
+import org.apache.flink.api.common.eventtime.WatermarkGenerator;
+import org.apache.flink.api.common.eventtime.WatermarkGeneratorSupplier;
+import org.apache.flink.api.common.eventtime.WatermarkOutput;
+import org.apache.flink.api.common.eventtime.WatermarkStrategy;
+import org.apache.flink.util.clock.RelativeClock;
+
+/**
+ * Bounded-out-of-orderness watermarks that settle when their input goes quiet.
+ *
+ * <p>While records come, the watermark is Flink's bounded-out-of-orderness one: the largest timestamp seen
+ * ({@code maxTs}) minus the bound minus 1. Once no record with a timestamp has come for {@code settleMs}, the
+ * watermark moves up to {@code maxTs} itself: otherwise the last events of a quiet stream would wait, unpassed, for
+ * a later event that may never come (downstream state applies events only once the watermark passes them). A record
+ * that arrives after that with an earlier timestamp is behind the watermark (late). The watermark never goes back.
+ *
+ * <p>A record without a timestamp ({@code Long.MIN_VALUE}: a record without a valid {@code ts}) neither moves
+ * {@code maxTs} nor counts as activity. Quiet time is read on the context's input-activity clock, which stops while
+ * the input is backpressured (a source that does not read is not a quiet stream), and starts at the first periodic
+ * emit that sees no new record, so a settle comes after {@code settleMs} plus up to one watermark interval. One
+ * generator per source split (a Kafka partition) or per subtask, as Flink creates them.
+ */
+public final class SettlingWatermarks<T> implements WatermarkGenerator<T> {
+
+    private final long boundMs;
+    /** 0: never settle. */
+    private final long settleNanos;
+    private final RelativeClock clock;
+    /** The largest timestamp seen; Long.MIN_VALUE: none yet. */
+    private long maxTs = Long.MIN_VALUE;
+    /** The watermark emitted last (the lower bound of every later one). */
+    private long emitted = Long.MIN_VALUE;
+    /** Records with a timestamp, seen so far and at the last periodic emit. */
+    private long seen;
+    private long seenAtEmit;
+    /** When the input-activity clock first saw no new record; -1 while records come. */
+    private long quietSinceNanos = -1;
+
+    SettlingWatermarks(long boundMs, long settleMs, RelativeClock clock) {
+        this.boundMs = boundMs;
+        this.settleNanos = Duration.ofMillis(settleMs).toNanos();
+        this.clock = clock;
+    }
+
+    /**
+     * The strategy of these watermarks ({@code boundMs}: the out-of-orderness bound; {@code settleMs}: the quiet time
+     * after which the watermark reaches the largest timestamp, 0 for never); with no timestamp assigner yet.
+     */
+    public static <T> WatermarkStrategy<T> strategy(long boundMs, long settleMs) {
+        if (boundMs < 0) {
+            throw new IllegalArgumentException("max_out_of_orderness_ms " + boundMs + " must not be negative");
+        }
+        if (settleMs < 0) {
+            throw new IllegalArgumentException("settle_ms " + settleMs + " must not be negative (0: never settle)");
+        }
+        return WatermarkStrategy.forGenerator(new Supplier<>(boundMs, settleMs));
+    }
+
+    @Override
+    public void onEvent(T event, long timestamp, WatermarkOutput output) {
+        if (timestamp != Long.MIN_VALUE) {
+            maxTs = Math.max(maxTs, timestamp);
+            seen++;
+        }
+    }
+
+    @Override
+    public void onPeriodicEmit(WatermarkOutput output) {
+        if (maxTs == Long.MIN_VALUE) {
+            output.emitWatermark(new Watermark(emitted));  // as Flink's: Long.MIN_VALUE until the first timestamp
+            return;
+        }
+        long mark = maxTs < Long.MIN_VALUE + boundMs + 1 ? Long.MIN_VALUE : maxTs - boundMs - 1;
+        if (settleNanos > 0) {
+            if (seen != seenAtEmit) {
+                seenAtEmit = seen;
+                quietSinceNanos = -1;
+            } else if (quietSinceNanos < 0) {
+                quietSinceNanos = clock.relativeTimeNanos();
+            } else if (clock.relativeTimeNanos() - quietSinceNanos >= settleNanos) {
+                mark = maxTs;
+            }
+        }
+        emitted = Math.max(emitted, mark);
+        output.emitWatermark(new Watermark(emitted));
+    }
+
+    /** Creates a generator per split or subtask, on the context's input-activity clock. */
+    static final class Supplier<T> implements WatermarkGeneratorSupplier<T> {
+        private static final long serialVersionUID = 1L;
+        private final long boundMs;
+        private final long settleMs;
+
+        Supplier(long boundMs, long settleMs) {
+            this.boundMs = boundMs;
+            this.settleMs = settleMs;
+        }
+
+        @Override
+        public WatermarkGenerator<T> createWatermarkGenerator(Context context) {
+            return new SettlingWatermarks<>(boundMs, settleMs, context.getInputActivityClock());
+        }
+    }
+}
