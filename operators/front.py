@@ -9,7 +9,9 @@ work on MovieLens). :func:`event_batches` therefore does the per-event part on t
    :func:`udfs.dlq.parse_source_event`, the same decision, reason code, message and normalised fields, integer ids
    as their decimal string; ``tests/test_event_check.py`` holds the two to each other);
 2. Flink timestamps and bounded-out-of-orderness watermarks from ``ts`` (records without a valid ``ts``
-   in ``limits.min_ts_ms..max_ts_ms`` carry none and do not move the watermark);
+   in ``limits.min_ts_ms..max_ts_ms`` carry none and do not move the watermark), which settle at the largest
+   ``ts`` once the input has been quiet for ``settle_ms`` (``flinkrec.SettlingWatermarks``); on a Kafka source,
+   per partition, in the source (:func:`source_watermarks`: the record is checked there, once);
 3. key by user shard: ``crc32(user_id) % shards``, the same function as :func:`udfs.shard.shard_of`; a refused
    record goes to the shard of the user id it names, if any, else of its own crc32;
 4. buffer each shard's records in Flink (checkpointed) list state until the end of its processing-time
@@ -145,7 +147,7 @@ def source_records(stream: DataStream) -> DataStream:
 
 def event_batches(events: DataStream, *, shards: int, window_ms: int, max_out_of_orderness_ms: int,
                   limits: Limits, parallelism: int | None = None, event_buffer_timeout_ms: int = -2,
-                  source_watermarks: bool = False) -> KeyedStream:
+                  source_watermarks: bool = False, settle_ms: int = 0) -> KeyedStream:
     """Source records (or plain strings: :func:`source_records`) -> a stream keyed by user shard whose values are
     :data:`EVENT_BATCH` rows.
 
@@ -157,22 +159,40 @@ def event_batches(events: DataStream, *, shards: int, window_ms: int, max_out_of
     or window below 1 as well.
 
     ``source_watermarks``: the source already assigns event time and watermarks (:func:`source_watermarks`, per
-    partition); otherwise they are assigned here, one watermark per subtask.
+    partition); otherwise they are assigned here, one watermark per subtask, settling as :func:`source_watermarks`
+    describes after ``settle_ms`` (0: never; ignored with ``source_watermarks``, where the source's strategy has its
+    own).
     """
     j_keyed = jvm_class("EventFront").build(source_records(events)._j_data_stream, shards, max_out_of_orderness_ms,
                                             event_check(limits), window_ms, parallelism or 0, event_buffer_timeout_ms,
-                                            source_watermarks)
+                                            source_watermarks, settle_ms)
     return KeyedStream(j_keyed, EVENT_BATCH, events)
 
 
-def source_watermarks(max_out_of_orderness_ms: int, limits: Limits, idle_partition_ms: int = 0) -> WatermarkStrategy:
-    """The watermark strategy of a Kafka source of events: event time from each record's ``ts`` (read on the JVM as
-    the front reads it), watermarks per partition. Per partition, because a subtask that reads one partition
-    ahead of another would otherwise make the other's events late; downstream state applied in event-time
-    order (operators.windows, rater fan-out) relies on no event arriving behind the watermark. A partition without
-    records for ``idle_partition_ms`` (0: never) stops holding the watermark back (its later events may be late)."""
+def source_watermarks(max_out_of_orderness_ms: int, limits: Limits, idle_partition_ms: int = 0,
+                      settle_ms: int = 0) -> WatermarkStrategy:
+    """The watermark strategy of a Kafka source of events: event time from each record's ``ts`` (the record is
+    checked there, on the JVM, and the front chained to the source takes that check instead of making its own),
+    watermarks per partition. Per partition, because a subtask that reads one partition ahead of another would
+    otherwise make the other's events late; downstream state applied in event-time order (operators.windows, rater
+    fan-out) relies on no event arriving behind the watermark.
+
+    A partition's watermark trails its largest ``ts`` by ``max_out_of_orderness_ms`` + 1 while records come; once
+    it has had no record with a ``ts`` for ``settle_ms`` (0: never; plus up to one watermark interval), the
+    watermark moves up to that largest ``ts``, so the last events of a quiet stream are passed too (a record then
+    arriving with an earlier ``ts`` is late). A partition without any records for ``idle_partition_ms`` (0: never)
+    stops holding the watermark back (its later events may be late). Watermarks never go back."""
     return WatermarkStrategy(jvm_class("EventFront").sourceWatermarks(max_out_of_orderness_ms, event_check(limits),
-                                                                      idle_partition_ms))
+                                                                      idle_partition_ms, settle_ms))
+
+
+def catalog_watermarks() -> WatermarkStrategy:
+    """The watermark strategy of the catalog source (``flinkrec.CatalogWatermarks``): a watermark of
+    Long.MAX_VALUE - 1 at every periodic emit. Catalog records have no event time, and an operator fed by the
+    events and the catalog (union, two inputs) takes the least of its inputs' watermarks: with no watermarks at all
+    the catalog would hold that at Long.MIN_VALUE and no event-time timer would fire. Short of Long.MAX_VALUE, the
+    end of a bounded input, so the end-of-input timers of the operators after the catalog alone do not fire."""
+    return WatermarkStrategy(jvm_class("CatalogWatermarks").strategy())
 
 
 def event_check(limits: Limits) -> Any:

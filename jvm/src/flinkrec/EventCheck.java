@@ -65,6 +65,24 @@ public final class EventCheck implements Serializable {
         this.maxTs = maxTs;
     }
 
+    /** Equal limits: the same decision for every payload. */
+    @Override
+    public boolean equals(Object other) {
+        if (!(other instanceof EventCheck)) {
+            return false;
+        }
+        EventCheck o = (EventCheck) other;
+        return Double.compare(minRating, o.minRating) == 0 && Double.compare(maxRating, o.maxRating) == 0
+                && java.util.Arrays.equals(weights, o.weights) && maxIdLength == o.maxIdLength
+                && maxMessageBytes == o.maxMessageBytes && minTs == o.minTs && maxTs == o.maxTs;
+    }
+
+    @Override
+    public int hashCode() {
+        return java.util.Objects.hash(minRating, maxRating, java.util.Arrays.hashCode(weights), maxIdLength,
+                maxMessageBytes, minTs, maxTs);
+    }
+
     /**
      * A source payload ({@link SourceRows}: text, U+0000 + Base64 of bytes, or null) -> a {@link FrontEvent}: the
      * event, or the reason and message of {@code udfs.dlq.parse_source_event}; neither shard, payload, origin
@@ -442,25 +460,6 @@ public final class EventCheck implements Serializable {
             }
         }
         return Long.MIN_VALUE;
-    }
-
-    /**
-     * The event time of a payload for watermarks, as {@link #check} gives it (a valid event's ts, a refused record's
-     * lenient one) without validating the rest: a record that is not a JSON object has none.
-     */
-    public long eventTime(String payload) {
-        if (payload == null || payload.isEmpty() || payload.charAt(0) == SourceRows.BINARY) {
-            return Long.MIN_VALUE;  // a binary payload is never a valid event (not UTF-8, or text JSON cannot start)
-        }
-        if (utf8Length(payload) > maxMessageBytes) {
-            return Long.MIN_VALUE;
-        }
-        try {
-            Object obj = PyJson.decode(payload);
-            return obj instanceof Map ? lenientTs(((Map<?, ?>) obj).get("ts")) : Long.MIN_VALUE;
-        } catch (PyJson.Failure f) {
-            return Long.MIN_VALUE;
-        }
     }
 
     /** Every code point's {@link PyRepr#printable}, one per char of the result ('1' or '0'), for the tests. */

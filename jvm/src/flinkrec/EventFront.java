@@ -8,7 +8,7 @@ import java.util.zip.CRC32;
 
 import org.apache.flink.api.common.eventtime.SerializableTimestampAssigner;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
-import org.apache.flink.api.common.functions.MapFunction;
+import org.apache.flink.api.common.functions.RichMapFunction;
 import org.apache.flink.api.common.state.ListState;
 import org.apache.flink.api.common.state.ListStateDescriptor;
 import org.apache.flink.api.common.state.ValueState;
@@ -18,6 +18,8 @@ import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.api.common.functions.OpenContext;
+import org.apache.flink.metrics.Counter;
+import org.apache.flink.metrics.SimpleCounter;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.datastream.KeyedStream;
 import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
@@ -25,6 +27,8 @@ import org.apache.flink.streaming.api.functions.KeyedProcessFunction;
 import org.apache.flink.streaming.api.functions.python.KeyByKeySelector;
 import org.apache.flink.types.Row;
 import org.apache.flink.util.Collector;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * The front of the recommendation job, on the JVM: raw JSON events -> per user shard, one columnar batch per window.
@@ -32,7 +36,8 @@ import org.apache.flink.util.Collector;
  * <p>A Python operator pays a fixed price per record that crosses into it (and per state access) and per event it
  * decodes and checks, so the per-event work before the user state is done here: parse and validate each record
  * ({@link EventCheck}: exactly the rules of {@code udfs.events}, with their reason codes and messages), assign
- * Flink timestamps and bounded-out-of-orderness watermarks from the ts field, key by user shard
+ * Flink timestamps and bounded-out-of-orderness watermarks from the ts field ({@link SettlingWatermarks}; on a
+ * Kafka source, per partition in the source: {@link #sourceWatermarks}), key by user shard
  * ({@code crc32(user_id) % shards}, as {@code udfs.shard.shard_of}), and buffer each shard's records in Flink
  * state until the end of its processing-time window ({@code windowMs}); the Python user operator then receives one
  * record per shard per window: {@code Row(shard, batch)}, the batch as {@link #BATCH} describes it
@@ -47,6 +52,8 @@ import org.apache.flink.util.Collector;
 public final class EventFront {
 
     private EventFront() {}
+
+    private static final Logger LOG = LoggerFactory.getLogger(EventFront.class);
 
     static final TypeInformation<FrontEvent> EVENT = Types.POJO(FrontEvent.class);
 
@@ -80,15 +87,20 @@ public final class EventFront {
      *     source partition's order); 0 for the job's default
      * @param eventBufferTimeoutMs the network buffer timeout of the per-record part's output, the one hop that
      *     carries every event (-1: only full buffers; below -1: the environment's)
+     * @param sourceWatermarks the records carry event time and watermarks from their source
+     *     ({@link #sourceWatermarks}); otherwise they are assigned here, one watermark per subtask
+     * @param settleMs without source watermarks: the quiet time after which the watermark reaches the largest
+     *     event time seen ({@link SettlingWatermarks}; 0: never)
      */
     public static KeyedStream<Row, Row> build(DataStream<Row> records, int shards, long maxOutOfOrdernessMs,
-            EventCheck check, long windowMs, int parallelism, long eventBufferTimeoutMs, boolean sourceWatermarks) {
-        SingleOutputStreamOperator<FrontEvent> keyed =
-                records.map(new ShardEvents(shards, check)).returns(EVENT).name("shard-events");
+            EventCheck check, long windowMs, int parallelism, long eventBufferTimeoutMs, boolean sourceWatermarks,
+            long settleMs) {
+        SingleOutputStreamOperator<FrontEvent> keyed = records.map(new ShardEvents(shards, check, sourceWatermarks))
+                .returns(EVENT).name("shard-events");
         SingleOutputStreamOperator<FrontEvent> timed = keyed;
         if (!sourceWatermarks) {  // a stream without event time (a collection in tests): one watermark per subtask
-            WatermarkStrategy<FrontEvent> strategy = WatermarkStrategy
-                    .<FrontEvent>forBoundedOutOfOrderness(Duration.ofMillis(maxOutOfOrdernessMs))
+            WatermarkStrategy<FrontEvent> strategy = SettlingWatermarks
+                    .<FrontEvent>strategy(maxOutOfOrdernessMs, settleMs)
                     .withTimestampAssigner((event, previous) -> event.ts);
             timed = keyed.assignTimestampsAndWatermarks(strategy).name("event-time");
         }
@@ -109,19 +121,27 @@ public final class EventFront {
     }
 
     /**
-     * The watermarks of a Kafka source of events: event time from the records' {@code ts} (as {@link ShardEvents}
-     * reads it), bounded out of orderness, generated per partition by the source, so that reading one partition
-     * ahead of another never makes the other's events late. A partition without records for {@code idleMs}
-     * (0: never) stops holding the watermark back until it has records again.
+     * The watermarks of a Kafka source of events: event time from the records' {@code ts} ({@link EventTimes}),
+     * bounded out of orderness, generated per partition by the source, so that reading one partition ahead of
+     * another never makes the other's events late. A partition without records with a ts for {@code settleMs}
+     * (0: never) has its watermark moved up to the largest event time it has seen ({@link SettlingWatermarks}); one
+     * without any records for {@code idleMs} (0: never) stops holding the watermark back until it has records again.
      */
-    public static WatermarkStrategy<Row> sourceWatermarks(long maxOutOfOrdernessMs, EventCheck check, long idleMs) {
-        WatermarkStrategy<Row> strategy = WatermarkStrategy
-                .<Row>forBoundedOutOfOrderness(Duration.ofMillis(maxOutOfOrdernessMs))
+    public static WatermarkStrategy<Row> sourceWatermarks(long maxOutOfOrdernessMs, EventCheck check, long idleMs,
+            long settleMs) {
+        if (idleMs < 0) {
+            throw new IllegalArgumentException("idle_partition_ms " + idleMs + " must not be negative (0: never)");
+        }
+        WatermarkStrategy<Row> strategy = SettlingWatermarks.<Row>strategy(maxOutOfOrdernessMs, settleMs)
                 .withTimestampAssigner(new EventTimes(check));
         return idleMs > 0 ? strategy.withIdleness(Duration.ofMillis(idleMs)) : strategy;
     }
 
-    /** A source row's event time: its payload's {@code ts} ({@link EventCheck#eventTime}), or Long.MIN_VALUE. */
+    /**
+     * A source row's event time: the ts of its check ({@link EventCheck#check}: a valid event's, a refused record's
+     * lenient one, else Long.MIN_VALUE). The check is handed to the {@link ShardEvents} chained after the source
+     * ({@link LastCheck}), which then does not check the record again.
+     */
     public static final class EventTimes implements SerializableTimestampAssigner<Row> {
         private static final long serialVersionUID = 1L;
         private final EventCheck check;
@@ -132,23 +152,79 @@ public final class EventFront {
 
         @Override
         public long extractTimestamp(Row record, long previous) {
-            return check.eventTime((String) record.getField(0));
+            return LastCheck.check(check, (String) record.getField(0)).ts;
         }
     }
 
-    /** Source record -> {@link FrontEvent}: checked, with its user shard, payload and origin. */
-    public static final class ShardEvents implements MapFunction<Row, FrontEvent> {
+    /**
+     * The last check made by a source's timestamp assigner on this thread, for the {@link ShardEvents} chained after
+     * it: a chained operator gets the record on the same thread, right after the assigner, with the same payload
+     * String (a copy of a Row keeps its String fields). The front takes the check when the payload is that String
+     * and the rules are equal, else (not chained, or other rules) checks the record itself: a check is a function of
+     * the payload and the rules, so what it takes is what it would compute. Taking clears the slot, so a
+     * {@link FrontEvent} the front fills in is never handed out twice.
+     */
+    static final class LastCheck {
+        private static final ThreadLocal<LastCheck> ON_THREAD = ThreadLocal.withInitial(LastCheck::new);
+        private EventCheck rules;
+        private String payload;
+        private FrontEvent event;
+
+        /** {@code rules.check(payload)}, kept for {@link #take}. */
+        static FrontEvent check(EventCheck rules, String payload) {
+            FrontEvent event = rules.check(payload);
+            LastCheck last = ON_THREAD.get();
+            last.rules = rules;
+            last.payload = payload;
+            last.event = event;
+            return event;
+        }
+
+        /** The kept check if it is {@code rules.check(payload)}, else null; the slot is empty after. */
+        static FrontEvent take(EventCheck rules, String payload) {
+            LastCheck last = ON_THREAD.get();
+            FrontEvent event = last.event;
+            boolean same = event != null && last.payload == payload && rules.equals(last.rules);
+            last.rules = null;
+            last.payload = null;
+            last.event = null;
+            return same ? event : null;
+        }
+    }
+
+    /**
+     * Source record -> {@link FrontEvent}: checked, with its user shard, payload and origin.
+     *
+     * <p>With {@code checkedAtSource} (the source assigns event time with {@link #sourceWatermarks}), the check is
+     * the one the source's timestamp assigner made ({@link LastCheck}); a record without one (this operator not
+     * chained to the source, or a source with other watermarks) is checked here, a second time: counted in the
+     * metric {@code front.rechecked} and logged once.
+     */
+    public static final class ShardEvents extends RichMapFunction<Row, FrontEvent> {
         private static final long serialVersionUID = 1L;
         private final int shards;
         private final EventCheck check;
+        private final boolean checkedAtSource;
         private transient CRC32 crc;
+        private transient Counter rechecked;
 
-        public ShardEvents(int shards, EventCheck check) {
+        public ShardEvents(int shards, EventCheck check, boolean checkedAtSource) {
             if (shards < 1) {
                 throw new IllegalArgumentException("shards " + shards + " must be at least 1");
             }
             this.shards = shards;
             this.check = check;
+            this.checkedAtSource = checkedAtSource;
+        }
+
+        @Override
+        public void open(OpenContext context) {
+            rechecked = getRuntimeContext().getMetricGroup().addGroup("front").counter("rechecked");
+        }
+
+        /** The records checked here although {@code checkedAtSource}. */
+        public long rechecked() {
+            return rechecked == null ? 0 : rechecked.getCount();
         }
 
         @Override
@@ -158,7 +234,21 @@ public final class EventFront {
             }
             String raw = (String) record.getField(0);
             String origin = (String) record.getField(1);
-            FrontEvent event = check.check(raw);
+            FrontEvent event = checkedAtSource ? LastCheck.take(check, raw) : null;
+            if (event == null) {
+                event = check.check(raw);
+                if (checkedAtSource) {
+                    if (rechecked == null) {
+                        rechecked = new SimpleCounter();
+                    }
+                    if (rechecked.getCount() == 0) {
+                        LOG.warn("shard-events: a record without the check of the source's timestamp assigner (not "
+                                + "chained to a source with EventFront.sourceWatermarks?): checked again; the metric "
+                                + "front.rechecked counts such records");
+                    }
+                    rechecked.inc();
+                }
+            }
             event.payload = raw;
             event.origin = origin;
             String key = event.userId != null ? event.userId : raw != null ? raw : origin != null ? origin : "";
