@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pyflink.common import Configuration
-from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
 
 from config import PROJECT_ROOT, resolve_path
 from jobs.metrics import configure_metrics
@@ -176,3 +176,22 @@ def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None
     if interval:
         env.enable_checkpointing(interval, CheckpointingMode.EXACTLY_ONCE)
     return env
+
+
+
+def in_python_processes(stream: DataStream) -> DataStream:
+    """``stream``'s Python operator, run in Beam worker processes (``python.execution-mode=process``) whatever
+    ``job.python_mode`` says. The model core's numba kernels deadlock in the embedded interpreter of thread mode (a
+    kernel called with a numpy array releases it with ``PyGILState_Ensure``, which the embedded interpreter's threads
+    cannot take). PyFlink gives an operator the environment's configuration itself and reads the mode from it when
+    the job is translated, so the operator gets a copy with the mode changed."""
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    transformation = stream._j_data_stream.getTransformation()
+    field = transformation.getClass().getDeclaredField("configuration")
+    field.setAccessible(True)
+    conf = jvm.org.apache.flink.configuration.Configuration(field.get(transformation))
+    conf.set(jvm.org.apache.flink.python.PythonOptions.PYTHON_EXECUTION_MODE, "process")
+    field.set(transformation, conf)
+    return stream

@@ -1,19 +1,14 @@
-"""The recommendation job: Kafka events + catalog -> hybrid model state -> ranked top-N -> Redis + Kafka.
+"""The recommendation job: Kafka events + catalog -> the model (learned in event-time order) -> ranked top-N ->
+Redis + Kafka.
 
-Topology (``job.shards`` virtual shards per side; tumbling windows of ``job.window_ms`` for the user side and
-``job.model_window_ms`` for the similarity operators)::
+Topology (``job.shards`` virtual user shards; docs/design.md, "The job")::
 
-    KafkaSource(events) -> [JVM: user shard, event time, buffer per window] -> UserWindow --dlq--> KafkaSink(events-dlq)
-      UserWindow --(item-CF deltas, engagements)--> key_by(item shard) -> ItemWindow
-              |        |                                                            |        |
-              |   user-CF rows                                       user-user deltas   neighbour lists,
-              |        |                                      key_by(user shard) -> UserSimWindow  item stats,
-        rank requests  |                                                     |          trending
-              |        '----------------------------+------------------------+----------'
-              |                   KafkaSource(items) -> ParseCatalog ---------'   (union, broadcast)
-              '-> key_by(user shard) -> Ranker <-------------------------------------'
-                                           -> RecsToRedis -> KafkaSink(recommendations)
-                                 ItemWindow -> NeighborsToRedis
+    KafkaSource(events) -> [JVM: check, event time, user shard, batch per window] -> Intake --dlq--> KafkaSink(dlq)
+      Intake --(events of the batch)--------------------------------------.
+      KafkaSource(items) -> ParseCatalog --(catalog records)--------------+-> broadcast -.
+      Intake --(rank requests)--> key_by(user shard) ---------------------------------> Model
+          Model -> RecsToRedis -> KafkaSink(recommendations)
+          Model --(item lists)--> NeighborsToRedis
 
 Run ``python -m jobs.recommend --help``.
 """
@@ -30,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pyflink.common import Types, WatermarkStrategy
+from pyflink.common import Types
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
@@ -41,8 +36,9 @@ from pyflink.datastream.connectors.kafka import (
 )
 
 from config import load_config
-from core.hybrid import MODES, HybridRecommender
-from jobs.flink_env import make_env
+from core.v2.model import FUSION
+from core.v2.settings import Settings
+from jobs.flink_env import in_python_processes, make_env
 from jobs.state import (
     PartitionTarget,
     RunError,
@@ -62,32 +58,23 @@ from jobs.state import (
     submitted,
     verify_restore,
 )
+from operators import front
 from operators.front import event_batches, jvm_class, source_records, source_watermarks
+from operators.intake import RANK_TAG, Intake
+from operators.model import ITEMS_TAG, LOG_STATE, USERS_TAG, Model
 from operators.parse import DLQ_TAG, ParseCatalog
-from operators.ranker import BROADCAST_STATES, Ranker
+from operators.records import PACKED, PICKLED, packed_shard
 from operators.redis_sink import NeighborsToRedis, RecsToRedis
-from operators.windows import (
-    PACKED,
-    RANK_TAG,
-    USER_DELTA_TAG,
-    USER_ITEMS_TAG,
-    ItemWindow,
-    UserSimWindow,
-    UserWindow,
-    packed_shard,
-)
 from udfs.events import Limits
 
 logger = logging.getLogger(__name__)
-
-PICKLED = Types.PICKLED_BYTE_ARRAY()
 
 
 @dataclass
 class RecommendOutputs:
     recommendations: DataStream  # JSON strings, one per updated user
-    neighbors: DataStream  # item batches ("items", shard, {item: [(item, sim)]}, stats, engagements, ts)
-    user_neighbors: DataStream | None  # user batches ("users", shard, {user: [(user, sim)]}, ts); None without user-CF
+    neighbors: DataStream  # operators.records.ItemLists
+    user_neighbors: DataStream | None  # operators.records.UserLists (end of a bounded input); None without user-CF
     dlq: DataStream  # JSON strings: rejected input with the reason
 
 
@@ -96,57 +83,39 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
               source_watermarks: bool = False) -> RecommendOutputs:
     """Build the pipeline on a stream of raw JSON event strings and return its output streams.
 
-    ``catalog``: raw JSON catalog records (the ``items`` topic), joined into the ranker by broadcast.
+    ``catalog``: raw JSON catalog records (the ``items`` topic), broadcast to the model with the events.
     With ``redis=False`` nothing is written to Redis (tests collect the streams instead). The per-event
     front (:func:`operators.front.event_batches`, on the JVM) runs at ``parse_parallelism`` (default: the
-    job's) chained to the source, which keeps each source partition's order: a user's events must reach
-    the user state in order. ``source_watermarks``: ``events`` carries event time and watermarks from its source
-    (:func:`operators.front.source_watermarks`, the Kafka source); otherwise the front assigns them.
+    job's) chained to the source, which keeps each source partition's order. ``source_watermarks``: ``events``
+    carries event time and watermarks from its source (:func:`operators.front.source_watermarks`, the Kafka
+    source); otherwise the front assigns them.
     """
     job, model = cfg["job"], cfg["model"]
-    shards, window = job["shards"], job["window_ms"]
-    hybrid = HybridRecommender.from_config(model)  # validates the model section before anything runs
-    for mode in model.get("compare_modes") or ():
-        hybrid._check_mode(mode)
-    usercf = "usercf" in hybrid.methods
+    settings = Settings.from_config(model)  # validates the model section before anything runs
+    ranker = Model(settings, model.get("compare_modes") or (), model["stored_n"])
     limits = Limits.from_config(cfg)
     # event time from the events' ts field, user shard and one batch per shard and window, on the JVM
-    batches = event_batches(events, shards=shards, window_ms=window, limits=limits,
+    batches = event_batches(events, shards=job["shards"], window_ms=job["window_ms"], limits=limits,
                             max_out_of_orderness_ms=job["max_out_of_orderness_ms"], parallelism=parse_parallelism,
                             event_buffer_timeout_ms=job["event_buffer_timeout_ms"],
                             source_watermarks=source_watermarks)
-    users = (batches.process(UserWindow(shards, model, job["dedup_ttl_ms"], job["dedup_max_ids"], job["late_events"],
-                                        limits), output_type=PACKED)
-             .name("user-window").uid("user-window"))
-    dlq = users.get_side_output(DLQ_TAG)
-    items = (users.key_by(packed_shard, key_type=Types.INT())
-             .process(ItemWindow(job["model_window_ms"], model["top_k"], job["refresh_budget_ms"], shards,
-                                 hybrid.usercf.max_raters, usercf, job["refresh_on_norms"],
-                                 hybrid.itemcf.items.row_cap, job["state_compact_windows"]), output_type=PICKLED)
-             .name("item-window").uid("item-window"))
-    shared = items
-    user_sims = None
-    if usercf:
-        user_sims = (items.get_side_output(USER_DELTA_TAG)
-                     .key_by(packed_shard, key_type=Types.INT())
-                     .process(UserSimWindow(job["model_window_ms"], hybrid.usercf.top_k, job["refresh_budget_ms"],
-                                            job["refresh_on_norms"], hybrid.usercf.rows.row_cap,
-                                            job["state_compact_windows"]),
-                              output_type=PICKLED)
-                     .name("user-similarity").uid("user-similarity"))
-        shared = shared.union(user_sims, users.get_side_output(USER_ITEMS_TAG))
+    intake = (batches.process(Intake(job["dedup_ttl_ms"], job["dedup_max_ids"], job["late_events"], limits),
+                              output_type=PACKED)
+              .name("intake").uid("intake"))
+    dlq = intake.get_side_output(DLQ_TAG)
+    shared = intake
     if catalog is not None:
         parse = ParseCatalog(limits.dlq_payload_bytes, limits.max_message_bytes)
-        parsed_catalog = source_records(catalog).process(parse, output_type=PICKLED).name("parse-catalog")
+        parsed_catalog = source_records(catalog).process(parse, output_type=PACKED).name("parse-catalog")
         dlq = dlq.union(parsed_catalog.get_side_output(DLQ_TAG))
         shared = shared.union(parsed_catalog)
-    ranked = (users.get_side_output(RANK_TAG)
-              .key_by(packed_shard, key_type=Types.INT())
-              .connect(shared.broadcast(*BROADCAST_STATES))
-              .process(Ranker(model, window, model.get("compare_modes") or (), job["rank_delay_ms"],
-                              job["rank_budget_ms"]),
-                       output_type=PICKLED)
-              .name("ranker").uid("ranker"))
+    ranked = in_python_processes(intake.get_side_output(RANK_TAG)
+                                 .key_by(packed_shard, key_type=Types.INT())
+                                 .connect(shared.broadcast(LOG_STATE))
+                                 .process(ranker, output_type=PICKLED)
+                                 .name("model").uid("model"))
+    items = ranked.get_side_output(ITEMS_TAG)
+    users = ranked.get_side_output(USERS_TAG) if "usercf" in settings.methods else None
     if redis:
         r = cfg["redis"]
         args = (r["host"], int(r["port"]), int(r["db"]), r["prefix"], int(r["pipeline_size"]))
@@ -156,9 +125,9 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     else:
         from udfs.serde import dumps, published
 
-        recs = ranked.flat_map(lambda b: [dumps(published(m, model["top_n"])) for m in b[1]],
+        recs = ranked.flat_map(lambda b: [dumps(published(m, model["top_n"])) for m in b.messages],
                                output_type=Types.STRING()).name("recs-json")
-    return RecommendOutputs(recommendations=recs, neighbors=items, user_neighbors=user_sims, dlq=dlq)
+    return RecommendOutputs(recommendations=recs, neighbors=items, user_neighbors=users, dlq=dlq)
 
 
 def _source(cfg: dict[str, Any], topic: str, group: str, start: Any) -> KafkaSource:
@@ -236,7 +205,7 @@ def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], dirs: St
     watermarks = source_watermarks(cfg["job"]["max_out_of_orderness_ms"], Limits.from_config(cfg),
                                    cfg["job"]["idle_partition_ms"])
     events = env.from_source(kafka_source(source_cfg), watermarks, "kafka-events").uid("kafka-events")
-    catalog = env.from_source(catalog_source(source_cfg), WatermarkStrategy.no_watermarks(), "kafka-items") \
+    catalog = env.from_source(catalog_source(source_cfg), front.catalog_watermarks(), "kafka-items") \
         .uid("kafka-items")
     out = recommend(events, cfg, catalog=catalog, source_watermarks=True)
     # recommendations keyed by user id (one partition per user: per-user order), dead letters by their source key
@@ -432,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop, with a final savepoint, once the events and items topics are read to where they "
                              "ended at the start (default: run until Ctrl-C)")
     parser.add_argument("--parallelism", type=int, help="shortcut for --set job.parallelism=N")
-    parser.add_argument("--mode", choices=MODES,
+    parser.add_argument("--mode", choices=list(FUSION),
                         help="fusion mode (or one method alone), shortcut for --set model.hybrid.mode=MODE")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", metavar="latest|PATH",

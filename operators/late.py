@@ -2,10 +2,10 @@
 
 Timestamps and bounded-out-of-orderness watermarks come from the events' ``ts`` in the JVM front
 (:mod:`operators.front`), which records the watermark at each event's arrival. :class:`LateCheck` is the
-late-event policy, applied by the user operator (:class:`operators.windows.UserWindow`) with that
-watermark: events behind it are counted (metric ``late``) and then applied (``apply``: the models are
-order-insensitive sums, so state stays exact) or sent to the dead-letter output with reason
-``late_event`` (``dlq``).
+late-event policy, applied by the intake (:class:`operators.intake.Intake`) with that watermark: events
+behind it are counted (metric ``late``) and then applied (``apply``: the model learns them with its next step,
+after events of a later time it has already learned) or sent to the dead-letter output with reason ``late_event``
+(``dlq``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from typing import Any
 from pyflink.common import Types
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
+from operators.records import CatalogUpdate, pack
 from udfs.catalog import parse_catalog
 from udfs.dlq import BINARY, Origin, dlq_record, payload_bytes
 from udfs.events import DEFAULT_LIMITS
@@ -21,7 +22,7 @@ DLQ_TAG = OutputTag("dlq", Types.STRING())
 class Rejects:
     """Dead-letter records (:func:`udfs.dlq.dlq_record`: the source record, the reason, the message), counted per
     reason in the Flink metric group ``dlq`` (``dlq.<reason>``) of the operator that rejects them:
-    :class:`operators.windows.UserWindow` (invalid and late events) and :class:`ParseCatalog`."""
+    :class:`operators.intake.Intake` (invalid and late events) and :class:`ParseCatalog`."""
 
     def __init__(self, payload_cap: int = DEFAULT_LIMITS.dlq_payload_bytes) -> None:
         self.payload_cap = payload_cap
@@ -45,9 +46,10 @@ class Rejects:
 
 class ParseCatalog(ProcessFunction):
     """Catalog source record (``items`` topic, ``Row(payload, origin)`` as :mod:`udfs.dlq` defines them) ->
-    ``("catalog", [record])``, the record normalised with its ``position`` in the topic (:func:`catalog_position`;
-    None without an origin); invalid ones -> ``DLQ_TAG`` (reason ``bad_catalog_record``, metric
-    ``dlq.bad_catalog_record``). A null value (a tombstone of the compacted topic) is skipped."""
+    a :func:`operators.records.pack` ed :class:`operators.records.CatalogUpdate` of the record, normalised with its
+    ``position`` in the topic (:func:`catalog_position`; None without an origin); invalid ones -> ``DLQ_TAG``
+    (reason ``bad_catalog_record``, metric ``dlq.bad_catalog_record``). A null value (a tombstone of the compacted
+    topic) is skipped."""
 
     def __init__(self, payload_cap: int = DEFAULT_LIMITS.dlq_payload_bytes, max_bytes: int = 65536) -> None:
         self.rejects = Rejects(payload_cap)
@@ -66,7 +68,7 @@ class ParseCatalog(ProcessFunction):
                 raise ValueError(f"catalog record of {len(data)} bytes is larger than {self.max_bytes}")
             record = parse_catalog(data if payload[:1] == BINARY else payload)
             record["position"] = catalog_position(origin)
-            yield ("catalog", [record])
+            yield pack(0, CatalogUpdate([record]))
         except ValueError as exc:
             yield DLQ_TAG, self.rejects.record(payload, origin, "bad_catalog_record", str(exc))
 

@@ -10,7 +10,7 @@ key                            type    value
 ``rec:users``                  zset    user_id -> processed_at (ms) of the latest update
 ``rec:similar:<item_id>``      string  top-K neighbours (JSON, ``udfs.serde``)
 ``rec:trending``               string  JSON list of ``{"item_id", "score"}``
-``rec:model:combiner:<shard>`` string  the learned combiner of a user shard (JSON, ``udfs.serde``)
+``rec:model:combiner``         string  the learned combiner's weights (JSON, ``udfs.serde``)
 ``rec:item:<item_id>``         hash    title, year, genres (written by ``ingest.catalog``)
 =============================  ======  =====================================================
 
@@ -30,6 +30,7 @@ from typing import Any
 
 from pyflink.datastream import FlatMapFunction, RuntimeContext
 
+from operators.records import ItemLists, RecsBatch
 from udfs.serde import dumps, published, similar_message
 
 logger = logging.getLogger(__name__)
@@ -125,8 +126,8 @@ def _transient(error: Exception) -> bool:
 
 
 class RecsToRedis(_RedisWriter):
-    """``("recs", [message...], trending, combiner)`` -> Redis, each message whole (its ``model.stored_n`` items, the
-    list the API filters); yields each message for the Kafka sink as JSON with its first ``top_n`` items."""
+    """:class:`operators.records.RecsBatch` -> Redis, each message whole (its ``model.stored_n`` items, the list the
+    API filters); yields each message for the Kafka sink as JSON with its first ``top_n`` items."""
 
     def __init__(self, host: str, port: int, db: int, prefix: str, pipeline_size: int, max_backoff_s: float = 5.0,
                  *, top_n: int) -> None:
@@ -134,32 +135,32 @@ class RecsToRedis(_RedisWriter):
         self.top_n = top_n
 
     def flat_map(self, value):  # type: ignore[no-untyped-def]
-        _, messages, trending, combiner = value
+        batch: RecsBatch = value
         p = self.prefix
         commands: list[tuple[str, tuple[Any, ...]]] = []
         out = []
-        for msg in messages:
+        for msg in batch.messages:
             js = dumps(msg)
             shown = published(msg, self.top_n)
             out.append(js if shown is msg else dumps(shown))
             commands.append(("set_if_newer", (f"{p}recs:{msg['user_id']}", msg["event_ts"], js)))
             commands.append(("zadd", (f"{p}users", {msg["user_id"]: msg["processed_at"]}, False, False, False,
                                       False, True)))  # GT: only move forward
-        if trending:
-            commands.append(("set", (f"{p}trending", dumps([{"item_id": i, "score": s} for i, s in trending]))))
-        if combiner:
-            body = dumps({**combiner, "updated_at": int(time.time() * 1000)})
-            commands.append(("set", (f"{p}model:combiner:{combiner['shard']}", body)))
+        if batch.trending:
+            commands.append(("set", (f"{p}trending", dumps([{"item_id": i, "score": s} for i, s in batch.trending]))))
+        if batch.combiner:
+            body = dumps({**batch.combiner, "updated_at": int(time.time() * 1000)})
+            commands.append(("set", (f"{p}model:combiner", body)))
         self._write(commands)
         return out
 
 
 class NeighborsToRedis(_RedisWriter):
-    """Neighbour-list batches -> ``rec:similar:<item>``."""
+    """:class:`operators.records.ItemLists` -> ``rec:similar:<item>``."""
 
     def flat_map(self, value):  # type: ignore[no-untyped-def]
-        _, _, neighbors, _, _, updated_at = value
+        lists: ItemLists = value
         p = self.prefix
-        self._write([("set", (f"{p}similar:{item}", dumps(similar_message(item, nb, updated_at))))
-                     for item, nb in neighbors.items()])
+        self._write([("set", (f"{p}similar:{item}", dumps(similar_message(item, nb, lists.updated_at))))
+                     for item, nb in lists.neighbors.items()])
         return iter(())

@@ -46,11 +46,10 @@ def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[st
     out = recommend(source, cfg, redis=False, parse_parallelism=1, catalog=items)
     streams = [
         out.dlq.map(lambda s: "D" + s, output_type=Types.STRING()),
-        out.neighbors.map(lambda b: "N" + json.dumps([b[2], {i: st[0] for i, st in b[3].items()}]),
-                          output_type=Types.STRING()),
+        out.neighbors.map(lambda b: "N" + json.dumps([b.neighbors, b.users]), output_type=Types.STRING()),
     ]
     if out.user_neighbors is not None:
-        streams.append(out.user_neighbors.map(lambda b: "U" + json.dumps(b[2]), output_type=Types.STRING()))
+        streams.append(out.user_neighbors.map(lambda b: "U" + json.dumps(b.neighbors), output_type=Types.STRING()))
     tagged = out.recommendations.map(lambda s: "R" + s, output_type=Types.STRING()).union(*streams)
     result = PipelineResult()
     with tagged.execute_and_collect() as records:

@@ -11,9 +11,9 @@ Recommendation message (Redis ``rec:recs:<user_id>``; the Kafka ``recommendation
 In Redis ``items`` holds the ``model.stored_n`` best items (the API filters per request from them); on the topic the
 same message holds the first ``model.top_n`` of them (the ranking is the same: a longer list only adds items after).
 
-Learned combiner (Redis ``rec:model:combiner:<user shard>``)::
+Learned combiner (Redis ``rec:model:combiner``)::
 
-    {"shard": 3, "n_seen": 5120, "weights": {"itemcf": 1.9, ..., "bias": -2.1}, "updated_at": 1764514800123}
+    {"n_seen": 5120, "weights": {"itemcf": 1.9, ..., "bias": -2.1}, "updated_at": 1764514800123}
 
 Similar items (Redis ``rec:similar:<item_id>``)::
 

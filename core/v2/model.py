@@ -86,6 +86,19 @@ class Batch(NamedTuple):
     def slice(self, start: int, end: int) -> Batch:
         return Batch(*(a[start:end] for a in self))
 
+    def take(self, mask: np.ndarray) -> Batch:
+        """The events where ``mask`` is true."""
+        return Batch(*(a[mask] for a in self))
+
+    @classmethod
+    def concat(cls, batches: Sequence[Batch]) -> Batch:
+        """One batch of the events of ``batches`` (an empty one for none)."""
+        if not batches:
+            return cls.of([])
+        if len(batches) == 1:
+            return batches[0]
+        return cls(*(np.concatenate(cols) for cols in zip(*batches, strict=True)))
+
 
 class Ranking(NamedTuple):
     """Ranked lists of a batch of users: row r is user ``users[r]``'s list of ``length[r]`` items."""
@@ -114,14 +127,18 @@ def deny(state: State, items: Sequence[str]) -> None:
 
 
 def add_items(state: State, records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Add or update catalog items (records as in ``udfs.catalog``), usable from the next ranking; an update keeps
-    the item's place among the newest. Returns the item ids."""
+    """Add or update catalog items (records as in ``udfs.catalog``), usable from the next ranking. The newest items
+    are the last by ``position`` (a record's place in the catalog topic, ``operators.parse.catalog_position``; the
+    order of arrival for a record without one), and an update keeps the item's first place: the same newest items
+    whatever order the records arrive in. Returns the item ids."""
     parsed = [catalog.features(r) for r in records]
     ids = state.items.encode([i for i, _ in parsed]).tolist()
     state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     for (item, feats), i, record in zip(parsed, ids, records, strict=True):
         state.catalog[i] = feats
-        state.catalog_seq.setdefault(i, len(state.catalog_seq))
+        position = record.get("position")
+        place = int(position) if isinstance(position, int) else len(state.catalog_seq)
+        state.catalog_seq[i] = min(place, state.catalog_seq.get(i, place))
         title = record.get("title")
         if isinstance(title, str) and title:
             state.titles[item] = title
@@ -217,9 +234,15 @@ def _train(state: State, user: int, item: int, key: int) -> None:
     _run_rank(state, np.array([user], dtype=np.int64), FusionSpec(k.KIND_TRAIN), 1, item, key)
 
 
-def refresh(state: State, all_rows: bool = False) -> np.ndarray:
-    """Recompute the dirty neighbour lists (every list with ``all_rows``); returns the refreshed items."""
-    rows = np.arange(len(state.items), dtype=np.int64) if all_rows else np.flatnonzero(state.dirty[: len(state.items)])
+def refresh(state: State, all_rows: bool = False, among: np.ndarray | None = None) -> np.ndarray:
+    """Recompute the dirty neighbour lists (every list with ``all_rows``), of the items where ``among`` (a mask over
+    the items) is true if given; returns the refreshed items."""
+    n = len(state.items)
+    if all_rows:
+        rows = np.arange(n, dtype=np.int64) if among is None else np.flatnonzero(among[:n])
+    else:
+        dirty = state.dirty[:n].astype(np.bool_)
+        rows = np.flatnonzero(dirty if among is None else dirty & among[:n])
     p = state.ipool
     k.refresh_rows(rows, state.settings.top_k, p.ptr, p.cap, p.cols, p.vals, state.i_norm, state.items.rank,
                    state.nb_idx, state.nb_sim, state.nb_len, state.dirty)
@@ -238,6 +261,24 @@ def neighbors(state: State, item: str) -> list[tuple[str, float]]:
     names = state.items.names
     return [(names[j], float(s)) for j, s in zip(state.nb_idx[i, : state.nb_len[i]].tolist(),
                                                   state.nb_sim[i, : state.nb_len[i]].tolist(), strict=True)]
+
+
+def user_neighbors(state: State, user: str) -> list[tuple[str, float]]:
+    """The user's current top ``usercf_top_k`` neighbours ``(user, cosine)``, best first (empty if unknown)."""
+    u = state.users.get(user)
+    if u < 0:
+        return []
+    k_ = state.settings.usercf_top_k
+    idx, sim = np.full(k_, -1, dtype=np.int64), np.zeros(k_)
+    p = state.upool
+    m = k._user_neighbors(u, k_, p.ptr, p.cap, p.cols, p.vals, state.u_norm, state.users.rank, idx, sim)
+    names = state.users.names
+    return [(names[v], float(x)) for v, x in zip(idx[:m].tolist(), sim[:m].tolist(), strict=True)]
+
+
+def combiner(state: State) -> dict[str, float]:
+    """The learned combiner's weights by feature (and ``bias``)."""
+    return dict(zip((*FEATURES, "bias"), state.comb.tolist(), strict=True))
 
 
 def _cosine(a: int, b: int, pool: Pool, norm: np.ndarray) -> float:
