@@ -33,7 +33,7 @@ class ConfigError(ValueError):
     """A configuration file, variable or override that cannot be used."""
 
 
-MAX_SHARDS = 65535  # job.shards: the shard travels in 2 bytes (operators.windows.pack)
+MAX_SHARDS = 65535  # job.shards: the shard travels in 2 bytes (operators.records.pack)
 DLQ_OVERHEAD_BYTES = 8192  # a dead-letter record's fields besides the payload (udfs.dlq: error <= 1000 chars escaped)
 MAX_STORED_N = 1000  # model.stored_n: bounds the Redis value per user and what one API request reads
 
@@ -117,10 +117,9 @@ def validate(cfg: Mapping[str, Any]) -> None:
             what = what or names.get(minimum, f"an integer >= {minimum}")
             raise ConfigError(f"config key {dotted} must be {what}, got {node!r}")
 
-    for key in ("model.top_n", "model.top_k", "job.parallelism", "job.shards", "job.window_ms", "job.model_window_ms",
+    for key in ("model.top_n", "model.top_k", "job.parallelism", "job.shards", "job.window_ms",
                 "redis.pipeline_size", "kafka.partitions", "limits.max_id_length", "job.dedup_ttl_ms",
-                "job.dedup_max_ids", "job.state_compact_windows", "kafka.max_record_bytes", "limits.dlq_payload_bytes",
-                "job.stall_timeout_s"):
+                "job.dedup_max_ids", "kafka.max_record_bytes", "limits.dlq_payload_bytes", "job.stall_timeout_s"):
         integer(key)
     # a dead-letter record (Base64 of the kept bytes and at most DLQ_OVERHEAD_BYTES of fields) must fit a Kafka record
     dlq_bytes = 4 * -(-cfg["limits"]["dlq_payload_bytes"] // 3) + DLQ_OVERHEAD_BYTES
@@ -134,9 +133,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
                           f"{MAX_STORED_N}, got {stored_n!r}")
     if cfg["job"]["shards"] > MAX_SHARDS:  # records between the sharded operators carry the shard in 2 bytes
         raise ConfigError(f"config key job.shards must be at most {MAX_SHARDS}, got {cfg['job']['shards']!r}")
-    for key in ("model.history_cap", "job.checkpoint_interval_ms", "job.refresh_budget_ms", "job.rank_budget_ms",
-                "job.max_out_of_orderness_ms", "job.idle_partition_ms", "job.restart_attempts",
-                "job.restart_delay_ms"):
+    for key in ("model.history_cap", "job.checkpoint_interval_ms", "job.max_out_of_orderness_ms", "job.settle_ms",
+                "job.idle_partition_ms", "job.restart_attempts", "job.restart_delay_ms"):
         integer(key, minimum=0)
     for key in ("job.buffer_timeout_ms", "job.event_buffer_timeout_ms"):  # network buffer timeouts (jobs.flink_env)
         integer(key, minimum=-1, what="an integer >= -1 (-1: only full buffers)")

@@ -100,3 +100,20 @@ def test_buffer_timeouts_are_integers_from_minus_one(key: str, value: str) -> No
     with pytest.raises(ConfigError, match=rf"job\.{key} must be an integer >= -1"):
         load_config(overrides=[f"job.{key}={value}"], env={})
     assert load_config(overrides=[f"job.{key}=-1"], env={})["job"][key] == -1
+
+
+def test_watermark_defaults_and_settle_ms_is_validated() -> None:
+    job = load_config(env={})["job"]
+    assert (job["window_ms"], job["max_out_of_orderness_ms"], job["settle_ms"], job["idle_partition_ms"]) == (
+        200, 500, 500, 5000)
+    assert load_config(overrides=["job.settle_ms=0"], env={})["job"]["settle_ms"] == 0  # 0: never settle
+    for value in ("-1", "1.5", "true", "soon"):
+        with pytest.raises(ConfigError, match=r"job\.settle_ms must be a non-negative integer, got"):
+            load_config(overrides=[f"job.settle_ms={value}"], env={})
+
+
+@pytest.mark.parametrize("key", ["model_window_ms", "rank_delay_ms", "rank_budget_ms", "refresh_budget_ms",
+                                 "state_compact_windows", "refresh_on_norms"])
+def test_keys_of_no_operator_are_unknown(key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"unknown config key 'job\.{key}'"):
+        load_config(overrides=[f"job.{key}=1"], env={})
