@@ -19,8 +19,8 @@ logger = logging.getLogger(__name__)
 PACKAGES = ("apache-flink", "apache-beam", "pemja", "kafka-python", "redis", "numpy", "psutil", "matplotlib")
 #: config keys recorded with the results (missing ones are left out: the job's config evolves)
 CONFIG_KEYS = (
-    "job.parallelism", "job.python_mode", "job.window_ms", "job.shards", "job.refresh_budget_ms",
-    "job.bundle_size", "job.bundle_time_ms", "job.buffer_timeout_ms", "job.rank_delay_ms",
+    "job.parallelism", "job.python_mode", "job.window_ms", "job.shards", "job.max_out_of_orderness_ms",
+    "job.settle_ms", "job.bundle_size", "job.bundle_time_ms", "job.buffer_timeout_ms",
     "job.checkpoint_interval_ms", "job.state_backend", "job.delivery",
     "job.dedup_max_ids", "kafka.partitions", "redis.pipeline_size", "model.top_n", "model.top_k",
     "model.history_cap", "model.trending_size",
