@@ -98,7 +98,7 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     batches = event_batches(events, shards=job["shards"], window_ms=job["window_ms"], limits=limits,
                             max_out_of_orderness_ms=job["max_out_of_orderness_ms"], parallelism=parse_parallelism,
                             event_buffer_timeout_ms=job["event_buffer_timeout_ms"],
-                            source_watermarks=source_watermarks)
+                            source_watermarks=source_watermarks, settle_ms=job["settle_ms"])
     intake = (batches.process(Intake(job["dedup_ttl_ms"], job["dedup_max_ids"], job["late_events"], limits),
                               output_type=PACKED)
               .name("intake").uid("intake"))
@@ -203,7 +203,7 @@ def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], dirs: St
     source_cfg = {**cfg, "job": {**cfg["job"], "bounded": False}} if drained else cfg
     # event time comes from the events' ts field (operators.front), not the Kafka record time; watermarks per partition
     watermarks = source_watermarks(cfg["job"]["max_out_of_orderness_ms"], Limits.from_config(cfg),
-                                   cfg["job"]["idle_partition_ms"])
+                                   cfg["job"]["idle_partition_ms"], cfg["job"]["settle_ms"])
     events = env.from_source(kafka_source(source_cfg), watermarks, "kafka-events").uid("kafka-events")
     catalog = env.from_source(catalog_source(source_cfg), front.catalog_watermarks(), "kafka-items") \
         .uid("kafka-items")

@@ -186,9 +186,9 @@ class Model(KeyedBroadcastProcessFunction):
 
     def _on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any]:
         state = self._model(ctx)
-        final = timestamp == END_OF_TIME
-        watermark = END_OF_TIME if final else max(timestamp, ctx.timer_service().current_watermark())
-        yield from self._learn(watermark, final)
+        # the final watermark fires every timer at once: the first one learns and answers everything
+        watermark = END_OF_TIME if timestamp == END_OF_TIME else max(timestamp, ctx.timer_service().current_watermark())
+        yield from self._learn(watermark, final=watermark == END_OF_TIME)
         stored = list(self.requests.get() or ())
         due: list[RankRequest] = []
         left = []
@@ -205,9 +205,9 @@ class Model(KeyedBroadcastProcessFunction):
         else:
             self.requests.clear()
         yield self._rank(state, due)
+        final = sorted({u for r in due if r.final for u in r.users})
         if final and "usercf" in self.settings.methods:
-            users = sorted({u for r in due if r.final for u in r.users})
-            lists = {u: M.user_neighbors(state, u) for u in users}
+            lists = {u: M.user_neighbors(state, u) for u in final}
             yield USERS_TAG, UserLists({u: nb for u, nb in lists.items() if nb})
 
     def _rank(self, state: M.State, requests: Sequence[RankRequest]) -> RecsBatch:

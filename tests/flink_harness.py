@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyflink.common import Types
+from pyflink.common import Row, Types
 
 from config import load_config
 from jobs.flink_env import make_env
 from jobs.recommend import recommend
+from operators.front import SOURCE_RECORD
 
 
 @dataclass
@@ -41,8 +42,10 @@ def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[st
     # one source subtask keeps the input order (as one Kafka partition does): PyFlink's from_collection
     # is an InputFormatSourceFunction, a *parallel* source that splits the collection among the subtasks
     source = env.from_collection(list(events), type_info=Types.STRING()).set_parallelism(1)
-    items = (env.from_collection(list(catalog), type_info=Types.STRING()).set_parallelism(1)
-             if catalog is not None else None)
+    # catalog records as a Kafka source delivers them: with an origin (topic, partition, offset), so that the
+    # newest items are the same whatever order the parallel parser hands them on in (operators.parse)
+    items = (env.from_collection([Row(r, f"items 0 {n}") for n, r in enumerate(catalog)], type_info=SOURCE_RECORD)
+             .set_parallelism(1) if catalog is not None else None)
     out = recommend(source, cfg, redis=False, parse_parallelism=1, catalog=items)
     streams = [
         out.dlq.map(lambda s: "D" + s, output_type=Types.STRING()),

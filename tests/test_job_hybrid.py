@@ -1,9 +1,9 @@
 """The hybrid recommender in the Flink job (mini-cluster, in-memory events and catalog).
 
 Known answers per method on a hand-built stream, the stream's final recommendations against the
-single-process :class:`core.hybrid.HybridRecommender` on MovieLens events (same code, different
-partitioning: they must agree), and the stream's user–user cosines against a numpy batch recompute.
-Every test runs at parallelism 1 and 2.
+single-process model (:mod:`core.v2.model` learning the same events in one batch: the same code, the job cuts
+the stream into other batches and runs it on several subtasks, so they must agree), and the stream's user–user
+cosines against a numpy batch recompute. Every test runs at parallelism 1 and 2.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import pytest
 from flink_harness import event_json, run_pipeline
 from test_core_hybrid import CATALOG, STREAM
 
-from core.hybrid import HybridRecommender
+from config import load_config
 from core.usercf import batch_user_cosine
+from core.v2 import model as M
+from core.v2.settings import Settings
 from ingest.movielens import load_catalog, load_events
+from operators.model import training
 from udfs.events import event_to_json
 
 pytestmark = pytest.mark.flink
@@ -40,17 +43,20 @@ def final_messages(res: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def exact_model(catalog: list[dict[str, Any]], events: list[Any], content_search: str = "catalog",
-                content_new_items: int = 200) -> HybridRecommender:
-    """The single-process model with the settings the exact job runs use, after the whole stream."""
-    model = HybridRecommender(refresh_events=0, usercf_max_raters=0, trending_half_life_s=None,
-                              trending_window_s=315360000, trending_buckets=10, train_combiner=False,
-                              content_search=content_search, content_new_items=content_new_items)
-    for record in catalog:
-        model.add_item(record)
-    for e in events:
-        model.learn_one(e)
-    return model
+def exact_model(catalog: list[dict[str, Any]], events: list[Any], overrides: list[str]) -> M.State:
+    """The single-process model with the job's settings (the default config and ``overrides``) after the whole
+    stream, learned as one batch."""
+    cfg = load_config(overrides=overrides, env={})
+    settings = Settings.from_config(cfg["model"])
+    state = M.new_state(settings)
+    M.add_items(state, catalog)
+    M.learn(state, M.Batch.of(events), train=training(settings, cfg["model"]["compare_modes"]))
+    return state
+
+
+def want(state: M.State, user: str, mode: str | None = None) -> list[tuple[str, float, str]]:
+    """The single-process model's list of ``user`` in ``mode`` (default: the settings' mode)."""
+    return M.render(state, M.rank(state, [user], mode))[0]
 
 
 def ranked(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -110,59 +116,28 @@ def movielens() -> tuple[list[Any], list[dict[str, Any]]]:
 @pytest.mark.parametrize(("parallelism", "content_search"), [(1, "catalog"), (2, "catalog"), (2, "candidates")])
 def test_stream_equals_the_single_process_model(movielens: tuple[list[Any], list[dict[str, Any]]],
                                                 parallelism: int, content_search: str) -> None:
+    """The default config (user-CF fan-out cap, decayed trending, the newest catalog items, the learned combiner
+    trained in the stream): the job learns in event-time order, so its final lists are the single-process model's,
+    in every mode, item by item and score by score."""
     events, catalog = movielens
-    # exact user-CF (no fan-out cap) and trending counts over a window longer than the data (the stream
-    # learns trending in a different order, and a sliding window drops events of expired buckets on arrival):
-    # every sum is then order-independent
-    overrides = ["model.hybrid.usercf_max_raters=0", "model.hybrid.trending_half_life_s=null",
-                 "model.hybrid.trending_window_s=315360000", "model.hybrid.trending_buckets=10",
-                 "model.hybrid.train_combiner=false", f"model.compare_modes=[{','.join(MODES)}]",
-                 f"model.hybrid.content_search={content_search}",
-                 # the newest catalog items depend on the order the catalog arrives in, which two Kafka partitions
-                 # interleave differently from the file the single-process model reads: not part of this comparison
-                 "model.hybrid.content_new_items=0"]
+    overrides = [f"model.compare_modes=[{','.join(M.FUSION)}]", f"model.hybrid.content_search={content_search}"]
     res = run_pipeline([event_to_json(e) for e in events], parallelism, overrides,
                        catalog=[json.dumps(r) for r in catalog])
     got = final_messages(res)
-    model = exact_model(catalog, events, content_search, content_new_items=0)
+    model = exact_model(catalog, events, overrides)
+    assert model.comb_n[0] > 0  # the combiner was trained
     users = sorted({e.user_id for e in events})
     assert set(got) == set(users)
     compared = 0
     for user in users:
-        for mode in MODES:
-            want = model.rank(user, mode=mode)
+        assert [(it["item_id"], it["score"], it["reason"]) for it in got[user]["items"]] == \
+            [(i, round(s, 6), r) for i, s, r in want(model, user)], user  # the topic's first top_n
+        for mode in M.FUSION:
             have = got[user]["alternatives"][mode]
-            assert [(it["item_id"], it["reason"]) for it in have] == [(i, r) for i, _, r in want], (user, mode)
-            assert [it["score"] for it in have] == pytest.approx([s for _, s, _ in want], rel=1e-5, abs=1e-6)
+            assert [(it["item_id"], it["score"], it["reason"]) for it in have] == \
+                [(i, round(s, 6), r) for i, s, r in want(model, user, mode)], (user, mode)
             compared += 1
-    assert compared == len(users) * len(MODES)
-
-
-@pytest.mark.parametrize("parallelism", [1, 2])
-def test_user_cf_fan_out_cap_equals_the_single_process_model(parallelism: int) -> None:
-    """With the default fan-out cap (which raters an event pairs with depends on the order of different users'
-    events) the job applies rater updates in event-time order, as the single-process model does: the same lists."""
-    events = list(load_events(limit=4000))
-    catalog = load_catalog()
-    overrides = ["model.hybrid.trending_half_life_s=null", "model.hybrid.trending_window_s=315360000",
-                 "model.hybrid.trending_buckets=10", "model.hybrid.train_combiner=false",
-                 "model.compare_modes=[usercf]"]
-    res = run_pipeline([event_to_json(e) for e in events], parallelism, overrides,
-                       catalog=[json.dumps(r) for r in catalog])
-    got = final_messages(res)
-    model = HybridRecommender(refresh_events=0, trending_half_life_s=None, trending_window_s=315360000,
-                              trending_buckets=10, train_combiner=False)
-    assert model.usercf.max_raters == 20  # the default: the cap is on
-    for record in catalog:
-        model.add_item(record)
-    for e in sorted(events, key=lambda e: (e.ts, e.event_id)):
-        model.learn_one(e)
-    assert set(got) == {e.user_id for e in events}
-    for user, msg in got.items():
-        want = model.rank(user, mode="usercf")
-        have = msg["alternatives"]["usercf"]
-        assert [(it["item_id"], it["reason"]) for it in have] == [(i, r) for i, _, r in want], user
-        assert [it["score"] for it in have] == pytest.approx([s for _, s, _ in want], rel=1e-5, abs=1e-6)
+    assert compared == len(users) * len(M.FUSION)
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])
@@ -185,34 +160,3 @@ def test_user_cosines_equal_batch_recompute(movielens: tuple[list[Any], list[dic
             checked += 1
     assert set(res.user_neighbors) == {u for u in users if np.count_nonzero(sims[index[u]] > 0) > 1}
     assert checked > 1000
-
-
-def test_ranker_over_budget_defers_and_loses_nothing() -> None:
-    # 1 ms of ranking per shard per window: each timer ranks one user and defers the others to the next
-    # window, where their newer requests replace the old ones in place. 30,000 events: a run of many windows.
-    events, catalog = list(load_events(limit=30000)), load_catalog()
-    exact = ["model.hybrid.usercf_max_raters=0", "model.hybrid.train_combiner=false",
-             "model.hybrid.trending_half_life_s=null", "model.hybrid.trending_window_s=315360000",
-             "model.hybrid.trending_buckets=10", "model.hybrid.content_search=catalog"]
-    position = {e.event_id: k for k, e in enumerate(events)}
-
-    def answers(budget_ms: int) -> tuple[dict[str, list[int]], Any]:
-        res = run_pipeline([event_to_json(e) for e in events], 1, [f"job.rank_budget_ms={budget_ms}", *exact],
-                           catalog=[json.dumps(r) for r in catalog])
-        out: dict[str, list[int]] = {}
-        for m in res.recs:
-            if m["trigger"] == "events":
-                out.setdefault(m["user_id"], []).append(position[m["event_id"]])
-        return out, res
-
-    answered, res = answers(1)
-    free, _ = answers(0)
-    # a deferred request is never answered after a newer one of the same user
-    assert all(pos == sorted(pos) and len(set(pos)) == len(pos) for pos in answered.values())
-    # the backlog merged requests: fewer answers than without the budget
-    assert sum(map(len, answered.values())) < sum(map(len, free.values()))
-    model = exact_model(catalog, events)
-    got = final_messages(res)  # and every user's final list is the exact one
-    assert set(got) == {e.user_id for e in events}
-    for user, msg in got.items():
-        assert [(it["item_id"], it["reason"]) for it in msg["items"]] == [(i, r) for i, _, r in model.rank(user)]
