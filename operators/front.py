@@ -18,10 +18,10 @@ work on MovieLens). :func:`event_batches` therefore does the per-event part on t
    window of ``window_ms``, then emit them as one :class:`FrontBatch`; an event-time timer at the end of time
    flushes the last buffer of a bounded input.
 
-The Python user operator (:class:`operators.windows.UserWindow`) then formats a dead-letter record for each refused
-one (:class:`operators.parse.Rejects`, reason and message as the front gives them), applies the late-event policy
-to the columns (:class:`operators.late.LateCheck`) and updates the models: one Python call per shard and window,
-and no per-event parsing (the cost of both paths: docs/bench.md, tuning knobs).
+The intake (:class:`operators.intake.Intake`) then formats a dead-letter record for each refused one
+(:class:`operators.parse.Rejects`, reason and message as the front gives them), applies the late-event policy to the
+columns (:class:`operators.late.LateCheck`) and hands the events on to the model as columns: one Python call per
+shard and window, and no per-event parsing (the cost of both paths: docs/bench.md, tuning knobs).
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def source_watermarks(max_out_of_orderness_ms: int, limits: Limits, idle_partiti
     """The watermark strategy of a Kafka source of events: event time from each record's ``ts`` (the record is
     checked there, on the JVM, and the front chained to the source takes that check instead of making its own),
     watermarks per partition. Per partition, because a subtask that reads one partition ahead of another would
-    otherwise make the other's events late; downstream state applied in event-time order (operators.windows, rater
+    otherwise make the other's events late; downstream state applied in event-time order (operators.model, rater
     fan-out) relies on no event arriving behind the watermark.
 
     A partition's watermark trails its largest ``ts`` by ``max_out_of_orderness_ms`` + 1 while records come; once

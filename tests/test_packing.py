@@ -1,11 +1,11 @@
-"""operators.windows.pack: the records between the sharded operators travel as bytes with the shard in front."""
+"""operators.records.pack: the records between the operators travel as bytes with the shard in front."""
 
 from __future__ import annotations
 
 import pytest
 
 from config import MAX_SHARDS, ConfigError, load_config
-from operators.windows import pack, packed_shard, unpack
+from operators.records import pack, packed_shard, unpack
 
 
 @pytest.mark.parametrize("shard", [0, 1, 7, 255, 256, 4097, MAX_SHARDS])
