@@ -130,14 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="config override, e.g. --set model.history_cap=50 (repeatable)")
     p.add_argument("--render", action="store_true", help="also spell out the reasons (the sink's work)")
-    p.add_argument("--refresh-on-norms", choices=("job", "true", "false"), default="job",
-                   help="item-CF lists follow every column's norm (true) or only their own row (false); default: "
-                        "job.refresh_on_norms")
     args = p.parse_args(argv)
     try:
         cfg = load_config(None, args.overrides)
-        refresh = cfg["job"]["refresh_on_norms"] if args.refresh_on_norms == "job" else args.refresh_on_norms == "true"
-        settings = Settings.from_config(cfg["model"], refresh_on_norms=bool(refresh))
+        settings = Settings.from_config(cfg["model"])
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

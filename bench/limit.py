@@ -1,7 +1,7 @@
 """The limit: what the job computes, on the compiled array core (:mod:`core.v2.model`), in one process without Flink,
 Kafka or Redis.
 
-Built from the same config as the job (``model``, ``model.hybrid``, ``job.refresh_on_norms``) with the stream's
+Built from the same config as the job (``model``, ``model.hybrid``) with the stream's
 catalog added first, it does what the job does with a stream replayed at full speed:
 
 * every event is learned (:func:`core.v2.model.learn`; the combiner trains in the stream only when the job trains
@@ -87,7 +87,7 @@ class Plan(NamedTuple):
 def plan(cfg: Mapping[str, Any]) -> Plan:
     """The job's model settings, compared modes and list depth from a loaded config."""
     model = cfg["model"]
-    settings = Settings.from_config(model, refresh_on_norms=bool(cfg["job"]["refresh_on_norms"]))
+    settings = Settings.from_config(model)
     compare = tuple(model.get("compare_modes") or ())
     for mode in compare:
         if mode not in M.FUSION:

@@ -50,7 +50,7 @@ def test_run_learns_every_event_and_ranks_each_acting_user_once_per_window_and_m
 def test_a_window_larger_than_the_stream_ranks_every_user_once_and_render_spells_them_out() -> None:
     events = _events(300)
     p = limit.plan(base_config([]))
-    assert not p.train and p.compare_modes == () and not p.settings.refresh_on_norms  # job.refresh_on_norms: false
+    assert not p.train and p.compare_modes == () and p.settings.refresh_on_norms  # the default: exact lists
     res = limit.run(events, p, (), window=10**6, render=True)
     assert (res["events"], res["windows"], res["rankings"]) == (300, 1, len({e.user_id for e in events}))
     assert res["render_s"] is not None and res["events_per_s_by_tenth"] == []  # no total given: no tenths
@@ -69,8 +69,8 @@ def test_window_events_is_the_window_at_the_reference_rate() -> None:
 def test_plan_checks_the_compared_modes() -> None:
     with pytest.raises(ValueError, match=r"model\.compare_modes has unknown mode 'best'"):
         limit.plan(base_config(["model.compare_modes=[best]"]))
-    p = limit.plan(base_config(["model.hybrid.mode=learned", "model.stored_n=20", "job.refresh_on_norms=true"]))
-    assert p.train and p.stored_n == 20 and p.settings.refresh_on_norms
+    p = limit.plan(base_config(["model.hybrid.mode=learned", "model.stored_n=20", "model.hybrid.n_neg=2"]))
+    assert p.train and p.stored_n == 20 and p.settings.n_neg == 2
     assert not limit.plan(base_config(["model.hybrid.mode=learned", "model.hybrid.train_combiner=false"])).train
 
 

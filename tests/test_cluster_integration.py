@@ -5,7 +5,7 @@ JVM from the apache-flink wheel), submits the job unbounded with ``python -m dep
 project's code and pinned packages travel with the job: ``-pyfs``/``-pyreq``), feeds it the first 10,000
 MovieLens ratings through Kafka, checks the recommendations and item similarities in Redis, stops it with a
 savepoint, resumes it from the savepoint at parallelism 2, feeds the next 10,000 ratings and checks that every
-stored similarity equals one uninterrupted computation over all 20,000 (``core.itemcf.ItemCF`` with
+stored similarity equals one uninterrupted computation over all 20,000 (``core.v2.model`` with
 ``history_cap=0``, i.e. the cosine of RᵀR) to 1e-6 relative.
 
 Topics, consumer group, Redis prefix and Kafka transactional ids are unique to the run, so it shares the
@@ -32,7 +32,8 @@ import pytest
 from conftest import REDIS_PORT, unavailable
 
 from config import PROJECT_ROOT, load_config
-from core.itemcf import ItemCF
+from core.v2 import model as M
+from core.v2.settings import Settings
 from deploy.cluster import CHECKPOINT_DIR
 from ingest import kafka_admin
 from ingest.movielens import DatasetNotFound, load_events
@@ -192,24 +193,24 @@ def check_recommendations(redis_conn: Any, prefix: str, events: Sequence[Event],
 
 
 def check_similarities(redis_conn: Any, prefix: str, events: Sequence[Event], top_k: int) -> int:
-    """Every stored neighbour list against one uninterrupted ItemCF run (RᵀR cosine); returns the pairs checked."""
-    model = ItemCF(top_k=top_k, history_cap=0)
-    for e in events:
-        model.learn_one(e.user_id, e.item_id, e.weight, e.ts)
+    """Every stored neighbour list against one uninterrupted run of the model (RᵀR cosine); returns the pairs
+    checked."""
+    state = M.new_state(Settings(top_k=top_k, history_cap=0, methods=("itemcf",)))
+    M.learn(state, M.Batch.of(events))
     stored = {json.loads(v)["item_id"]: json.loads(v) for v in read_similar(redis_conn, prefix).values()}
     items = {e.item_id for e in events}
-    expected_items = {i for i in items if model.neighbors(i)}
+    expected_items = {i for i in items if M.neighbors(state, i)}
     assert expected_items <= set(stored), f"no similar-item list for {sorted(expected_items - set(stored))[:10]}"
     pairs = 0
     for item, msg in stored.items():
         assert item in items, f"similar-item list for {item}, which no event mentions"
         got = [(nb["item_id"], nb["score"]) for nb in msg["neighbors"]]
-        want = model.neighbors(item)
+        want = M.neighbors(state, item)
         assert len(got) == len(want), f"item {item}: {len(got)} neighbours stored, {len(want)} expected"
         for (j, score), (_, want_score) in zip(got, want, strict=True):
             # the k-th best may tie with others: compare the ranked scores, and each stored pair's own cosine
             assert score == pytest.approx(want_score, rel=REL), f"item {item}: ranked scores differ"
-            assert score == pytest.approx(model.similarity(item, j), rel=REL), f"sim({item}, {j}) differs"
+            assert score == pytest.approx(M.similarity(state, item, j), rel=REL), f"sim({item}, {j}) differs"
             pairs += 1
     return pairs
 
@@ -220,9 +221,7 @@ def test_savepoint_and_rescale_keep_the_model_exact(cluster: None, kafka_bootstr
     defaults = load_config(env={})
     overrides = [f"kafka.topics.{name}={tag}-{name}" for name in defaults["kafka"]["topics"]]
     overrides += [f"kafka.bootstrap={kafka_bootstrap}", f"kafka.group_id={tag}", f"redis.port={REDIS_PORT}",
-                  f"redis.prefix={tag}:", "model.history_cap=0",
-                  # lists exact while the job runs (the default refreshes a list when its own row changes)
-                  "job.refresh_on_norms=true"]
+                  f"redis.prefix={tag}:", "model.history_cap=0"]
     if "transactional_id_prefix" in defaults["job"]:  # no fencing with other runs' Kafka transactions
         overrides.append(f"job.transactional_id_prefix={tag}")
     cfg = load_config(overrides=overrides, env={})

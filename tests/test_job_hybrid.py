@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 from flink_harness import event_json, run_pipeline
-from test_core_hybrid import CATALOG, STREAM
+from reference import CATALOG, STREAM, batch_user_cosine
 
 from config import load_config
-from core.usercf import batch_user_cosine
 from core.v2 import model as M
 from core.v2.settings import Settings
 from ingest.movielens import load_catalog, load_events
@@ -27,11 +26,7 @@ from udfs.events import event_to_json
 
 pytestmark = pytest.mark.flink
 
-# CATALOG and STREAM: the fixture of tests/test_core_hybrid.py (worked out there, and below for u1):
-#   item-CF for u1: score(c) = 5·4/√41 + 4·5/√41 = 40/√41 (a, b tie: the reason names a);
-#   user-CF for u1: D[u1][u2] = 40, norms 41 and 42 -> score(c) = 40/√(41·42) · w(u2, c) = 40/√1722;
-#   content: u1's profile is pure Comedy -> d (the only unseen Comedy);
-#   trending (window counts): a 2, b 2, e 2, c 1 -> unseen by u1: e, c.
+# CATALOG and STREAM: the hand-worked fixture of tests/reference.py.
 MODES = ["itemcf", "usercf", "content", "popular", "weighted", "rrf", "borda"]
 EXACT = ["model.hybrid.trending_half_life_s=null", "model.hybrid.trending_window_s=3600",
          "model.hybrid.trending_buckets=12", "model.hybrid.train_combiner=false", "model.hybrid.half_life_s=null"]
