@@ -8,8 +8,8 @@ deploy/prometheus) use no other names (besides Flink's own, :data:`FLINK_METRICS
 exports them.
 
 Label values: Flink's Prometheus reporter keeps only ``[a-zA-Z0-9:_]`` in label values (the rest become ``_``),
-so ``operator_name`` is ``user_window`` for the operator named ``user-window``, and histogram bounds are
-integers (``le="5"``, ``le="Inf"``).
+so ``operator_name`` is ``parse_catalog`` for the operator named ``parse-catalog``, and histogram bounds
+are integers (``le="5"``, ``le="Inf"``).
 """
 
 from __future__ import annotations
@@ -65,36 +65,40 @@ class JobMetric:
 
 
 JOB_METRICS: tuple[JobMetric, ...] = (
-    JobMetric("events_in", "counter", ("user_window",),
-              "records read from the events topic that reached the user operator, valid or not"),
-    JobMetric("events_valid", "counter", ("user_window",),
+    JobMetric("events_in", "counter", ("intake",),
+              "records read from the events topic that reached the intake, valid or not"),
+    JobMetric("events_valid", "counter", ("intake",),
               "records that passed validation and the late-event policy (duplicates among them are counted in "
-              "duplicates and applied once)"),
-    JobMetric("dlq.<reason>", "counter", ("user_window", "parse_catalog"),
+              "duplicates and dropped)"),
+    JobMetric("dlq.<reason>", "counter", ("intake", "parse_catalog"),
               "records sent to the dead-letter topic, one counter per reason (bad_json, missing_field, late_event, "
               "bad_catalog_record...: the reason field of the DLQ record)", lazy=True),
-    JobMetric("late", "counter", ("user_window",),
-              "events behind the watermark (job.late_events: applied, or sent to the DLQ as late_event)"),
-    JobMetric("duplicates", "counter", ("user_window",),
-              "events whose event_id the user's state already holds: applied once only"),
-    JobMetric("users_held", "gauge", ("user_window",),
-              "users in the subtask's working copy of its user state (every user of the shards it has seen)"),
-    JobMetric("rows_held", "gauge", ("item_window", "user_similarity"),
-              "similarity rows the subtask holds (items with co-occurrences; users with user-user dot products)"),
-    JobMetric("refresh_backlog", "gauge", ("item_window", "user_similarity"),
-              "rows whose neighbour list waits for a recompute: over job.refresh_budget_ms in item_window; in "
-              "user_similarity a user's list also waits, by design, until that user acts again"),
-    JobMetric("window_lag_ms", "gauge", ("item_window", "user_similarity", "ranker"),
-              "ms from the end of the latest window (ranker: a batch's due time, job.rank_delay_ms after it "
-              "arrived) to the end of its processing: how far the operator runs behind its schedule"),
-    JobMetric("rankings", "counter", ("ranker",), "rankings sent (one per answered user; rate() = rankings/s)"),
-    JobMetric("ranking_ms", "histogram", ("ranker",),
-              "wall time of one user's ranking in ms (all modes of the message), cumulative buckets: "
-              "histogram_quantile() over rate() of the buckets"),
-    JobMetric("rank_requests_deferred", "counter", ("ranker",),
-              "rank requests left for the next window by job.rank_budget_ms (a user asking again is answered once)"),
-    JobMetric("rank_queue", "gauge", ("ranker",), "deferred rank requests waiting, after the latest window"),
-    JobMetric("combiner_examples", "counter", ("ranker",), "examples the learned combiner was trained on"),
+    JobMetric("late", "counter", ("intake",),
+              "events behind the watermark (job.late_events: learned with the model's next step, or sent to the "
+              "DLQ as late_event)"),
+    JobMetric("duplicates", "counter", ("intake",),
+              "events whose event_id the intake already holds for the user: dropped (a redelivery is learned once)"),
+    JobMetric("users_held", "gauge", ("intake",),
+              "users whose event ids the subtask keeps for de-duplication (every user of the shards it has seen)"),
+    JobMetric("front.rechecked", "counter", ("shard_events",),
+              "events the front checked a second time because the check of the source's timestamp assigner did "
+              "not reach it (the front not chained to a source with the front's watermarks): 0 in the job as wired"),
+    JobMetric("events_learned", "counter", ("model",),
+              "events the subtask's copy of the model learned (every subtask learns every event: a job-wide rate "
+              "is one subtask's, not the sum)"),
+    JobMetric("events_waiting", "gauge", ("model",),
+              "events the subtask holds until the watermark passes them, after its latest learning step"),
+    JobMetric("model_bytes", "gauge", ("model",),
+              "bytes of the arrays of the subtask's copy of the model (every subtask holds a whole copy), after its "
+              "latest ranking"),
+    JobMetric("rankings", "counter", ("model",), "rankings sent (one per answered user; rate() = rankings/s)"),
+    JobMetric("ranking_ms", "histogram", ("model",),
+              "wall time of a ranking per user in ms (a batch's time, all modes of the message, over its users), "
+              "cumulative buckets: histogram_quantile() over rate() of the buckets"),
+    JobMetric("combiner_examples", "counter", ("model",),
+              "examples the learned combiner was trained on, while learned ranks (model.hybrid.mode or "
+              "model.compare_modes); every subtask trains the same combiner: a job-wide rate is one subtask's",
+              lazy=True),
     JobMetric("redis_sink.retries", "counter", ("recs_to_redis", "similar_to_redis"),
               "rounds of Redis writes retried after a backoff (Redis unreachable, timing out, loading, out of memory, "
               "read-only)"),
@@ -156,18 +160,24 @@ def bucket_counts(values: Iterable[float], bounds: Sequence[float]) -> list[int]
 class Histogram:
     """A Prometheus-style histogram of counters (PyFlink has no histogram metric): one counter per bucket in the
     group ``<name>`` with the bucket's upper bound as the label ``le``; :meth:`observe` updates each bucket once
-    per call (an update is a call into the JVM), so pass a batch."""
+    per call (an update is a call into the JVM), so pass a batch. The first non-empty batch updates every bucket,
+    empty ones by 0: in Python processes (Beam) a counter reaches Flink only with its first update, and a
+    histogram missing buckets would skew ``histogram_quantile``."""
 
     def __init__(self, group: Any, name: str, bounds: Sequence[int]) -> None:
         base = group.add_group(name)
         self.bounds = tuple(bounds)
         self._buckets = [base.add_group("le", str(b)).counter("bucket") for b in self.bounds]
         self._buckets.append(base.add_group("le", "Inf").counter("bucket"))
+        self._all = True  # the next non-empty batch updates every bucket
 
     def observe(self, values: Iterable[float]) -> None:
-        for counter, n in zip(self._buckets, bucket_counts(values, self.bounds), strict=True):
-            if n:
+        counts = bucket_counts(values, self.bounds)
+        every = self._all and counts[-1] > 0
+        for counter, n in zip(self._buckets, counts, strict=True):
+            if n or every:
                 counter.inc(n)
+        self._all = self._all and not every
 
 
 def gauge_setter(group: Any, name: str) -> Callable[[float], None]:

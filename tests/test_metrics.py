@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import re
@@ -127,10 +128,40 @@ REGISTERED_JAVA = re.compile(r'\.(?:counter|gauge|histogram|meter|addGroup)\(\s*
 HELPER_PARTS = {"le", "bucket"}  # the groups and counters Histogram itself registers under the histogram's name
 
 
+def project_module(name: str) -> Path | None:
+    """The project's source file of module ``name`` (a package: its ``__init__.py``), None if it is not ours."""
+    base = PROJECT_ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def job_operator_modules() -> list[Path]:
+    """The modules under operators/ that jobs/recommend.py imports, directly or through the project's other
+    modules: the code of the job's operators (a module no longer in the job registers nothing it exports)."""
+    seen: set[Path] = set()
+    todo = [PROJECT_ROOT / "jobs" / "recommend.py"]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            todo += [found for name in names if (found := project_module(name)) is not None]
+    operators = PROJECT_ROOT / "operators"
+    return sorted(path for path in seen if path.parent == operators)
+
+
 def registered_in_code() -> set[str]:
-    """Every metric or group name the operators' code registers with a literal name."""
+    """Every metric or group name the job's operators' code registers with a literal name."""
     found: set[str] = set()
-    for path in sorted((PROJECT_ROOT / "operators").glob("*.py")):
+    for path in job_operator_modules():
         if path.name != "metrics_catalog.py":
             found |= {a or b for a, b in REGISTERED_PY.findall(path.read_text())}
     for path in sorted((PROJECT_ROOT / "jvm" / "src").rglob("*.java")):
@@ -140,6 +171,12 @@ def registered_in_code() -> set[str]:
 
 def catalog_parts() -> set[str]:
     return {part for m in JOB_METRICS for part in m.registered.split(".") if not part.startswith("<")}
+
+
+def test_the_job_operator_modules_are_those_the_job_imports() -> None:
+    names = {path.stem for path in job_operator_modules()}
+    assert {"front", "intake", "late", "model", "parse", "redis_sink", "metrics_catalog"} <= names
+    assert not names & {"windows", "ranker"}  # no longer in the job
 
 
 def test_the_catalog_is_what_the_code_registers() -> None:
@@ -216,11 +253,24 @@ def test_histogram_counts_each_bucket_once_per_batch() -> None:
     assert [buckets[f"ranking_ms.le={b}.bucket"].calls for b in ("1", "10", "Inf")] == [1, 2, 2]
 
 
+def test_histogram_updates_every_bucket_with_its_first_observations() -> None:
+    """In Python processes a counter reaches Flink with its first update: the first batch updates empty buckets by
+    0, so every bucket is exported from the first observation on; later batches skip them."""
+    group = FakeGroup()
+    hist = Histogram(group, "ranking_ms", (1, 10))
+    hist.observe([])  # nothing observed yet: nothing updated
+    assert [group.registry[f"ranking_ms.le={b}.bucket"].calls for b in ("1", "10", "Inf")] == [0, 0, 0]
+    hist.observe([50.0])
+    hist.observe([70.0])
+    buckets = [group.registry[f"ranking_ms.le={b}.bucket"] for b in ("1", "10", "Inf")]
+    assert [c.calls for c in buckets] == [1, 1, 2] and [c.n for c in buckets] == [0, 0, 2]
+
+
 def test_gauge_setter_in_both_modes() -> None:
     group = FakeGroup()
-    set_lag = gauge_setter(group, "window_lag_ms")
-    set_lag(17.9)
-    assert group.registry["window_lag_ms"]() == 17
+    set_waiting = gauge_setter(group, "events_waiting")
+    set_waiting(17.9)
+    assert group.registry["events_waiting"]() == 17
 
     class Distribution:
         value = -1
@@ -336,8 +386,8 @@ def test_dashboard_shows_what_an_operator_watches() -> None:
     text = "\n".join(dashboard_exprs(dashboard))
     job = {m.registered: m.prometheus for m in JOB_METRICS}
     for name in (job["events_in"], job["events_valid"], job["late"], job["duplicates"], job["rankings"],
-                 job["ranking_ms"], job["window_lag_ms"], job["refresh_backlog"], job["rank_queue"],
-                 job["redis_sink.retries"], job["redis_sink.backoff_ms"], job["users_held"], job["rows_held"],
+                 job["ranking_ms"], job["events_waiting"], job["events_learned"], job["model_bytes"],
+                 job["redis_sink.retries"], job["redis_sink.backoff_ms"], job["users_held"],
                  "flink_jobmanager_job_numRestarts", "flink_jobmanager_job_lastCheckpointDuration",
                  "flink_jobmanager_job_lastCheckpointFullSize", "flink_taskmanager_job_task_operator_pendingRecords"):
         assert name in text, name
@@ -365,8 +415,8 @@ def test_alert_rules_use_only_exported_metrics_and_are_complete() -> None:
     rules = alert_rules(load_alerts())
     assert unknown_names([r["expr"] for r in rules]) == []
     names = {r["alert"] for r in rules}
-    assert {"FlinkrecJobDown", "FlinkrecDeadLetters", "FlinkrecStale", "FlinkrecRefreshBacklog",
-            "FlinkrecRankQueue"} <= names
+    assert {"FlinkrecJobDown", "FlinkrecDeadLetters", "FlinkrecStale", "FlinkrecNoRankings",
+            "FlinkrecInputLag"} <= names
     for rule in rules:
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
@@ -489,13 +539,14 @@ def live_job(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     scraping it, where Debian's prometheus is installed): 600 events, a scrape once rankings came out, 600 more
     events and 3 bad records, a second scrape once the job has read them all. Cancelled after."""
     from conftest import connect_redis
-    from pyflink.common import WatermarkStrategy
 
     from ingest import kafka_admin
     from ingest.movielens import load_events
     from ingest.producer import bad_records, produce_events
     from jobs.flink_env import make_env
     from jobs.recommend import catalog_source, kafka_sink, kafka_source, recommend
+    from operators.front import catalog_watermarks, source_watermarks
+    from udfs.events import Limits
 
     tag = uuid.uuid4().hex[:8]
     port = free_port()
@@ -504,16 +555,20 @@ def live_job(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
                   f"redis.prefix=metrics-{tag}:", f"job.name=flinkrec-metrics-{tag}", "job.checkpoint_interval_ms=1000",
                   f"job.checkpoint_dir=var/test-checkpoints/metrics-{tag}",
                   f"job.transactional_id_prefix=metrics-{tag}", "job.starting_offsets=earliest",
-                  "job.delivery=at_least_once", f"metrics.prometheus_port={port}"]
+                  "job.delivery=at_least_once", f"metrics.prometheus_port={port}",
+                  "model.compare_modes=[learned]"]  # the combiner trains: combiner_examples moves
     cfg = load_config(overrides=overrides, env={})
     job, topic = cfg["job"]["name"], cfg["kafka"]["topics"]["events"]
     topics = kafka_admin.project_topics(cfg)
     kafka_admin.ensure_topics(kafka_bootstrap, topics, partitions=2)
     prometheus = start_prometheus(port, tmp_path_factory.mktemp("prometheus"))
     env = make_env(cfg)
-    events = env.from_source(kafka_source(cfg), WatermarkStrategy.no_watermarks(), "kafka-events")
-    catalog = env.from_source(catalog_source(cfg), WatermarkStrategy.no_watermarks(), "kafka-items")
-    out = recommend(events, cfg, catalog=catalog)
+    job_cfg = cfg["job"]  # the sources as the job wires them (jobs.recommend.recommend_job)
+    watermarks = source_watermarks(job_cfg["max_out_of_orderness_ms"], Limits.from_config(cfg),
+                                   job_cfg["idle_partition_ms"], job_cfg["settle_ms"])
+    events = env.from_source(kafka_source(cfg), watermarks, "kafka-events")
+    catalog = env.from_source(catalog_source(cfg), catalog_watermarks(), "kafka-items")
+    out = recommend(events, cfg, catalog=catalog, source_watermarks=True)
     names = cfg["kafka"]["topics"]
     out.recommendations.sink_to(kafka_sink(cfg, names["recommendations"], "recs", "/user_id")) \
         .name("kafka-recommendations")
@@ -571,6 +626,9 @@ def test_a_running_job_serves_its_counters_and_they_move(live_job: dict[str, Any
     assert before <= 600 < after <= 1200
     before, after = moved("rankings")
     assert 0 < before < after
+    before, after = moved("events_learned")  # one model subtask (job.parallelism 1): each event learned once
+    assert 0 < before < after <= 1200
+    assert moved("front_rechecked") == (0, 0)  # with the front's source watermarks each record is checked once
     dlq = next(m for m in JOB_METRICS if m.registered == "dlq.<reason>")
     refused = {name: total(second, name, job) for name in second if dlq.matches(name)}
     assert sum(refused.values()) == 3, refused  # the three bad records, one counter per reason
@@ -623,7 +681,7 @@ def test_the_dashboard_and_alerts_select_the_running_jobs_series(live_job: dict[
     exprs = dashboard_exprs(load_dashboard())
     rules = [r["expr"] for r in alert_rules(load_alerts())]
     assert unmatched_selectors(exprs + rules, live_job["second"]) == []
-    assert unmatched_selectors(['flink_taskmanager_job_task_operator_window_lag_ms{operator_name="rankr"}'],
+    assert unmatched_selectors(['flink_taskmanager_job_task_operator_events_waiting{operator_name="modle"}'],
                                live_job["second"])  # a wrong label value is caught
     port = live_job["prometheus"]
     if port is None:
