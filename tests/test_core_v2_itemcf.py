@@ -189,3 +189,22 @@ def test_compacted_pools_hold_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> 
             ta = a.cols[a.ptr[r]: a.ptr[r] + a.cap[r]], a.vals[a.ptr[r]: a.ptr[r] + a.cap[r]]
             tb = b.cols[b.ptr[r]: b.ptr[r] + b.cap[r]], b.vals[b.ptr[r]: b.ptr[r] + b.cap[r]]
             assert ta[0].tolist() == tb[0].tolist() and ta[1].tolist() == tb[1].tolist()
+
+
+def test_refresh_on_norms_off_leaves_lists_stale_until_every_list_is_refreshed() -> None:
+    # without refresh_on_norms a list is recomputed when its own row or norm changes, not when a column's norm
+    # moves; refresh(all_rows=True) (what the job does at the end of a bounded input) makes every list exact
+    events = stream(9, 1500, users=15, items=25, rerate=0.2)
+    exact, lazy = M.new_state(EXACT), M.new_state(EXACT.replace(refresh_on_norms=False))
+    names = [f"i{k}" for k in range(25)]
+    stale = 0
+    for e in events:
+        for state in (exact, lazy):
+            M.learn(state, M.Batch.of([e]))
+        stale += sum(M.neighbors(lazy, i) != M.neighbors(exact, i) for i in names[:5])
+    assert stale > 0
+    M.refresh(lazy, all_rows=True)
+    for i in names:
+        assert M.neighbors(lazy, i) == M.neighbors(exact, i)
+    users = sorted({e.user_id for e in events})
+    assert M.render(lazy, M.rank(lazy, users, "itemcf")) == M.render(exact, M.rank(exact, users, "itemcf"))

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+from reference import batch_user_cosine
 from test_core_v2_itemcf import EXACT, learned, stream
 
 from core.v2 import model as M
@@ -66,3 +67,39 @@ def test_the_log_pool_keeps_each_slots_weight_and_time_beside_it() -> None:
                 assert state.lp_w[x] == state.lg_w[slot] and state.lp_ts[x] == state.lg_ts[slot]
                 checked += 1
     assert checked == lp.entries() > 1000
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_user_neighbours_are_the_top_k_of_the_batch_cosine_ties_by_id(seed: int) -> None:
+    events = stream(seed, 1500, users=30, items=25)
+    state = learned(events, EXACT.replace(usercf_top_k=5), batch=61)
+    users, cos = batch_user_cosine((e.user_id, e.item_id, max(e.weight, MIN_POSITIVE_WEIGHT), e.ts) for e in events)
+    for a, u in enumerate(users):
+        want = sorted(((v, float(cos[a, b])) for b, v in enumerate(users) if b != a and cos[a, b] > 1e-9),
+                      key=lambda t: (-round(t[1], 9), t[0]))[:5]
+        got = M.user_neighbors(state, u)
+        assert [v for v, _ in got] == [v for v, _ in want], u
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-9)
+
+
+def test_usercf_ranking_is_the_neighbours_weighted_sum_with_the_largest_contributor_as_reason() -> None:
+    # score(j) = Σ_{v in u's neighbours} sim(u, v) · w⁺_vj over items u has not engaged; the reason is the neighbour
+    # of the largest term (ties: the smaller user id)
+    events = stream(6, 1200, users=25, items=40)
+    state = learned(events, EXACT.replace(usercf_top_k=6, candidate_pool=200), batch=50)
+    final = {(e.user_id, e.item_id): max(e.weight, MIN_POSITIVE_WEIGHT) for e in events}
+    for user in sorted({u for u, _ in final})[:10]:
+        seen = {i for u, i in final if u == user}
+        totals: dict[str, float] = {}
+        best: dict[str, tuple[float, str]] = {}
+        for v, sim in M.user_neighbors(state, user):
+            for (w_user, item), w in final.items():
+                if w_user == v and item not in seen:
+                    totals[item] = totals.get(item, 0.0) + sim * w
+                    if item not in best or sim * w > best[item][0] or (sim * w == best[item][0] and v < best[item][1]):
+                        best[item] = (sim * w, v)
+        want = sorted(totals.items(), key=lambda t: (-t[1], t[0]))[:10]
+        got = [(i, s, r) for i, s, r in M.render(state, M.rank(state, [user], "usercf", 10))[0] if r != "trending"]
+        assert [i for i, _, _ in got] == [i for i, _ in want], user
+        assert [s for _, s, _ in got] == pytest.approx([s for _, s in want], rel=1e-12)
+        assert [r for _, _, r in got] == [f"liked by similar user {best[i][1]}" for i, _ in want]
