@@ -1,16 +1,15 @@
 """``python -m evaluation``: evaluate the recommenders on MovieLens-100K and write tables and plots.
 
-Runs every mode of the model (``--core array``, the default: :mod:`core.v2`; ``--core dict``: the prequential
-replay of :class:`core.hybrid.HybridRecommender`) through:
+Runs every mode of the model (:mod:`core.v2.model`) through:
 
 1. the prequential protocol (rank-then-learn over the time-ordered stream), the headline;
-2. three offline protocols on the array core, each learning a training part and ranking every test user once:
+2. three offline protocols, each learning a training part and ranking every test user once:
    a. the random 75/25 per-user split with Microsoft Recommenders' metrics, SAR's published row beside it;
    b. a per-user temporal split (each user's last 20% of events by time in test);
    c. leave-last-one-out (each user's last event in test), HR@10 / NDCG@10 against every item;
 3. beyond-accuracy metrics (coverage, novelty, intra-list diversity) of the random-split lists;
-4. the cost of the bounds of the dict core (``core.hybrid``; "cost of the bounds" table): each bound varied alone,
-   the others as configured, with the one method it bounds running alone --
+4. the cost of the model's bounds ("cost of the bounds" table): each bound varied alone, the others as
+   configured, with the one method it bounds running alone --
    item-CF's history cap (``model.history_cap``, ``--caps``; with and without time decay) and co-occurrence row cap
    (``model.row_cap``, ``--row-caps``); user-CF's fan-out cap (``model.hybrid.usercf_max_raters``,
    ``--max-raters``) and user-user row cap (``model.hybrid.usercf_row_cap``, ``--usercf-row-caps``). 0 is the
@@ -50,9 +49,9 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from config import ConfigError, load_config, resolve_path  # noqa: E402
-from core.hybrid import HybridRecommender  # noqa: E402
+from core.v2.settings import Settings  # noqa: E402
 from evaluation import report  # noqa: E402
-from evaluation.runner import CORES, OFFLINE_KINDS, BoundRow, Options, Task, run_task  # noqa: E402
+from evaluation.runner import OFFLINE_KINDS, BoundRow, Options, Task, run_task  # noqa: E402
 
 logger = logging.getLogger("evaluation")
 
@@ -71,7 +70,6 @@ examples:
   python -m evaluation --sample-every 1                 # score every eligible event (slower, no sampling)
   python -m evaluation --limit 5000 --protocols prequential --caps 50
   python -m evaluation --protocols random,temporal,loo  # the offline protocols alone (about a minute)
-  python -m evaluation --core dict --protocols prequential,bounds   # the dict core's replay
   python -m evaluation --protocols bounds --caps '' --row-caps '' --usercf-row-caps '' --max-raters 0,50,10
   python -m evaluation --param half_life_s=null --param 'fusion_weights={itemcf: 1, usercf: 1, content: 0, popular: 0}'
   python -m evaluation --set model.top_k=30 --jobs 1 --out /tmp/eval
@@ -112,8 +110,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Evaluate every mode of the recommender on MovieLens-100K: prequential replay (the headline), "
                     "a random 75/25 per-user split (Microsoft Recommenders' metrics, SAR's published row beside "
                     "it), a per-user temporal split, leave-last-one-out, beyond-accuracy metrics and the accuracy "
-                    "cost of the dict core's bounds on item-CF's and user-CF's work and state (history cap, row "
-                    "caps, user-CF fan-out). Offline, a user's training items are never recommended to them. "
+                    "cost of the model's bounds on item-CF's and user-CF's work and state (history cap, row caps, "
+                    "user-CF fan-out). Offline, a user's training items are never recommended to them. "
                     "Writes results.md, results.json and PNG plots into --out and prints the tables.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -122,8 +120,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="config override, e.g. --set model.history_cap=20 (repeatable)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="HybridRecommender argument overriding the config, VALUE parsed as YAML, e.g. "
-                        "--param candidate_pool=100 (repeatable)")
+                   help="model setting (a field of core.v2.settings.Settings) overriding the config, VALUE "
+                        "parsed as YAML, e.g. --param candidate_pool=100 (repeatable)")
     p.add_argument("--data-dir", metavar="DIR", help="ml-100k directory (default: config data.movielens_dir, "
                                                      "else the recbole wheel)")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N events (quick runs)")
@@ -159,9 +157,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "scale run)")
     p.add_argument("--decay-half-life-s", type=float, metavar="S",
                    help="bounds table: half-life of the 'decay on' rows (default: the model's half_life_s, or 600)")
-    p.add_argument("--core", choices=CORES, default="array",
-                   help="model implementation of the prequential and offline protocols: array (core.v2, default) or "
-                        "dict (core.hybrid: prequential only); the bounds protocol always measures the dict core")
     p.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
                    help="worker processes (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -173,10 +168,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--protocols {args.protocols!r}: unknown {', '.join(bad) or '(empty)'}; "
                 f"choose from {', '.join(PROTOCOLS)}")
     args.protocols = protocols
-    offline_asked = [x for x in protocols if x in OFFLINE_KINDS]
-    if args.core == "dict" and offline_asked:
-        p.error(f"--core dict: the offline protocols ({', '.join(offline_asked)}) run on the array core; use "
-                "--core array or leave them out of --protocols")
     args.caps = _bound_values(p, "--caps", args.caps)
     args.row_caps = _bound_values(p, "--row-caps", args.row_caps)
     args.max_raters = _bound_values(p, "--max-raters", args.max_raters)
@@ -210,13 +201,11 @@ class Configured:
     row_cap: int = 0
     usercf_max_raters: int = 50
     usercf_row_cap: int = 0
-    refresh_events: int = 1000
 
     @classmethod
-    def of(cls, model: HybridRecommender) -> Configured:
-        return cls(history_cap=model.itemcf.history_cap, half_life_s=model.half_life_s,
-                   row_cap=model.itemcf.items.row_cap, usercf_max_raters=model.usercf.max_raters,
-                   usercf_row_cap=model.usercf.rows.row_cap, refresh_events=model.refresh_events)
+    def of(cls, s: Settings) -> Configured:
+        return cls(history_cap=s.history_cap, half_life_s=s.half_life_s, row_cap=s.row_cap,
+                   usercf_max_raters=s.usercf_max_raters, usercf_row_cap=s.usercf_row_cap)
 
 
 def _label(value: int) -> str:
@@ -237,8 +226,7 @@ def bound_rows(args: argparse.Namespace, half_life_s: float,
     specs: list[tuple[str, int, str, str, dict[str, Any]]] = []  # (bound, value, label, method, variant)
 
     def itemcf(**kw: Any) -> dict[str, Any]:
-        return {"history_cap": c.history_cap, "half_life_s": c.half_life_s, "row_cap": c.row_cap,
-                "refresh_events": c.refresh_events, **kw}
+        return {"history_cap": c.history_cap, "half_life_s": c.half_life_s, "row_cap": c.row_cap, **kw}
 
     def usercf(**kw: Any) -> dict[str, Any]:
         return {"usercf_max_raters": c.usercf_max_raters, "usercf_row_cap": c.usercf_row_cap, **kw}
@@ -248,9 +236,6 @@ def bound_rows(args: argparse.Namespace, half_life_s: float,
                       itemcf(history_cap=cap, half_life_s=None)))
         specs.append(("model.history_cap", cap, f"itemcf cap={_label(cap)} +decay", "itemcf",
                       itemcf(history_cap=cap, half_life_s=half_life_s)))
-    if args.caps and c.refresh_events:  # the configured bounds with neighbour lists recomputed whenever they change
-        specs.append(("model.history_cap", c.history_cap, f"itemcf cap={_label(c.history_cap)} +decay exact",
-                      "itemcf", itemcf(half_life_s=half_life_s, refresh_events=0)))
     for cap in _descending(args.row_caps):
         specs.append(("model.row_cap", cap, f"itemcf row_cap={_label(cap)}", "itemcf", itemcf(row_cap=cap)))
     for n in _descending(args.max_raters):
@@ -291,11 +276,11 @@ def build_tasks(args: argparse.Namespace, n_events: int, half_life_s: float,
     return head + tail
 
 
-def check_bounds(args: argparse.Namespace, model: HybridRecommender) -> None:
+def check_bounds(args: argparse.Namespace, settings: Settings) -> None:
     """ValueError naming the option and value of a row cap the model would reject (below its top-k)."""
     for option, values, top_k, key in (
-            ("--row-caps", args.row_caps, model.itemcf.items.k, "model.top_k"),
-            ("--usercf-row-caps", args.usercf_row_caps, model.usercf.top_k, "model.hybrid.usercf_top_k")):
+            ("--row-caps", args.row_caps, settings.top_k, "model.top_k"),
+            ("--usercf-row-caps", args.usercf_row_caps, settings.usercf_top_k, "model.hybrid.usercf_top_k")):
         for value in values:
             if value and value < top_k:
                 raise ValueError(f"{option}: {value} must be 0 (all) or at least {key} {top_k}")
@@ -354,10 +339,7 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any], k: int) -> 
     parts = [f"# Evaluation on MovieLens-100K ({meta['date']})", ""]
     parts.append(f"Total runtime **{meta['runtime_s']:.0f} s** with {meta['jobs']} worker process(es) on "
                  f"{meta['cpus']} CPU(s). Model settings: `{json.dumps(meta['model'], sort_keys=True)}`. "
-                 f"Seed {meta['seed']}. Command: `{' '.join(['python -m evaluation', *meta.get('argv', [])])}`. "
-                 f"Model core: `{meta.get('core', 'array')}` for the prequential replay"
-                 + (", `array` (core.v2) for the offline protocols" if meta.get("core", "array") != "dict" else "")
-                 + "; the bounds table measures the dict core (core.hybrid).")
+                 f"Seed {meta['seed']}. Command: `{' '.join(['python -m evaluation', *meta.get('argv', [])])}`.")
     pre = results.get("prequential")
     if pre:
         pre["k"] = k
@@ -385,7 +367,7 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any], k: int) -> 
         parts += ["", "## 3. Beyond accuracy (random split lists)", "", report.beyond_section(results["random split"])]
     bounds = report.bound_rows(results.values())
     if bounds:
-        parts += ["", "## 4. Cost of the bounds (dict core: item-CF and user-CF alone, prequential)", "",
+        parts += ["", "## 4. Cost of the bounds (item-CF and user-CF alone, prequential)", "",
                   report.bounds_section(bounds, meta.get("configured"))]
     return "\n".join(parts) + "\n"
 
@@ -409,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         params = parse_params(args.param)
-        probe = HybridRecommender.from_config(cfg["model"], **params)  # fail fast on bad settings
+        probe = Settings.from_config(cfg["model"], **params)  # fail fast on bad settings
         check_bounds(args, probe)
     except (ConfigError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -426,8 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     opts = Options(model_cfg=cfg["model"], params=params, data_dir=data_dir, limit=args.limit, k=args.k,
                    sample_every=args.sample_every, window=args.window, seed=args.seed,
-                   random_train_frac=args.random_train_frac, temporal_test_frac=args.temporal_test_frac,
-                   core=args.core)
+                   random_train_frac=args.random_train_frac, temporal_test_frac=args.temporal_test_frac)
     configured = Configured.of(probe)
     tasks = build_tasks(args, n_events, half_life, configured)
     logger.info("running %d tasks with %d workers", len(tasks), args.jobs)
@@ -440,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "jobs": min(args.jobs, len(tasks)), "cpus": os.cpu_count(), "seed": args.seed,
             "model": results.get("prequential", {}).get("model") or {"half_life_s": probe.half_life_s},
             "argv": list(sys.argv[1:] if argv is None else argv), "configured": asdict(configured),
-            "core": args.core, "random_train_frac": args.random_train_frac,
+            "random_train_frac": args.random_train_frac,
             "temporal_test_frac": args.temporal_test_frac}
     md = render(results, meta, args.k)
     plots: list[Path] = []

@@ -3,8 +3,8 @@ beyond-accuracy.
 
 The prequential replay drives a recommender through ``learn_one(event)`` and ``rank(user, n, mode)``
 (:class:`Recommender`); the offline protocols through ``learn_all(events)`` and ``top(users, n, mode)``
-(:class:`BatchRecommender`). In the CLI these are the model classes themselves (``core.v2`` or
-``core.hybrid``), so the numbers measure that code and not a second implementation.
+(:class:`BatchRecommender`). In the CLI this is ``evaluation.runner.Model``, which calls the model's functions
+(:mod:`core.v2.model`) and nothing else, so the numbers measure that code and not a second implementation.
 
 Prequential (test-then-train, Gama et al. 2013): events are replayed in time order; for an event of a
 user who already has history, the user's top-k is computed from the current state first and scored
@@ -45,8 +45,7 @@ class Recommender(Protocol):
 
     def learn_one(self, event: Event) -> None: ...
 
-    def rank(self, user: str, n: int | None = None, mode: str | None = None,
-             exclude: Iterable[str] = ()) -> list[tuple[str, float, str]]: ...
+    def rank(self, user: str, n: int | None = None, mode: str | None = None) -> list[tuple[str, float, str]]: ...
 
 
 Arm = tuple[Recommender, str]

@@ -53,8 +53,8 @@ def prequential_section(s: Mapping[str, Any]) -> str:
         f"**{s['n_scored']:,} scored events**. Skipped: {s['n_new_user']:,} first events of a user, "
         f"{s['n_repeat']:,} repeats. Every event was learned. Learning took {s['learn_s']:.0f} s in total "
         "(including the learned combiner's recommend-then-learn training).",
-        "ms/query is the time of `rank()`; the first method of each scored event also pays for building the shared "
-        "candidates, which the others then reuse.",
+        "ms/query is the time of `rank()` for one user: a fusion builds every method's candidate pool, a single "
+        "method only its own.",
     ]
     return table + "\n\n" + "\n".join(f"* {n}" for n in notes) + "\n\n" + acceptance(s)
 
@@ -189,14 +189,10 @@ def bounds_section(rows: Sequence[Mapping[str, Any]], configured: Mapping[str, A
     table = []
     for r in rows:
         method = r.get("method", "itemcf")
-        if method == "itemcf":
-            hl = r["variant"].get("half_life_s")
-            decay = "off" if not hl else f"{hl:g} s"
-            lists = "exact" if r["refresh_events"] == 0 else f"lagged {r['refresh_events']}"
-        else:
-            decay, lists = "n/a", "exact"
+        hl = r["variant"].get("half_life_s") if method == "itemcf" else None
+        decay = "n/a" if method != "itemcf" else "off" if not hl else f"{hl:g} s"
         table.append((
-            r["label"], f"`{r['bound']}`" if r["bound"] else "", _unlimited(r["value"]), decay, lists,
+            r["label"], f"`{r['bound']}`" if r["bound"] else "", _unlimited(r["value"]), decay,
             r["metrics"][method]["HR"], r["metrics"][method]["NDCG"],
             f"{r['learn_us']:.0f}", f"{r['rank_ms'][method]:.2f}", f"{r['pairs']:,}", f"{r['kept']:,}",
         ))
@@ -212,13 +208,13 @@ def bounds_section(rows: Sequence[Mapping[str, Any]], configured: Mapping[str, A
         "µs/event: learning cost per event (the method plus the trending and bookkeeping every model keeps); "
         "ms/query: `rank()`; pairs: entries stored in the rows, both directions (item-CF: co-occurrence entries; "
         "user-CF: user-user dot products); history / raters: item-CF's recent items kept over all users, user-CF's "
-        "raters kept over all items. Neighbour lists: *lagged N* reuses a dirty item-CF list for up to N events "
-        "(like the job's windowed refresh), *exact* recomputes it whenever it changed (user-CF's neighbours are "
-        "always computed at query time from the current sums). Decay (the user's history half-life) applies to "
-        "item-CF only. Timings were taken while the other evaluation tasks ran on the second core.",
+        "raters kept over all items. Neighbour lists are exact: an item-CF list is recomputed from the current sums "
+        "before it is read whenever it changed, user-CF's neighbours are computed at query time. Decay (the user's "
+        "history half-life) applies to item-CF only. Timings were taken while the other evaluation tasks ran on the "
+        "second core.",
     ]
-    headers = ("variant", "bound", "value", "decay half-life", "neighbour lists", "HR@10", "NDCG@10", "µs/event",
-               "ms/query", "pairs", "history / raters")
+    headers = ("variant", "bound", "value", "decay half-life", "HR@10", "NDCG@10", "µs/event", "ms/query", "pairs",
+               "history / raters")
     return md_table(headers, table) + "\n\n" + "\n".join(f"* {n}" for n in notes)
 
 

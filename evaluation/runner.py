@@ -9,20 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.hybrid import HybridRecommender
-from core.v2 import model as array_model
+from core.v2 import model as M
 from core.v2.settings import Settings
 from evaluation.protocols import (
     OFFLINE_METRICS,
     PREQUENTIAL_METRICS,
-    Arm,
-    BatchArm,
     Progress,
-    Recommender,
     Split,
     beyond_accuracy,
     leave_last_out,
@@ -36,13 +32,12 @@ from udfs.events import EVENT_TYPES, Event
 
 logger = logging.getLogger(__name__)
 
-#: The arms of the main tables, in display order: single methods first, then the fusions.
+#: The arms of the main tables (every mode of :data:`core.v2.model.FUSION`), in display order: single methods first,
+#: then the fusions.
 ARMS: tuple[str, ...] = ("popular", "itemcf", "usercf", "content", "weighted", "rrf", "borda", "learned")
 FUSION_ARMS: tuple[str, ...] = ("weighted", "rrf", "borda", "learned")
-CORES: tuple[str, ...] = ("array", "dict")
-"""The model implementations: ``array`` (core.v2) or ``dict`` (core.hybrid.HybridRecommender)."""
 OFFLINE_KINDS: tuple[str, ...] = ("random", "temporal", "loo")
-"""The offline protocols (array core only): random per-user split, temporal per-user split, leave-last-one-out."""
+"""The offline protocols: random per-user split, temporal per-user split, leave-last-one-out."""
 LEARN_CHUNK = 5000
 """Events per ``learn`` call when an offline protocol learns its training part (the state does not depend on it)."""
 
@@ -52,7 +47,7 @@ class Options:
     """What every task needs to know (built from the command line)."""
 
     model_cfg: Mapping[str, Any]
-    params: Mapping[str, Any] = field(default_factory=dict)  # HybridRecommender keyword overrides
+    params: Mapping[str, Any] = field(default_factory=dict)  # Settings fields overriding the config
     data_dir: str | None = None
     limit: int | None = None
     k: int = 10
@@ -61,20 +56,19 @@ class Options:
     seed: int = 0
     random_train_frac: float = 0.75  # random split: each user's share of events in training
     temporal_test_frac: float = 0.2  # temporal split: each user's last share of events (by time) in test
-    core: str = "array"  # one of CORES
 
 
-class ArrayModel:
-    """The array core (:mod:`core.v2.model`, public functions only) behind the protocols: ``learn_one`` / ``rank`` for
-    the prequential replay (each event is a batch), ``learn_all`` / ``top`` for the offline protocols. Learning trains
-    the combiner when ``train_combiner``, as the dict model does in one process."""
+class Model:
+    """The model (:mod:`core.v2.model`, public functions only) behind the protocols: ``learn_one`` / ``rank`` for the
+    prequential replay (each event is a batch), ``learn_all`` / ``top`` for the offline protocols. Learning trains
+    the combiner when ``train_combiner`` (recommend-then-learn, in one process)."""
 
     def __init__(self, settings: Settings, catalog: list[dict[str, Any]]) -> None:
-        self.state = array_model.new_state(settings)
-        array_model.add_items(self.state, catalog)
+        self.state = M.new_state(settings)
+        M.add_items(self.state, catalog)
 
     def learn_one(self, event: Event) -> None:
-        array_model.learn(self.state, array_model.Batch.of([event]), train=self.state.settings.train_combiner)
+        M.learn(self.state, M.Batch.of([event]), train=self.state.settings.train_combiner)
 
     def learn_all(self, events: Sequence[Event], progress: Progress | None = None) -> None:
         """Learn ``events`` in canonical order (time, event id), :data:`LEARN_CHUNK` at a time: the same state as
@@ -82,31 +76,28 @@ class ArrayModel:
         ordered = sorted(events, key=lambda e: (e.ts, e.event_id))
         for start in range(0, len(ordered), LEARN_CHUNK):
             chunk = ordered[start:start + LEARN_CHUNK]
-            array_model.learn(self.state, array_model.Batch.of(chunk), train=self.state.settings.train_combiner)
+            M.learn(self.state, M.Batch.of(chunk), train=self.state.settings.train_combiner)
             if progress is not None:
                 progress(len(chunk))
 
     def top(self, users: Sequence[str], n: int, mode: str) -> list[list[str]]:
         """Each user's top ``n`` item ids in ``mode``, ranked as one batch."""
-        ranking = array_model.rank(self.state, list(users), mode, n)
-        return [[item for item, _, _ in row] for row in array_model.render(self.state, ranking)]
+        ranking = M.rank(self.state, list(users), mode, n)
+        return [[item for item, _, _ in row] for row in M.render(self.state, ranking)]
 
-    def rank(self, user: str, n: int | None = None, mode: str | None = None,
-             exclude: Iterable[str] = ()) -> list[tuple[str, float, str]]:
-        if tuple(exclude):
-            raise ValueError("the array core ranks without an exclude list")
-        return array_model.render(self.state, array_model.rank(self.state, [user], mode, n))[0]
+    def rank(self, user: str, n: int | None = None, mode: str | None = None) -> list[tuple[str, float, str]]:
+        return M.render(self.state, M.rank(self.state, [user], mode, n))[0]
 
 
-def build_array_model(opts: Options, catalog: list[dict[str, Any]], exclude_all: bool = False) -> ArrayModel:
-    """An :class:`ArrayModel` from the config and the ``--param`` overrides (``refresh_events`` is not a setting of
-    the array core: its lists are always current), catalog loaded. ``exclude_all``: rank with ``exclude_types`` =
-    every event type, so a user's list never holds an item they engaged (the offline protocols' exclusion rule)."""
-    params = {k: v for k, v in opts.params.items() if k != "refresh_events"}
+def build_model(opts: Options, catalog: list[dict[str, Any]], exclude_all: bool = False, **extra: Any) -> Model:
+    """A :class:`Model` from the config, the ``--param`` overrides and ``extra``, catalog loaded. ``exclude_all``:
+    rank with ``exclude_types`` = every event type, so a user's list never holds an item they engaged (the offline
+    protocols' exclusion rule)."""
+    params = {**opts.params, **extra}
     params.setdefault("seed", opts.seed)
     if exclude_all:
         params["exclude_types"] = EVENT_TYPES
-    return ArrayModel(Settings.from_config(opts.model_cfg, **params), catalog)
+    return Model(Settings.from_config(opts.model_cfg, **params), catalog)
 
 
 def split_for(kind: str, events: Sequence[Event], opts: Options) -> Split:
@@ -146,27 +137,9 @@ def load_data(opts: Options) -> tuple[list[Event], list[dict[str, Any]]]:
     return events, catalog
 
 
-def build_model(opts: Options, catalog: list[dict[str, Any]], **extra: Any) -> HybridRecommender:
-    """A :class:`HybridRecommender` from the config, the ``--param`` overrides and ``extra``, catalog loaded."""
-    params = {**opts.params, **extra}
-    if "seed" not in params:
-        params["seed"] = opts.seed
-    model = HybridRecommender.from_config(opts.model_cfg, **params)
-    for record in catalog:
-        model.add_item(record)
-    return model
-
-
-def _arms(model: Recommender, names: tuple[str, ...] = ARMS) -> dict[str, Arm]:
-    if isinstance(model, ArrayModel):
-        names = tuple(n for n in names if n in array_model.FUSION)
-    return {name: (model, name) for name in names}
-
-
-def _batch_arms(model: ArrayModel) -> dict[str, BatchArm]:
-    """Every mode of the array core (:data:`core.v2.model.FUSION`), in table order."""
-    return {name: (model, name) for name in (*[a for a in ARMS if a in array_model.FUSION],
-                                             *[m for m in array_model.FUSION if m not in ARMS])}
+def _arms(model: Model) -> dict[str, tuple[Model, str]]:
+    """Every mode of the model (:data:`core.v2.model.FUSION`), in table order."""
+    return {name: (model, name) for name in (*ARMS, *[m for m in M.FUSION if m not in ARMS])}
 
 
 def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -175,30 +148,18 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
     events, catalog = load_data(opts)
     out: dict[str, Any] = {"name": task.name, "kind": task.kind, "pid": os.getpid()}
     if task.kind in OFFLINE_KINDS:
-        if opts.core != "array":
-            raise ValueError(f"task {task.name!r}: the offline protocols ({', '.join(OFFLINE_KINDS)}) run on the "
-                             f"array core, not {opts.core!r}")
-        array = build_array_model(opts, catalog, exclude_all=True)
+        model = build_model(opts, catalog, exclude_all=True)
         split = split_for(task.kind, events, opts)
-        ores = offline(_batch_arms(array), split.train, split.test, k=opts.k, progress=progress)
+        ores = offline(_arms(model), split.train, split.test, k=opts.k, progress=progress)
         out.update(_offline_summary(ores, split.train, split.test, catalog))
-    elif task.kind == "prequential" and opts.core == "array":
-        array = build_array_model(opts, catalog)
-        pres = prequential(_arms(array), events, k=opts.k, sample_every=opts.sample_every, window=opts.window,
-                           seed=opts.seed, progress=progress)
-        out.update(_prequential_summary(pres))
-        out["model"] = {"core": "array", **{k: v for k, v in asdict(array.state.settings).items()
-                                            if k in ("history_cap", "top_k", "candidate_pool", "half_life_s",
-                                                     "trending_half_life_s", "refresh_on_norms", "rrf_k",
-                                                     "fusion_weights")}}
     elif task.kind == "prequential":
         model = build_model(opts, catalog)
         res = prequential(_arms(model), events, k=opts.k, sample_every=opts.sample_every, window=opts.window,
                           seed=opts.seed, progress=progress)
         out.update(_prequential_summary(res))
-        out["combiner"] = {"weights": model.combiner.weights(), "examples": model.combiner.n_seen}
-        out["model"] = _model_settings(model)
-    elif task.kind == "bounds":  # the dict core's bounds, whatever opts.core
+        out["combiner"] = {"weights": M.combiner(model.state), "examples": int(model.state.comb_n[0])}
+        out["model"] = _model_settings(model.state.settings)
+    elif task.kind == "bounds":
         variant = dict(task.variant)
         method = task.method
         if method not in ("itemcf", "usercf"):
@@ -207,24 +168,22 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
         res = prequential({method: (model, method)}, events, k=opts.k, sample_every=opts.sample_every,
                           window=opts.window, seed=opts.seed, progress=progress)
         out.update(_prequential_summary(res))
+        state, s = model.state, model.state.settings
         if method == "itemcf":  # co-occurrence entries; recent items kept over all users
-            rows, pruned = model.itemcf.items.rows, model.itemcf.items.pruned
-            kept = sum(len(h.recent) for h in model.itemcf.users.values())
+            pool, kept = state.ipool, int(state.rc_len[: len(state.users)].sum())
         else:  # user-user dot products; raters kept over all items
-            rows, pruned = model.usercf.rows.rows, model.usercf.rows.pruned
-            kept = sum(len(r) for r in model.usercf.items.values())
+            pool, kept = state.upool, int(state.ra_len[: len(state.items)].sum())
         out.update({
             "method": method,
             "variant": variant,
             "rows": [asdict(r) for r in task.rows] or [asdict(BoundRow(task.name, "", 0, 0))],
             "learn_us": 1e6 * res.learn_s / max(res.n_events, 1),
-            "pairs": sum(len(r) for r in rows.values()),
-            "pruned": pruned,
+            "pairs": pool.entries(),
+            "pruned": int(pool.meta[1]),
             "kept": kept,
-            "refresh_events": model.refresh_events,
-            "half_life_s": model.half_life_s,
-            "settings": {"history_cap": model.itemcf.history_cap, "row_cap": model.itemcf.items.row_cap,
-                         "usercf_max_raters": model.usercf.max_raters, "usercf_row_cap": model.usercf.rows.row_cap},
+            "half_life_s": s.half_life_s,
+            "settings": {"history_cap": s.history_cap, "row_cap": s.row_cap,
+                         "usercf_max_raters": s.usercf_max_raters, "usercf_row_cap": s.usercf_row_cap},
         })
     else:
         raise ValueError(f"task kind {task.kind!r} must be prequential, {', '.join(OFFLINE_KINDS)} or bounds")
@@ -258,12 +217,11 @@ def _prequential_summary(res: Any) -> dict[str, Any]:
     }
 
 
-def _model_settings(model: HybridRecommender) -> dict[str, Any]:
+def _model_settings(s: Settings) -> dict[str, Any]:
     return {
-        "history_cap": model.itemcf.history_cap, "top_k": model.itemcf.items.k, "candidate_pool": model.candidate_pool,
-        "half_life_s": model.half_life_s, "trending_half_life_s": model.trending_half_life_s,
-        "fusion_weights": dict(model.fusion_weights), "cold_start_items": model.cold_start_items,
-        "combiner_sample": model.combiner_sample, "combiner_lr": model.combiner.lr, "n_neg": model.n_neg,
-        "refresh_events": model.refresh_events,
-        "rrf_k": model.rrf_k, "center_ratings": model.center_ratings,
+        "history_cap": s.history_cap, "top_k": s.top_k, "candidate_pool": s.candidate_pool,
+        "half_life_s": s.half_life_s, "trending_half_life_s": s.trending_half_life_s,
+        "fusion_weights": dict(s.fusion_weights), "cold_start_items": s.cold_start_items,
+        "combiner_sample": s.combiner_sample, "combiner_lr": s.combiner_lr, "n_neg": s.n_neg,
+        "refresh_on_norms": s.refresh_on_norms, "rrf_k": s.rrf_k, "center_ratings": s.center_ratings,
     }

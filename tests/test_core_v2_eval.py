@@ -1,38 +1,46 @@
-"""``python -m evaluation --core array``: the array core in the evaluation's protocols, on the same scored events as
-the dict core."""
+"""``python -m evaluation`` on core.v2: the prequential replay of every mode through the runner, and the bounds
+protocol's measures of the model's state."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from config import load_config
-from evaluation.__main__ import main
-from evaluation.runner import ARMS, Options, Task, run_task
+from core.v2 import model as M
+from evaluation.runner import ARMS, FUSION_ARMS, BoundRow, Options, Task, run_task
+from ingest.movielens import load_events
 
 
-def test_prequential_on_both_cores_scores_the_same_events() -> None:
-    model = load_config(None, [])["model"]
-    results = {}
-    for core in ("dict", "array"):
-        opts = Options(model_cfg=model, limit=3000, sample_every=3, core=core)
-        results[core] = run_task(Task("prequential", "prequential", 3000), opts)
-    d, a = results["dict"], results["array"]
-    assert set(a["metrics"]) == set(ARMS) == set(d["metrics"])
-    assert a["n_scored"] == d["n_scored"] > 500
+def test_prequential_scores_every_mode_on_the_same_events_and_reports_the_combiner() -> None:
+    opts = Options(model_cfg=load_config(None, [])["model"], limit=3000, sample_every=3)
+    res = run_task(Task("prequential", "prequential", 3000), opts)
+    assert set(res["metrics"]) == set(ARMS) == set(M.FUSION)
+    assert res["n_scored"] > 500 and all(len(h) == res["n_scored"] for h in res["hits"].values())
     for arm in ARMS:
-        assert 0.0 <= a["metrics"][arm]["HR"] <= 1.0
-    # both cores learn the same model; the array core's lists are current, the dict core's may lag 1,000 events
-    assert abs(a["metrics"]["itemcf"]["HR"] - d["metrics"]["itemcf"]["HR"]) < 0.05
-    assert a["metrics"]["usercf"]["HR"] == pytest.approx(d["metrics"]["usercf"]["HR"], abs=0.02)
+        assert 0.0 <= res["metrics"][arm]["HR"] <= 1.0
+    assert all(res["metrics"][a]["HR"] > res["metrics"]["popular"]["HR"] for a in FUSION_ARMS)
+    # the combiner trained in the stream (recommend-then-learn), and the settings it ran with
+    assert res["combiner"]["examples"] > 0 and set(res["combiner"]["weights"]) == {*M.FEATURES, "bias"}
+    assert res["model"]["history_cap"] == opts.model_cfg["history_cap"]
+    assert res["model"]["fusion_weights"] == opts.model_cfg["hybrid"]["fusion_weights"]
+    again = run_task(Task("prequential", "prequential", 3000), opts)
+    assert again["metrics"] == res["metrics"] and again["combiner"] == res["combiner"]  # same input, same output
 
 
-def test_cli_dict_core_refuses_the_offline_protocols(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["--core", "dict", "--limit", "100", "--out", str(tmp_path), "--protocols", "prequential,temporal"])
-    assert "--core dict: the offline protocols (temporal) run on the array core" in capsys.readouterr().err
-    assert main(["--core", "array", "--limit", "300", "--jobs", "1", "--no-progress", "--out", str(tmp_path),
-                 "--protocols", "prequential,temporal"]) == 0
-    md = (tmp_path / "results.md").read_text()
-    assert "| learned |" in md and "Offline temporal split" in md
+def test_bounds_tasks_measure_the_item_cf_state() -> None:
+    opts = Options(model_cfg=load_config()["model"], limit=3000, sample_every=5)
+    events = load_events(limit=3000)
+    pairs: dict[str, set[str]] = {}
+    for e in events:
+        pairs.setdefault(e.user_id, set()).add(e.item_id)
+    capped = run_task(Task("capped", "bounds", 3000, {"history_cap": 5, "half_life_s": None, "row_cap": 0},
+                           "itemcf"), opts)
+    exact = run_task(Task("exact", "bounds", 3000, {"history_cap": 0, "half_life_s": None, "row_cap": 0}, "itemcf"),
+                     opts)
+    pruned = run_task(Task("pruned", "bounds", 3000, {"history_cap": 0, "half_life_s": None, "row_cap": 20},
+                           "itemcf", (BoundRow("itemcf row_cap=20", "model.row_cap", 20, 0),)), opts)
+    # recent items kept: each user's distinct items, at most 5 of them with the cap
+    assert exact["kept"] == sum(len(items) for items in pairs.values())
+    assert capped["kept"] == sum(min(len(items), 5) for items in pairs.values())
+    assert capped["pairs"] < exact["pairs"] and exact["pruned"] == capped["pruned"] == 0
+    assert pruned["pruned"] > 0 and pruned["pairs"] < exact["pairs"]
+    assert set(exact["metrics"]) == {"itemcf"} and exact["settings"]["history_cap"] == 0
+    assert pruned["settings"]["row_cap"] == 20 and pruned["rows"][0]["label"] == "itemcf row_cap=20"

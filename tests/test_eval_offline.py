@@ -1,4 +1,4 @@
-"""The offline protocol (evaluation.protocols.offline) with a stub, and on the array core through the runner."""
+"""The offline protocol (evaluation.protocols.offline) with a stub, and on the model through the runner."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from config import load_config
-from core.v2 import model as array_model
+from core.v2 import model as M
 from evaluation import runner
 from evaluation.__main__ import main, parse_args
 from evaluation.protocols import Progress, offline, relevant_items, training_items
-from evaluation.runner import ArrayModel, Options, Task, build_array_model, run_task, split_for
+from evaluation.runner import Model, Options, Task, build_model, run_task, split_for
 from ingest.movielens import load_catalog, load_events
 from udfs.events import Event
 
@@ -86,15 +86,15 @@ def test_learning_in_chunks_equals_learning_one_by_one(small: tuple[list[Event],
     events, catalog = small
     opts = Options(model_cfg=load_config()["model"], params={"combiner_warmup": 20})
     monkeypatch.setattr(runner, "LEARN_CHUNK", 700)
-    chunked = build_array_model(opts, catalog, exclude_all=True)
+    chunked = build_model(opts, catalog, exclude_all=True)
     reported: list[int] = []
     chunked.learn_all(list(reversed(events)), reported.append)  # any order in: learned in (time, id) order
     assert reported == [700, 700, 700, 400]
-    single = build_array_model(opts, catalog, exclude_all=True)
+    single = build_model(opts, catalog, exclude_all=True)
     for event in sorted(events, key=lambda x: (x.ts, x.event_id)):  # the core's canonical order
         single.learn_one(event)
     users = sorted({x.user_id for x in events})
-    for mode in array_model.FUSION:
+    for mode in M.FUSION:
         assert chunked.top(users, 10, mode) == single.top(users, 10, mode), mode
 
 
@@ -103,7 +103,7 @@ def test_every_offline_protocol_runs_every_mode_deterministically() -> None:
     events = load_events(limit=2500)
     for kind in ("random", "temporal", "loo"):
         first = run_task(Task(kind, kind, 2500), opts)
-        assert set(first["metrics"]) == set(array_model.FUSION)  # every mode of core.v2
+        assert set(first["metrics"]) == set(M.FUSION)  # every mode of core.v2
         assert first["n_users"] > 20 and first["n_train"] + first["n_test"] == len(events)
         assert first["n_cold"] == 0  # every test user has training history
         assert any(m["HR"] > 0 for m in first["metrics"].values())
@@ -113,11 +113,11 @@ def test_every_offline_protocol_runs_every_mode_deterministically() -> None:
     assert loo["n_test"] == loo["n_users"]  # one held-out event per user
 
 
-def test_the_array_model_never_lists_a_training_item() -> None:
+def test_the_model_never_lists_a_training_item() -> None:
     opts = Options(model_cfg=load_config()["model"], limit=2500, params={"exclude_types": ["view"]})
     events, catalog = load_events(limit=2500), load_catalog()
     split = split_for("random", events, opts)
-    model: ArrayModel = build_array_model(opts, catalog, exclude_all=True)  # overrides the --param
+    model: Model = build_model(opts, catalog, exclude_all=True)  # overrides the --param
     model.learn_all(split.train)
     seen = training_items(split.train)
     users = sorted(seen)
@@ -128,11 +128,8 @@ def test_the_array_model_never_lists_a_training_item() -> None:
 
 def test_cli_offline_protocols_and_their_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = parse_args([])
-    assert (args.core, args.random_train_frac, args.temporal_test_frac) == ("array", 0.75, 0.2)
+    assert (args.random_train_frac, args.temporal_test_frac) == (0.75, 0.2)
     assert args.protocols == ["prequential", "random", "temporal", "loo", "bounds"]
-    with pytest.raises(SystemExit):
-        parse_args(["--core", "dict", "--protocols", "prequential,loo"])
-    assert "--core dict: the offline protocols (loo) run on the array core" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_args(["--random-train-frac", "1"])
     assert "--random-train-frac 1.0 must be between 0 and 1" in capsys.readouterr().err

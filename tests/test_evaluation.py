@@ -1,16 +1,16 @@
 import json
 import math
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from config import load_config
-from core.hybrid import HybridRecommender
+from core.v2 import model as M
+from core.v2.settings import Settings
 from evaluation import report
 from evaluation.__main__ import Configured, build_tasks, main, parse_args, parse_params
 from evaluation.protocols import beyond_accuracy, mcnemar, prequential
-from evaluation.runner import BoundRow, Options, Task, run_task
+from evaluation.runner import BoundRow, Model, Options, Task, run_task
 from ingest.movielens import load_catalog, load_events
 from udfs.events import Event
 
@@ -27,8 +27,7 @@ class Stub:
     def learn_one(self, event: Event) -> None:
         self.calls.append(f"learn {event.event_id}")
 
-    def rank(self, user: str, n: int | None = None, mode: str | None = None,
-             exclude: Iterable[str] = ()) -> list[tuple[str, float, str]]:
+    def rank(self, user: str, n: int | None = None, mode: str | None = None) -> list[tuple[str, float, str]]:
         self.calls.append(f"rank {user}")
         return [(i, 1.0, "stub") for i in self.ranking[:n]]
 
@@ -97,15 +96,13 @@ def test_mcnemar_and_beyond_accuracy() -> None:
 def test_smoke_prequential_and_offline_on_movielens() -> None:
     events = load_events(limit=400)
     catalog = load_catalog()
-    m = HybridRecommender(refresh_events=0, combiner_warmup=20, combiner_sample=1.0)
-    for record in catalog:
-        m.add_item(record)
-    arms = {mode: (m, mode) for mode in ("popular", "itemcf", "usercf", "content", "weighted", "rrf", "learned")}
+    m = Model(Settings(combiner_warmup=20, combiner_sample=1.0), catalog)
+    arms = {mode: (m, mode) for mode in M.FUSION}
     res = prequential(arms, events, sample_every=2, window=100)
     assert res.n_events == 400 and res.n_scored > 50
     for arm in arms:
         assert 0.0 <= res.mean(arm, "HR") <= 1.0 and len(res.hits[arm]) == res.n_scored
-    assert m.combiner.n_seen > 0  # the learned combiner trained in the stream
+    assert m.state.comb_n[0] > 0  # the learned combiner trained in the stream
 
 
 def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,7 +125,7 @@ def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # the bounds table: each bound's rows name the bound and its value; the defaults of the new bounds ran
     for row in ("| itemcf cap=10 | `model.history_cap` | 10 | off |", "| itemcf row_cap=100 | `model.row_cap` | 100 |",
                 "| itemcf row_cap=unlimited | `model.row_cap` | unlimited |",
-                "| usercf max_raters=unlimited | `model.hybrid.usercf_max_raters` | unlimited | n/a | exact |",
+                "| usercf max_raters=unlimited | `model.hybrid.usercf_max_raters` | unlimited | n/a |",
                 "| usercf max_raters=20 |", "| usercf row_cap=50 | `model.hybrid.usercf_row_cap` | 50 |",
                 "`model.hybrid.usercf_row_cap`: user-CF's row cap",
                 "`usercf row_cap=unlimited` is the `usercf max_raters=20` run"):
@@ -198,19 +195,18 @@ def test_bounds_tasks_share_the_exact_runs() -> None:
     assert labels["itemcf row_cap=unlimited"] is labels["itemcf cap=20 +decay"]
     assert labels["usercf row_cap=unlimited"] is labels["usercf max_raters=50"]
     assert labels["usercf max_raters=50"].method == "usercf" and labels["itemcf row_cap=100"].method == "itemcf"
-    assert dict(labels["itemcf row_cap=50"].variant) == {"history_cap": 20, "half_life_s": 180.0, "row_cap": 50,
-                                                         "refresh_events": 1000}
+    assert dict(labels["itemcf row_cap=50"].variant) == {"history_cap": 20, "half_life_s": 180.0, "row_cap": 50}
     assert dict(labels["usercf max_raters=unlimited"].variant) == {"usercf_max_raters": 0, "usercf_row_cap": 0}
     bounds = [t for t in tasks if t.kind == "bounds"]
-    assert len(bounds) == 9 + 2 + 3 + 1  # caps (x2 decay, + exact) + row caps 100, 50 + max_raters + usercf 50
-    assert len(labels) == 9 + 3 + 3 + 2
+    assert len(bounds) == 8 + 2 + 3 + 1  # caps (x2 decay) + row caps 100, 50 + max_raters + usercf 50
+    assert len(labels) == 8 + 3 + 3 + 2
     # the history-cap runs first, the shorter bounds runs after them (user-CF first), the offline protocols last
     assert names.index("itemcf cap=10") < names.index("usercf max_raters=unlimited") < names.index(
         "itemcf row_cap=100") < names.index("random split")
     assert names[-3:] == ["random split", "temporal split", "leave-last-one-out"]
     assert {t.kind for t in tasks[-3:]} == {"random", "temporal", "loo"} and tasks[-1].total == 1000
     rows = sorted((r for t in bounds for r in t.rows), key=lambda r: r.order)
-    assert [r.bound for r in rows] == (["model.history_cap"] * 9 + ["model.row_cap"] * 3
+    assert [r.bound for r in rows] == (["model.history_cap"] * 8 + ["model.row_cap"] * 3
                                        + ["model.hybrid.usercf_max_raters"] * 3 + ["model.hybrid.usercf_row_cap"] * 2)
     assert [r.value for r in rows if r.bound == "model.row_cap"] == [0, 100, 50]
     # another decay half-life than the configured one: row_cap 0 is a run of its own
@@ -237,4 +233,4 @@ def test_bounds_tasks_measure_the_user_cf_state() -> None:
                                "order": 0}]
     assert exact["rows"][0]["label"] == "exact" and set(exact["metrics"]) == {"usercf"}
     table = report.bounds_section(report.bound_rows([capped, exact]))
-    assert "| usercf max_raters=2 | `model.hybrid.usercf_max_raters` | 2 | n/a | exact |" in table
+    assert "| usercf max_raters=2 | `model.hybrid.usercf_max_raters` | 2 | n/a |" in table
