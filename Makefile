@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: chromium promtool help venv jars services-up services-down services-status run live job produce catalog serve \
-        test test-unit lint config-docs eval bench bench-phases bench-api clean distclean cluster-up cluster-down cluster-status submit savepoint resume
+        test test-unit lint config-docs eval bench bench-api clean distclean cluster-up cluster-down cluster-status submit savepoint resume
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -107,9 +107,6 @@ eval: $(STAMP) ## every mode on MovieLens-100K: prequential, random 75/25, per-u
 
 bench: services-up ## throughput, freshness and scale benchmarks -> results/bench/
 	$(PY) -m bench $(ARGS)
-
-bench-phases: $(STAMP) ## the algorithm alone (no services) at 4 points of the 1M stream -> results/bench/phases/
-	$(PY) -m bench.phases $(ARGS)
 
 bench-api: services-up ## API latency at 500 req/s for 30 s (GET recommendations) -> results/bench-api.json
 	$(PY) -m serving.bench_api $(ARGS)

@@ -81,32 +81,3 @@ def freshness_chart(samples: list[list[float]], stats: dict[str, Any], path: Pat
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def phases_chart(phases: list[dict[str, Any]], path: Path, title: str) -> Path | None:
-    """Stacked bars per stream position: learn and rank time per event (µs), with the rate on top."""
-    if not phases:
-        return None
-    plt = _plt()
-    labels = [f"{p['start']:,}" for p in phases]
-    learn = [p["learn_us_per_event"] for p in phases]
-    rank = [p["rank_us_per_event"] for p in phases]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(phases) + 2), 4.5))
-    x = range(len(phases))
-    ax.bar(x, learn, color="#1f77b4", label="learn (µs per event)")
-    ax.bar(x, rank, bottom=learn, color="#ff7f0e", label="rank (µs per event: per ranking × rankings per event)")
-    top = max(a + b for a, b in zip(learn, rank, strict=True)) or 1.0
-    for i, p in enumerate(phases):
-        label = f"{p['events_per_s']:,.0f} ev/s\n{p['rank_us_per_ranking'] or 0:,.0f} µs/ranking"
-        ax.text(i, learn[i] + rank[i] + top * 0.02, label, ha="center", fontsize=8)
-    ax.set_xticks(list(x), labels)
-    ax.set_xlabel("position in the stream (events before the phase)")
-    ax.set_ylabel("µs of wall time per event")
-    ax.set_ylim(0, top * 1.25)
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
