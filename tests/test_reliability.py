@@ -49,13 +49,7 @@ class Scenario:
         self.overrides += [f"kafka.bootstrap={bootstrap}", f"redis.port={REDIS_PORT}", f"kafka.group_id=g-{tag}",
                            f"redis.prefix=rel-{tag}:", "job.checkpoint_interval_ms=2000",
                            f"job.checkpoint_dir=var/test-checkpoints/{tag}", f"job.transactional_id_prefix=t-{tag}",
-                           "job.delivery=exactly_once", f"job.parallelism={parallelism}",
-                           # rows compacted every 3 windows: a kill lands between compactions (a restore
-                           # replays the delta log) as well as after them
-                           "job.state_compact_windows=3",
-                           # 3 ms of ranking per shard per window: requests are deferred all along, so a kill
-                           # lands with a backlog in the ranker's keyed state, which the restore must answer
-                           "job.rank_budget_ms=3"]
+                           "job.delivery=exactly_once", f"job.parallelism={parallelism}"]
         self.cfg = load_config(overrides=self.overrides)
         kafka_admin.ensure_topics(bootstrap, kafka_admin.project_topics(self.cfg), partitions=2)
 
