@@ -208,9 +208,10 @@ def bounds_section(rows: Sequence[Mapping[str, Any]], configured: Mapping[str, A
         "µs/event: learning cost per event (the method plus the trending and bookkeeping every model keeps); "
         "ms/query: `rank()`; pairs: entries stored in the rows, both directions (item-CF: co-occurrence entries; "
         "user-CF: user-user dot products); history / raters: item-CF's recent items kept over all users, user-CF's "
-        "raters kept over all items. Neighbour lists are exact: an item-CF list is recomputed from the current sums "
-        "before it is read whenever it changed, user-CF's neighbours are computed at query time. Decay (the user's "
-        "history half-life) applies to item-CF only. Timings were taken while the other evaluation tasks ran on the "
+        "raters kept over all items. An item-CF neighbour list is recomputed from the current sums before it is read "
+        "when its row changed (and, with `model.hybrid.refresh_on_norms`, when a column's norm moved: exact); "
+        "user-CF's neighbours are computed at query time. Decay (the user's history half-life) applies to item-CF "
+        "only. Timings were taken while the other evaluation tasks ran on the "
         "second core.",
     ]
     headers = ("variant", "bound", "value", "decay half-life", "HR@10", "NDCG@10", "µs/event", "ms/query", "pairs",
