@@ -496,7 +496,6 @@ def test_settings_from_config_and_errors_name_the_field() -> None:
     cfg = config.load_config()
     s = Settings.from_config(cfg["model"])
     assert s.top_n == cfg["model"]["top_n"] and s.history_cap == cfg["model"]["history_cap"]
-    assert s.unused == (("refresh_events",) if "refresh_events" in cfg["model"]["hybrid"] else ())
     s2 = Settings.from_config(dict(cfg["model"], hybrid={"mode": "rrf", "candidate_pool": 7}), candidate_pool=9)
     assert s2.mode == "rrf" and s2.candidate_pool == 9
     with pytest.raises(ValueError, match=r"model\.hybrid\.nope"):

@@ -9,8 +9,7 @@
   whose sums (or, with ``refresh_on_norms``, a column's norm) changed is recomputed before it is read.
 * :func:`render` turns a :class:`Ranking` into ``(item, score, reason)`` strings, the public form.
 
-Semantics follow ``core.hybrid.HybridRecommender`` (README "The model"); the differences are listed in
-docs/design.md.
+docs/design.md ("The model") explains each piece.
 """
 
 from __future__ import annotations

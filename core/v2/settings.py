@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from udfs.events import EVENT_TYPES
@@ -24,10 +24,6 @@ CONTENT_SEARCHES: tuple[str, ...] = ("catalog", "candidates")
 MODEL_KEYS: tuple[str, ...] = ("top_n", "top_k", "history_cap", "trending_size", "min_rating", "max_rating",
                                "row_cap")
 """The keys read from ``model`` itself (the rest come from ``model.hybrid``)."""
-UNUSED_KEYS: dict[str, str] = {
-    "refresh_events": "the array core's neighbour lists and trending ranking are always current",
-}
-"""``model.hybrid`` keys of the dict-based model that the array core accepts and does not use, and why."""
 
 
 def _number(name: str, value: Any, lo: float = 0.0, allow_lo: bool = True, integer: bool = False) -> Any:
@@ -99,7 +95,6 @@ class Settings:
     seed: int = 0
     deny: tuple[str, ...] = ()
     exclude_types: tuple[str, ...] = EVENT_TYPES
-    unused: tuple[str, ...] = field(default=(), compare=False)  # UNUSED_KEYS that the config set
 
     def __post_init__(self) -> None:
         for key in ("fusion_weights", "cold_start_weights"):
@@ -181,12 +176,9 @@ class Settings:
         hybrid = model.get("hybrid") or {}
         if not isinstance(hybrid, Mapping):
             raise ValueError(f"config key model.hybrid {hybrid!r} must be a mapping")
-        names = {f.name for f in dataclasses.fields(cls)} - {"unused"}
-        unused = []
+        names = {f.name for f in dataclasses.fields(cls)}
         for key, value in hybrid.items():
-            if key in UNUSED_KEYS:
-                unused.append(key)
-            elif key not in names or key in MODEL_KEYS:
+            if key not in names or key in MODEL_KEYS:
                 raise ValueError(f"config key model.hybrid.{key} is unknown (known: {', '.join(sorted(names))})")
             else:
                 values[key] = value
@@ -194,7 +186,6 @@ class Settings:
             if key not in names:
                 raise ValueError(f"setting {key!r} is unknown (known: {', '.join(sorted(names))})")
         values.update(overrides)
-        values["unused"] = tuple(unused)
         return from_mapping(values)
 
 
