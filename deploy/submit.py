@@ -93,8 +93,9 @@ SUBMITTED_JOBS = JOB_DIR / "jobs"  # <job id>.json: the state folders each submi
 ENTRY_POINT = ROOT / "jobs" / "recommend.py"
 #: the packages the job's client and workers import (shipped with -pyfs)
 PROJECT_PACKAGES = ("config", "core", "udfs", "operators", "jobs")
-#: third-party packages the workers import beyond pyflink's own dependencies (shipped with -pyreq)
-WORKER_REQUIREMENTS = ("redis",)
+#: third-party packages the workers import beyond pyflink's own dependencies (shipped with -pyreq): the model core
+#: needs numba (and numpy within its pin)
+WORKER_REQUIREMENTS = ("redis", "numba", "numpy")
 JOB_NAME = "flinkrec-recommend"
 KEEP_CLI_LOGS = 50  # var/flink/log/cli-*.log: the output of each flink command run here
 SUBMITTED = re.compile(r"Job has been submitted with JobID ([0-9a-f]{32})")

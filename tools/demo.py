@@ -87,15 +87,13 @@ def show_user(r: Any, prefix: str, user: str, modes: Sequence[str] = (), top_n: 
 
 
 def show_combiner(r: Any, prefix: str) -> str:
-    """The learned combiner of each user shard (from Redis), summarised: examples and mean weights."""
-    shards = [json.loads(v) for v in (r.get(k) for k in r.scan_iter(match=f"{prefix}model:combiner:*")) if v]
-    if not shards:
+    """The learned combiner (from Redis), summarised: examples and weights."""
+    raw = r.get(f"{prefix}model:combiner")
+    if not raw:
         return "learned combiner: not trained (model.hybrid.train_combiner is off, or no user came back)"
-    n = sum(s["n_seen"] for s in shards)
-    names = list(shards[0]["weights"])
-    mean = {f: sum(s["weights"][f] * s["n_seen"] for s in shards) / max(n, 1) for f in names}
-    body = ", ".join(f"{f} {w:+.2f}" for f, w in sorted(mean.items(), key=lambda kv: -abs(kv[1])))
-    return f"learned combiner ({len(shards)} user shards, {n:,} examples; weights averaged by examples): {body}"
+    combiner = json.loads(raw)
+    body = ", ".join(f"{f} {w:+.2f}" for f, w in sorted(combiner["weights"].items(), key=lambda kv: -abs(kv[1])))
+    return f"learned combiner ({combiner['n_seen']:,} examples): {body}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
