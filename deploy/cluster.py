@@ -19,11 +19,11 @@ Everything lives in ``var/flink/`` (git-ignored): ``conf/``, ``lib/``, ``log/``,
 ``checkpoints/``, ``savepoints/``, ``tmp/``, ``blobs/``, ``pyenv/``.
 
 The node interpreter is what a cluster node has installed: Python 3.11 with ``apache-flink`` and its
-dependencies, and nothing of this project. By default it is ``var/flink/pyenv``, a virtualenv whose
-``site-packages`` holds links to exactly the distributions ``apache-flink`` (plus pip and setuptools) pulls
-into ``.venv`` (no download). The project's code then reaches the workers only the way it would reach a
-remote cluster: with the job (``deploy/submit.py``: ``-pyfs``/``-pyreq``). ``CLUSTER_PYTHON=/path/python``
-uses another interpreter instead (it must import ``pyflink`` and ``pemja``).
+dependencies and ``numba`` (the model core's compiler), and nothing of this project. By default it is
+``var/flink/pyenv``, a virtualenv whose ``site-packages`` holds links to exactly the distributions ``apache-flink``,
+``numba``, pip and setuptools pull into ``.venv`` (no download). The project's code then reaches the workers only
+the way it would reach a remote cluster: with the job (``deploy/submit.py``: ``-pyfs``/``-pyreq``). ``CLUSTER_PYTHON=/path/python``
+uses another interpreter instead (it must import ``pyflink``, ``pemja`` and ``numba``).
 
 Settings (environment): ``CLUSTER_REST_PORT`` (8081), ``CLUSTER_RPC_PORT`` (6123), ``CLUSTER_SLOTS`` (2, per
 TaskManager), ``CLUSTER_TASKMANAGERS`` (1; thread mode runs one Python interpreter per TaskManager JVM, so Python
@@ -71,8 +71,9 @@ PYENV_DIR = FLINK_VAR / "pyenv"
 TEMPLATE = ROOT / "deploy" / "flink-conf" / "config.yaml.in"
 IDENT = "flinkrec"  # FLINK_IDENT_STRING: part of the daemons' pid and log file names
 DAEMONS = ("standalonesession", "taskexecutor")  # JobManager, TaskManager
-#: what a node needs besides apache-flink's own dependencies: pip for `-pyreq`, setuptools for Beam's pkg_resources
-NODE_EXTRAS = ("pip", "setuptools")
+#: what a node needs besides apache-flink's own dependencies: pip for `-pyreq`, setuptools for Beam's pkg_resources,
+#: numba for the model core (the job's client imports it to build the job, the model's workers run it)
+NODE_EXTRAS = ("pip", "setuptools", "numba")
 RUNTIME_STAMP = ".flinkrec-runtime"
 DOWN_EXIT = 3
 

@@ -93,9 +93,9 @@ SUBMITTED_JOBS = JOB_DIR / "jobs"  # <job id>.json: the state folders each submi
 ENTRY_POINT = ROOT / "jobs" / "recommend.py"
 #: the packages the job's client and workers import (shipped with -pyfs)
 PROJECT_PACKAGES = ("config", "core", "udfs", "operators", "jobs")
-#: third-party packages the workers import beyond pyflink's own dependencies (shipped with -pyreq): the model core
-#: needs numba (and numpy within its pin)
-WORKER_REQUIREMENTS = ("redis", "numba", "numpy")
+#: third-party packages the workers import beyond pyflink's own dependencies (shipped with -pyreq); numba, which the
+#: job's client needs too, is part of the node interpreter (deploy/cluster.py NODE_EXTRAS, the image)
+WORKER_REQUIREMENTS = ("redis",)
 JOB_NAME = "flinkrec-recommend"
 KEEP_CLI_LOGS = 50  # var/flink/log/cli-*.log: the output of each flink command run here
 SUBMITTED = re.compile(r"Job has been submitted with JobID ([0-9a-f]{32})")
