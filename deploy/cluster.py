@@ -22,8 +22,9 @@ The node interpreter is what a cluster node has installed: Python 3.11 with ``ap
 dependencies and ``numba`` (the model core's compiler), and nothing of this project. By default it is
 ``var/flink/pyenv``, a virtualenv whose ``site-packages`` holds links to exactly the distributions ``apache-flink``,
 ``numba``, pip and setuptools pull into ``.venv`` (no download). The project's code then reaches the workers only
-the way it would reach a remote cluster: with the job (``deploy/submit.py``: ``-pyfs``/``-pyreq``). ``CLUSTER_PYTHON=/path/python``
-uses another interpreter instead (it must import ``pyflink``, ``pemja`` and ``numba``).
+the way it would reach a remote cluster: with the job (``deploy/submit.py``: ``-pyfs``/``-pyreq``).
+``CLUSTER_PYTHON=/path/python`` uses another interpreter instead (it must import ``pyflink``, ``pemja`` and
+``numba``).
 
 Settings (environment): ``CLUSTER_REST_PORT`` (8081), ``CLUSTER_RPC_PORT`` (6123), ``CLUSTER_SLOTS`` (2, per
 TaskManager), ``CLUSTER_TASKMANAGERS`` (1; thread mode runs one Python interpreter per TaskManager JVM, so Python
