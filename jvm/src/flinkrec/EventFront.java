@@ -1,7 +1,6 @@
 package flinkrec;
 
 import java.nio.charset.StandardCharsets;
-import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.zip.CRC32;
@@ -125,16 +124,12 @@ public final class EventFront {
      * bounded out of orderness, generated per partition by the source, so that reading one partition ahead of
      * another never makes the other's events late. A partition without records with a ts for {@code settleMs}
      * (0: never) has its watermark moved up to the largest event time it has seen ({@link SettlingWatermarks}); one
-     * without any records for {@code idleMs} (0: never) stops holding the watermark back until it has records again.
+     * without any record for {@code idleMs} (0: never) stops holding the watermark back until it has one.
      */
     public static WatermarkStrategy<Row> sourceWatermarks(long maxOutOfOrdernessMs, EventCheck check, long idleMs,
             long settleMs) {
-        if (idleMs < 0) {
-            throw new IllegalArgumentException("idle_partition_ms " + idleMs + " must not be negative (0: never)");
-        }
-        WatermarkStrategy<Row> strategy = SettlingWatermarks.<Row>strategy(maxOutOfOrdernessMs, settleMs)
+        return SettlingWatermarks.<Row>strategy(maxOutOfOrdernessMs, settleMs, idleMs)
                 .withTimestampAssigner(new EventTimes(check));
-        return idleMs > 0 ? strategy.withIdleness(Duration.ofMillis(idleMs)) : strategy;
     }
 
     /**

@@ -18,6 +18,11 @@ import org.apache.flink.util.clock.RelativeClock;
  * a later event that may never come (downstream state applies events only once the watermark passes them). A record
  * that arrives after that with an earlier timestamp is behind the watermark (late). The watermark never goes back.
  *
+ * <p>A split that has had no record with a timestamp at all for {@code idleMs} (0: never) is marked idle, so that
+ * an empty partition does not hold the watermark back; its first record makes it active again. (Flink's
+ * {@code withIdleness} is not used: wrapped around this generator it held every watermark back while a backlog was
+ * read, so nothing downstream that waits for the watermark progressed until the end of input.)
+ *
  * <p>A record without a timestamp ({@code Long.MIN_VALUE}: a record without a valid {@code ts}) neither moves
  * {@code maxTs} nor counts as activity. Quiet time is read on the context's input-activity clock, which stops while
  * the input is backpressured (a source that does not read is not a quiet stream), and starts at the first periodic
@@ -39,10 +44,13 @@ public final class SettlingWatermarks<T> implements WatermarkGenerator<T> {
     private long seenAtEmit;
     /** When the input-activity clock first saw no new record; -1 while records come. */
     private long quietSinceNanos = -1;
+    /** 0: never idle. */
+    private final long idleNanos;
 
-    SettlingWatermarks(long boundMs, long settleMs, RelativeClock clock) {
+    SettlingWatermarks(long boundMs, long settleMs, long idleMs, RelativeClock clock) {
         this.boundMs = boundMs;
         this.settleNanos = Duration.ofMillis(settleMs).toNanos();
+        this.idleNanos = Duration.ofMillis(idleMs).toNanos();
         this.clock = clock;
     }
 
@@ -51,13 +59,21 @@ public final class SettlingWatermarks<T> implements WatermarkGenerator<T> {
      * after which the watermark reaches the largest timestamp, 0 for never); with no timestamp assigner yet.
      */
     public static <T> WatermarkStrategy<T> strategy(long boundMs, long settleMs) {
+        return strategy(boundMs, settleMs, 0);
+    }
+
+    /** As {@link #strategy(long, long)}, and a split without any record for {@code idleMs} is idle (0: never). */
+    public static <T> WatermarkStrategy<T> strategy(long boundMs, long settleMs, long idleMs) {
         if (boundMs < 0) {
             throw new IllegalArgumentException("max_out_of_orderness_ms " + boundMs + " must not be negative");
         }
         if (settleMs < 0) {
             throw new IllegalArgumentException("settle_ms " + settleMs + " must not be negative (0: never settle)");
         }
-        return WatermarkStrategy.forGenerator(new Supplier<>(boundMs, settleMs));
+        if (idleMs < 0) {
+            throw new IllegalArgumentException("idle_partition_ms " + idleMs + " must not be negative (0: never)");
+        }
+        return WatermarkStrategy.forGenerator(new Supplier<>(boundMs, settleMs, idleMs));
     }
 
     @Override
@@ -71,6 +87,14 @@ public final class SettlingWatermarks<T> implements WatermarkGenerator<T> {
     @Override
     public void onPeriodicEmit(WatermarkOutput output) {
         if (maxTs == Long.MIN_VALUE) {
+            if (idleNanos > 0) {
+                if (quietSinceNanos < 0) {
+                    quietSinceNanos = clock.relativeTimeNanos();
+                } else if (clock.relativeTimeNanos() - quietSinceNanos >= idleNanos) {
+                    output.markIdle();
+                    return;
+                }
+            }
             output.emitWatermark(new Watermark(emitted));  // as Flink's: Long.MIN_VALUE until the first timestamp
             return;
         }
@@ -94,15 +118,17 @@ public final class SettlingWatermarks<T> implements WatermarkGenerator<T> {
         private static final long serialVersionUID = 1L;
         private final long boundMs;
         private final long settleMs;
+        private final long idleMs;
 
-        Supplier(long boundMs, long settleMs) {
+        Supplier(long boundMs, long settleMs, long idleMs) {
             this.boundMs = boundMs;
             this.settleMs = settleMs;
+            this.idleMs = idleMs;
         }
 
         @Override
         public WatermarkGenerator<T> createWatermarkGenerator(Context context) {
-            return new SettlingWatermarks<>(boundMs, settleMs, context.getInputActivityClock());
+            return new SettlingWatermarks<>(boundMs, settleMs, idleMs, context.getInputActivityClock());
         }
     }
 }
