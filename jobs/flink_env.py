@@ -132,6 +132,10 @@ def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None
     submitted = "PYFLINK_GATEWAY_PORT" in os.environ  # started by `flink run`: -pyexec, -j ... decide
     if not submitted:
         _export_jvm_memory(job)  # before anything of PyFlink starts the JVM (Configuration() does)
+    # Python operators in process mode (the model: in_python_processes) get worker processes of their own, not
+    # PyFlink's "loopback" worker inside this process: that one shares this interpreter (one GIL for every model
+    # subtask) and leaves its worker settings in os.environ, which breaks any PyFlink client started from here later
+    os.environ["_python_worker_execution_mode"] = "process"
     conf = Configuration()
     if not submitted:
         # The Python worker must be this interpreter (the venv's), not whatever `python` is on PATH.

@@ -93,7 +93,8 @@ class Model(KeyedBroadcastProcessFunction):
         self.mine = np.zeros(0, dtype=np.bool_)  # per item: this subtask writes its list
         self.combiner_seen = 0
         group = runtime_context.get_metrics_group()
-        self._counters = {name: group.counter(name) for name in ("events_learned", "rankings", "combiner_examples")}
+        self._counters = {"events_learned": group.counter("events_learned"), "rankings": group.counter("rankings"),
+                          "combiner_examples": group.counter("combiner_examples")}
         self._waiting = gauge_setter(group, "events_waiting")
         self._model_bytes = gauge_setter(group, "model_bytes")
         self._ranking_ms = Histogram(group, "ranking_ms", RANKING_MS_BOUNDS)
