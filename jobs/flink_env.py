@@ -135,7 +135,7 @@ def make_env(cfg: dict[str, Any], *, kafka: bool = True, parallelism: int | None
     # Python operators in process mode (the model: in_python_processes) get worker processes of their own, not
     # PyFlink's "loopback" worker inside this process: that one shares this interpreter (one GIL for every model
     # subtask) and leaves its worker settings in os.environ, which breaks any PyFlink client started from here later
-    os.environ["_python_worker_execution_mode"] = "process"
+    os.environ["_python_worker_execution_mode"] = "process"  # noqa: SIM112 - PyFlink reads this name
     conf = Configuration()
     if not submitted:
         # The Python worker must be this interpreter (the venv's), not whatever `python` is on PATH.
