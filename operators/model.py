@@ -168,8 +168,12 @@ class Model(KeyedBroadcastProcessFunction):
             engaged = np.zeros(0, dtype=np.int64)
         self._waiting(sum(map(len, self.pending)))
         mine = self._mine(state)
-        all_rows = final and not self.settings.refresh_on_norms  # the end: every list exact with the final norms
-        rows = M.refresh(state, all_rows=all_rows, among=mine) if "itemcf" in self.settings.methods else engaged[:0]
+        exact = final and not self.settings.refresh_on_norms  # the end: every list exact with the final norms
+        rows = M.refresh(state, all_rows=exact, among=mine) if "itemcf" in self.settings.methods else engaged[:0]
+        if final and len(rows) < len(mine):
+            # the end of input: every list of this subtask from the final model, whatever an earlier run wrote
+            listed = np.flatnonzero(mine[: len(state.items)] & (state.nb_len[: len(state.items)] > 0))
+            rows = np.union1d(rows, listed)
         engaged = engaged[mine[engaged]]
         if len(rows) or len(engaged):
             names = state.items.names
@@ -222,13 +226,13 @@ class Model(KeyedBroadcastProcessFunction):
             self.requests.update(left)
         else:
             self.requests.clear()
-        yield self._rank(state, due)
+        yield self._rank(state, due, final=watermark == END_OF_TIME)
         final = sorted({u for r in due if r.final for u in r.users})
         if final and "usercf" in self.settings.methods:
             lists = {u: M.user_neighbors(state, u) for u in final}
             yield USERS_TAG, UserLists({u: nb for u, nb in lists.items() if nb})
 
-    def _rank(self, state: M.State, requests: Sequence[RankRequest]) -> RecsBatch:
+    def _rank(self, state: M.State, requests: Sequence[RankRequest], final: bool = False) -> RecsBatch:
         """One message per requested user (the newest request of a user wins), ranked with the current model."""
         asked: dict[str, tuple[str, int, bool]] = {}
         for request in requests:
@@ -263,7 +267,7 @@ class Model(KeyedBroadcastProcessFunction):
                                                                    scores[: self.settings.top_n].tolist(), strict=True)]
         combiner = None
         seen = int(state.comb_n[0])
-        if self.train and seen != self.combiner_seen:
+        if self.train and (seen != self.combiner_seen or final):
             self._count("combiner_examples", seen - self.combiner_seen)
             self.combiner_seen = seen
             combiner = {"n_seen": seen, "weights": M.combiner(state)}
