@@ -14,9 +14,8 @@ import org.apache.flink.util.clock.RelativeClock;
  *
  * <p>While records come, the watermark is Flink's bounded-out-of-orderness one: the largest timestamp seen
  * ({@code maxTs}) minus the bound minus 1. Once no record with a timestamp has come for {@code settleMs}, the
- * watermark moves up to {@code maxTs} itself, and at the next periodic emit the split is marked idle: otherwise the
- * last events of a quiet stream would wait, unpassed, for a later event that may never come (downstream state
- * applies events only once the watermark passes them), and a quiet split would hold back the others. A record
+ * watermark moves up to {@code maxTs} itself: otherwise the last events of a quiet stream would wait, unpassed, for
+ * a later event that may never come (downstream state applies events only once the watermark passes them). A record
  * that arrives after that with an earlier timestamp is behind the watermark (late). The watermark never goes back.
  *
  * <p>A split that has had no record with a timestamp at all for {@code idleMs} (0: never) is marked idle, so that
@@ -107,12 +106,6 @@ public final class SettlingWatermarks<T> implements WatermarkGenerator<T> {
             } else if (quietSinceNanos < 0) {
                 quietSinceNanos = clock.relativeTimeNanos();
             } else if (clock.relativeTimeNanos() - quietSinceNanos >= settleNanos) {
-                if (emitted >= maxTs) {
-                    // settled and passed on: idle, so that a quiet split whose events end earlier than another's
-                    // does not hold that one's last events back (its next record makes it active again)
-                    output.markIdle();
-                    return;
-                }
                 mark = maxTs;
             }
         }
