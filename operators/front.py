@@ -187,11 +187,9 @@ def source_watermarks(max_out_of_orderness_ms: int, limits: Limits, idle_partiti
 
 
 def catalog_watermarks() -> WatermarkStrategy:
-    """The watermark strategy of the catalog source (``flinkrec.CatalogWatermarks``): a watermark of
-    Long.MAX_VALUE - 1 at every periodic emit. Catalog records have no event time, and an operator fed by the
-    events and the catalog (union, two inputs) takes the least of its inputs' watermarks: with no watermarks at all
-    the catalog would hold that at Long.MIN_VALUE and no event-time timer would fire. Short of Long.MAX_VALUE, the
-    end of a bounded input, so the end-of-input timers of the operators after the catalog alone do not fire."""
+    """The watermark strategy of the catalog source (``flinkrec.CatalogWatermarks``): always idle. Catalog records
+    have no event time; an operator fed by the events and the catalog (union, two inputs) takes the least of its
+    active inputs' watermarks, so the catalog neither holds the events' back nor moves it."""
     return WatermarkStrategy(jvm_class("CatalogWatermarks").strategy())
 
 

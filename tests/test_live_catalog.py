@@ -35,7 +35,9 @@ CATALOG = [{"item_id": f"c{k}", "title": f"Comedy {k}", "year": 1990, "genres": 
 NEW_ITEM = {"item_id": "w-new", "title": "The Searchers", "year": 1956, "genres": ["Western"]}
 
 
-def wait_for(what: str, check: Any, timeout: float, proc: subprocess.Popen[bytes], log: str) -> Any:
+def wait_for(what: str, check: Any, timeout: float, proc: subprocess.Popen[bytes], log: str,
+             seen: Any = None) -> Any:
+    """Poll ``check`` until it returns something true; on a timeout the error shows what ``seen()`` last gave."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the job exited ({proc.returncode}) while waiting for {what}; see {log}"
@@ -43,7 +45,8 @@ def wait_for(what: str, check: Any, timeout: float, proc: subprocess.Popen[bytes
         if found:
             return found
         time.sleep(0.2)
-    raise AssertionError(f"no {what} after {timeout:.0f} s; see {log}")
+    last = f"; last seen: {seen()}" if seen else ""
+    raise AssertionError(f"no {what} after {timeout:.0f} s{last}; see {log}")
 
 
 @pytest.fixture()
@@ -98,7 +101,7 @@ def test_new_catalog_item_is_recommended_without_restart(job: dict[str, Any], ka
     produce_events([Event("e4", "u1", "c1", "view", 1.0, t0 + 3000)], kafka_bootstrap, topic, progress=False)
     msg = wait_for("the new item in u1's recommendations",
                    lambda: (m := recs()) and m["event_id"] == "e4" and
-                   "w-new" in [it["item_id"] for it in m["items"]] and m, 30, proc, log)
+                   "w-new" in [it["item_id"] for it in m["items"]] and m, 30, proc, log, recs)
     top = msg["items"][0]
     assert top["item_id"] == "w-new", msg["items"]  # the only unseen Western: the best content match
     assert top["reason"] == "matches your taste for Western"

@@ -94,8 +94,8 @@ public final class EventFront {
     public static KeyedStream<Row, Row> build(DataStream<Row> records, int shards, long maxOutOfOrdernessMs,
             EventCheck check, long windowMs, int parallelism, long eventBufferTimeoutMs, boolean sourceWatermarks,
             long settleMs) {
-        SingleOutputStreamOperator<FrontEvent> keyed = records.map(new ShardEvents(shards, check, sourceWatermarks))
-                .returns(EVENT).name("shard-events");
+        SingleOutputStreamOperator<FrontEvent> keyed = records
+                .transform("shard-events", EVENT, new EndOfInputMap<>(new ShardEvents(shards, check, sourceWatermarks)));
         SingleOutputStreamOperator<FrontEvent> timed = keyed;
         if (!sourceWatermarks) {  // a stream without event time (a collection in tests): one watermark per subtask
             WatermarkStrategy<FrontEvent> strategy = SettlingWatermarks

@@ -14,9 +14,11 @@ import org.apache.flink.util.clock.RelativeClock;
  *
  * <p>While records come, the watermark is Flink's bounded-out-of-orderness one: the largest timestamp seen
  * ({@code maxTs}) minus the bound minus 1. Once no record with a timestamp has come for {@code settleMs}, the
- * watermark moves up to {@code maxTs} itself: otherwise the last events of a quiet stream would wait, unpassed, for
- * a later event that may never come (downstream state applies events only once the watermark passes them). A record
- * that arrives after that with an earlier timestamp is behind the watermark (late). The watermark never goes back.
+ * watermark moves up to {@code maxTs} itself, and at the next periodic emit the split is marked idle: otherwise the
+ * last events of a quiet stream would wait, unpassed, for a later event that may never come (downstream state
+ * applies events only once the watermark passes them), and a quiet split would hold back the others. Its next record
+ * makes it active again; one that has an earlier timestamp than the watermark is late. The watermark never goes
+ * back. (An idle output drops the final watermark of a bounded input: {@link EndOfInputMap} sends it on.)
  *
  * <p>A split that has had no record with a timestamp at all for {@code idleMs} (0: never) is marked idle, so that
  * an empty partition does not hold the watermark back; its first record makes it active again. (Flink's
@@ -106,6 +108,10 @@ public final class SettlingWatermarks<T> implements WatermarkGenerator<T> {
             } else if (quietSinceNanos < 0) {
                 quietSinceNanos = clock.relativeTimeNanos();
             } else if (clock.relativeTimeNanos() - quietSinceNanos >= settleNanos) {
+                if (emitted >= maxTs) {
+                    output.markIdle();  // settled and passed on
+                    return;
+                }
                 mark = maxTs;
             }
         }
