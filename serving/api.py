@@ -22,6 +22,9 @@ endpoint                                   answer
 ``GET /openapi.json`` ``/docs``            OpenAPI document and Swagger UI, served locally (works offline)
 =========================================  ====================================================================
 
+A path or query parameter out of range, and a genre no catalog item has, is a 400 ``{"error", "details"}`` naming
+the parameter and the value (422 stays for ``POST /events``, whose body is read and checked record by record).
+
 An id in a path is one percent-encoded segment (``/items/a%2Fb`` is item ``a/b``; :mod:`serving.paths`):
 every id the job accepts can be looked up, and no id reaches another route.
 
@@ -88,6 +91,8 @@ class ErrorOut(BaseModel):
 
 
 class ValidationErrorOut(ErrorOut):
+    """400: a path or query parameter is invalid."""
+
     details: list[dict[str, Any]] = Field(default_factory=list, description="one entry per invalid parameter")
 
 
@@ -236,8 +241,9 @@ def _describe_validation(exc: RequestValidationError) -> str:
     for err in exc.errors()[:5]:
         loc = [str(x) for x in err.get("loc", ())]
         where = f"{loc[0]} parameter {'.'.join(loc[1:])}" if len(loc) > 1 else ".".join(loc) or "request"
-        value = err.get("input")
-        parts.append(f"{where}: {err.get('msg', 'invalid')} (got {value!r:.60})")
+        shown = repr(err.get("input"))
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        parts.append(f"{where}: {err.get('msg', 'invalid')} (got {shown})")
     return "invalid request: " + "; ".join(parts)
 
 
@@ -319,6 +325,21 @@ fetch('/openapi.json').then(r => r.json()).then(doc => {
 </script></body></html>"""
 
 
+def _drop_default_422(schema: dict[str, Any]) -> None:
+    """Remove the 422 FastAPI documents for every operation with parameters: invalid parameters are a 400 here
+    (``ValidationErrorOut``), so a 422 with FastAPI's own error shape would document an answer never given."""
+    default = "#/components/schemas/HTTPValidationError"
+    for ops in schema.get("paths", {}).values():
+        for op in ops.values():
+            content = op.get("responses", {}).get("422", {}).get("content", {})
+            if content.get("application/json", {}).get("schema", {}).get("$ref") == default:
+                del op["responses"]["422"]
+    schemas = schema.get("components", {}).get("schemas", {})
+    if default not in orjson.dumps(schema).decode():
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+
+
 # --- the app ---------------------------------------------------------------------------------------------------------
 
 def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any = None, *,
@@ -360,7 +381,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
     @app.exception_handler(RequestValidationError)
     async def on_invalid_request(request: Request, exc: RequestValidationError) -> Response:
         details = jsonable_encoder(exc.errors(), custom_encoder={Exception: str})
-        return _json({"error": _describe_validation(exc), "details": details}, 422)
+        return _json({"error": _describe_validation(exc), "details": details}, 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -401,13 +422,13 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
     Genre = Annotated[str | None, Query(
         min_length=1, max_length=MAX_GENRE_CHARS, examples=["Comedy"],
         description="only items of this genre, spelt as in the catalog (exact, case-sensitive: `Sci-Fi`); a genre no "
-                    "catalog item has is a 422")]
+                    "catalog item has is a 400")]
 
     def ranked(found: ListDoc) -> list[dict[str, Any]]:
         return [entry_view(i + 1, e, c) for i, (e, c) in enumerate(zip(found.entries, found.catalog, strict=True))]
 
     async def unknown_genre(genre: str) -> Response | None:
-        """A 422 naming ``genre`` when no catalog item has it, else None."""
+        """A 400 naming ``genre`` when no catalog item has it, else None."""
         known = await state.store.genres()
         if genre in known:
             return None
@@ -418,7 +439,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
         msg = f"{genre!r:.80} is not a genre of any catalog item"
         return _json({"error": f"invalid request: query parameter genre: {msg}{hint}",
                       "details": [{"type": "unknown_genre", "loc": ["query", "genre"], "msg": msg + hint,
-                                   "input": genre}]}, 422)
+                                   "input": genre}]}, 400)
 
     @app.get("/users/{user_id:id}/recommendations", response_model=None, tags=["recommendations"],
              summary="A user's ranked recommendations with titles, filtered per request",
@@ -428,7 +449,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
                           "and ranks are renumbered 1..count. When fewer pass, `complete` is false and `count` < "
                           "`n`. The same filters apply to the trending items of `cold_start`."),
              responses={200: {"model": RecommendationsOut}, 404: {"model": ErrorOut},
-                        422: {"model": ValidationErrorOut,
+                        400: {"model": ValidationErrorOut,
                               "description": "a parameter out of range (n 1..100, more than 100 excluded ids, an "
                                              "id or genre too long) or an unknown genre, named with its value"},
                         503: {"model": ErrorOut}})
@@ -469,7 +490,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
 
     @app.get("/users", response_model=None, tags=["recommendations"],
              summary="The most recently updated users",
-             responses={200: {"model": UsersOut}, 422: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
+             responses={200: {"model": UsersOut}, 400: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
     async def users(limit: Annotated[int, Query(ge=1, le=1000, description="how many users")] = 20) -> Response:
         newest, total = await state.store.users(limit)
         now = _now_ms()
@@ -477,7 +498,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
                                                  for u, ts in newest]})
 
     @app.get("/trending", response_model=None, tags=["recommendations"], summary="The trending items",
-             responses={200: {"model": TrendingOut}, 422: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
+             responses={200: {"model": TrendingOut}, 400: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
     async def trending(n: TopN = 10) -> Response:
         found = await state.store.trending(n)
         items = ranked(found) if found is not None else []
@@ -485,7 +506,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
 
     # --- items -----------------------------------------------------------------------------------------------------
     @app.get("/items", response_model=None, tags=["items"], summary="Search the catalog by title",
-             responses={200: {"model": SearchOut}, 422: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
+             responses={200: {"model": SearchOut}, 400: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
     async def search_items(
             q: Annotated[str, Query(min_length=1, max_length=200, description="part of a title, or an item id")],
             limit: Annotated[int, Query(ge=1, le=100, description="how many matches")] = 20) -> Response:
@@ -493,7 +514,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
         return _json({"query": q, "total": total, "items": found})
 
     @app.get("/items/{item_id:id}", response_model=None, tags=["items"], summary="One catalog entry",
-             responses={200: {"model": ItemOut}, 404: {"model": ErrorOut}, 422: {"model": ValidationErrorOut},
+             responses={200: {"model": ItemOut}, 404: {"model": ErrorOut}, 400: {"model": ValidationErrorOut},
                         503: {"model": ErrorOut}})
     async def item(item_id: ItemId) -> Response:
         fields = await state.store.item(item_id)
@@ -504,7 +525,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
 
     @app.get("/items/{item_id:id}/similar", response_model=None, tags=["items"],
              summary="The nearest neighbours of an item, with titles",
-             responses={200: {"model": SimilarOut}, 404: {"model": ErrorOut}, 422: {"model": ValidationErrorOut},
+             responses={200: {"model": SimilarOut}, 404: {"model": ErrorOut}, 400: {"model": ValidationErrorOut},
                         503: {"model": ErrorOut}})
     async def similar(item_id: ItemId, n: TopN = 10) -> Response:
         found = await state.store.similar(item_id, n)
@@ -659,6 +680,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {})["Event"] = event_json_schema(state.limits)
+            _drop_default_422(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

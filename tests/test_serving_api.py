@@ -157,10 +157,10 @@ def test_recommendations_n_truncates(client: TestClient, seeded: dict[str, Any])
 
 
 @pytest.mark.parametrize("n", ["0", "101", "-1", "ten", "1.5"])
-def test_recommendations_bad_n_is_422_naming_the_parameter(client: TestClient, seeded: dict[str, Any],
+def test_recommendations_bad_n_is_400_naming_the_parameter(client: TestClient, seeded: dict[str, Any],
                                                            n: str) -> None:
     resp = client.get("/users/196/recommendations", params={"n": n})
-    assert resp.status_code == 422
+    assert resp.status_code == 400
     body = resp.json()
     assert "query parameter n" in body["error"] and repr(n) in body["error"], body
     assert body["details"][0]["loc"] == ["query", "n"]
@@ -297,25 +297,75 @@ def test_cold_start_trending_is_filtered_too(client: TestClient, deep: None) -> 
     assert none["count"] == 0 and none["complete"] is False and none["stored"] == 40
 
 
+# --- known answers: a stored list deeper than model.top_n, filters filled from past the published head ---------
+
+# 30 stored items m01..m30, best first; the head (m01..m10) is all Comedy, the Westerns are spread past it
+SHELF_IDS = [f"m{k:02d}" for k in range(1, 31)]
+SHELF_GENRES = {**{i: ["Drama"] for i in SHELF_IDS}, **{f"m{k:02d}": ["Comedy"] for k in range(1, 11)},
+                "m04": ["Comedy", "Western"], "m13": ["Western"], "m15": ["Comedy", "Drama"], "m17": ["Western"],
+                "m21": ["Drama", "Western"], "m28": ["Western"]}
+SHELF = [(item, 30.0 - k, f"because of {k}") for k, item in enumerate(SHELF_IDS)]
+
+
+@pytest.fixture()
+def shelf(rds: Any, prefix: str) -> None:
+    store_catalog([{"item_id": i, "title": f"Movie {i}", "year": 2000, "genres": SHELF_GENRES[i]} for i in SHELF_IDS],
+                  rds, prefix=prefix)
+    write_recs(rds, prefix, "shelf", SHELF)
+    write_trending(rds, prefix, [(i, float(k)) for k, i in enumerate(reversed(SHELF_IDS))])  # m30 first
+
+
+def test_the_stored_list_is_deeper_than_what_kafka_gets(client: TestClient, cfg: dict[str, Any], shelf: None) -> None:
+    top_n = cfg["model"]["top_n"]
+    assert top_n == 10 < len(SHELF) <= cfg["model"]["stored_n"]  # the published head is m01..m10
+    body = get_recs(client, "shelf")
+    assert ids_of(body) == SHELF_IDS[:top_n] and body["stored"] == 30
+
+
+def test_a_genre_fills_n_from_past_the_published_head(client: TestClient, shelf: None) -> None:
+    body = get_recs(client, "shelf", n=4, genre="Western")
+    assert ids_of(body) == ["m04", "m13", "m17", "m21"]
+    assert (body["count"], body["complete"], body["stored"]) == (4, True, 30)
+    assert [(it["score"], it["reason"], it["genres"]) for it in body["items"]] == [
+        (27.0, "because of 3", ["Comedy", "Western"]), (18.0, "because of 12", ["Western"]),
+        (14.0, "because of 16", ["Western"]), (10.0, "because of 20", ["Drama", "Western"])]
+
+
+def test_excluding_the_head_returns_the_next_n(client: TestClient, shelf: None) -> None:
+    body = get_recs(client, "shelf", n=10, exclude=SHELF_IDS[:10])
+    assert ids_of(body) == ["m11", "m12", "m13", "m14", "m15", "m16", "m17", "m18", "m19", "m20"]
+    assert body["complete"] is True and body["items"][0]["title"] == "Movie m11"
+
+
+def test_genre_and_exclude_together_say_when_fewer_are_available(client: TestClient, shelf: None) -> None:
+    body = get_recs(client, "shelf", n=5, genre="Western", exclude=["m13"])
+    assert ids_of(body) == ["m04", "m17", "m21", "m28"]
+    assert (body["count"], body["requested"], body["complete"], body["stored"]) == (4, 5, False, 30)
+    body = get_recs(client, "shelf", n=10, genre="Comedy", exclude=["m02", "m05"])
+    assert ids_of(body) == ["m01", "m03", "m04", "m06", "m07", "m08", "m09", "m10", "m15"]
+    assert (body["count"], body["complete"]) == (9, False)
+
+
 @pytest.mark.parametrize(("query", "where", "named"), [
-    ("n=0", "query parameter n", "0"),
-    ("n=101", "query parameter n", "101"),
-    ("exclude=" + "&exclude=".join(str(i) for i in range(101)), "query parameter exclude", "at most 100 items"),
+    ("n=0", "query parameter n", "(got '0')"),
+    ("n=101", "query parameter n", "(got '101')"),
+    ("exclude=" + "&exclude=".join(str(i) for i in range(101)), "query parameter exclude",
+     "at most 100 items after validation, not 101"),
     ("exclude=", "query parameter exclude.0", "''"),
     ("exclude=" + "a" * 257, "query parameter exclude.0", "'aaaa"),
     ("genre=", "query parameter genre", "''"),
     ("genre=" + "g" * 65, "query parameter genre", "'gggg"),
 ])
-def test_filter_parameters_out_of_range_are_422_naming_them(client: TestClient, deep: None, query: str, where: str,
+def test_filter_parameters_out_of_range_are_400_naming_them(client: TestClient, deep: None, query: str, where: str,
                                                            named: str) -> None:
     resp = client.get(f"/users/deep/recommendations?{query}")
-    assert resp.status_code == 422, resp.text
+    assert resp.status_code == 400, resp.text
     assert where in resp.json()["error"] and named in resp.json()["error"], resp.json()
 
 
-def test_unknown_genre_is_422_naming_it(client: TestClient, deep: None) -> None:
+def test_unknown_genre_is_400_naming_it(client: TestClient, deep: None) -> None:
     resp = client.get("/users/deep/recommendations", params={"genre": "Polka"})
-    assert resp.status_code == 422
+    assert resp.status_code == 400
     body = resp.json()
     assert body["error"].startswith("invalid request: query parameter genre: 'Polka' is not a genre of any "
                                     "catalog item")
@@ -323,7 +373,7 @@ def test_unknown_genre_is_422_naming_it(client: TestClient, deep: None) -> None:
     assert body["details"] == [{"type": "unknown_genre", "loc": ["query", "genre"], "msg": body["details"][0]["msg"],
                                 "input": "Polka"}]
     resp = client.get("/users/deep/recommendations", params={"genre": "sci-fi"})
-    assert resp.status_code == 422 and "did you mean 'Sci-Fi'?" in resp.json()["error"]
+    assert resp.status_code == 400 and "did you mean 'Sci-Fi'?" in resp.json()["error"]
     assert get_recs(client, genre="Sci-Fi")["count"] > 0
 
 
@@ -365,7 +415,7 @@ def test_users_lists_the_most_recent_first(client: TestClient, seeded: dict[str,
     assert body["total"] == 2
     assert [u["user_id"] for u in body["users"]] == ["196", "7"]
     assert body["users"][0]["processed_at"] == seeded["now"] - 1500
-    assert client.get("/users", params={"limit": 0}).status_code == 422
+    assert client.get("/users", params={"limit": 0}).status_code == 400
 
 
 def test_trending(client: TestClient, seeded: dict[str, Any]) -> None:
@@ -413,7 +463,7 @@ def test_search_by_title_prefix_first(client: TestClient, seeded: dict[str, Any]
     assert titles[0] == "Empire Strikes Back, The" and "GoldenEye" in titles
     assert client.get("/items", params={"q": "242"}).json()["items"][0]["title"] == "Kolya"  # an exact id
     assert client.get("/items", params={"q": "zzz"}).json() == {"query": "zzz", "total": 0, "items": []}
-    assert client.get("/items", params={"q": ""}).status_code == 422
+    assert client.get("/items", params={"q": ""}).status_code == 400
 
 
 def test_lua_script_and_pipeline_read_the_same(cfg: dict[str, Any], seeded: dict[str, Any]) -> None:

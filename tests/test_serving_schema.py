@@ -120,15 +120,42 @@ def test_filters_follow_the_document(user: str, query: dict[str, Any]) -> None:
     assert (body["requested"], body["stored"], body["complete"]) == (n, len(stored), len(want) == n)
 
 
-def test_the_filters_are_documented_with_their_limits() -> None:
-    params = {p["name"]: p["schema"] for p in schema.raw_schema["paths"][RECS]["get"]["parameters"]}
+@pytest.mark.parametrize("path", [RECS])
+@pytest.mark.parametrize(("query", "named"), [
+    ({"n": 0}, "query parameter n"), ({"n": 101}, "query parameter n"),
+    ({"exclude": [str(i) for i in range(101)]}, "query parameter exclude"),
+    ({"genre": "Polka"}, "query parameter genre: 'Polka'"), ({"genre": "western"}, "did you mean 'Western'?"),
+])
+def test_bad_filters_are_documented_400s(path: str, query: dict[str, Any], named: str) -> None:
+    case = schema[path]["GET"].Case(query=query, path_parameters={"user_id": "deep"} if path == RECS else None)
+    response = case.call()
+    case.validate_response(response, checks=CHECKS)
+    assert response.status_code == 400, response.text
+    assert named in response.json()["error"]
+
+
+@pytest.mark.parametrize("path", [RECS])
+def test_the_filters_are_documented_with_their_limits(path: str) -> None:
+    params = {p["name"]: p["schema"] for p in schema.raw_schema["paths"][path]["get"]["parameters"]}
     assert (params["n"]["minimum"], params["n"]["maximum"]) == (1, 100)
     assert params["exclude"]["type"] == "array" and params["exclude"]["maxItems"] == 100
     assert params["exclude"]["items"] == {"type": "string", "minLength": 1, "maxLength": CFG["limits"]["max_id_length"]}
     assert {"type": "string", "minLength": 1, "maxLength": 64} in params["genre"]["anyOf"]
     assert "repeat the parameter" in params["exclude"]["description"]
-    out = schema.raw_schema["components"]["schemas"]["RecommendationsOut"]
+    out = schema.raw_schema["components"]["schemas"]["RecommendationsOut" if path == RECS else "TrendingOut"]
     assert {"requested", "stored", "complete"} <= set(out["required"])
+
+
+def test_invalid_parameters_are_documented_as_400_not_422() -> None:
+    """Every operation with parameters documents the 400 it gives for them; only POST /events has a 422 (some
+    records of its body invalid), and FastAPI's own 422 shape is gone from the document."""
+    for path, ops in schema.raw_schema["paths"].items():
+        for method, op in ops.items():
+            if op.get("parameters"):
+                assert op["responses"]["400"]["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/ValidationErrorOut"}, (method, path)
+            assert ("422" in op["responses"]) == ((method, path) == ("post", "/events")), (method, path)
+    assert "HTTPValidationError" not in schema.raw_schema["components"]["schemas"]
 
 
 # every path operation with an id, and the field of the answer that must give the id back
