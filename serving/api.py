@@ -12,7 +12,7 @@ endpoint                                   answer
 ``GET /items/{item_id}``                   the catalog entry; 404 if unknown
 ``GET /items/{item_id}/similar?n=10``      the item's nearest neighbours with their titles
 ``GET /items?q=toy&limit=20``              catalog search by title (case-insensitive substring) or exact id
-``GET /trending?n=10``                     the trending items
+``GET /trending?n=10``                     the trending items, with the same ``exclude`` and ``genre`` filters
 ``POST /events``                           one event or a list: 202 ``{"accepted", "rejected": []}``; 422 with
                                            per-record errors when some are invalid (the valid ones are still
                                            produced); 400 body not JSON; 413 too large; 503 Kafka unavailable
@@ -146,6 +146,9 @@ class SimilarOut(BaseModel):
 class TrendingOut(BaseModel):
     count: int
     items: list[RankedItem]
+    requested: int = Field(description="the n asked for")
+    stored: int = Field(description="items in the trending list the filters chose from")
+    complete: bool = Field(description="false when fewer than `requested` trending items pass the filters")
 
 
 class UserOut(BaseModel):
@@ -497,12 +500,18 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
         return _json({"total": total, "users": [{"user_id": u, "processed_at": ts, "age_ms": max(0, now - ts)}
                                                  for u, ts in newest]})
 
-    @app.get("/trending", response_model=None, tags=["recommendations"], summary="The trending items",
+    @app.get("/trending", response_model=None, tags=["recommendations"],
+             summary="The trending items, filtered per request",
+             description="The first `n` trending items not in `exclude` and, with `genre`, of that genre, in the "
+                         "job's order. When fewer pass, `complete` is false and `count` < `n`.",
              responses={200: {"model": TrendingOut}, 400: {"model": ValidationErrorOut}, 503: {"model": ErrorOut}})
-    async def trending(n: TopN = 10) -> Response:
-        found = await state.store.trending(n)
+    async def trending(exclude: Exclude, n: TopN = 10, genre: Genre = None) -> Response:
+        if genre is not None and (refused := await unknown_genre(genre)) is not None:
+            return refused
+        found = await state.store.trending(n, Filters(frozenset(exclude), genre))
         items = ranked(found) if found is not None else []
-        return _json({"count": len(items), "items": items})
+        return _json({"count": len(items), "items": items, "requested": n,
+                      "stored": found.stored if found is not None else 0, "complete": len(items) == n})
 
     # --- items -----------------------------------------------------------------------------------------------------
     @app.get("/items", response_model=None, tags=["items"], summary="Search the catalog by title",

@@ -346,6 +346,22 @@ def test_genre_and_exclude_together_say_when_fewer_are_available(client: TestCli
     assert (body["count"], body["complete"]) == (9, False)
 
 
+def test_trending_takes_the_same_filters(client: TestClient, shelf: None) -> None:
+    resp = client.get("/trending", params={"n": 3, "genre": "Western", "exclude": "m28"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert [it["item_id"] for it in body["items"]] == ["m21", "m17", "m13"]
+    assert [it["rank"] for it in body["items"]] == [1, 2, 3]
+    assert (body["count"], body["requested"], body["stored"], body["complete"]) == (3, 3, 30, True)
+    body = client.get("/trending", params={"n": 6, "genre": "Western"}).json()
+    assert [it["item_id"] for it in body["items"]] == ["m28", "m21", "m17", "m13", "m04"] and not body["complete"]
+    assert [it["item_id"] for it in client.get("/trending", params={"n": 2}).json()["items"]] == ["m30", "m29"]
+    resp = client.get("/trending", params={"genre": "western"})
+    assert resp.status_code == 400 and "did you mean 'Western'?" in resp.json()["error"]
+    resp = client.get("/trending", params={"n": 101})
+    assert resp.status_code == 400 and "query parameter n" in resp.json()["error"]
+
+
 @pytest.mark.parametrize(("query", "where", "named"), [
     ("n=0", "query parameter n", "(got '0')"),
     ("n=101", "query parameter n", "(got '101')"),

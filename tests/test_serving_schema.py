@@ -120,7 +120,22 @@ def test_filters_follow_the_document(user: str, query: dict[str, Any]) -> None:
     assert (body["requested"], body["stored"], body["complete"]) == (n, len(stored), len(want) == n)
 
 
-@pytest.mark.parametrize("path", [RECS])
+@pytest.mark.parametrize("query", [
+    {"genre": "Western", "n": 5}, {"exclude": ["1", "x,y"], "n": 1}, {"genre": "Drama", "exclude": ["2"]}, {"n": 100},
+])
+def test_trending_filters_follow_the_document(query: dict[str, Any]) -> None:
+    case = schema["/trending"]["GET"].Case(query=query)
+    response = case.call()
+    case.validate_response(response, checks=CHECKS)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    n, genre, exclude = query.get("n", 10), query.get("genre"), set(query.get("exclude", ()))
+    want = [i for i in ("1", "2") if i not in exclude and (genre is None or genre in CATALOG[i])][:n]
+    assert [it["item_id"] for it in body["items"]] == want
+    assert (body["requested"], body["stored"], body["complete"]) == (n, 2, len(want) == n)
+
+
+@pytest.mark.parametrize("path", [RECS, "/trending"])
 @pytest.mark.parametrize(("query", "named"), [
     ({"n": 0}, "query parameter n"), ({"n": 101}, "query parameter n"),
     ({"exclude": [str(i) for i in range(101)]}, "query parameter exclude"),
@@ -134,7 +149,7 @@ def test_bad_filters_are_documented_400s(path: str, query: dict[str, Any], named
     assert named in response.json()["error"]
 
 
-@pytest.mark.parametrize("path", [RECS])
+@pytest.mark.parametrize("path", [RECS, "/trending"])
 def test_the_filters_are_documented_with_their_limits(path: str) -> None:
     params = {p["name"]: p["schema"] for p in schema.raw_schema["paths"][path]["get"]["parameters"]}
     assert (params["n"]["minimum"], params["n"]["maximum"]) == (1, 100)
