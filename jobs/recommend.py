@@ -121,7 +121,9 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
         args = (r["host"], int(r["port"]), int(r["db"]), r["prefix"], int(r["pipeline_size"]))
         recs = (ranked.flat_map(RecsToRedis(*args, top_n=model["top_n"]), output_type=Types.STRING())
                 .name("recs-to-redis"))
-        items.flat_map(NeighborsToRedis(*args), output_type=Types.STRING()).name("similar-to-redis")
+        # its own operator, not fused with the side output's map: metrics and logs name it similar-to-redis
+        items.flat_map(NeighborsToRedis(*args), output_type=Types.STRING()).name("similar-to-redis") \
+            .disable_chaining()
     else:
         from udfs.serde import dumps, published
 

@@ -159,25 +159,41 @@ def bucket_counts(values: Iterable[float], bounds: Sequence[float]) -> list[int]
 
 class Histogram:
     """A Prometheus-style histogram of counters (PyFlink has no histogram metric): one counter per bucket in the
-    group ``<name>`` with the bucket's upper bound as the label ``le``; :meth:`observe` updates each bucket once
-    per call (an update is a call into the JVM), so pass a batch. The first non-empty batch updates every bucket,
-    empty ones by 0: in Python processes (Beam) a counter reaches Flink only with its first update, and a
-    histogram missing buckets would skew ``histogram_quantile``."""
+    group ``<name>`` with the bucket's upper bound as the label ``le`` (:func:`counter_adder`); :meth:`observe`
+    updates each bucket at most once per call (an update is a call into the JVM in thread mode), so pass a batch."""
 
     def __init__(self, group: Any, name: str, bounds: Sequence[int]) -> None:
         base = group.add_group(name)
         self.bounds = tuple(bounds)
-        self._buckets = [base.add_group("le", str(b)).counter("bucket") for b in self.bounds]
-        self._buckets.append(base.add_group("le", "Inf").counter("bucket"))
-        self._all = True  # the next non-empty batch updates every bucket
+        self._buckets = [counter_adder(base.add_group("le", str(b)), "bucket") for b in self.bounds]
+        self._buckets.append(counter_adder(base.add_group("le", "Inf"), "bucket"))
 
     def observe(self, values: Iterable[float]) -> None:
-        counts = bucket_counts(values, self.bounds)
-        every = self._all and counts[-1] > 0
-        for counter, n in zip(self._buckets, counts, strict=True):
-            if n or every:
-                counter.inc(n)
-        self._all = self._all and not every
+        for add, n in zip(self._buckets, bucket_counts(values, self.bounds), strict=True):
+            if n:
+                add(n)
+
+
+def _thread_mode(group: Any) -> bool:
+    return type(group).__module__.startswith("pyflink.fn_execution.metrics.embedded")
+
+
+def counter_adder(group: Any, name: str) -> Callable[[int], None]:
+    """A counter the operator adds to, from an element or a timer; returns the adder.
+
+    Thread mode: PyFlink's counter. Process mode: a gauge of the running total, which Flink exports as it exports a
+    counter. The Beam worker drops a counter's updates made in a timer (only elements run in the step's metrics
+    scope), while it reads every gauge at the end of each bundle.
+    """
+    if _thread_mode(group):
+        return group.counter(name).inc  # type: ignore[no-any-return]
+    total = [0]
+    group.gauge(name, lambda: total[0])
+
+    def add(n: int) -> None:
+        total[0] += int(n)
+
+    return add
 
 
 def gauge_setter(group: Any, name: str) -> Callable[[float], None]:
@@ -187,7 +203,7 @@ def gauge_setter(group: Any, name: str) -> Callable[[float], None]:
     into the Python interpreter from the reporter's thread. Process mode: a gauge whose callable the Beam worker
     reads when it reports its metrics.
     """
-    if type(group).__module__.startswith("pyflink.fn_execution.metrics.embedded"):
+    if _thread_mode(group):
         distribution = group.distribution(name)
         return lambda value: distribution.update(int(value))
     cell = [0]

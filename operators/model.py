@@ -38,7 +38,7 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 from core.v2 import model as M
 from core.v2.settings import Settings
 from operators.compat import subtask
-from operators.metrics_catalog import RANKING_MS_BOUNDS, Histogram, gauge_setter
+from operators.metrics_catalog import RANKING_MS_BOUNDS, Histogram, counter_adder, gauge_setter
 from operators.records import (
     END_OF_TIME,
     PICKLED,
@@ -93,28 +93,12 @@ class Model(KeyedBroadcastProcessFunction):
         self.mine = np.zeros(0, dtype=np.bool_)  # per item: this subtask writes its list
         self.combiner_seen = 0
         group = runtime_context.get_metrics_group()
-        self._counters = {"events_learned": group.counter("events_learned"), "rankings": group.counter("rankings"),
-                          "combiner_examples": group.counter("combiner_examples")}
+        self._count = {"events_learned": counter_adder(group, "events_learned"),
+                       "rankings": counter_adder(group, "rankings"),
+                       "combiner_examples": counter_adder(group, "combiner_examples")}
         self._waiting = gauge_setter(group, "events_waiting")
         self._model_bytes = gauge_setter(group, "model_bytes")
         self._ranking_ms = Histogram(group, "ranking_ms", RANKING_MS_BOUNDS)
-        # counts of the timers, reported from the next element: in Python processes PyFlink drops counter updates
-        # made in a timer (no metrics container is active there), while those of an element go through
-        self._counts: dict[str, int] = {}
-        self._took: list[float] = []
-
-    def _count(self, name: str, n: int) -> None:
-        self._counts[name] = self._counts.get(name, 0) + n
-
-    def _report(self) -> None:
-        for name, n in self._counts.items():
-            if n:
-                self._counters[name].inc(n)
-        self._counts = {}
-        if self._took:
-            self._ranking_ms.observe(self._took)
-            self._took = []
-        self._waiting(sum(map(len, self.pending)))
 
     # -- state ------------------------------------------------------------------------------------------------------
     def _model(self, ctx: Any) -> M.State:
@@ -146,7 +130,7 @@ class Model(KeyedBroadcastProcessFunction):
             ctx.get_broadcast_state(LOG_STATE).put(self.seq, value)
             self.seq += 1
             self._apply(unpack(value))
-            self._report()
+            self._waiting(sum(map(len, self.pending)))
         return iter(())
 
     def _learn(self, watermark: int, final: bool) -> Iterable[Any]:
@@ -160,7 +144,7 @@ class Model(KeyedBroadcastProcessFunction):
             if due.any():
                 learned = batch.take(due)
                 M.learn(state, learned, train=self.train)
-                self._count("events_learned", len(learned))
+                self._count["events_learned"](len(learned))
                 engaged = np.unique(state.items.encode(learned.item_id.tolist()))
             else:
                 engaged = np.zeros(0, dtype=np.int64)
@@ -197,7 +181,6 @@ class Model(KeyedBroadcastProcessFunction):
     # -- keyed side -------------------------------------------------------------------------------------------------
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
         request: RankRequest = unpack(value)
-        self._report()
         self.requests.add(value)
         ctx.timer_service().register_event_time_timer(request.due)
         return iter(())
@@ -257,8 +240,8 @@ class Model(KeyedBroadcastProcessFunction):
                                        for m, alt in alternatives.items()}
             messages.append(msg)
         took = (time.perf_counter() - started) * 1000
-        self._count("rankings", len(users))
-        self._took += [took / len(users)] * len(users)
+        self._count["rankings"](len(users))
+        self._ranking_ms.observe([took / len(users)] * len(users))
         self._model_bytes(state.nbytes())
         items, scores = M.trending(state)
         names = state.items.names
@@ -268,7 +251,7 @@ class Model(KeyedBroadcastProcessFunction):
         combiner = None
         seen = int(state.comb_n[0])
         if self.train and (seen != self.combiner_seen or final):
-            self._count("combiner_examples", seen - self.combiner_seen)
+            self._count["combiner_examples"](seen - self.combiner_seen)
             self.combiner_seen = seen
             combiner = {"n_seen": seen, "weights": M.combiner(state)}
         return RecsBatch(messages, trending, combiner)

@@ -44,6 +44,7 @@ from operators.metrics_catalog import (
     RANKING_MS_BOUNDS,
     Histogram,
     bucket_counts,
+    counter_adder,
     family_regexes,
     gauge_setter,
     known,
@@ -123,7 +124,7 @@ def test_metric_names_of_promql() -> None:
 
 # -- the catalog and the code ------------------------------------------------------------------------------------
 REGISTERED_PY = re.compile(r'\.(?:counter|gauge|distribution|meter|add_group)\(\s*"(\w+)"'
-                           r'|(?:gauge_setter|Histogram)\(\s*[^,]+,\s*"(\w+)"')
+                           r'|(?:gauge_setter|counter_adder|Histogram)\(\s*[^,]+,\s*"(\w+)"')
 REGISTERED_JAVA = re.compile(r'\.(?:counter|gauge|histogram|meter|addGroup)\(\s*"(\w+)"')
 HELPER_PARTS = {"le", "bucket"}  # the groups and counters Histogram itself registers under the histogram's name
 
@@ -242,28 +243,37 @@ def test_bucket_counts_are_cumulative() -> None:
 
 
 def test_histogram_counts_each_bucket_once_per_batch() -> None:
+    """Process mode: each bucket is a gauge of its running count, registered (at 0) before any observation, so
+    every bucket is exported from the start; a batch adds to each bucket once."""
     group = FakeGroup()
     hist = Histogram(group, "ranking_ms", (1, 10))
+    assert sorted(group.registry) == ["ranking_ms.le=1.bucket", "ranking_ms.le=10.bucket", "ranking_ms.le=Inf.bucket"]
+    assert [group.registry[f"ranking_ms.le={b}.bucket"]() for b in ("1", "10", "Inf")] == [0, 0, 0]
     hist.observe([0.5, 3.0, 3.0, 50.0])
     hist.observe([])
     hist.observe([10.0])
-    buckets = {path: c for path, c in group.registry.items()}
-    assert sorted(buckets) == ["ranking_ms.le=1.bucket", "ranking_ms.le=10.bucket", "ranking_ms.le=Inf.bucket"]
-    assert [buckets[f"ranking_ms.le={b}.bucket"].n for b in ("1", "10", "Inf")] == [1, 4, 5]
-    assert [buckets[f"ranking_ms.le={b}.bucket"].calls for b in ("1", "10", "Inf")] == [1, 2, 2]
+    assert [group.registry[f"ranking_ms.le={b}.bucket"]() for b in ("1", "10", "Inf")] == [1, 4, 5]
 
 
-def test_histogram_updates_every_bucket_with_its_first_observations() -> None:
-    """In Python processes a counter reaches Flink with its first update: the first batch updates empty buckets by
-    0, so every bucket is exported from the first observation on; later batches skip them."""
+def test_counter_adder_in_both_modes() -> None:
+    """Process mode: a gauge of the running total (a counter's updates made in a timer never reach Flink there);
+    thread mode: PyFlink's counter, one update per call."""
     group = FakeGroup()
-    hist = Histogram(group, "ranking_ms", (1, 10))
-    hist.observe([])  # nothing observed yet: nothing updated
-    assert [group.registry[f"ranking_ms.le={b}.bucket"].calls for b in ("1", "10", "Inf")] == [0, 0, 0]
-    hist.observe([50.0])
-    hist.observe([70.0])
-    buckets = [group.registry[f"ranking_ms.le={b}.bucket"] for b in ("1", "10", "Inf")]
-    assert [c.calls for c in buckets] == [1, 1, 2] and [c.n for c in buckets] == [0, 0, 2]
+    add = counter_adder(group, "rankings")
+    add(3)
+    add(4)
+    assert group.registry["rankings"]() == 7
+
+    class EmbeddedGroup(FakeGroup):
+        pass
+
+    EmbeddedGroup.__module__ = "pyflink.fn_execution.metrics.embedded.metric_impl"
+    embedded = EmbeddedGroup()
+    add = counter_adder(embedded, "rankings")
+    add(3)
+    add(4)
+    counter = embedded.registry["rankings"]
+    assert (counter.n, counter.calls) == (7, 2)
 
 
 def test_gauge_setter_in_both_modes() -> None:
