@@ -111,9 +111,13 @@ def cancel_quietly(job_id: str) -> None:
 
 
 def last_events(events: Sequence[Event]) -> dict[str, Event]:
+    """Each user's newest event by (ts, event id): the one the job's messages name (a tie in ts is broken by id,
+    not by the order of arrival)."""
     out: dict[str, Event] = {}
     for e in events:
-        out[e.user_id] = e
+        old = out.get(e.user_id)
+        if old is None or (e.ts, e.event_id) > (old.ts, old.event_id):
+            out[e.user_id] = e
     return out
 
 

@@ -20,6 +20,12 @@ import org.apache.flink.util.clock.RelativeClock;
  * makes it active again; one that has an earlier timestamp than the watermark is late. The watermark never goes
  * back. (An idle output drops the final watermark of a bounded input: {@link EndOfInputMap} sends it on.)
  *
+ * <p>The splits of one source subtask share what has settled: a settled split's watermark is the largest
+ * {@code maxTs} of every settled split of the subtask, not its own. The subtask's watermark is the least of its
+ * active splits', so without that, the split that settles last would leave it at that split's own {@code maxTs},
+ * short of the others' latest events. (Between subtasks, Flink does the same: when every input of an operator
+ * is idle, its watermark is the largest of theirs.)
+ *
  * <p>A split that has had no record with a timestamp at all for {@code idleMs} (0: never) is marked idle, so that
  * an empty partition does not hold the watermark back; its first record makes it active again. (Flink's
  * {@code withIdleness} is not used: wrapped around this generator it held every watermark back while a backlog was
@@ -49,7 +55,15 @@ public final class SettlingWatermarks<T> implements WatermarkGenerator<T> {
     /** 0: never idle. */
     private final long idleNanos;
 
+    /** The largest {@code maxTs} of the settled splits of this subtask, shared by its generators. */
+    private final long[] settled;
+
     SettlingWatermarks(long boundMs, long settleMs, long idleMs, RelativeClock clock) {
+        this(boundMs, settleMs, idleMs, clock, new long[] {Long.MIN_VALUE});
+    }
+
+    SettlingWatermarks(long boundMs, long settleMs, long idleMs, RelativeClock clock, long[] settled) {
+        this.settled = settled;
         this.boundMs = boundMs;
         this.settleNanos = Duration.ofMillis(settleMs).toNanos();
         this.idleNanos = Duration.ofMillis(idleMs).toNanos();
@@ -108,11 +122,12 @@ public final class SettlingWatermarks<T> implements WatermarkGenerator<T> {
             } else if (quietSinceNanos < 0) {
                 quietSinceNanos = clock.relativeTimeNanos();
             } else if (clock.relativeTimeNanos() - quietSinceNanos >= settleNanos) {
-                if (emitted >= maxTs) {
+                settled[0] = Math.max(settled[0], maxTs);
+                if (emitted >= settled[0]) {
                     output.markIdle();  // settled and passed on
                     return;
                 }
-                mark = maxTs;
+                mark = settled[0];
             }
         }
         emitted = Math.max(emitted, mark);
@@ -132,9 +147,15 @@ public final class SettlingWatermarks<T> implements WatermarkGenerator<T> {
             this.idleMs = idleMs;
         }
 
+        /** Shared by the generators of one subtask (its splits): the supplier is deserialized once per subtask. */
+        private transient long[] settled;
+
         @Override
         public WatermarkGenerator<T> createWatermarkGenerator(Context context) {
-            return new SettlingWatermarks<>(boundMs, settleMs, idleMs, context.getInputActivityClock());
+            if (settled == null) {
+                settled = new long[] {Long.MIN_VALUE};
+            }
+            return new SettlingWatermarks<>(boundMs, settleMs, idleMs, context.getInputActivityClock(), settled);
         }
     }
 }
