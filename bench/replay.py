@@ -101,8 +101,13 @@ class _Sender(threading.Thread):
 
 
 def last_event_ids(events: Sequence[Event]) -> dict[str, str]:
-    """user -> the id of that user's last event in the replay."""
-    return {e.user_id: e.event_id for e in events}
+    """user -> the id of that user's newest event by (ts, event id), the one the job's final message names (events
+    of one user at the same ts are ordered by id, not by their order in the replay)."""
+    newest: dict[str, tuple[int, str]] = {}
+    for e in events:
+        if e.user_id not in newest or (e.ts, e.event_id) > newest[e.user_id]:
+            newest[e.user_id] = (e.ts, e.event_id)
+    return {user: event_id for user, (_, event_id) in newest.items()}
 
 
 def confirm(client: Any, prefix: str, expected: dict[str, str], pending: list[str]) -> tuple[list[str], float]:

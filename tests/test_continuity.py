@@ -207,7 +207,7 @@ def test_prefix_then_live_on_the_rest_equals_one_run(
         assert first.rc == 0, first.output[-3000:]
         sc.produce(events[PREFIX:])
 
-        last = {e.user_id: e.event_id for e in events}  # each user's last event
+        last = {e.user_id: e.event_id for e in sorted(events, key=lambda e: (e.ts, e.event_id))}  # each newest
         rest_users = {e.user_id for e in events[PREFIX:]}
 
         def rest_applied() -> bool:
