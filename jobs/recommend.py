@@ -92,14 +92,15 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     """
     job, model = cfg["job"], cfg["model"]
     settings = Settings.from_config(model)  # validates the model section before anything runs
-    ranker = Model(settings, model.get("compare_modes") or (), model["stored_n"])
+    ranker = Model(settings, model.get("compare_modes") or (), model["stored_n"], shards=job["shards"])
     limits = Limits.from_config(cfg)
     # event time from the events' ts field, user shard and one batch per shard and window, on the JVM
     batches = event_batches(events, shards=job["shards"], window_ms=job["window_ms"], limits=limits,
                             max_out_of_orderness_ms=job["max_out_of_orderness_ms"], parallelism=parse_parallelism,
                             event_buffer_timeout_ms=job["event_buffer_timeout_ms"],
                             source_watermarks=source_watermarks, settle_ms=job["settle_ms"])
-    intake = (batches.process(Intake(job["dedup_ttl_ms"], job["dedup_max_ids"], job["late_events"], limits),
+    intake = (batches.process(Intake(job["dedup_ttl_ms"], job["dedup_max_ids"], job["late_events"], limits,
+                                     shards=job["shards"]),
                               output_type=PACKED)
               .name("intake").uid("intake"))
     dlq = intake.get_side_output(DLQ_TAG)

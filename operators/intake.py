@@ -8,7 +8,10 @@ per shard and front window, validated on the JVM). Per batch it
 * drops events whose ``event_id`` the user's state already holds (a redelivery: applied once; metric
   ``duplicates``; :class:`Seen`);
 * emits the rest as one :class:`operators.records.EventBatch` (for every model subtask) and one
-  :class:`operators.records.RankRequest` for the shard's users in it (``RANK_TAG``).
+  :class:`operators.records.RankRequest` for the shard's users in it (``RANK_TAG``), and a
+  :class:`operators.records.Tick` at the same time for each of the other ``job.shards`` shards (``RANK_TAG``): a
+  model subtask learns, and writes its shards' item lists, on the timers of its own shards, which must therefore
+  follow every event whatever shard its user is in.
 
 On the final watermark of a bounded input it asks for every user of the shard (``final``). It holds no model
 state: the model (:mod:`operators.model`) learns the events once the watermark passes them.
@@ -30,7 +33,7 @@ from operators.front import FrontBatch
 from operators.late import LateCheck
 from operators.metrics_catalog import gauge_setter
 from operators.parse import DLQ_TAG, Rejects
-from operators.records import END_OF_TIME, PACKED, EventBatch, RankRequest, pack
+from operators.records import END_OF_TIME, PACKED, EventBatch, RankRequest, Tick, pack
 from udfs.events import DEFAULT_LIMITS, Limits
 
 RANK_TAG = OutputTag("rank-requests", PACKED)
@@ -67,7 +70,10 @@ class Intake(KeyedProcessFunction):
     (``RANK_TAG``) and dead letters (``DLQ_TAG``) out (see the module docstring)."""
 
     def __init__(self, dedup_ttl_ms: int, dedup_max_ids: int, late_events: str = "apply",
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+                 limits: Limits = DEFAULT_LIMITS, *, shards: int) -> None:
+        if shards < 1:
+            raise ValueError(f"job.shards must be at least 1, got {shards!r}")
+        self.shards = shards
         self.late = LateCheck(late_events)
         self.rejects = Rejects(limits.dlq_payload_bytes)
         self.dedup_ttl_ms = dedup_ttl_ms
@@ -134,8 +140,12 @@ class Intake(KeyedProcessFunction):
         if not touched:
             return
         put_all(self.seen, touched)
+        due = int(events.ts.max())
         yield pack(key, EventBatch(key, events))
-        yield RANK_TAG, pack(key, self._request(key, sorted(touched), int(events.ts.max()), final=False))
+        yield RANK_TAG, pack(key, self._request(key, sorted(touched), due, final=False))
+        for shard in range(self.shards):
+            if shard != key:
+                yield RANK_TAG, pack(shard, Tick(shard, due))
 
     def _request(self, key: int, users: list[str], due: int, final: bool) -> RankRequest:
         seen = self._cache

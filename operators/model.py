@@ -9,14 +9,18 @@ arithmetic: it owns the state, the timers and the I/O, and calls :mod:`core.v2.m
   :class:`~operators.records.CatalogUpdate` s. Each is appended to the broadcast state (the model's log, the
   checkpointed truth) and to the working copy: events wait in ``pending`` until the watermark passes them,
   catalog records are added at once (they change rankings only).
-* **Keyed input** (by user shard): :class:`~operators.records.RankRequest` s. A request waits (keyed list state)
-  for an event-time timer at its ``due`` time; when it fires, the subtask first learns every pending event at or
-  before the watermark, then ranks the requested users (:func:`core.v2.model.rank`, in ``model.hybrid.mode`` and
-  the ``model.compare_modes``) and emits one :class:`~operators.records.RecsBatch`.
-* After each learning step a subtask refreshes and emits (``ITEMS_TAG``) the changed neighbour lists of *its*
-  items (``crc32(item) % parallelism`` = its index): each list is written by one subtask.
-* On the final watermark of a bounded input every user is ranked with the final model (the intake's final
-  requests), and the user-CF lists of the shard's users go to ``USERS_TAG``.
+* **Keyed input** (by user shard): :class:`~operators.records.RankRequest` s and :class:`~operators.records.Tick` s.
+  Either sets an event-time timer of its shard at its ``due`` time (a request also waits in keyed list state).
+  When a timer fires, the subtask first learns every pending event at or before the watermark, then refreshes and
+  emits (``ITEMS_TAG``) the changed neighbour lists of the timer's shard's items (``shard_of(item, job.shards)``),
+  then ranks the requested users that are due (:func:`core.v2.model.rank`, in ``model.hybrid.mode`` and the
+  ``model.compare_modes``) and emits one :class:`~operators.records.RecsBatch`.
+* Item lists are owned by shard, not by subtask: each list is written by the one subtask that holds its shard, at
+  any parallelism (a subtask may hold no shard at all). The intake sends every shard a tick for every batch, so each
+  shard's timers follow every event, also when the shard's own users are quiet.
+* On the final watermark of a bounded input (or a draining stop) every shard's timer at the end of time writes
+  every list of the shard from the final model; every user is ranked with it (the intake's final requests), and
+  the user-CF lists of the shard's users go to ``USERS_TAG``.
 
 After a restore a subtask rebuilds its copy from the log in its broadcast state (the same events in canonical order:
 the same model); the log holds every event since the start of the state (docs/design.md, "State").
@@ -47,6 +51,7 @@ from operators.records import (
     ItemLists,
     RankRequest,
     RecsBatch,
+    Tick,
     UserLists,
     unpack,
 )
@@ -74,7 +79,11 @@ class Model(KeyedBroadcastProcessFunction):
     """Rank requests (keyed by user shard) and broadcast events and catalog in; :class:`RecsBatch` es out, item
     lists to ``ITEMS_TAG``, user lists to ``USERS_TAG`` (see the module docstring)."""
 
-    def __init__(self, settings: Settings, compare_modes: Sequence[str] = (), stored_n: int | None = None) -> None:
+    def __init__(self, settings: Settings, compare_modes: Sequence[str] = (), stored_n: int | None = None, *,
+                 shards: int) -> None:
+        if shards < 1:
+            raise ValueError(f"job.shards must be at least 1, got {shards!r}")
+        self.shards = shards
         for mode in compare_modes:
             if mode not in M.FUSION:
                 raise ValueError(f"model.compare_modes entry {mode!r} must be one of {', '.join(M.FUSION)}")
@@ -90,7 +99,12 @@ class Model(KeyedBroadcastProcessFunction):
         self.state = None
         self.pending: list[M.Batch] = []
         self.seq = 0
-        self.mine = np.zeros(0, dtype=np.bool_)  # per item: this subtask writes its list
+        self.owner = np.zeros(0, dtype=np.int32)  # per item: the shard whose timers write its list
+        # per item, since its shard last emitted: its list changed (the core's dirty flag is not it: a ranking
+        # refreshes the rows it reads and clears theirs); it was engaged (its count of users changed)
+        self.changed = np.zeros(0, dtype=np.bool_)
+        self.touched = np.zeros(0, dtype=np.bool_)
+        self.armed: set[int] = set()  # shards with a timer at the end of time
         self.combiner_seen = 0
         group = runtime_context.get_metrics_group()
         self._count = {"events_learned": counter_adder(group, "events_learned"),
@@ -133,8 +147,9 @@ class Model(KeyedBroadcastProcessFunction):
             self._waiting(sum(map(len, self.pending)))
         return iter(())
 
-    def _learn(self, watermark: int, final: bool) -> Iterable[Any]:
-        """Learn every pending event at or before ``watermark``; emit this subtask's changed item lists."""
+    def _learn(self, watermark: int) -> None:
+        """Learn every pending event at or before ``watermark``; mark the items whose lists changed and the items
+        the events engage."""
         state = self.state
         assert state is not None
         if self.pending:
@@ -145,20 +160,33 @@ class Model(KeyedBroadcastProcessFunction):
                 learned = batch.take(due)
                 M.learn(state, learned, train=self.train)
                 self._count["events_learned"](len(learned))
-                engaged = np.unique(state.items.encode(learned.item_id.tolist()))
-            else:
-                engaged = np.zeros(0, dtype=np.int64)
-        else:
-            engaged = np.zeros(0, dtype=np.int64)
+                n = len(self._owners(state))
+                if "itemcf" in self.settings.methods:
+                    self.changed |= state.dirty[:n].astype(np.bool_)
+                self.touched[state.items.encode(learned.item_id.tolist())] = True
         self._waiting(sum(map(len, self.pending)))
-        mine = self._mine(state)
-        exact = final and not self.settings.refresh_on_norms  # the end: every list exact with the final norms
-        rows = M.refresh(state, all_rows=exact, among=mine) if "itemcf" in self.settings.methods else engaged[:0]
-        if final and len(rows) < len(mine):
-            # the end of input: every list of this subtask from the final model, whatever an earlier run wrote
-            listed = np.flatnonzero(mine[: len(state.items)] & (state.nb_len[: len(state.items)] > 0))
-            rows = np.union1d(rows, listed)
-        engaged = engaged[mine[engaged]]
+
+    def _lists(self, shard: int, final: bool) -> Iterable[Any]:
+        """Emit the shard's changed item lists (at the end of input: all of them, from the final model) and the
+        distinct users of its items engaged since it last emitted."""
+        state = self.state
+        assert state is not None
+        owner = self._owners(state)
+        n = len(state.items)
+        ours = owner[:n] == shard
+        if "itemcf" not in self.settings.methods:
+            rows = np.zeros(0, dtype=np.int64)
+        elif final and not self.settings.refresh_on_norms:  # the end: every list exact with the final norms
+            rows = M.refresh(state, all_rows=True, among=ours)
+        else:
+            rows = np.flatnonzero(ours & self.changed[:n])
+            M.refresh(state, among=ours & self.changed[:n])  # those a ranking has not refreshed since
+        if final:
+            # the end of input: every list of the shard from the final model, whatever an earlier run wrote
+            rows = np.union1d(rows, np.flatnonzero(ours & (state.nb_len[:n] > 0)))
+        self.changed[rows] = False
+        engaged = np.flatnonzero(ours & self.touched[:n])
+        self.touched[engaged] = False
         if len(rows) or len(engaged):
             names = state.items.names
             lists = {names[i]: [(names[j], float(s)) for j, s in zip(state.nb_idx[i, : state.nb_len[i]].tolist(),
@@ -168,21 +196,28 @@ class Model(KeyedBroadcastProcessFunction):
             users = {names[i]: int(state.i_users[i]) for i in np.union1d(rows, engaged).tolist()}
             yield ITEMS_TAG, ItemLists(lists, users, int(time.time() * 1000))
 
-    def _mine(self, state: M.State) -> np.ndarray:
-        """Per item: whether this subtask writes its neighbour list (extended for new items)."""
+    def _owners(self, state: M.State) -> np.ndarray:
+        """Per item: the shard that writes its list (extended for new items, with their flags)."""
         n = len(state.items)
-        if len(self.mine) < n:
+        old = len(self.owner)
+        if old < n:
             names = state.items.names
-            new = np.fromiter((shard_of(names[i], self.parallelism) == self.index for i in range(len(self.mine), n)),
-                              dtype=np.bool_, count=n - len(self.mine))
-            self.mine = np.concatenate([self.mine, new])
-        return self.mine
+            new = np.fromiter((shard_of(names[i], self.shards) for i in range(old, n)), dtype=np.int32, count=n - old)
+            self.owner = np.concatenate([self.owner, new])
+            self.changed = np.concatenate([self.changed, np.zeros(n - old, dtype=np.bool_)])
+            self.touched = np.concatenate([self.touched, np.zeros(n - old, dtype=np.bool_)])
+        return self.owner
 
     # -- keyed side -------------------------------------------------------------------------------------------------
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
-        request: RankRequest = unpack(value)
-        self.requests.add(value)
-        ctx.timer_service().register_event_time_timer(request.due)
+        record: RankRequest | Tick = unpack(value)
+        timers = ctx.timer_service()
+        if isinstance(record, RankRequest):
+            self.requests.add(value)
+        timers.register_event_time_timer(record.due)
+        if record.shard not in self.armed:  # the shard's final lists at the end of input (a set in Flink too)
+            timers.register_event_time_timer(END_OF_TIME)
+            self.armed.add(record.shard)
         return iter(())
 
     def on_timer(self, timestamp, ctx):  # type: ignore[no-untyped-def]
@@ -191,9 +226,11 @@ class Model(KeyedBroadcastProcessFunction):
 
     def _on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any]:
         state = self._model(ctx)
-        # the final watermark fires every timer at once: the first one learns and answers everything
+        # the final watermark fires every timer at once: the first one of the subtask learns everything, each shard's
+        # writes its lists and answers its requests
         watermark = END_OF_TIME if timestamp == END_OF_TIME else max(timestamp, ctx.timer_service().current_watermark())
-        yield from self._learn(watermark, final=watermark == END_OF_TIME)
+        self._learn(watermark)
+        yield from self._lists(int(ctx.get_current_key()), final=watermark == END_OF_TIME)
         stored = list(self.requests.get() or ())
         due: list[RankRequest] = []
         left = []

@@ -49,6 +49,16 @@ class RankRequest(NamedTuple):
     final: bool = False
 
 
+class Tick(NamedTuple):
+    """Intake -> model (keyed by user shard, to every shard but the batch's own): the events of a batch up to ``due``
+    are on their way to every model subtask. The subtask holding ``shard`` sets a timer at ``due``, so that it learns
+    those events and refreshes the shard's item lists once the watermark passes them, however quiet the shard's own
+    users are."""
+
+    shard: int
+    due: int
+
+
 class RecsBatch(NamedTuple):
     """Model -> Redis and Kafka sinks: recommendation messages (``udfs.serde.recs_message``), the trending list
     ``[(item, score)]`` and the learned combiner's weights (None when they did not change)."""
@@ -59,8 +69,9 @@ class RecsBatch(NamedTuple):
 
 
 class ItemLists(NamedTuple):
-    """Model -> Redis: changed item neighbour lists ``{item: [(item, cosine)]}`` (an item's list is written by one
-    model subtask) and each listed item's distinct users."""
+    """Model -> Redis: changed item neighbour lists ``{item: [(item, cosine)]}`` of one item shard (an item's list is
+    written only on the timers of its shard, ``shard_of(item, job.shards)``: by one subtask) and each listed item's
+    distinct users."""
 
     neighbors: dict[str, list[tuple[str, float]]]
     users: dict[str, int]
