@@ -20,7 +20,9 @@ arithmetic: it owns the state, the timers and the I/O, and calls :mod:`core.v2.m
   shard's timers follow every event, also when the shard's own users are quiet.
 * On the final watermark of a bounded input (or a draining stop) every shard's timer at the end of time writes
   every list of the shard from the final model; every user is ranked with it (the intake's final requests), and
-  the user-CF lists of the shard's users go to ``USERS_TAG``.
+  the user-CF lists of the shard's users go to ``USERS_TAG``. The end of event time can reach a subtask before an
+  intake's last records do (through the other inputs, while that intake's were idle): records after it are
+  answered, learned and written at once, since no timer fires any more.
 
 After a restore a subtask rebuilds its copy from the log in its broadcast state (the same events in canonical order:
 the same model); the log holds every event since the start of the state (docs/design.md, "State").
@@ -104,7 +106,8 @@ class Model(KeyedBroadcastProcessFunction):
         # refreshes the rows it reads and clears theirs); it was engaged (its count of users changed)
         self.changed = np.zeros(0, dtype=np.bool_)
         self.touched = np.zeros(0, dtype=np.bool_)
-        self.armed: set[int] = set()  # shards with a timer at the end of time
+        self.held: set[int] = set()  # the shards this subtask has had records of, each with a timer at the end of time
+        self.after_the_end = False  # a record came after the end of event time (logged once)
         self.combiner_seen = 0
         group = runtime_context.get_metrics_group()
         self._count = {"events_learned": counter_adder(group, "events_learned"),
@@ -145,6 +148,10 @@ class Model(KeyedBroadcastProcessFunction):
             self.seq += 1
             self._apply(unpack(value))
             self._waiting(sum(map(len, self.pending)))
+            if ctx.current_watermark() == END_OF_TIME:
+                # after the end of event time (see process_element): learned now, and the changed lists written
+                self._learn(END_OF_TIME)
+                return [out for shard in sorted(self.held) for out in self._lists(shard, final=False)]
         return iter(())
 
     def _learn(self, watermark: int) -> None:
@@ -214,10 +221,20 @@ class Model(KeyedBroadcastProcessFunction):
         timers = ctx.timer_service()
         if isinstance(record, RankRequest):
             self.requests.add(value)
+        if timers.current_watermark() == END_OF_TIME:
+            # The end of event time has passed already: it came through the other inputs while this one was idle
+            # (a settled source goes idle), and no timer fires any more. Answered now, as that timer would have.
+            if not self.after_the_end:
+                logger.info("model subtask %d: records of shard %d came after the end of event time (their input "
+                            "was idle when the others ended): answered at once", self.index, record.shard)
+            self.after_the_end = True
+            self.held.add(record.shard)
+            with _CORE:
+                return list(self._on_timer(END_OF_TIME, ctx))
         timers.register_event_time_timer(record.due)
-        if record.shard not in self.armed:  # the shard's final lists at the end of input (a set in Flink too)
+        if record.shard not in self.held:  # the shard's final lists at the end of input (a set in Flink too)
             timers.register_event_time_timer(END_OF_TIME)
-            self.armed.add(record.shard)
+            self.held.add(record.shard)
         return iter(())
 
     def on_timer(self, timestamp, ctx):  # type: ignore[no-untyped-def]
