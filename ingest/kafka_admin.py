@@ -26,7 +26,12 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import ConfigResource, ConfigResourceType
-    from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+    from kafka.errors import (
+        KafkaError,
+        TopicAlreadyExistsError,
+        TransactionalIdNotFoundError,
+        UnknownTopicOrPartitionError,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -309,6 +314,26 @@ def open_transactions(bootstrap: str, pattern: str, timeout: float = 30.0) -> li
         admin.close()
     return sorted({t.transactional_id for found in listed.values() for t in found
                    if matcher.fullmatch(t.transactional_id)})
+
+
+def transaction_producers(bootstrap: str, transactional_ids: Iterable[str],
+                          timeout: float = 30.0) -> dict[str, tuple[int, int]]:
+    """Each id's current producer id and epoch on its coordinator (ids it does not know are left out)."""
+    ids = list(transactional_ids)
+    if not ids:
+        return {}
+    admin = _admin(bootstrap, timeout)
+    try:
+        out = {}
+        for tid in ids:
+            try:
+                described = admin.describe_transactions([tid])[tid]
+            except TransactionalIdNotFoundError:
+                continue
+            out[tid] = (int(described.producer_id), int(described.producer_epoch))
+        return out
+    finally:
+        admin.close()
 
 
 def abort_transactions(bootstrap: str, transactional_ids: Iterable[str], timeout: float = 60.0) -> None:

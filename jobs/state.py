@@ -59,8 +59,9 @@ FRESH_FILE = "FRESH"
 SPLIT_STATE = "SourceReaderState"
 SPLIT_SERIALIZER_VERSION = 0
 LATEST_OFFSET, EARLIEST_OFFSET, COMMITTED_OFFSET = -1, -2, -3  # a split that has not received a record yet
-# the Kafka sinks' state: their pending (precommitted) transactions, named <prefix>-<sink>-<subtask>-<n>
-SINK_STATES = ("writer_raw_states", "streaming_committer_raw_states")
+# the Kafka sinks' committer state: their pending (precommitted) transactions, named <prefix>-<sink>-<subtask>-<n>,
+# each a KafkaCommittable (flink-connector-kafka 5.0, serializer version 1: short epoch, long producer id, UTF id)
+COMMITTER_STATE = "streaming_committer_raw_states"
 TRANSACTIONAL_ID = re.compile(rb"[A-Za-z0-9._-]+-[0-9]+-[0-9]+")
 
 
@@ -335,10 +336,18 @@ class SplitPosition(NamedTuple):
     offset: int  # the next offset to read; < 0: one of the *_OFFSET markers (nothing received yet)
 
 
+class PendingTransaction(NamedTuple):
+    """A transaction a Kafka sink's committer holds in the state: the restored job commits it with this producer id
+    and epoch."""
+    transactional_id: str
+    producer_id: int
+    epoch: int
+
+
 class StatePositions(NamedTuple):
     checkpoint_id: int
     splits: tuple[SplitPosition, ...]
-    transactions: frozenset[str] = frozenset()  # transactional ids in the Kafka sinks' writer and committer state
+    transactions: frozenset[PendingTransaction] = frozenset()  # in the Kafka sinks' committer state
 
     def offsets(self) -> dict[tuple[str, int], int]:
         return {(s.topic, s.partition): s.offset for s in self.splits}
@@ -356,6 +365,18 @@ def decode_split(raw: bytes) -> SplitPosition:
     topic = body[2:2 + n].decode("utf-8")
     partition, offset, _stopping = struct.unpack_from(">iqq", body, 2 + n)
     return SplitPosition(topic, partition, offset)
+
+
+def decode_committables(raw: bytes) -> set[PendingTransaction]:
+    """The Kafka committables in a sink committer's raw operator state: every UTF string (2-byte length) that is a
+    whole transactional id, with the short epoch and long producer id written before it (KafkaCommittable)."""
+    found: set[PendingTransaction] = set()
+    for start in range(12, len(raw)):
+        (length,) = struct.unpack_from(">H", raw, start - 2)
+        if length >= 5 and start + length <= len(raw) and TRANSACTIONAL_ID.fullmatch(raw, start, start + length):
+            epoch, producer_id = struct.unpack_from(">hq", raw, start - 12)
+            found.add(PendingTransaction(raw[start:start + length].decode(), producer_id, epoch))
+    return found
 
 
 def read_positions(state: Path | str) -> StatePositions:
@@ -376,15 +397,15 @@ def read_positions(state: Path | str) -> StatePositions:
         stream.close()
     element = jvm.org.apache.flink.api.common.typeutils.base.array.BytePrimitiveArraySerializer.INSTANCE
     splits: list[SplitPosition] = []
-    transactions: set[str] = set()
+    transactions: set[PendingTransaction] = set()
     for operator in metadata.getOperatorStates():
         for subtask in operator.getSubtaskStates().values():
             for handle in subtask.getManagedOperatorState().asList():
                 names = handle.getStateNameToPartitionOffsets()
-                if any(names.containsKey(name) for name in SINK_STATES):
+                if names.containsKey(COMMITTER_STATE):
                     data = handle.openInputStream()
                     try:
-                        transactions.update(t.decode() for t in TRANSACTIONAL_ID.findall(bytes(data.readAllBytes())))
+                        transactions.update(decode_committables(bytes(data.readAllBytes())))
                     finally:
                         data.close()
                 info = names.get(SPLIT_STATE)
@@ -531,20 +552,30 @@ def describe(positions: Iterable[SplitPosition]) -> str:
 
 
 # --- transactions a crashed run left open ---------------------------------------------------------------------------
+def lingering_transactions(open_now: Mapping[str, tuple[int, int]],
+                           pending: Iterable[PendingTransaction]) -> list[str]:
+    """Which open transactions (id → the broker's producer id and epoch) to abort: all but those the restored state
+    commits itself, the same id with the same producer id and epoch. Another run that reused an id of the state
+    (a --fresh run counts its checkpoints from 1 again) holds it with a newer epoch: that one is lingering."""
+    held = {p.transactional_id: (p.producer_id, p.epoch) for p in pending}
+    return sorted(t for t, producer in open_now.items() if held.get(t) != producer)
+
+
 def abort_lingering_transactions(cfg: Mapping[str, Any], restored: StatePositions | None) -> list[str]:
     """Abort the open transactions of this job's Kafka sinks (``<job.transactional_id_prefix>-<sink>-<subtask>-<n>``)
-    that the restored state does not hold (it commits those), and return their ids: a run that crashed leaves one
-    open per sink subtask, and read_committed readers of the output topics read nothing after it until
-    ``job.transaction_timeout_ms``. The sinks' own abort at start only probes the ids after the restored
+    that the restored state does not commit itself (:func:`lingering_transactions`), and return their ids: a run
+    that crashed leaves one open per sink subtask, and read_committed readers of the output topics read nothing after
+    it until ``job.transaction_timeout_ms``. The sinks' own abort at start only probes the ids after the restored
     checkpoint's, which misses a crashed run of another lineage (a --fresh run, an older savepoint)."""
     if cfg["job"]["delivery"] != "exactly_once":
         return []
-    from ingest.kafka_admin import abort_transactions, open_transactions
+    from ingest.kafka_admin import abort_transactions, open_transactions, transaction_producers
 
     bootstrap = cfg["kafka"]["bootstrap"]
     pattern = rf"{re.escape(str(cfg['job']['transactional_id_prefix']))}-[^-]+-[0-9]+-[0-9]+"
-    keep = restored.transactions if restored is not None else frozenset()
-    lingering = [t for t in open_transactions(bootstrap, pattern) if t not in keep]
+    pending = restored.transactions if restored is not None else frozenset()
+    lingering = lingering_transactions(transaction_producers(bootstrap, open_transactions(bootstrap, pattern)),
+                                       pending)
     if lingering:
         logger.info("aborting %d open transaction(s) left by an earlier run: %s", len(lingering),
                     ", ".join(lingering))

@@ -88,19 +88,20 @@ class Scenario:
     def publish_catalog(self) -> None:
         publish_catalog(load_catalog(), self.bootstrap, self.topics["items"])
 
-    def command(self, *args: str) -> list[str]:
+    def command(self, *args: str, also: Sequence[str] = ()) -> list[str]:
+        """The job's command line: ``args``, this scenario's overrides, then ``also`` (which win)."""
         cmd = [sys.executable, "-m", "jobs.recommend", *args]
-        for o in self.overrides:
+        for o in (*self.overrides, *also):
             cmd += ["--set", o]
         return cmd
 
-    def start(self, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+    def start(self, *args: str, also: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], Path]:
         self.runs += 1
         LOGS.mkdir(parents=True, exist_ok=True)
         log = LOGS / f"continuity-{self.tag}-{self.runs}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen(self.command(*args), cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(self.command(*args, also=also), cwd=PROJECT_ROOT, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         return proc, log
 
     def run(self, *args: str, timeout: float = 300) -> Run:
@@ -166,8 +167,9 @@ def reference(kafka_bootstrap: str, redis_conn: Any, events: list[Any]) -> Itera
 def test_prefix_then_the_rest_from_the_final_savepoint_equals_one_run(
         reference: dict[str, Any], kafka_bootstrap: str, redis_conn: Any, events: list[Any]) -> None:
     """A bounded run on a prefix ends with a savepoint; a bounded run resumed from it (the path it printed) reads the
-    events produced after it. Between the two a run started --fresh is killed with an open transaction: the resumed
-    run, which restores another lineage's state, aborts it (read_committed readers are not held up)."""
+    events produced after it. Between the two a run started --fresh is killed with an open transaction (its first
+    checkpoint is minutes away, so the transaction it writes into stays open until the kill): the resumed run, which
+    restores another lineage's state, aborts it (read_committed readers are not held up)."""
     sc = Scenario("prefix", kafka_bootstrap)
     try:
         sc.publish_catalog()
@@ -178,7 +180,7 @@ def test_prefix_then_the_rest_from_the_final_savepoint_equals_one_run(
         sc.produce(events[PREFIX:])
 
         recs = sc.topics["recommendations"]
-        crashed, log = sc.start("--bounded", "--fresh")
+        crashed, log = sc.start("--bounded", "--fresh", also=["job.checkpoint_interval_ms=600000"])
         try:
             wait_for(lambda: open_transactions(kafka_bootstrap, recs), 180, "an open transaction of the fresh run")
         finally:

@@ -20,15 +20,18 @@ from jobs.state import (
     LATEST_OFFSET,
     JobIdentity,
     PartitionTarget,
+    PendingTransaction,
     SplitPosition,
     StateDirs,
     StateRefused,
     caught_up,
     choose_restore,
+    decode_committables,
     decode_split,
     job_identity,
     lag,
     latest_state,
+    lingering_transactions,
     mark_fresh,
     prepare,
 )
@@ -78,6 +81,34 @@ def test_decode_split() -> None:
     assert decode_split(split_bytes("items", 0, EARLIEST_OFFSET, -(2**63))).offset == EARLIEST_OFFSET
     with pytest.raises(ValueError, match="version 1"):
         decode_split(split_bytes("events", 0, 1, 2, version=1))
+
+
+def committable_bytes(transactional_id: str, producer_id: int, epoch: int) -> bytes:
+    """A KafkaCommittable as flink-connector-kafka 5.0 writes it (serializer version 1)."""
+    name = transactional_id.encode()
+    return struct.pack(">hqH", epoch, producer_id, len(name)) + name
+
+
+def test_decode_committables_in_a_committer_state() -> None:
+    """Every committable of the raw state is found with its producer id and epoch, whatever surrounds it; a string
+    that is not a whole transactional id is not one."""
+    raw = (struct.pack(">iiq", 2, 1, 7) + committable_bytes("t-a-b-recommendations-0-3", 4012, 5)
+           + struct.pack(">q", 0x30303030) + committable_bytes("t-similar-1-12", 2**40, 0)
+           + struct.pack(">H", 20) + b"t-similar-recs-0-1-x")
+    assert decode_committables(raw) == {PendingTransaction("t-a-b-recommendations-0-3", 4012, 5),
+                                        PendingTransaction("t-similar-1-12", 2**40, 0)}
+    assert decode_committables(b"") == set()
+
+
+def test_an_open_transaction_is_kept_only_when_the_restored_state_commits_it() -> None:
+    """The state's own pending transaction (same producer id and epoch) is left for the job to commit; an id of the
+    state that another run reused (a --fresh run counts its checkpoints from 1 again: a newer epoch) is aborted,
+    as is every id the state does not hold."""
+    pending = {PendingTransaction("t-recs-0-3", 9, 2), PendingTransaction("t-recs-1-3", 9, 4)}
+    open_now = {"t-recs-0-3": (9, 2), "t-recs-1-3": (9, 5), "t-recs-0-1": (11, 0), "t-dlq-0-3": (9, 2)}
+    assert lingering_transactions(open_now, pending) == ["t-dlq-0-3", "t-recs-0-1", "t-recs-1-3"]
+    assert lingering_transactions(open_now, ()) == sorted(open_now)
+    assert lingering_transactions({}, pending) == []
 
 
 def identity(**overrides: str) -> JobIdentity:
