@@ -64,19 +64,26 @@ def test_learns_a_planted_low_rank_matrix_well_below_the_baseline() -> None:
     assert rmse < 0.3 * base, (rmse, base)  # noise alone: 0.1
 
 
-def test_rows_follow_the_id_not_the_dense_index() -> None:
-    """The same events with the ids indexed in another order give the same rows, bit for bit."""
+@pytest.mark.parametrize("explicit", [True, False])
+def test_rows_follow_the_id_not_the_dense_index(explicit: bool) -> None:
+    """The same events with the ids indexed in another order give the same rows, bit for bit (positive-only: the
+    same negatives too)."""
     users, items, r = planted(n_users=60, n_items=50)
-    a = Factors(FactorSpec(dim=4, seed=5))
+    keys = np.arange(len(r), dtype=np.int64) * 7919
+    spec = FactorSpec(dim=4, seed=5, explicit=explicit, ring=64)
+    a = Factors(spec)
     a.fit(ids(60), ids(50))
-    a.learn(users, items, r)
+    a.learn(users, items, r, keys)
     perm_u, perm_i = np.random.default_rng(1).permutation(60), np.random.default_rng(2).permutation(50)
-    b = Factors(FactorSpec(dim=4, seed=5))
+    b = Factors(spec)
     b.fit(ids(60)[perm_u], ids(50)[perm_i])  # dense index k holds the id perm[k]
     inv_u, inv_i = np.argsort(perm_u), np.argsort(perm_i)
-    b.learn(inv_u[users], inv_i[items], r)
+    b.learn(inv_u[users], inv_i[items], r, keys)
     assert np.array_equal(a.p, b.p[inv_u]) and np.array_equal(a.q, b.q[inv_i])
     assert np.array_equal(a.bu, b.bu[inv_u]) and np.array_equal(a.bi, b.bi[inv_i])
+    untrained = Factors(spec)
+    untrained.fit(ids(60), ids(50))
+    assert not np.array_equal(a.q, untrained.q)  # it learned
 
 
 def test_growing_keeps_learned_rows_and_draws_new_ones_from_the_id() -> None:
@@ -101,12 +108,27 @@ def test_positive_only_factors_recommend_the_users_cluster() -> None:
     users, items = np.nonzero(seen)
     f = Factors(FactorSpec(dim=8, lr=0.05, reg=0.01, explicit=False))
     f.fit(ids(n_users), ids(n_items))
+    keys = np.arange(len(users), dtype=np.int64)
     for _ in range(30):
         order = rng.permutation(len(users))
-        f.learn(users[order].astype(np.int64), items[order].astype(np.int64))
+        f.learn(users[order].astype(np.int64), items[order].astype(np.int64), keys=keys + _ * len(users))
     rank = np.arange(n_items, dtype=np.int64)
     share = np.mean([np.mean(ig[f.top(u, 10, seen[u], rank)[0]] == ug[u]) for u in range(n_users)])
     assert share > 0.9, share  # chance: 0.25
+
+
+def test_positive_only_known_answer_and_negatives_from_the_ring() -> None:
+    """The first event has no negatives to draw (empty ring); the second draws the first event's item (the only one
+    in the ring) towards 0 after its own step towards 1."""
+    f = Factors(FactorSpec(dim=1, lr=0.5, reg=0.0, explicit=False, n_neg=1))
+    f.fit(ids(1), ids(2))
+    f.p[0], f.q[:, 0] = [1.0], [0.0, 0.0]
+    f.learn(np.array([0]), np.array([0]), keys=np.array([10]))  # error 1: b0 = 0.5, p = 1, q0 = 0.5
+    assert f.bi.tolist() == [0.5, 0.0] and f.q[:, 0].tolist() == [0.5, 0.0] and f.p[0, 0] == 1.0
+    f.learn(np.array([0]), np.array([1]), keys=np.array([11]))
+    # towards 1 on item 1: error 1 -> b1 = 0.5, q1 = 0.5, p = 1; then item 0 towards 0: error -(0.5 + 0.5) = -1
+    assert f.bi.tolist() == [0.0, 0.5] and f.q[:, 0].tolist() == [0.0, 0.5] and f.p[0, 0] == 0.75
+    assert f.ring[:2].tolist() == [0, 1] and f.ring_n[0] == 2
 
 
 def test_top_items_best_first_ties_by_id_skips_and_short_catalogs() -> None:
@@ -126,6 +148,12 @@ def test_settings_are_checked() -> None:
         FactorSpec(dim=0).check()
     with pytest.raises(ValueError, match=r"factors\.lr must be > 0"):
         FactorSpec(lr=0.0).check()
+    with pytest.raises(ValueError, match=r"factors\.n_neg must be >= 0"):
+        FactorSpec(n_neg=-1).check()
+    with pytest.raises(ValueError, match="pass keys"):
+        f = Factors(FactorSpec(explicit=False))
+        f.fit(ids(1), ids(1))
+        f.learn(np.array([0]), np.array([0]))
     with pytest.raises(ValueError, match="pass ratings"):
         f = Factors(FactorSpec())
         f.fit(ids(1), ids(1))

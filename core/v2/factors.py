@@ -1,9 +1,12 @@
 """Incremental latent factors: one SGD step per event, over dense user and item rows.
 
 Explicit ratings learn the biased model ``r̂ = μ + b_u + b_i + p_u · q_i`` (error ``r − r̂``); positive-only
-events learn ``p_u · q_i`` towards 1 (ISGD, Vinagre et al. 2014, "Fast incremental matrix factorization for
-recommendation with positive-only feedback"). Both update ``p_u`` and ``q_i`` from each other's values before the
-step, and ``μ`` is the running mean of the ratings before the event's own.
+events learn ``b_i + p_u · q_i`` towards 1 (ISGD, Vinagre et al. 2014, "Fast incremental matrix factorization for
+recommendation with positive-only feedback") and, for ``n_neg`` sampled items, towards 0: without negatives every
+score drifts to 1 and the ranking loses its order. Negatives are drawn from a ring of the latest event items
+(popularity-proportional), by a seeded draw of the event's key: the same events in the same order draw the same
+items in every process. Every step updates ``p_u`` and ``q_i`` from each other's values before it, and ``μ`` is the
+running mean of the ratings before the event's own.
 
 A new row starts from a seeded draw of its id's hash (:attr:`core.v2.ids.IdIndex.hash`), not of its dense index, so
 a row is the same in every process that learns the same events in the same order, whatever order the ids arrived
@@ -28,7 +31,9 @@ class FactorSpec(NamedTuple):
     reg: float = 0.02  # L2 penalty of the factors and biases
     init_std: float = 0.1  # rows start as N(0, init_std²) draws
     seed: int = 0
-    explicit: bool = True  # biased MF of ratings; False: positive-only (target 1, no biases)
+    explicit: bool = True  # biased MF of ratings; False: positive-only (target 1, sampled negatives target 0)
+    n_neg: int = 4  # positive-only: sampled negatives per event
+    ring: int = 4096  # positive-only: the latest event items negatives are drawn from
 
     def check(self) -> FactorSpec:
         if self.dim < 1:
@@ -38,6 +43,10 @@ class FactorSpec(NamedTuple):
                 raise ValueError(f"factors.{name} must be > 0, got {getattr(self, name)!r}")
         if not self.reg >= 0:
             raise ValueError(f"factors.reg must be >= 0, got {self.reg!r}")
+        if self.n_neg < 0:
+            raise ValueError(f"factors.n_neg must be >= 0, got {self.n_neg!r}")
+        if self.ring < 1:
+            raise ValueError(f"factors.ring must be >= 1, got {self.ring!r}")
         return self
 
 
@@ -91,16 +100,37 @@ def learn_explicit(ev_user: np.ndarray, ev_item: np.ndarray, ev_rating: np.ndarr
     return loss
 
 
+@njit(cache=True, inline="always")
+def _towards(u: int, i: int, target: float, p: np.ndarray, q: np.ndarray, bi: np.ndarray, lr: float,
+             reg: float) -> float:
+    err = target - (bi[i] + _dot(u, i, p, q))
+    bi[i] += lr * (err - reg * bi[i])
+    _step(u, i, err, p, q, lr, reg)
+    return err
+
+
 @njit(cache=True)
-def learn_positive(ev_user: np.ndarray, ev_item: np.ndarray, p: np.ndarray, q: np.ndarray, lr: float,
+def learn_positive(ev_user: np.ndarray, ev_item: np.ndarray, ev_key: np.ndarray, p: np.ndarray, q: np.ndarray,
+                   bi: np.ndarray, ring: np.ndarray, ring_n: np.ndarray, n_neg: int, seed: int, lr: float,
                    reg: float) -> float:
-    """One step per positive event towards ``p_u · q_i = 1``, in the order given; returns the summed squared error."""
+    """One step per positive event towards ``b_i + p_u · q_i = 1``, then one towards 0 for each of ``n_neg`` items
+    drawn from ``ring`` (the latest event items; ``ring_n[0]`` pushed so far) by (seed, event key, draw); the event's
+    item joins the ring after its draws. Returns the summed squared error of the positive predictions."""
     loss = 0.0
+    size = len(ring)
     for e in range(len(ev_user)):
         u, i = ev_user[e], ev_item[e]
-        err = 1.0 - _dot(u, i, p, q)
+        err = _towards(u, i, 1.0, p, q, bi, lr, reg)
         loss += err * err
-        _step(u, i, err, p, q, lr, reg)
+        filled = min(ring_n[0], size)
+        if filled > 0:
+            base = mix(seed, ev_key[e])
+            for j in range(n_neg):
+                k = ring[(mix(base, j) & 0x7FFFFFFFFFFFFFFF) % filled]
+                if k != i:
+                    _towards(u, k, 0.0, p, q, bi, lr, reg)
+        ring[ring_n[0] % size] = i
+        ring_n[0] += 1
     return loss
 
 
@@ -139,6 +169,8 @@ class Factors:
         self.bu = np.zeros(0)
         self.bi = np.zeros(0)
         self.mean = np.zeros(2)  # [Σ ratings, count]
+        self.ring = np.zeros(spec.ring, dtype=np.int64)  # positive-only: the latest event items (negatives)
+        self.ring_n = np.zeros(1, dtype=np.int64)
 
     def fit(self, user_hash: np.ndarray, item_hash: np.ndarray) -> None:
         """Grow the rows to ``len(user_hash)`` users and ``len(item_hash)`` items; new rows from their ids' hashes."""
@@ -154,15 +186,20 @@ class Factors:
                 b[: len(old)] = getattr(self, bias)
                 setattr(self, bias, b)
 
-    def learn(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray | None = None) -> float:
-        """One step per event; ``ratings`` for the explicit model. Returns the prequential squared-error sum."""
+    def learn(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray | None = None,
+              keys: np.ndarray | None = None) -> float:
+        """One step per event, in the order given: ``ratings`` for the explicit model, the events' ``keys``
+        (:attr:`core.v2.model.Batch.key`) for the positive-only one. Returns the prequential squared-error sum."""
         s = self.spec
         if s.explicit:
             if ratings is None:
                 raise ValueError("the explicit factor model learns ratings: pass ratings")
             return float(learn_explicit(users, items, np.asarray(ratings, dtype=np.float64), self.p, self.q, self.bu,
                                         self.bi, self.mean, s.lr, s.reg))
-        return float(learn_positive(users, items, self.p, self.q, s.lr, s.reg))
+        if keys is None:
+            raise ValueError("the positive-only factor model draws negatives by event key: pass keys")
+        return float(learn_positive(users, items, np.asarray(keys, dtype=np.int64), self.p, self.q, self.bi,
+                                    self.ring, self.ring_n, s.n_neg, s.seed, s.lr, s.reg))
 
     @property
     def mu(self) -> float:
