@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from config import load_config
+from core.v2 import model as M
 from core.v2.diversity import CONTENT, ITEMCF, intra_list_diversity, mmr
+from core.v2.settings import Settings
+from ingest.movielens import load_catalog, load_events
 
 NO_NB = (np.zeros((0, 1), dtype=np.int64), np.zeros((0, 1)), np.zeros(0, dtype=np.int64))
 
@@ -72,3 +76,28 @@ def test_equal_scores_and_empty_lists() -> None:
     vec = csr(np.eye(3))
     assert mmr(np.array([2, 0, 1]), np.array([0.4, 0.4, 0.4]), 3, 0.7, CONTENT, *vec, *NO_NB).tolist() == [0, 1, 2]
     assert mmr(np.zeros(0, dtype=np.int64), np.zeros(0), 5, 0.5, CONTENT, *vec, *NO_NB).tolist() == []
+
+
+def test_diversify_a_ranking_of_the_model() -> None:
+    """The model's lists re-ranked: λ = 0 is the first n unchanged; λ > 0 is a permutation of items of the deeper
+    list with their scores and reasons, first item kept, equal to mmr on each row."""
+    state = M.new_state(Settings.from_config(load_config(env={})["model"]))
+    M.add_items(state, load_catalog())
+    M.learn(state, M.Batch.of(load_events(limit=4000)))
+    users = sorted(state.users.names)[:40]
+    deep = M.rank(state, users, "weighted", 30)
+    same = M.diversify(state, deep, 10, 0.0)
+    assert np.array_equal(same.item, deep.item[:, :10]) and np.array_equal(same.length, np.minimum(deep.length, 10))
+    assert M.render(state, same) == [row[:10] for row in M.render(state, deep)]
+    div = M.diversify(state, deep, 10, 0.5)
+    assert not np.array_equal(div.item, same.item)
+    full = M.render(state, deep)
+    for r, row in enumerate(M.render(state, div)):
+        assert row[:1] == full[r][:1] and all(entry in full[r] for entry in row)
+        m = int(deep.length[r])
+        content = state.content()
+        want = mmr(deep.item[r, :m], deep.score[r, :m], 10, 0.5, CONTENT, *content[1:5], state.nb_idx, state.nb_sim,
+                   state.nb_len)
+        assert div.item[r, : div.length[r]].tolist() == deep.item[r, want].tolist()
+    with pytest.raises(ValueError, match="must be content or itemcf"):
+        M.diversify(state, deep, 10, 0.5, by="genre")

@@ -114,3 +114,15 @@ def intra_list_diversity(items: np.ndarray, kind: int, vptr: np.ndarray, vcol: n
         if kind == CONTENT:
             _scatter(items[a], dense, vptr, vcol, vval, False)
     return 1.0 - total / (m * (m - 1) / 2)
+
+
+@njit(cache=True)
+def mmr_rows(item: np.ndarray, score: np.ndarray, length: np.ndarray, n: int, lam: float, kind: int,
+             vptr: np.ndarray, vcol: np.ndarray, vval: np.ndarray, vnorm: np.ndarray, nb_idx: np.ndarray,
+             nb_sim: np.ndarray, nb_len: np.ndarray, out_pos: np.ndarray, out_len: np.ndarray) -> None:
+    """:func:`mmr` of every row ``r`` of ``item/score[r, :length[r]]`` into ``out_pos[r, :out_len[r]]``."""
+    for r in range(item.shape[0]):
+        m = length[r]
+        picked = mmr(item[r, :m], score[r, :m], n, lam, kind, vptr, vcol, vval, vnorm, nb_idx, nb_sim, nb_len)
+        out_len[r] = len(picked)
+        out_pos[r, : len(picked)] = picked

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from core.v2 import catalog
+from core.v2 import diversity as div
 from core.v2 import kernels as k
 from core.v2.settings import METHODS, Settings
 from core.v2.state import Pool, State
@@ -361,6 +362,32 @@ def _run_rank(state: State, ids: np.ndarray, spec: FusionSpec, n: int, train_ite
                  state.lg_value, RATE, state.i_users, state.i_last, state.b_sum, state.b_n,
                  out.item, out.score, out.method, out.arg, out.length)
     return out
+
+
+def diversify(state: State, ranking: Ranking, n: int, lam: float, by: str = "content") -> Ranking:
+    """Each user's list re-ranked by maximal marginal relevance (:func:`core.v2.diversity.mmr`): the first ``n``
+    picked from the whole list (rank a deeper list than ``n`` to leave room), with similarity ``by`` content vectors
+    or ``itemcf`` neighbour lists; items keep their scores and reasons. λ = 0 returns the first ``n`` unchanged."""
+    if by not in ("content", "itemcf"):
+        raise ValueError(f"diversity similarity {by!r} must be content or itemcf")
+    if not lam >= 0:
+        raise ValueError(f"diversity lambda {lam!r} must be >= 0")
+    content = state.content()
+    vptr, vcol, vval, vnorm = content[1], content[2], content[3], content[4]
+    rows = len(ranking.users)
+    pos = np.zeros((rows, n), dtype=np.int64)
+    length = np.zeros(rows, dtype=np.int64)
+    div.mmr_rows(ranking.item, ranking.score, ranking.length, n, float(lam),
+                 div.CONTENT if by == "content" else div.ITEMCF, vptr, vcol, vval, vnorm,
+                 state.nb_idx, state.nb_sim, state.nb_len, pos, length)
+    valid = np.arange(n)[None, :] < length[:, None]
+    r = np.arange(rows)[:, None]
+
+    def take(a: np.ndarray, fill: float) -> np.ndarray:
+        return np.where(valid, a[r, pos], fill).astype(a.dtype)
+
+    return Ranking(ranking.users, take(ranking.item, -1), take(ranking.score, 0.0), take(ranking.method, -1),
+                   take(ranking.arg, -1), length)
 
 
 def render(state: State, ranking: Ranking) -> list[list[tuple[str, float, str]]]:
