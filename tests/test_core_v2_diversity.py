@@ -92,12 +92,12 @@ def test_diversify_a_ranking_of_the_model() -> None:
     div = M.diversify(state, deep, 10, 0.5)
     assert not np.array_equal(div.item, same.item)
     full = M.render(state, deep)
+    _, vptr, vcol, vval, vnorm = state.content()[:5]
     for r, row in enumerate(M.render(state, div)):
         assert row[:1] == full[r][:1] and all(entry in full[r] for entry in row)
         m = int(deep.length[r])
-        content = state.content()
-        want = mmr(deep.item[r, :m], deep.score[r, :m], 10, 0.5, CONTENT, *content[1:5], state.nb_idx, state.nb_sim,
-                   state.nb_len)
+        want = mmr(deep.item[r, :m], deep.score[r, :m], 10, 0.5, CONTENT, vptr, vcol, vval, vnorm, state.nb_idx,
+                   state.nb_sim, state.nb_len)
         assert div.item[r, : div.length[r]].tolist() == deep.item[r, want].tolist()
     with pytest.raises(ValueError, match="must be content or itemcf"):
         M.diversify(state, deep, 10, 0.5, by="genre")
