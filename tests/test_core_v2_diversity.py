@@ -101,3 +101,22 @@ def test_diversify_a_ranking_of_the_model() -> None:
         assert div.item[r, : div.length[r]].tolist() == deep.item[r, want].tolist()
     with pytest.raises(ValueError, match="must be content or itemcf"):
         M.diversify(state, deep, 10, 0.5, by="genre")
+
+
+def test_rank_with_diversity_on_is_mmr_over_the_pool() -> None:
+    """``diversity_lambda`` > 0: rank's lists are diversify(λ) of the mode's best max(n, diversity_pool); the
+    first picks do not depend on n."""
+    base = Settings.from_config(load_config(env={})["model"])
+    events, catalog = load_events(limit=3000), load_catalog()
+    plain, diverse = M.new_state(base), M.new_state(base.replace(diversity_lambda=0.7, diversity_pool=40))
+    for state in (plain, diverse):
+        M.add_items(state, catalog)
+        M.learn(state, M.Batch.of(events))
+    users = sorted(plain.users.names)[:30]
+    want = M.diversify(plain, M.rank(plain, users, "weighted", 40), 10, 0.7)
+    got = M.rank(diverse, users, "weighted", 10)
+    assert np.array_equal(got.item, want.item) and np.array_equal(got.score, want.score)
+    assert np.array_equal(M.rank(diverse, users, "weighted", 25).item[:, :10], got.item)
+    assert not np.array_equal(got.item, M.rank(plain, users, "weighted", 10).item)
+    with pytest.raises(ValueError, match="diversity_similarity 'genre' must be one of content, itemcf"):
+        base.replace(diversity_similarity="genre")

@@ -316,7 +316,8 @@ def trending(state: State) -> tuple[np.ndarray, np.ndarray]:
 
 def rank(state: State, users: Sequence[str], mode: str | None = None, n: int | None = None) -> Ranking:
     """The top ``n`` (default ``top_n``) of each user in ``mode`` (default the settings' mode); an unknown user gets
-    an id (and no history: trending)."""
+    an id (and no history: trending). With ``diversity_lambda`` > 0 the ``n`` are picked by MMR (:func:`diversify`)
+    from the mode's best ``max(n, diversity_pool)``."""
     s = state.settings
     mode = s.mode if mode is None else mode
     spec = FUSION.get(mode)
@@ -327,6 +328,9 @@ def rank(state: State, users: Sequence[str], mode: str | None = None, n: int | N
         raise ValueError(f"n {n!r} must be a non-negative integer")
     ids = state.users.encode(users)
     state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    if s.diversity_lambda > 0:
+        deep = _run_rank(state, ids, spec, max(n, s.diversity_pool))
+        return diversify(state, deep, n, s.diversity_lambda, s.diversity_similarity)
     return _run_rank(state, ids, spec, n)
 
 
