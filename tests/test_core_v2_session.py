@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from core.v2 import model as M
-from core.v2.session import SESSION_MODES, Live, session_mode, session_settings
+from core.v2.session import SESSION_MODES, Live, published_trending, session_mode, session_settings
 from core.v2.settings import Settings
 from serving.testing import fake_catalog
 from udfs.events import EVENT_TYPES, Event
@@ -40,12 +40,8 @@ def published(settings: Settings, events: list[Event], catalog: list[dict[str, A
     M.refresh(state, all_rows=True)
     live = Live(settings)
     live.set_catalog(catalog)
-    items, scores = M.trending(state)
-    names = state.items.names
-    live.set_trending([(names[i], round(float(s), 6)) for i, s in zip(items[: settings.trending_size].tolist(),
-                                                                       scores[: settings.trending_size].tolist(),
-                                                                       strict=True)])
-    live.set_neighbors({item: M.neighbors(state, item) for item in names})
+    live.set_trending(published_trending(state, settings.trending_size))  # as the job writes rec:trending
+    live.set_neighbors({item: M.neighbors(state, item) for item in state.items.names})
     return state, live
 
 

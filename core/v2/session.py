@@ -179,6 +179,15 @@ class Live:
         return composed
 
 
+def published_trending(state: State, size: int) -> list[tuple[str, float]]:
+    """The trending list the job publishes (``rec:trending``): the first ``size`` (``model.trending_size``: the
+    popular candidates and the fill of a session come from it), scores rounded as recommendation scores are
+    (``udfs.serde.recs_message``: they are decayed sums)."""
+    items, scores = M.trending(state)
+    names = state.items.names
+    return [(names[i], round(float(s), 6)) for i, s in zip(items[:size].tolist(), scores[:size].tolist(), strict=True)]
+
+
 def warm_up(settings: Settings) -> None:
     """Compile (or load from numba's cache) every kernel a session ranking runs, on a tiny model."""
     live = Live(settings)
