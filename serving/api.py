@@ -448,7 +448,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
     if redis_client is not None:
         _check_redis_client(redis_client)
     state = _State(cfg, redis_client, producer, max_age_s, kafka_timeout_s, use_script)
-    sessions = Sessions(cfg["model"], state.prefix, int(cfg["model"]["stored_n"]))
+    sessions = Sessions(cfg["model"], state.prefix, int(cfg["model"]["stored_n"]), use_script=use_script)
     static = FsPath(static_dir) if static_dir is not None else STATIC_DIR
 
     @asynccontextmanager

@@ -20,7 +20,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
+from redis.exceptions import ResponseError
 
 from core.v2.session import Live, SessionRanking, session_mode, warm_up
 from core.v2.settings import Settings
@@ -47,6 +49,22 @@ def catalog_record(item_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
             "genres": [g for g in fields.get("genres", "").split(GENRE_SEPARATOR) if g]}
 
 
+#: KEYS[1] the catalog version, KEYS[2] rec:trending, KEYS[3..] rec:similar:<item>. Returns one string: the values
+#: joined by newlines (an absent key: an empty line), which redis-py parses at once (its parser is pure Python and pays
+#: per element). The job's JSON has no raw newline; a reply with the wrong number of lines is read again with MGET.
+_READ_LUA = """
+local out = {}
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v then out[i] = v else out[i] = '' end
+end
+return table.concat(out, '\\n')
+"""
+_NO_RECORD: dict[str, Any] = {"genres": ()}
+NEIGHBOR_CACHE = 50_000
+"""Parsed neighbour lists kept (by item, with the document they came from: a changed document is parsed again)."""
+
+
 class Answer(NamedTuple):
     """A session's ranking after the request's filters."""
 
@@ -59,7 +77,7 @@ class Answer(NamedTuple):
 class Sessions:
     """The session ranker of one API process over the Redis layout under ``prefix``."""
 
-    def __init__(self, model_cfg: Mapping[str, Any], prefix: str, stored_n: int) -> None:
+    def __init__(self, model_cfg: Mapping[str, Any], prefix: str, stored_n: int, use_script: bool = True) -> None:
         self.settings = Settings.from_config(model_cfg)
         self.mode = session_mode(self.settings.mode)
         self.prefix = prefix
@@ -71,6 +89,9 @@ class Sessions:
         self._catalog_lock = asyncio.Lock()
         self._trending_raw: str | None = None
         self._warm = False
+        self.use_script = use_script
+        self._script: Any = None
+        self._lists: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}  # item -> (document, ids, cosines)
 
     def warm_up(self) -> None:
         """Compile or load the kernels a session ranking runs (blocking: seconds the first time, then cached)."""
@@ -84,14 +105,7 @@ class Sessions:
         """The session of ``events`` ranked in ``mode`` (default: the job's mode as a session mode), the first ``n``
         of the ``stored_n`` best that pass ``filters``."""
         items = list(dict.fromkeys(e.item_id for e in events))
-        pipe = client.pipeline(transaction=False)
-        pipe.get(catalog_version_key(self.prefix))
-        pipe.get(f"{self.prefix}trending")
-        if items:
-            pipe.mget([f"{self.prefix}similar:{i}" for i in items])
-        replies = await pipe.execute()
-        version, trending_raw = replies[0], replies[1]
-        lists_raw = replies[2] if items else []
+        version, trending_raw, lists_raw = await self._read(client, items)
         if self._catalog_stale(version):
             await self._read_catalog(client, version)
         self.warm_up()
@@ -99,27 +113,64 @@ class Sessions:
         if trending_raw != self._trending_raw:
             self.live.set_trending(_trending(trending_raw))
             self._trending_raw = trending_raw
-        lists: dict[str, list[tuple[str, float]] | None] = {}
+        lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for item, raw in zip(items, lists_raw, strict=True):
-            lists[item] = _neighbors(raw) if raw is not None else None
-        known = {i for i in items if lists[i] is not None or self.live.known(i)}
-        self.live.set_neighbors({i: nb for i, nb in lists.items() if i in known})
+            if raw is None:
+                continue
+            cached = self._lists.get(item)
+            if cached is None or cached[0] != raw:
+                nb = _neighbors(raw)
+                if len(self._lists) >= NEIGHBOR_CACHE:
+                    self._lists.clear()
+                cached = self._lists[item] = (raw, self.live.encode([j for j, _ in nb]),
+                                              np.array([v for _, v in nb], dtype=np.float64))
+            lists[item] = cached[1], cached[2]
+        known = {i for i in items if i in lists or self.live.known(i)}
+        self.live.set_neighbor_arrays({i: lists.get(i) for i in known})
         kept = [e for e in events if e.item_id in known]
-        ranking: SessionRanking = self.live.rank(kept, mode or self.mode, self.stored_n)
-        chosen: list[dict[str, Any]] = []
         catalog = self.live.catalog
-        for item, score, reason in ranking.items:
-            if len(chosen) == n:
-                break
-            if item in filters.exclude:
-                continue
+        exclude, genre = filters.exclude, filters.genre
+
+        def keep(item: str) -> bool:
+            if item in exclude:
+                return False
+            return genre is None or genre in catalog.get(item, _NO_RECORD)["genres"]
+
+        ranking: SessionRanking = self.live.rank(kept, mode or self.mode, self.stored_n,
+                                                 keep if filters else None, n)
+        chosen = []
+        for rank, (item, score, reason) in enumerate(ranking.items, 1):
             record = catalog.get(item)
-            if filters.genre is not None and (record is None or filters.genre not in record["genres"]):
-                continue
-            chosen.append({"rank": len(chosen) + 1, "item_id": item, "score": score, "reason": reason,
+            chosen.append({"rank": rank, "item_id": item, "score": score, "reason": reason,
                            "title": record["title"] if record else None, "year": record["year"] if record else None,
                            "genres": list(record["genres"]) if record else []})
-        return Answer(chosen, len(ranking.items), ranking.used, [i for i in items if i not in known])
+        return Answer(chosen, ranking.ranked, ranking.used, [i for i in items if i not in known])
+
+    async def _read(self, client: Any, items: list[str]) -> tuple[Any, Any, list[Any]]:
+        """The catalog version, ``rec:trending`` and each item's ``rec:similar:`` document (None when absent), in one
+        round trip: a script that returns them as one string, or a pipeline (GET, GET, MGET) without scripting."""
+        keys = [catalog_version_key(self.prefix), f"{self.prefix}trending",
+                *(f"{self.prefix}similar:{i}" for i in items)]
+        if self.use_script:
+            if self._script is None:
+                self._script = client.register_script(_READ_LUA)
+            try:
+                reply = await self._script(keys=keys)
+            except ResponseError as exc:
+                logger.warning("session read script failed (%s); sessions read with a pipeline from now on", exc)
+                self.use_script = False
+            else:
+                values = _text(reply).split("\n")
+                if len(values) == len(keys):
+                    out = [v if v else None for v in values]
+                    return out[0], out[1], out[2:]
+        pipe = client.pipeline(transaction=False)
+        pipe.get(keys[0])
+        pipe.get(keys[1])
+        if items:
+            pipe.mget(keys[2:])
+        replies = await pipe.execute()
+        return replies[0], replies[1], (replies[2] if items else [])
 
     def _catalog_stale(self, version: Any) -> bool:
         if self._catalog_read_at < 0:

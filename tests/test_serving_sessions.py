@@ -222,3 +222,21 @@ def test_openapi_documents_the_session_endpoint(client: TestClient) -> None:
     assert set(session["properties"]["items"]["items"]["properties"]) == {"item_id", "type", "value", "ts"}
     assert {"200", "400", "413", "503"} <= set(op["responses"])
     assert {p["name"] for p in op["parameters"]} == {"n", "exclude", "genre", "mode"}
+
+
+def test_without_scripting_the_pipeline_reads_the_same(cfg: dict[str, Any], client: TestClient) -> None:
+    session = session_of(users_with_sessions()[4])
+    with TestClient(create_app(cfg, kafka_timeout_s=5, use_script=False, session_max_items=60)) as plain:
+        assert post(plain, session, n=20).json() == post(client, session, n=20).json()
+
+
+def test_a_rewritten_neighbour_list_is_read_again(client: TestClient, core: M.State, rds: Any, prefix: str) -> None:
+    item = next(r["item_id"] for r in CATALOG if len(M.neighbors(core, r["item_id"])) >= 3)
+    first = [it["item_id"] for it in post(client, [{"item_id": item}], n=3, mode="itemcf").json()["items"]]
+    assert first == [j for j, _ in M.neighbors(core, item)[:3]]
+    write_similar(rds, prefix, item, [("77", 0.9), ("78", 0.8)])
+    try:
+        again = [it["item_id"] for it in post(client, [{"item_id": item}], n=2, mode="itemcf").json()["items"]]
+        assert again == ["77", "78"]
+    finally:
+        write_similar(rds, prefix, item, M.neighbors(core, item))

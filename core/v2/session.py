@@ -24,7 +24,7 @@ With those settings (:func:`session_settings`) the ranking equals the core's for
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -61,8 +61,9 @@ def session_mode(mode: str | None) -> str:
 
 
 class SessionRanking(NamedTuple):
-    items: list[tuple[str, float, str]]  # (item, score, reason), best first
+    items: list[tuple[str, float, str]]  # (item, score, reason), best first (those kept)
     used: list[str]  # the session's items the ranking read, in the session's order of first appearance
+    ranked: int  # the length of the ranking the items were kept from
 
 
 class Live:
@@ -113,6 +114,24 @@ class Live:
                 s.nb_idx[i, : len(nb)] = self._encode([j for j, _ in nb])
                 s.nb_sim[i, : len(nb)] = [float(v) for _, v in nb]
 
+    def set_neighbor_arrays(self, lists: Mapping[str, tuple[np.ndarray, np.ndarray] | None]) -> None:
+        """:meth:`set_neighbors` with the neighbours already encoded (:meth:`encode`) as (ids, cosines)."""
+        s = self.state
+        width = self.settings.top_k
+        rows = self._encode(list(lists))
+        for i, nb in zip(rows.tolist(), lists.values(), strict=True):
+            if nb is None:
+                s.nb_len[i] = 0
+                continue
+            ids, sims = nb[0][:width], nb[1][:width]
+            s.nb_len[i] = len(ids)
+            s.nb_idx[i, : len(ids)] = ids
+            s.nb_sim[i, : len(ids)] = sims
+
+    def encode(self, names: Sequence[str]) -> np.ndarray:
+        """The live ids of items (added when new)."""
+        return self._encode(names)
+
     def known(self, item: str) -> bool:
         """Whether the catalog has the item."""
         return item in self.catalog
@@ -135,9 +154,11 @@ class Live:
         self.state.trend = (self.state.version, self.trending_ids, self.trending_scores)
 
     # -- a session ------------------------------------------------------------------------------------------------
-    def rank(self, events: Sequence[Event], mode: str | None = None, n: int | None = None) -> SessionRanking:
+    def rank(self, events: Sequence[Event], mode: str | None = None, n: int | None = None,
+             keep: Callable[[str], bool] | None = None, limit: int | None = None) -> SessionRanking:
         """The session of ``events`` (any user id; the events of one visitor) ranked in ``mode`` (default the
-        settings'), top ``n`` (default ``top_n``), as :func:`core.v2.model.rank` ranks a user with these events."""
+        settings'), top ``n`` (default ``top_n``), as :func:`core.v2.model.rank` ranks a user with these events; of
+        those, the first ``limit`` (default all) that ``keep`` (default all) keeps are rendered."""
         mode = self.settings.mode if mode is None else mode
         if mode not in SESSION_MODES:
             raise ValueError(f"mode {mode!r} must be one of {', '.join(SESSION_MODES)}")
@@ -146,9 +167,18 @@ class Live:
             M.learn(own, M.Batch.of([e._replace(user_id=SESSION_USER) for e in events]))
         composed = self._compose(own)
         ranking = M.rank(composed, [SESSION_USER], mode, n)
-        items = M.render(composed, ranking)[0]
+        ranked = int(ranking.length[0])
+        cols = list(range(ranked))
+        if keep is not None:
+            names = self.state.items.names
+            cols = [q for q in cols if keep(names[int(ranking.item[0, q])])]
+        cols = cols[:limit]
+        shown = ranking._replace(item=ranking.item[:, cols], score=ranking.score[:, cols],
+                                 method=ranking.method[:, cols], arg=ranking.arg[:, cols],
+                                 length=np.array([len(cols)], dtype=np.int64))
+        items = M.render(composed, shown)[0]
         used = list(dict.fromkeys(e.item_id for e in events))
-        return SessionRanking(items, used)
+        return SessionRanking(items, used, ranked)
 
     def _compose(self, own: State) -> State:
         """The live state with ``own``'s user side (item ids mapped), for one ranking."""
