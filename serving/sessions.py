@@ -61,8 +61,9 @@ end
 return table.concat(out, '\\n')
 """
 _NO_RECORD: dict[str, Any] = {"genres": ()}
-NEIGHBOR_CACHE = 50_000
-"""Parsed neighbour lists kept (by item, with the document they came from: a changed document is parsed again)."""
+NEIGHBOR_CACHE = 20_000
+"""Parsed neighbour lists kept (by item, with the document they came from: a changed document is parsed again;
+about 1 kB each; past this many the cache starts over)."""
 
 
 class Answer(NamedTuple):
