@@ -62,6 +62,7 @@ def test_session_equals_core_rank_of_the_same_events(seed: int, mode: str) -> No
         assert [(i, r) for i, _, r in got.items] == [(i, r) for i, _, r in want], (user, mode)
         assert [s for _, s, _ in got.items] == pytest.approx([s for _, s, _ in want], abs=1e-9)
         assert got.used == list(dict.fromkeys(e.item_id for e in by_user[user]))
+        assert live.rank(by_user[user], mode, 30) == got  # again: the learned user side is reused, unchanged
 
 
 def test_decayed_trending_published_rounded_gives_the_same_items() -> None:

@@ -40,9 +40,11 @@ SESSION_USER = "session"
 SESSION_MODES: tuple[str, ...] = ("weighted", "rrf", "borda", "itemcf", "content", "popular")
 """The modes a session can be ranked in (see the module docstring for ``learned`` and ``usercf``)."""
 
+USER_SIDE_CACHE = 1024
+"""Sessions whose learned user side is kept (see :meth:`Live._user_side`)."""
 # the per-user fields of a State that learning the session's events writes (everything else is the item side)
 _USER_FIELDS = ("users", "lg_value", "lg_ts", "lg_type", "lg_w", "lg_rating", "u_rsum", "u_rn", "u_last", "rc_w",
-                "rc_ts", "rc_len", "u_norm", "upool", "meta", "fmeta")
+                "rc_ts", "rc_len", "u_norm", "upool", "meta", "fmeta", "lg_item", "rc_item", "lpool", "lp_w", "lp_ts")
 
 
 def session_settings(settings: Settings) -> Settings:
@@ -73,6 +75,7 @@ class Live:
         self.settings = session_settings(settings)
         self.state = M.new_state(self.settings)
         self.catalog: dict[str, dict[str, Any]] = {}
+        self._sides: dict[tuple[Any, ...], dict[str, Any]] = {}  # events -> learned user side (live item ids)
         self.trending_ids = np.zeros(0, dtype=np.int64)
         self.trending_scores = np.zeros(0)
         self._set_trend()
@@ -162,10 +165,8 @@ class Live:
         mode = self.settings.mode if mode is None else mode
         if mode not in SESSION_MODES:
             raise ValueError(f"mode {mode!r} must be one of {', '.join(SESSION_MODES)}")
-        own = State(self.settings)
-        if events:
-            M.learn(own, M.Batch.of([e._replace(user_id=SESSION_USER) for e in events]))
-        composed = self._compose(own)
+        composed = copy.copy(self.state)
+        composed.__dict__.update(self._user_side(events))
         ranking = M.rank(composed, [SESSION_USER], mode, n)
         ranked = int(ranking.length[0])
         cols = list(range(ranked))
@@ -180,15 +181,21 @@ class Live:
         used = list(dict.fromkeys(e.item_id for e in events))
         return SessionRanking(items, used, ranked)
 
-    def _compose(self, own: State) -> State:
-        """The live state with ``own``'s user side (item ids mapped), for one ranking."""
-        live = self.state
+    def _user_side(self, events: Sequence[Event]) -> dict[str, Any]:
+        """The user side of a state that learned ``events`` (:func:`core.v2.model.learn`), item ids mapped to the
+        live ones; kept for the last :data:`USER_SIDE_CACHE` sessions (a visitor asking again, or with other
+        filters, is not learned again; a ranking does not change it)."""
+        key = tuple((e.item_id, e.type, e.weight, e.ts) for e in events)
+        side = self._sides.get(key)
+        if side is not None:
+            return side
+        own = State(self.settings)
+        if events:
+            M.learn(own, M.Batch.of([e._replace(user_id=SESSION_USER) for e in events]))
         remap = self._encode(own.items.names) if len(own.items) else np.zeros(1, dtype=np.int64)
-        composed = copy.copy(live)
-        for name in _USER_FIELDS:
-            setattr(composed, name, getattr(own, name))
-        composed.lg_item = remap[own.lg_item].astype(own.lg_item.dtype)
-        composed.rc_item = remap[own.rc_item]
+        side = {name: getattr(own, name) for name in _USER_FIELDS}
+        side["lg_item"] = remap[own.lg_item].astype(own.lg_item.dtype)
+        side["rc_item"] = remap[own.rc_item]
         # the log pool's tables hash the item ids: rebuilt with the live ids, each slot's weight and time beside it
         lp = own.lpool
         pool = Pool(vals=np.zeros(1024, dtype=np.int64))
@@ -205,8 +212,11 @@ class Live:
         lp_ts = np.zeros(len(cols), dtype=np.int64)
         lp_w[filled] = own.lg_w[vals[filled]]
         lp_ts[filled] = own.lg_ts[vals[filled]]
-        composed.lpool, composed.lp_w, composed.lp_ts = pool, lp_w, lp_ts
-        return composed
+        side.update(lpool=pool, lp_w=lp_w, lp_ts=lp_ts)
+        if len(self._sides) >= USER_SIDE_CACHE:
+            del self._sides[next(iter(self._sides))]
+        self._sides[key] = side
+        return side
 
 
 def published_trending(state: State, size: int) -> list[tuple[str, float]]:
