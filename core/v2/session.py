@@ -40,8 +40,8 @@ SESSION_USER = "session"
 SESSION_MODES: tuple[str, ...] = ("weighted", "rrf", "borda", "itemcf", "content", "popular")
 """The modes a session can be ranked in (see the module docstring for ``learned`` and ``usercf``)."""
 
-USER_SIDE_CACHE = 1024
-"""Sessions whose learned user side is kept (see :meth:`Live._user_side`)."""
+USER_SIDE_CACHE = 256
+"""Sessions whose learned user side is kept (see :meth:`Live._user_side`; about 50 kB each)."""
 # the per-user fields of a State that learning the session's events writes (everything else is the item side)
 _USER_FIELDS = ("users", "lg_value", "lg_ts", "lg_type", "lg_w", "lg_rating", "u_rsum", "u_rn", "u_last", "rc_w",
                 "rc_ts", "rc_len", "u_norm", "upool", "meta", "fmeta", "lg_item", "rc_item", "lpool", "lp_w", "lp_ts")
