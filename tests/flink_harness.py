@@ -26,6 +26,8 @@ class PipelineResult:
     counts: dict[str, int] = field(default_factory=dict)  # last popularity (distinct users) emitted per item
     user_neighbors: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # last list per user
     dlq: list[dict[str, Any]] = field(default_factory=list)
+    # every item-lists record in output order: ({item: [neighbour ids]}, items whose lists were removed, updated_at)
+    item_lists: list[tuple[dict[str, list[str]], list[str], int]] = field(default_factory=list)
 
     def latest_recs(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -49,7 +51,8 @@ def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[st
     out = recommend(source, cfg, redis=False, parse_parallelism=1, catalog=items)
     streams = [
         out.dlq.map(lambda s: "D" + s, output_type=Types.STRING()),
-        out.neighbors.map(lambda b: "N" + json.dumps([b.neighbors, b.users]), output_type=Types.STRING()),
+        out.neighbors.map(lambda b: "N" + json.dumps([b.neighbors, b.users, b.removed, b.updated_at]),
+                          output_type=Types.STRING()),
     ]
     if out.user_neighbors is not None:
         streams.append(out.user_neighbors.map(lambda b: "U" + json.dumps(b.neighbors), output_type=Types.STRING()))
@@ -65,9 +68,12 @@ def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[st
             elif kind == "U":
                 result.user_neighbors.update({u: [(v, s) for v, s in lst] for u, lst in body.items()})
             else:
-                nbrs, counts = body
+                nbrs, counts, removed, updated_at = body
                 result.neighbors.update({i: [(j, s) for j, s in lst] for i, lst in nbrs.items()})
+                for item in removed:
+                    result.neighbors.pop(item, None)
                 result.counts.update(counts)
+                result.item_lists.append(({i: [j for j, _ in lst] for i, lst in nbrs.items()}, removed, updated_at))
     return result
 
 
