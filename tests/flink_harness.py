@@ -7,11 +7,14 @@ partition keeps them); the rest of the pipeline runs at the requested parallelis
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pyflink.common import Row, Types
+from pyflink.datastream import MapFunction
 
 from config import load_config
 from jobs.flink_env import make_env
@@ -37,17 +40,23 @@ class PipelineResult:
 
 
 def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[str] = (),
-                 catalog: Sequence[str] | None = None) -> PipelineResult:
-    """Run the job on ``events`` (and ``catalog`` records, JSON strings, when given) and collect its outputs."""
+                 catalog: Sequence[str] | None = None, events_map: MapFunction | None = None,
+                 catalog_map: MapFunction | None = None) -> PipelineResult:
+    """Run the job on ``events`` (and ``catalog`` records, JSON strings, when given) and collect its outputs.
+    ``events_map``, ``catalog_map``: a map on each source (one subtask), e.g. :class:`Pace` and :class:`Gate`."""
     cfg = load_config(overrides=["job.checkpoint_interval_ms=0", *overrides], env={})
     env = make_env(cfg, kafka=False, parallelism=parallelism)
     # one source subtask keeps the input order (as one Kafka partition does): PyFlink's from_collection
     # is an InputFormatSourceFunction, a *parallel* source that splits the collection among the subtasks
     source = env.from_collection(list(events), type_info=Types.STRING()).set_parallelism(1)
+    if events_map is not None:
+        source = source.map(events_map, output_type=Types.STRING()).set_parallelism(1)
     # catalog records as a Kafka source delivers them: with an origin (topic, partition, offset), so that the
     # newest items are the same whatever order the parallel parser hands them on in (operators.parse)
     items = (env.from_collection([Row(r, f"items 0 {n}") for n, r in enumerate(catalog)], type_info=SOURCE_RECORD)
              .set_parallelism(1) if catalog is not None else None)
+    if items is not None and catalog_map is not None:
+        items = items.map(catalog_map, output_type=SOURCE_RECORD).set_parallelism(1)
     out = recommend(source, cfg, redis=False, parse_parallelism=1, catalog=items)
     streams = [
         out.dlq.map(lambda s: "D" + s, output_type=Types.STRING()),
@@ -80,3 +89,43 @@ def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[st
 def event_json(event_id: str, user: str, item: str, value: float, ts: int, etype: str = "rate") -> str:
     return json.dumps({"event_id": event_id, "user_id": user, "item_id": item, "type": etype, "value": value,
                        "ts": ts})
+
+
+class Pace(MapFunction):
+    """Events at ``delay_s`` each (wall time), the number passed so far written to ``path`` (for :class:`Gate`)."""
+
+    def __init__(self, path: str, delay_s: float) -> None:
+        self.path, self.delay_s, self.n = path, delay_s, 0
+
+    def map(self, value: str) -> str:
+        time.sleep(self.delay_s)
+        self.n += 1
+        tmp = Path(self.path + ".tmp")
+        tmp.write_text(str(self.n))
+        tmp.replace(self.path)
+        return value
+
+    @staticmethod
+    def passed(path: str) -> int:
+        try:
+            return int(Path(path).read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+
+class Gate(MapFunction):
+    """Catalog records held back: record ``k`` of ``after`` waits until :class:`Pace` has passed ``after[k]`` events
+    (at most ``timeout_s``), and the wall time (ms) it went on is written to ``path.<k>``."""
+
+    def __init__(self, path: str, pace_path: str, after: dict[int, int], timeout_s: float = 120.0) -> None:
+        self.path, self.pace_path, self.after, self.timeout_s, self.n = path, pace_path, after, timeout_s, 0
+
+    def map(self, value: Row) -> Row:
+        k = self.n
+        self.n += 1
+        if k in self.after:
+            deadline = time.monotonic() + self.timeout_s
+            while Pace.passed(self.pace_path) < self.after[k] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            Path(f"{self.path}.{k}").write_text(str(int(time.time() * 1000)))
+        return value
