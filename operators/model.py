@@ -15,6 +15,10 @@ arithmetic: it owns the state, the timers and the I/O, and calls :mod:`core.v2.m
   emits (``ITEMS_TAG``) the changed neighbour lists of the timer's shard's items (``shard_of(item, job.shards)``),
   then ranks the requested users that are due (:func:`core.v2.model.rank`, in ``model.hybrid.mode`` and the
   ``model.compare_modes``) and emits one :class:`~operators.records.RecsBatch`.
+* The item lifecycle (docs/design.md, "Item lifecycle"): a catalog record or a learned event may make items gone
+  (withdrawn, deleted, expired) or bring them back; on each shard's next timer the shard's lists holding them are
+  recomputed (the gone items' own lists withdrawn: ``ItemLists.removed``) and the shard's users whose last list held
+  one (:class:`Shown`) are ranked again (trigger ``catalog``), as are those who lost one that is back.
 * Item lists are owned by shard, not by subtask: each list is written by the one subtask that holds its shard, at
   any parallelism (a subtask may hold no shard at all). The intake sends every shard a tick for every batch, so each
   shard's timers follow every event, also when the shard's own users are quiet.
