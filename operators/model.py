@@ -218,8 +218,9 @@ class Model(KeyedBroadcastProcessFunction):
             # an item back: its list again (a ranking may have refreshed it, and cleared its flag, while it was gone);
             # an item gone: its list withdrawn, not written (at the end of input: every gone item's of the shard)
             back = came[ours[came]]
-            M.refresh(state, among=np.isin(np.arange(n), back))
-            rows = np.union1d(rows, back)
+            if len(back):
+                M.refresh(state, among=np.isin(np.arange(n), back))
+                rows = np.union1d(rows, back)
             rows = rows[~gone[rows]]
             removed = np.flatnonzero(ours & gone) if final else went[ours[went]]
         else:
