@@ -42,6 +42,24 @@ def publish_catalog(records: Iterable[Mapping[str, Any]], bootstrap: str, topic:
                         total=len(items), unit="item")
 
 
+def delete_catalog(item_ids: Iterable[str], bootstrap: str, topic: str, redis_client: Any = None,
+                   prefix: str = "rec:") -> int:
+    """Delete items: a tombstone (a null value) per id to the compacted ``topic`` (the job then withdraws them from
+    every list), and, with ``redis_client``, their display hashes and set entries (the served catalog, which this
+    module writes, not the job). Returns the number of tombstones sent."""
+    from udfs.catalog import validate_item_id
+
+    ids = [validate_item_id(i, "catalog deletion") for i in item_ids]
+    tombstones = (Record(i.encode("utf-8"), None) for i in ids)  # type: ignore[arg-type]  # sent as it is
+    sent = send_records(tombstones, bootstrap, topic, progress=False, total=len(ids), unit="item")
+    if redis_client is not None and ids:
+        pipe = redis_client.pipeline(transaction=False)
+        pipe.delete(*(item_key(prefix, i) for i in ids))
+        pipe.srem(items_key(prefix), *ids)
+        pipe.execute()
+    return sent
+
+
 def item_key(prefix: str, item_id: str) -> str:
     """The Redis key of an item's display hash."""
     return f"{prefix}item:{item_id}"

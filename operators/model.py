@@ -15,6 +15,10 @@ arithmetic: it owns the state, the timers and the I/O, and calls :mod:`core.v2.m
   emits (``ITEMS_TAG``) the changed neighbour lists of the timer's shard's items (``shard_of(item, job.shards)``),
   then ranks the requested users that are due (:func:`core.v2.model.rank`, in ``model.hybrid.mode`` and the
   ``model.compare_modes``) and emits one :class:`~operators.records.RecsBatch`.
+* The item lifecycle (docs/design.md, "Item lifecycle"): a catalog record or a learned event may make items gone
+  (withdrawn, deleted, expired) or bring them back; on each shard's next timer the shard's lists holding them are
+  recomputed (the gone items' own lists withdrawn: ``ItemLists.removed``) and the shard's users whose last list held
+  one (:class:`Shown`) are ranked again (trigger ``catalog``), as are those who lost one that is back.
 * Item lists are owned by shard, not by subtask: each list is written by the one subtask that holds its shard, at
   any parallelism (a subtask may hold no shard at all). The intake sends every shard a tick for every batch, so each
   shard's timers follow every event, also when the shard's own users are quiet.
@@ -31,6 +35,7 @@ the same model); the log holds every event since the start of the state (docs/de
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -44,11 +49,12 @@ from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 from core.v2 import model as M
 from core.v2.session import published_trending
 from core.v2.settings import Settings
-from operators.compat import subtask
+from operators.compat import put_all, subtask
 from operators.metrics_catalog import RANKING_MS_BOUNDS, Histogram, counter_adder, gauge_setter
 from operators.records import (
     END_OF_TIME,
     PICKLED,
+    CatalogDelete,
     CatalogUpdate,
     EventBatch,
     ItemLists,
@@ -66,6 +72,8 @@ logger = logging.getLogger(__name__)
 LOG_STATE = MapStateDescriptor("model-log", Types.LONG(), Types.PICKLED_BYTE_ARRAY())
 """The broadcast state: every broadcast record received, by arrival number (packed bytes)."""
 ITEMS_TAG = OutputTag("item-lists", PICKLED)
+SHOWN_STATE = MapStateDescriptor("shown", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+"""Keyed by user shard: each ranked user's last list (:class:`Shown`)."""
 _CORE = threading.Lock()
 """Held around every call into the model core. The subtasks of a TaskManager share one interpreter (thread mode),
 so they never run model code at once anyway; numba compiling or loading a kernel in two of them at once
@@ -108,6 +116,10 @@ class Model(KeyedBroadcastProcessFunction):
         self.changed = np.zeros(0, dtype=np.bool_)
         self.touched = np.zeros(0, dtype=np.bool_)
         self.held: set[int] = set()  # the shards this subtask has had records of, each with a timer at the end of time
+        # the item lifecycle, per shard: the items gone when the shard last wrote its lists / ranked its users
+        self.listed_gone: dict[int, np.ndarray] = {}
+        self.ranked_gone: dict[int, np.ndarray] = {}
+        self.shown = Shown(runtime_context.get_map_state(SHOWN_STATE))
         self.after_the_end = False  # a record came after the end of event time (logged once)
         self.combiner_seen = 0
         group = runtime_context.get_metrics_group()
@@ -136,11 +148,19 @@ class Model(KeyedBroadcastProcessFunction):
     def _apply(self, record: Any) -> None:
         if isinstance(record, EventBatch):
             self.pending.append(record.events)
-        elif isinstance(record, CatalogUpdate):
-            assert self.state is not None
-            M.add_items(self.state, record.records)
+        elif isinstance(record, CatalogUpdate | CatalogDelete):
+            state = self.state
+            assert state is not None
+            if isinstance(record, CatalogUpdate):
+                M.add_items(state, record.records)
+            else:
+                M.delete_items(state, [(record.item_id, record.position)])
+            n = len(self._owners(state))
+            if "itemcf" in self.settings.methods:  # the lists holding an item withdrawn or back (core.v2.model.settle)
+                self.changed |= state.dirty[:n].astype(np.bool_)
         else:  # pragma: no cover - a wiring error
-            raise TypeError(f"broadcast record {type(record).__name__} is not an EventBatch or CatalogUpdate")
+            raise TypeError(f"broadcast record {type(record).__name__} is not an EventBatch, CatalogUpdate or "
+                            "CatalogDelete")
 
     def process_broadcast_element(self, value, ctx):  # type: ignore[no-untyped-def]
         with _CORE:
@@ -182,6 +202,8 @@ class Model(KeyedBroadcastProcessFunction):
         owner = self._owners(state)
         n = len(state.items)
         ours = owner[:n] == shard
+        went, came = self._flips(self.listed_gone, shard)
+        gone = state.gone[:n]
         if "itemcf" not in self.settings.methods:
             rows = np.zeros(0, dtype=np.int64)
         elif final and not self.settings.refresh_on_norms:  # the end: every list exact with the final norms
@@ -193,16 +215,42 @@ class Model(KeyedBroadcastProcessFunction):
             # the end of input: every list of the shard from the final model, whatever an earlier run wrote
             rows = np.union1d(rows, np.flatnonzero(ours & (state.nb_len[:n] > 0)))
         self.changed[rows] = False
+        if "itemcf" in self.settings.methods:
+            # an item back: its list again (a ranking may have refreshed it, and cleared its flag, while it was gone);
+            # an item gone: its list withdrawn, not written (at the end of input: every gone item's of the shard)
+            back = came[ours[came]]
+            if len(back):
+                M.refresh(state, among=np.isin(np.arange(n), back))
+                rows = np.union1d(rows, back)
+            rows = rows[~gone[rows]]
+            removed = np.flatnonzero(ours & gone) if final else went[ours[went]]
+        else:
+            removed = np.zeros(0, dtype=np.int64)
         engaged = np.flatnonzero(ours & self.touched[:n])
         self.touched[engaged] = False
-        if len(rows) or len(engaged):
+        if len(rows) or len(engaged) or len(removed):
             names = state.items.names
             lists = {names[i]: [(names[j], float(s)) for j, s in zip(state.nb_idx[i, : state.nb_len[i]].tolist(),
                                                                    state.nb_sim[i, : state.nb_len[i]].tolist(),
                                                                    strict=True)]
                      for i in rows.tolist()}
             users = {names[i]: int(state.i_users[i]) for i in np.union1d(rows, engaged).tolist()}
-            yield ITEMS_TAG, ItemLists(lists, users, int(time.time() * 1000))
+            yield ITEMS_TAG, ItemLists(lists, users, int(time.time() * 1000),
+                                         tuple(names[i] for i in removed.tolist()))
+
+    def _flips(self, seen: dict[int, np.ndarray], shard: int) -> tuple[np.ndarray, np.ndarray]:
+        """The items gone, and the items back, since ``seen[shard]`` (the items gone when the shard last looked),
+        which becomes the items gone now."""
+        state = self.state
+        assert state is not None
+        gone = state.gone[: len(state.items)]
+        last = seen.get(shard)
+        if last is None:
+            last = np.zeros(0, dtype=np.bool_)
+        if len(last) < len(gone):
+            last = np.concatenate([last, np.zeros(len(gone) - len(last), dtype=np.bool_)])
+        seen[shard] = gone.copy()
+        return np.flatnonzero(gone & ~last), np.flatnonzero(~gone & last)
 
     def _owners(self, state: M.State) -> np.ndarray:
         """Per item: the shard that writes its list (extended for new items, with their flags)."""
@@ -248,7 +296,11 @@ class Model(KeyedBroadcastProcessFunction):
         # writes its lists and answers its requests
         watermark = END_OF_TIME if timestamp == END_OF_TIME else max(timestamp, ctx.timer_service().current_watermark())
         self._learn(watermark)
-        yield from self._lists(int(ctx.get_current_key()), final=watermark == END_OF_TIME)
+        shard = int(ctx.get_current_key())
+        yield from self._lists(shard, final=watermark == END_OF_TIME)
+        # the shard's users whose last list holds an item gone since, or lost one that is back: ranked again
+        went, came = self._flips(self.ranked_gone, shard)
+        again = self.shown.affected(state, shard, went, came)
         stored = list(self.requests.get() or ())
         due: list[RankRequest] = []
         left = []
@@ -258,38 +310,48 @@ class Model(KeyedBroadcastProcessFunction):
                 due.append(request)
             else:
                 left.append(data)
-        if not due:
+        if not due and not again:
             return
-        if left:
+        if due and left:
             self.requests.update(left)
-        else:
+        elif due:
             self.requests.clear()
-        yield self._rank(state, due, final=watermark == END_OF_TIME)
+        yield self._rank(state, shard, due, final=watermark == END_OF_TIME, again=again)
         final = sorted({u for r in due if r.final for u in r.users})
         if final and "usercf" in self.settings.methods:
             lists = {u: M.user_neighbors(state, u) for u in final}
             yield USERS_TAG, UserLists({u: nb for u, nb in lists.items() if nb})
 
-    def _rank(self, state: M.State, requests: Sequence[RankRequest], final: bool = False) -> RecsBatch:
-        """One message per requested user (the newest request of a user wins), ranked with the current model."""
+    def _rank(self, state: M.State, shard: int, requests: Sequence[RankRequest], final: bool = False,
+              again: dict[str, tuple[str, int]] | None = None) -> RecsBatch:
+        """One message per requested user (the newest request of a user wins), ranked with the current model; the
+        users ``again`` (user -> the version of their last message) too, with the trigger ``catalog``, unless
+        requested."""
         asked: dict[str, tuple[str, int, bool]] = {}
         for request in requests:
             for user, event_id, event_ts in zip(request.users, request.event_ids, request.event_ts, strict=True):
                 old = asked.get(user)
                 if old is None or (event_ts, event_id) >= (old[1], old[0]):
                     asked[user] = (event_id, event_ts, request.final or (old is not None and old[2]))
+        triggers = {u: "final" if f else "events" for u, (_, _, f) in asked.items()}
+        for user, (event_id, event_ts) in sorted((again or {}).items()):
+            if user not in asked:
+                asked[user] = (event_id, event_ts, False)
+                triggers[user] = "catalog"
         users = list(asked)
         started = time.perf_counter()
         mode = self.settings.mode
-        lists = M.render(state, M.rank(state, users, mode, n=self.stored_n))
+        ranking = M.rank(state, users, mode, n=self.stored_n)
+        lists = M.render(state, ranking)
+        self.shown.remember(state, shard, users, [asked[u][:2] for u in users], ranking)
         alternatives = {m: M.render(state, M.rank(state, users, m)) for m in self.compare_modes}
         now = int(time.time() * 1000)
         ids = state.users.encode(users)
         sizes = state.lpool.size[ids].tolist()
         messages = []
         for r, user in enumerate(users):
-            event_id, event_ts, final = asked[user]
-            msg = recs_message(user, lists[r], event_id, event_ts, now, sizes[r], "final" if final else "events", mode)
+            event_id, event_ts, _ = asked[user]
+            msg = recs_message(user, lists[r], event_id, event_ts, now, sizes[r], triggers[user], mode)
             if alternatives:
                 msg["alternatives"] = {m: recs_message(user, alt[r], event_id, event_ts, now, 0, "", m)["items"]
                                        for m, alt in alternatives.items()}
@@ -307,3 +369,102 @@ class Model(KeyedBroadcastProcessFunction):
             combiner = {"n_seen": seen, "weights": M.combiner(state)}
         return RecsBatch(messages, trending, combiner)
 
+
+
+class Shown:
+    """The last list each user of the subtask's shards was sent, to find the users whose list holds an item that is
+    gone (withdrawn, deleted, expired), and the items each lost that way while they stay gone (ranked again when one
+    is back).
+
+    In memory, one row of ``stored_n`` dense item ids (int32, -1 pads) per user the subtask has ranked: 4 bytes per
+    item per user (200 bytes at ``model.stored_n`` 50), found by a vectorized scan of the shard's rows, only on a
+    timer where an item went or came back (O(users of the shard x stored_n)). Checkpointed in keyed map state (per
+    user shard: user -> (event id, event time, item ids, lost item ids)), written with every ranking and read back on
+    the shard's first timer after a start or restore."""
+
+    def __init__(self, map_state: Any) -> None:
+        self.map_state = map_state
+        self.loaded: set[int] = set()
+        self.at: dict[str, int] = {}  # user -> row
+        self.users: list[str] = []
+        self.shard = np.zeros(0, dtype=np.int32)
+        self.rows = np.zeros((0, 0), dtype=np.int32)
+        self.version: list[tuple[str, int]] = []
+        self.lost: dict[str, frozenset[str]] = {}  # users with items lost while they stay gone
+
+    def _load(self, state: M.State, shard: int) -> None:
+        """The shard's rows from the keyed state (the current key must be ``shard``), once."""
+        if shard in self.loaded:
+            return
+        self.loaded.add(shard)
+        for user, data in list(self.map_state.items()):
+            event_id, event_ts, items, lost = pickle.loads(data)
+            ids = state.items.lookup(list(items))
+            self._set(shard, user, (event_id, event_ts), ids[ids >= 0])
+            if lost:
+                self.lost[user] = frozenset(lost)
+
+    def _set(self, shard: int, user: str, version: tuple[str, int], items: np.ndarray) -> None:
+        row = self.at.get(user)
+        if row is None:
+            row = self.at[user] = len(self.users)
+            self.users.append(user)
+            self.version.append(version)
+            if row >= len(self.shard):
+                size = max(16, 2 * len(self.shard))
+                self.shard = np.concatenate([self.shard, np.full(size - len(self.shard), -1, dtype=np.int32)])
+                grown = np.full((size, max(self.rows.shape[1], len(items))), -1, dtype=np.int32)
+                grown[: len(self.rows), : self.rows.shape[1]] = self.rows
+                self.rows = grown
+        if len(items) > self.rows.shape[1]:
+            wider = np.full((len(self.rows), len(items)), -1, dtype=np.int32)
+            wider[:, : self.rows.shape[1]] = self.rows
+            self.rows = wider
+        self.shard[row] = shard
+        self.version[row] = version
+        self.rows[row] = -1
+        self.rows[row, : len(items)] = items
+
+    def affected(self, state: M.State, shard: int, went: np.ndarray, came: np.ndarray) -> dict[str, tuple[str, int]]:
+        """The shard's users whose last list holds an item of ``went``, or who lost one of ``came``: user -> the
+        version (event id, event time) of their last message. The lost items are recorded."""
+        self._load(state, shard)
+        out: dict[str, tuple[str, int]] = {}
+        if len(went) and len(self.users):
+            mine = np.flatnonzero(self.shard[: len(self.users)] == shard)
+            rows = self.rows[mine]
+            hit = np.isin(rows, went)
+            names = state.items.names
+            for x in np.flatnonzero(hit.any(axis=1)).tolist():
+                user = self.users[int(mine[x])]
+                out[user] = self.version[int(mine[x])]
+                self.lost[user] = self.lost.get(user, frozenset()) | {names[j] for j in rows[x][hit[x]].tolist()}
+        if len(came) and self.lost:
+            names = state.items.names
+            back = {names[j] for j in came.tolist()}
+            for user, had in self.lost.items():
+                row = self.at.get(user)
+                if row is not None and self.shard[row] == shard and had & back:
+                    out[user] = self.version[row]
+        return out
+
+    def remember(self, state: M.State, shard: int, users: Sequence[str], versions: Sequence[tuple[str, int]],
+                 ranking: M.Ranking) -> None:
+        """The lists just ranked for ``users`` (of ``shard``, the current key) and the versions of their messages."""
+        self._load(state, shard)
+        names = state.items.names
+        gone = state.gone
+        put: dict[str, bytes] = {}
+        for r, user in enumerate(users):
+            items = ranking.item[r, : int(ranking.length[r])].astype(np.int32)
+            self._set(shard, user, versions[r], items)
+            lost = self.lost.get(user)
+            if lost:  # kept while they stay gone
+                lost = frozenset(i for i in lost if gone[state.items.get(i)])
+                if lost:
+                    self.lost[user] = lost
+                else:
+                    del self.lost[user]
+            put[user] = pickle.dumps((versions[r][0], versions[r][1], tuple(names[j] for j in items.tolist()),
+                                      tuple(sorted(lost or ()))), protocol=pickle.HIGHEST_PROTOCOL)
+        put_all(self.map_state, put)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from typing import Any
@@ -9,8 +10,8 @@ from typing import Any
 from pyflink.common import Types
 from pyflink.datastream import OutputTag, ProcessFunction, RuntimeContext
 
-from operators.records import CatalogUpdate, pack
-from udfs.catalog import parse_catalog
+from operators.records import CatalogDelete, CatalogUpdate, pack
+from udfs.catalog import parse_catalog, validate_item_id
 from udfs.dlq import BINARY, Origin, dlq_record, payload_bytes
 from udfs.events import DEFAULT_LIMITS
 
@@ -49,7 +50,8 @@ class ParseCatalog(ProcessFunction):
     a :func:`operators.records.pack` ed :class:`operators.records.CatalogUpdate` of the record, normalised with its
     ``position`` in the topic (:func:`catalog_position`; None without an origin); invalid ones -> ``DLQ_TAG``
     (reason ``bad_catalog_record``, metric ``dlq.bad_catalog_record``). A null value (a tombstone of the compacted
-    topic) is skipped."""
+    topic) for a key that is a valid item id is a :class:`operators.records.CatalogDelete` of that item; a tombstone
+    without a key, or with one that is no item id, is a ``bad_catalog_record``."""
 
     def __init__(self, payload_cap: int = DEFAULT_LIMITS.dlq_payload_bytes, max_bytes: int = 65536) -> None:
         self.rejects = Rejects(payload_cap)
@@ -61,6 +63,10 @@ class ParseCatalog(ProcessFunction):
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
         payload, origin = value[0], value[1]
         if payload is None:
+            try:
+                yield pack(0, CatalogDelete(tombstone_item(origin), catalog_position(origin)))
+            except ValueError as exc:
+                yield DLQ_TAG, self.rejects.record(payload, origin, "bad_catalog_record", str(exc))
             return
         try:
             data = payload_bytes(payload) or b""
@@ -78,3 +84,17 @@ def catalog_position(origin: str | None) -> int | None:
     content model's newest items are the ones placed last, the same in every run over the same topic contents."""
     where = Origin.parse(origin)
     return None if where is None else (where.offset << 16) | where.partition
+
+
+def tombstone_item(origin: str | None) -> str:
+    """The item a tombstone (a null value) deletes: its key, which must be a valid item id (UTF-8, the id rules of
+    :func:`udfs.catalog.validate_item_id`); ValueError naming the key otherwise."""
+    where = Origin.parse(origin)
+    if where is None or where.key_b64 is None:
+        raise ValueError("catalog tombstone (null value) without a key: it names no item to delete")
+    raw = base64.b64decode(where.key_b64)
+    try:
+        key = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"catalog tombstone key {raw[:80]!r} is not UTF-8: it names no item") from None
+    return validate_item_id(key, "catalog tombstone")

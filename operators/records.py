@@ -36,6 +36,14 @@ class CatalogUpdate(NamedTuple):
     records: list[dict[str, Any]]
 
 
+class CatalogDelete(NamedTuple):
+    """Catalog parser -> model (to every model subtask): a tombstone of the catalog topic (a null value for the key
+    ``item_id``) deletes the item; ``position``: its place in the topic (``operators.parse.catalog_position``)."""
+
+    item_id: str
+    position: int | None
+
+
 class RankRequest(NamedTuple):
     """Intake -> model (keyed by user shard): rank these users once the model has learned every event up to
     ``due`` (the newest event time among theirs); each user's newest event (by time, then id) names the version of
@@ -70,12 +78,13 @@ class RecsBatch(NamedTuple):
 
 class ItemLists(NamedTuple):
     """Model -> Redis: changed item neighbour lists ``{item: [(item, cosine)]}`` of one item shard (an item's list is
-    written only on the timers of its shard, ``shard_of(item, job.shards)``: by one subtask) and each listed item's
-    distinct users."""
+    written only on the timers of its shard, ``shard_of(item, job.shards)``: by one subtask), each listed item's
+    distinct users, and the shard's items whose lists are withdrawn (the item is gone)."""
 
     neighbors: dict[str, list[tuple[str, float]]]
     users: dict[str, int]
     updated_at: int
+    removed: tuple[str, ...] = ()  # items of the shard gone (withdrawn, deleted, expired): their lists are deleted
 
 
 class UserLists(NamedTuple):

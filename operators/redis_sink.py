@@ -8,7 +8,7 @@ key                            type    value
 ``rec:recs:<user_id>``         string  recommendation message (JSON, ``udfs.serde``) with the ``model.stored_n``
                                        best items; the ``recommendations`` topic gets the first ``model.top_n``
 ``rec:users``                  zset    user_id -> processed_at (ms) of the latest update
-``rec:similar:<item_id>``      string  top-K neighbours (JSON, ``udfs.serde``)
+``rec:similar:<item_id>``      string  top-K neighbours (JSON, ``udfs.serde``); deleted while the item is gone
 ``rec:trending``               string  JSON list of ``{"item_id", "score"}``
 ``rec:model:combiner``         string  the learned combiner's weights (JSON, ``udfs.serde``)
 ``rec:item:<item_id>``         hash    title, year, genres (written by ``ingest.catalog``)
@@ -156,11 +156,15 @@ class RecsToRedis(_RedisWriter):
 
 
 class NeighborsToRedis(_RedisWriter):
-    """:class:`operators.records.ItemLists` -> ``rec:similar:<item>``."""
+    """:class:`operators.records.ItemLists` -> ``rec:similar:<item>``; the list of an item gone (withdrawn, deleted,
+    expired) is deleted."""
 
     def flat_map(self, value):  # type: ignore[no-untyped-def]
         lists: ItemLists = value
         p = self.prefix
-        self._write([("set", (f"{p}similar:{item}", dumps(similar_message(item, nb, lists.updated_at))))
-                     for item, nb in lists.neighbors.items()])
+        commands: list[tuple[str, tuple[Any, ...]]] = [
+            ("set", (f"{p}similar:{item}", dumps(similar_message(item, nb, lists.updated_at))))
+            for item, nb in lists.neighbors.items()]
+        commands += [("delete", (f"{p}similar:{item}",)) for item in lists.removed]
+        self._write(commands)
         return iter(())

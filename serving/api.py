@@ -122,8 +122,9 @@ class RecommendationsOut(BaseModel):
     processed_at: int | None = Field(description="when the job wrote the result (epoch ms)")
     age_ms: int | None = Field(description="now - processed_at")
     history_size: int | None
-    trigger: str | None = Field(description="events (the user acted) or final (re-rank at the end of a bounded "
-                                            "run); null for cold start")
+    trigger: str | None = Field(description="events (the user acted), catalog (an item of the user's list was "
+                                            "withdrawn, deleted or expired, or came back) or final (re-rank at the "
+                                            "end of a bounded run); null for cold start")
     mode: str | None = Field(default=None, description="the fusion mode (or single method) that ranked the items "
                                                        "(model.hybrid.mode); null for cold start")
     requested: int = Field(description="the n asked for")

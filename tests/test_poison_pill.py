@@ -116,7 +116,7 @@ def catalog(n_items: int) -> list[tuple[bytes | None, bytes | None]]:
     ]
     # the longest title is valid: reasons quoting it are cut, the messages stay small
     long_title = (b"i0", raw({"item_id": "i0", "title": "T" * 500, "year": 2000, "genres": ["Drama"]}))
-    return [*good[:1], *bad, long_title, *good[1:], (b"i1", None)]  # a tombstone: skipped
+    return [*good[:1], *bad, long_title, *good[1:], (b"i1", None)]  # a tombstone: deletes i1
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:

@@ -40,7 +40,9 @@ def short_reason(reason: str) -> str:
 
 def recs_message(user_id: str, ranked: Iterable[tuple[str, float, str]], event_id: str, event_ts: int,
                  processed_at: int, history_size: int, trigger: str = "events", mode: str = "itemcf") -> dict[str, Any]:
-    """``trigger``: ``events`` (the user acted) or ``final`` (the re-rank at the end of a bounded input);
+    """``trigger``: ``events`` (the user acted), ``catalog`` (the user's last list held an item that is gone, or
+    lost one that is back: ranked again with that list's version) or ``final`` (the re-rank at the end of a bounded
+    input);
     ``mode``: the fusion mode (or single method) that ranked the items; reasons are cut to :data:`MAX_REASON_CHARS`."""
     return {
         "user_id": user_id,

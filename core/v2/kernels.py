@@ -252,18 +252,20 @@ def _insert_top(k: int, n: int, idx: np.ndarray, val: np.ndarray, rank: np.ndarr
 @njit(cache=True)
 def refresh_rows(rows: np.ndarray, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
                  norm: np.ndarray, rank: np.ndarray, nb_idx: np.ndarray, nb_sim: np.ndarray, nb_len: np.ndarray,
-                 dirty: np.ndarray) -> None:
+                 dirty: np.ndarray, gone: np.ndarray) -> None:
     """The exact top-``k`` cosine neighbours ``C[a][b] / sqrt(norm_a · norm_b) > 0`` of each row ``a`` of ``rows``,
-    by cosine then id, from the current sums; each row is marked clean."""
+    by cosine then id, from the current sums, without the items ``gone`` (withdrawn, deleted, expired); each row
+    is marked clean."""
     for a in rows:
         dirty[a] = 0
-        nb_len[a] = _top_cosines(a, k, ptr, cap, cols, vals, norm, rank, nb_idx[a], nb_sim[a])
+        nb_len[a] = _top_cosines(a, k, ptr, cap, cols, vals, norm, rank, nb_idx[a], nb_sim[a], gone)
 
 
 @njit(cache=True)
 def _top_cosines(a: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
-                 norm: np.ndarray, rank: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> int:
-    """The top-``k`` positive ``row[a][b] / sqrt(norm_a · norm_b)`` of row ``a`` into idx/sim, by value then id."""
+                 norm: np.ndarray, rank: np.ndarray, idx: np.ndarray, sim: np.ndarray, gone: np.ndarray) -> int:
+    """The top-``k`` positive ``row[a][b] / sqrt(norm_a · norm_b)`` of row ``a`` into idx/sim, by value then id,
+    without the columns ``b`` that are ``gone`` (an empty ``gone``: none is)."""
     na = norm[a]
     if na <= 0.0:
         return 0
@@ -271,7 +273,7 @@ def _top_cosines(a: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndar
     base = ptr[a]
     for s in range(base, base + cap[a]):
         b = cols[s]
-        if b == -1:
+        if b == -1 or (len(gone) > 0 and gone[b]):
             continue
         v = vals[s]
         if v <= EPS:  # a cosine > 0 needs a positive sum
@@ -653,7 +655,7 @@ def _pool(method: int, positive: bool, touched: np.ndarray, nt: int, acc: np.nda
 @njit(cache=True)
 def _user_neighbors(u: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
                     norm: np.ndarray, rank: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> int:
-    return _top_cosines(u, k, ptr, cap, cols, vals, norm, rank, idx, sim)
+    return _top_cosines(u, k, ptr, cap, cols, vals, norm, rank, idx, sim, np.zeros(0, dtype=np.bool_))
 
 
 @njit(cache=True)
@@ -668,6 +670,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                # item rows and neighbour lists
                top_k: int, i_ptr: np.ndarray, i_cap: np.ndarray, i_cols: np.ndarray, i_vals: np.ndarray,
                i_norm: np.ndarray, nb_idx: np.ndarray, nb_sim: np.ndarray, nb_len: np.ndarray, dirty: np.ndarray,
+               gone: np.ndarray,
                # user rows
                u_top_k: int, u_ptr: np.ndarray, u_cap: np.ndarray, u_cols: np.ndarray, u_vals: np.ndarray,
                u_norm: np.ndarray,
@@ -743,7 +746,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                     if dirty[k]:
                         one[0] = k
                         refresh_rows(one, top_k, i_ptr, i_cap, i_cols, i_vals, i_norm, item_rank, nb_idx, nb_sim,
-                                     nb_len, dirty)
+                                     nb_len, dirty, gone)
                     wk = rc_w[u, h]
                     if decay_ms > 0.0:
                         wk = wk * 2.0 ** (-(t_u - rc_ts[u, h]) / decay_ms)

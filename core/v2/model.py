@@ -25,7 +25,7 @@ from core.v2 import catalog
 from core.v2 import diversity as div
 from core.v2 import kernels as k
 from core.v2.settings import METHODS, Settings
-from core.v2.state import Pool, State
+from core.v2.state import NEVER, Pool, State
 from udfs.events import EVENT_TYPES, Event
 
 RATE = EVENT_TYPES.index("rate")
@@ -130,21 +130,82 @@ def add_items(state: State, records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Add or update catalog items (records as in ``udfs.catalog``), usable from the next ranking. The newest items
     are the last by ``position`` (a record's place in the catalog topic, ``operators.parse.catalog_position``; the
     order of arrival for a record without one), and an update keeps the item's first place: the same newest items
-    whatever order the records arrive in. Returns the item ids."""
+    whatever order the records arrive in. A record's ``available`` (default true) and ``expires_at`` (event time,
+    ms; None: never) set the item's lifecycle (:func:`settle`); of two records of one item, the one placed later in
+    the topic wins, whatever order they arrive in. Returns the item ids."""
     parsed = [catalog.features(r) for r in records]
     ids = state.items.encode([i for i, _ in parsed]).tolist()
     state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     for (item, feats), i, record in zip(parsed, ids, records, strict=True):
-        state.catalog[i] = feats
         position = record.get("position")
         place = int(position) if isinstance(position, int) else len(state.catalog_seq)
         state.catalog_seq[i] = min(place, state.catalog_seq.get(i, place))
+        if not _newer(state, i, position):
+            continue
+        state.catalog[i] = feats
         title = record.get("title")
         if isinstance(title, str) and title:
             state.titles[item] = title
+        expires = record.get("expires_at")
+        state.off[i] = record.get("available", True) is False
+        state.expires[i] = int(expires) if isinstance(expires, int) else NEVER
     state.catalog_changed = True
     state.version += 1
+    settle(state)
     return [i for i, _ in parsed]
+
+
+def delete_items(state: State, records: Sequence[tuple[str, int | None]]) -> None:
+    """Delete catalog items (a tombstone of the catalog topic: ``(item_id, position)``): out of the catalog (no
+    content vector) and never recommended nor listed as a neighbour until a later record adds them again. Their
+    events stay learned (co-occurrence, history). A deletion placed before the item's last applied record is
+    ignored."""
+    ids = state.items.encode([item for item, _ in records]).tolist()
+    state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    for i, (_, position) in zip(ids, records, strict=True):
+        if not _newer(state, i, position):
+            continue
+        state.catalog.pop(i, None)
+        state.off[i] = True
+        state.expires[i] = NEVER
+    state.catalog_changed = True
+    state.version += 1
+    settle(state)
+
+
+def _newer(state: State, item: int, position: int | None) -> bool:
+    """Whether a catalog record at ``position`` (None: newer than any) comes after the item's last applied one; if so
+    it becomes the last."""
+    last = state.life_pos.get(item)
+    if isinstance(position, int):
+        if last is not None and position < last:
+            return False
+        state.life_pos[item] = position
+    else:
+        state.life_pos[item] = (last + 1) if last is not None else 0
+    return True
+
+
+def settle(state: State) -> np.ndarray:
+    """Which items are ``gone`` (withdrawn or deleted, or expired: ``expires_at`` at or before the model's event-time
+    clock ``now_ms``, the newest event learned). The neighbour lists that hold an item whose state changed, or may
+    hold it now, are marked dirty (recomputed before they are read or written). Returns those items."""
+    n = len(state.items)
+    now = state.now_ms
+    off, expires = state.off[:n], state.expires[:n]
+    gone = off | (expires <= now)
+    ahead = expires[~gone]
+    state.life_meta[0] = int(ahead.min()) if len(ahead) else NEVER
+    flipped = np.flatnonzero(gone != state.gone[:n])
+    if len(flipped):
+        state.gone[:n] = gone
+        if "itemcf" in state.settings.methods:
+            p = state.ipool
+            k.mark_holders(flipped, p.ptr, p.cap, p.cols, state.dirty)  # rows that may list it (by symmetry)
+            listing = np.isin(state.nb_idx[:n], flipped).any(axis=1)  # rows listing it (a pruned row is not symmetric)
+            state.dirty[:n][listing] = 1
+        state.version += 1
+    return flipped
 
 
 def learn(state: State, batch: Batch, train: bool = False) -> None:
@@ -183,6 +244,8 @@ def learn(state: State, batch: Batch, train: bool = False) -> None:
     start = 0
     for e in [*cuts, n]:
         _apply(state, users[start:e], items[start:e], types[start:e], values[start:e], ts[start:e])
+        if state.now_ms >= state.life_meta[0]:  # an item expired: gone before the next ranking, whatever the cut
+            settle(state)
         if e < n:
             _train(state, int(users[e]), int(items[e]), int(keys[e]))
         start = e
@@ -245,7 +308,7 @@ def refresh(state: State, all_rows: bool = False, among: np.ndarray | None = Non
         rows = np.flatnonzero(dirty if among is None else dirty & among[:n])
     p = state.ipool
     k.refresh_rows(rows, state.settings.top_k, p.ptr, p.cap, p.cols, p.vals, state.i_norm, state.items.rank,
-                   state.nb_idx, state.nb_sim, state.nb_len, state.dirty)
+                   state.nb_idx, state.nb_sim, state.nb_len, state.dirty, state.gone)
     return rows
 
 
@@ -257,7 +320,7 @@ def neighbors(state: State, item: str) -> list[tuple[str, float]]:
     if state.dirty[i]:
         p = state.ipool
         k.refresh_rows(np.array([i]), state.settings.top_k, p.ptr, p.cap, p.cols, p.vals, state.i_norm,
-                       state.items.rank, state.nb_idx, state.nb_sim, state.nb_len, state.dirty)
+                       state.items.rank, state.nb_idx, state.nb_sim, state.nb_len, state.dirty, state.gone)
     names = state.items.names
     return [(names[j], float(s)) for j, s in zip(state.nb_idx[i, : state.nb_len[i]].tolist(),
                                                   state.nb_sim[i, : state.nb_len[i]].tolist(), strict=True)]
@@ -301,8 +364,8 @@ def user_similarity(state: State, u: str, v: str) -> float:
 
 
 def trending(state: State) -> tuple[np.ndarray, np.ndarray]:
-    """Every item with a positive trending score and the score, best first (ties: id); computed once per state
-    version."""
+    """Every item with a positive trending score and the score, best first (ties: id), but the items gone; computed
+    once per state version."""
     cached = state.trend
     if cached is not None and cached[0] == state.version:
         return cached[1], cached[2]
@@ -310,6 +373,9 @@ def trending(state: State) -> tuple[np.ndarray, np.ndarray]:
     n = len(state.items)
     items, scores = k.trending_order(s.trending_half_life_s or 0.0, state.now_ms, state.tr_val[:n], state.tr_t[:n],
                                      state.tr_totals[:n], state.items.rank, n)
+    if state.gone[:n].any():
+        keep = ~state.gone[items]
+        items, scores = items[keep], scores[keep]
     state.trend = (state.version, items, scores)
     return items, scores
 
@@ -353,12 +419,13 @@ def _run_rank(state: State, ids: np.ndarray, spec: FusionSpec, n: int, train_ite
                   np.zeros(len(ids), dtype=np.int64))
     ip, up, lp = state.ipool, state.upool, state.lpool
     k.rank_users(ids, n, spec.kind, max(spec.method, 0), alphas, cold, float(s.rrf_k), use, s.candidate_pool,
-                 s.cold_start_items, s.history_decay_ms, exclude, np.flatnonzero(state.deny[: len(state.items)]),
+                 s.cold_start_items, s.history_decay_ms, exclude,
+                 np.flatnonzero(state.deny[: len(state.items)] | state.gone[: len(state.items)]),
                  state.items.rank, state.users.rank,
                  lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, state.lp_w, state.lp_ts, state.u_last, state.lg_type,
                  state.rc_item, state.rc_w, state.rc_ts, state.rc_len,
                  s.top_k, ip.ptr, ip.cap, ip.cols, ip.vals, state.i_norm, state.nb_idx, state.nb_sim, state.nb_len,
-                 state.dirty,
+                 state.dirty, state.gone,
                  s.usercf_top_k, up.ptr, up.cap, up.cols, up.vals, state.u_norm,
                  tr_items, tr_scores, state.content(), s.content_search == "catalog", s.profile_max_items,
                  s.half_life_s or 0.0,

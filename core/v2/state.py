@@ -22,6 +22,9 @@ from core.v2.catalog import Features, Vectors
 from core.v2.ids import IdIndex
 from core.v2.settings import Settings
 
+NEVER = 2**63 - 1
+"""The expiry time of an item that does not expire."""
+
 
 def _grow_rows(a: np.ndarray, n: int, fill: float | int = 0) -> np.ndarray:
     """``a`` with at least ``n`` rows (first axis), new rows set to ``fill``; doubling."""
@@ -109,6 +112,15 @@ class State:
         self.i_users = np.zeros(0, dtype=np.int64)
         self.i_last = np.zeros(0, dtype=np.int64)
         self.deny = np.zeros(0, dtype=np.bool_)
+        # the item lifecycle (catalog records): withdrawn or deleted (``off``), the event time it expires at
+        # (``expires``, NEVER: not), and ``gone``: not recommendable now (off, or expired at the event-time clock
+        # ``now_ms``), kept by :func:`core.v2.model.settle`; ``life_pos``: the topic position of the lifecycle record
+        # applied last per item (an older one is ignored); ``life_meta``: [the earliest expiry still ahead]
+        self.off = np.zeros(0, dtype=np.bool_)
+        self.expires = np.zeros(0, dtype=np.int64)
+        self.gone = np.zeros(0, dtype=np.bool_)
+        self.life_pos: dict[int, int] = {}
+        self.life_meta = np.array([NEVER], dtype=np.int64)
         # broadcast: neighbour lists and trending
         self.nb_idx = np.zeros((0, settings.top_k), dtype=np.int64)
         self.nb_sim = np.zeros((0, settings.top_k))
@@ -173,8 +185,9 @@ class State:
                 setattr(self, name, _grow_cols(getattr(self, name), width))
         self.upool.fit(nu)
         for name in ("i_norm", "dirty", "moved", "ra_len", "b_sum", "b_n", "i_users", "i_last", "deny", "nb_len",
-                     "tr_val", "tr_t", "tr_totals"):
+                     "tr_val", "tr_t", "tr_totals", "off", "gone"):
             setattr(self, name, _grow_rows(getattr(self, name), ni))
+        self.expires = _grow_rows(self.expires, ni, NEVER)
         for name in ("ra_user", "ra_w", "ra_ts", "nb_idx", "nb_sim", "tb"):
             setattr(self, name, _grow_rows(getattr(self, name), ni))
         if not s.usercf_max_raters and len(item_events):
@@ -192,7 +205,7 @@ class State:
             self.vectors = build(n, self.catalog)
             self.in_cat = np.zeros(n, dtype=np.bool_)
             self.in_cat[list(self.catalog)] = True
-            order = sorted(self.catalog_seq, key=self.catalog_seq.__getitem__)
+            order = sorted((i for i in self.catalog_seq if i in self.catalog), key=self.catalog_seq.__getitem__)
             self.newest = np.array(order[-self.settings.content_new_items:] if self.settings.content_new_items else [],
                                    dtype=np.int64)
             self.cm_len = np.full(n, -1, dtype=np.int64)
