@@ -78,8 +78,11 @@ def catalog_version_key(prefix: str) -> str:
 def redis_fields(record: Mapping[str, Any]) -> dict[str, str]:
     """The HASH fields stored for an item."""
     rec = validate_record(record)
+    expires = rec.get("expires_at")
     return {"title": rec["title"], "year": "" if rec["year"] is None else str(rec["year"]),
-            "genres": GENRE_SEPARATOR.join(rec["genres"])}
+            "genres": GENRE_SEPARATOR.join(rec["genres"]),
+            "available": "false" if rec.get("available") is False else "true",
+            "expires_at": "" if expires is None else str(expires)}
 
 
 def store_catalog(records: Iterable[Mapping[str, Any]], redis_client: Any, prefix: str = "rec:",

@@ -45,8 +45,11 @@ def catalog_record(item_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
         year: int | None = int(year_raw) if year_raw else None
     except ValueError:
         year = None
+    expires_raw = fields.get("expires_at", "")
     return {"item_id": item_id, "title": fields.get("title", ""), "year": year,
-            "genres": [g for g in fields.get("genres", "").split(GENRE_SEPARATOR) if g]}
+            "genres": [g for g in fields.get("genres", "").split(GENRE_SEPARATOR) if g],
+            "available": fields.get("available", "true") != "false",
+            "expires_at": int(expires_raw) if expires_raw.lstrip("-").isdigit() else None}
 
 
 #: KEYS[1] the catalog version, KEYS[2] rec:trending, KEYS[3..] rec:similar:<item>. Returns one string: the values

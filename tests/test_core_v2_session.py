@@ -101,3 +101,27 @@ def test_lists_change_between_sessions_and_the_catalog_can_be_replaced() -> None
     live.set_catalog(fake_catalog(12, seed=3))  # the lists stay
     first = live.rank(e, "itemcf", 1).items[0]
     assert first[0] == "4" and first[2].startswith("because you viewed ")
+
+
+def test_withdrawn_and_expired_items_are_not_recommended_to_a_session() -> None:
+    """The catalog's lifecycle as the core applies it: a withdrawn item is never a session candidate (equal to the
+    core's rank of a user with the same events and catalog); an item that expires is one only while the session's
+    newest event is before its ``expires_at``."""
+    settings = session_settings(Settings(trending_half_life_s=None))
+    events = stream(3, 2000, users=40, items=60)
+    user = max({e.user_id for e in events}, key=lambda u: sum(e.user_id == u for e in events))
+    mine = [e for e in events if e.user_id == user]
+    base = fake_catalog(60, seed=3)
+    plain, _ = published(settings, events, base)
+    top = [i for i, _, _ in M.render(plain, M.rank(plain, [user], "weighted", n=10))[0]]
+    withdrawn, expiring = top[0], top[1]
+    cutoff = events[-1].ts + 60_000  # after the published model's clock
+    catalog = [dict(r, available=False) if r["item_id"] == withdrawn else
+               dict(r, expires_at=cutoff) if r["item_id"] == expiring else r for r in base]
+    state, live = published(settings, events, catalog)
+    got = [i for i, _, _ in live.rank(mine, "weighted", 10).items]
+    assert withdrawn not in got and expiring in got
+    assert got == [i for i, _, _ in M.render(state, M.rank(state, [user], "weighted", n=10))[0]]
+    later = [*mine, mine[-1]._replace(event_id="late", item_id=mine[0].item_id, ts=cutoff)]
+    got_later = [i for i, _, _ in live.rank(later, "weighted", 10).items]  # the session's clock reaches the cut
+    assert withdrawn not in got_later and expiring not in got_later and len(got_later) == 10

@@ -174,11 +174,17 @@ def test_catalog_to_kafka_and_redis(kafka: str, topics: Any, redis_client: Any, 
     assert published["543"]["title"] == "Misérables, Les"
 
     assert store_catalog(catalog, redis_client, prefix=prefix, pipeline_size=100) == 1682
+    live = {"available": "true", "expires_at": ""}
     assert redis_client.hgetall(item_key(prefix, "1")) == {
-        "title": "Toy Story", "year": "1995", "genres": "Animation|Children's|Comedy"}
+        "title": "Toy Story", "year": "1995", "genres": "Animation|Children's|Comedy", **live}
     assert redis_client.hgetall(item_key(prefix, "2")) == {
-        "title": "GoldenEye", "year": "1995", "genres": "Action|Adventure|Thriller"}
-    assert redis_client.hgetall(item_key(prefix, "267")) == {"title": "unkonwn", "year": "", "genres": ""}
+        "title": "GoldenEye", "year": "1995", "genres": "Action|Adventure|Thriller", **live}
+    assert redis_client.hgetall(item_key(prefix, "267")) == {"title": "unkonwn", "year": "", "genres": "", **live}
+    # the lifecycle fields (the API's sessions read them): a withdrawn or expiring record, then available again
+    store_catalog([dict(catalog[0], available=False, expires_at=900)], redis_client, prefix=prefix)
+    assert redis_client.hmget(item_key(prefix, "1"), ["available", "expires_at"]) == ["false", "900"]
+    store_catalog([catalog[0]], redis_client, prefix=prefix)
+    assert redis_client.hmget(item_key(prefix, "1"), ["available", "expires_at"]) == ["true", ""]
     assert redis_client.scard(items_key(prefix)) == 1682
     assert redis_client.sismember(items_key(prefix), "1682")
 

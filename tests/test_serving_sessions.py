@@ -240,3 +240,14 @@ def test_a_rewritten_neighbour_list_is_read_again(client: TestClient, core: M.St
         assert again == ["77", "78"]
     finally:
         write_similar(rds, prefix, item, M.neighbors(core, item))
+
+
+def test_catalog_record_reads_the_lifecycle_fields() -> None:
+    """The hash ``ingest.catalog`` writes, back to the record the core applies (withdrawn, expiry)."""
+    from serving.sessions import catalog_record
+
+    fields = {"title": "T", "year": "1999", "genres": "Drama|War", "available": "false", "expires_at": "900"}
+    assert catalog_record("7", fields) == {"item_id": "7", "title": "T", "year": 1999, "genres": ["Drama", "War"],
+                                           "available": False, "expires_at": 900}
+    older = catalog_record("8", {"title": "U", "year": "", "genres": ""})  # a hash without them: available
+    assert older["available"] is True and older["expires_at"] is None

@@ -167,6 +167,12 @@ class Live:
             raise ValueError(f"mode {mode!r} must be one of {', '.join(SESSION_MODES)}")
         composed = copy.copy(self.state)
         composed.__dict__.update(self._user_side(events))
+        live, n_items = self.state, len(self.state.items)
+        now = int(composed.meta[2])  # the session's newest event: its event-time clock
+        if n_items and live.life_meta[0] <= now:  # an item of the catalog expires by then: gone for this session
+            gone = live.gone.copy()
+            gone[:n_items] |= live.expires[:n_items] <= now
+            composed.gone = gone
         ranking = M.rank(composed, [SESSION_USER], mode, n)
         ranked = int(ranking.length[0])
         cols = list(range(ranked))
