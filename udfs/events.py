@@ -10,9 +10,11 @@ field      rule
 event_id   id (below), or an integer
 user_id    id, or a non-negative integer
 item_id    id, or a non-negative integer
-type       one of ``rate``, ``view``, ``click``, ``cart``, ``purchase``
+type       one of ``rate``, ``view``, ``click``, ``cart``, ``purchase`` (engagements), ``dislike``,
+           ``hide`` (negative feedback: :data:`NEGATIVE_TYPES`)
 value      ``rate``: the rating, a finite number in ``model.min_rating..max_rating``;
            other types: optional positive finite number, default ``model.weights[type]``
+           (the model uses only the fact of a ``dislike`` or ``hide``, not its value)
 ts         event time, integer epoch milliseconds in ``limits.min_ts_ms..max_ts_ms``
 =========  ==========================================================================
 
@@ -52,7 +54,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-EVENT_TYPES = ("rate", "view", "click", "cart", "purchase")
+EVENT_TYPES = ("rate", "view", "click", "cart", "purchase", "dislike", "hide")
+"""Every event type; a type's code is its index (the JVM front's ``EventCheck.TYPES`` is the same list)."""
+NEGATIVE_TYPES = ("dislike", "hide")
+"""Negative feedback: the item is never recommended to the user again (``dislike`` also lowers its neighbours for
+the user); neither enters the log, co-occurrence, user-CF or trending (core.v2.model.learn)."""
+POSITIVE_TYPES = tuple(t for t in EVENT_TYPES if t not in NEGATIVE_TYPES)
+"""The engagement types (learned as positives)."""
 FIELDS = ("event_id", "user_id", "item_id", "type", "value", "ts")
 REQUIRED = ("event_id", "user_id", "item_id", "type", "ts")
 
@@ -82,7 +90,8 @@ class Limits:
 
     min_rating: float = 0.5
     max_rating: float = 5.0
-    weights: tuple[tuple[str, float], ...] = (("view", 1.0), ("click", 2.0), ("cart", 3.0), ("purchase", 5.0))
+    weights: tuple[tuple[str, float], ...] = (("view", 1.0), ("click", 2.0), ("cart", 3.0), ("purchase", 5.0),
+                                              ("dislike", 1.0), ("hide", 1.0))
     max_id_length: int = 128
     max_message_bytes: int = 65536
     min_ts_ms: int = 0

@@ -20,7 +20,7 @@ public final class EventCheck implements Serializable {
     private static final long serialVersionUID = 1L;
 
     /** {@code udfs.events.EVENT_TYPES}: a type's code is its index. */
-    static final String[] TYPES = {"rate", "view", "click", "cart", "purchase"};
+    static final String[] TYPES = {"rate", "view", "click", "cart", "purchase", "dislike", "hide"};
     static final String[] REQUIRED = {"event_id", "user_id", "item_id", "type", "ts"};
     static final List<String> FIELDS = List.of("event_id", "user_id", "item_id", "type", "value", "ts");
     private static final BigInteger MIN_LONG = BigInteger.valueOf(Long.MIN_VALUE);
@@ -292,7 +292,7 @@ public final class EventCheck implements Serializable {
         }
         if (code < 0) {
             throw new PyJson.Failure("unknown_type", "type " + PyRepr.repr(etype, 40)
-                    + " is not one of rate, view, click, cart, purchase in event " + eventId);
+                    + " is not one of " + String.join(", ", TYPES) + " in event " + eventId);
         }
         e.type = (byte) code;
         e.ts = ts(obj.get("ts"), eventId);
