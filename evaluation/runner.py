@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 ARMS: tuple[str, ...] = ("popular", "itemcf", "usercf", "content", "weighted", "rrf", "borda", "learned")
 FUSION_ARMS: tuple[str, ...] = ("weighted", "rrf", "borda", "learned")
 OFFLINE_KINDS: tuple[str, ...] = ("random", "temporal", "loo")
+DISLIKE_MAX_RATING = 2.0
+"""The dislike protocol turns a share of the ratings at or below this into ``dislike`` events."""
 """The offline protocols: random per-user split, temporal per-user split, leave-last-one-out."""
 LEARN_CHUNK = 5000
 """Events per ``learn`` call when an offline protocol learns its training part (the state does not depend on it)."""
@@ -124,9 +127,10 @@ class BoundRow:
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: str  # "prequential", one of OFFLINE_KINDS, or "bounds"
+    kind: str  # "prequential", one of OFFLINE_KINDS, "bounds" or "dislike"
     total: int  # progress units (events) for the bar
-    variant: Mapping[str, Any] = field(default_factory=dict)  # bounds: model arguments of this run
+    variant: Mapping[str, Any] = field(default_factory=dict)  # bounds: model arguments of this run; dislike: share,
+    # as_dislike
     method: str = "itemcf"  # bounds: the one candidate generator kept (and ranked with)
     rows: tuple[BoundRow, ...] = ()  # bounds: the table rows this run fills
 
@@ -135,6 +139,21 @@ def load_data(opts: Options) -> tuple[list[Event], list[dict[str, Any]]]:
     events = load_events(opts.data_dir, limit=opts.limit)
     catalog = load_catalog(opts.data_dir)
     return events, catalog
+
+
+def low_ratings(events: Sequence[Event], share: float, seed: int = 0) -> set[str]:
+    """The ids of a seeded ``share`` of the ratings ``<= DISLIKE_MAX_RATING`` (each drawn by (seed, event id) alone,
+    so a larger share holds a smaller one's events)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"dislike share {share!r} must be in (0, 1]")
+    cut = share * 2**32
+    return {e.event_id for e in events if e.type == "rate" and e.weight <= DISLIKE_MAX_RATING
+            and zlib.crc32(f"{seed}:{e.event_id}".encode()) < cut}
+
+
+def as_dislikes(events: Sequence[Event], ids: set[str]) -> list[Event]:
+    """``events`` with those of ``ids`` sent as ``dislike`` (weight 1) instead."""
+    return [e._replace(type="dislike", weight=1.0) if e.event_id in ids else e for e in events]
 
 
 def _arms(model: Model) -> dict[str, tuple[Model, str]]:
@@ -159,6 +178,17 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
         out.update(_prequential_summary(res))
         out["combiner"] = {"weights": M.combiner(model.state), "examples": int(model.state.comb_n[0])}
         out["model"] = _model_settings(model.state.settings)
+    elif task.kind == "dislike":
+        # the same scored events in both runs: the chosen low ratings are learned (as ratings, or as dislikes) and
+        # never scored
+        chosen = low_ratings(events, float(task.variant["share"]), opts.seed)
+        model = build_model(opts, catalog)
+        stream = as_dislikes(events, chosen) if task.variant["as_dislike"] else list(events)
+        res = prequential(_arms(model), stream, k=opts.k, sample_every=opts.sample_every, window=opts.window,
+                          seed=opts.seed, progress=progress, unscored=chosen)
+        out.update(_prequential_summary(res))
+        out["variant"] = {**task.variant, "n_chosen": len(chosen),
+                          "n_low": sum(1 for e in events if e.type == "rate" and e.weight <= DISLIKE_MAX_RATING)}
     elif task.kind == "bounds":
         variant = dict(task.variant)
         method = task.method
@@ -186,7 +216,8 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
                          "usercf_max_raters": s.usercf_max_raters, "usercf_row_cap": s.usercf_row_cap},
         })
     else:
-        raise ValueError(f"task kind {task.kind!r} must be prequential, {', '.join(OFFLINE_KINDS)} or bounds")
+        raise ValueError(f"task kind {task.kind!r} must be prequential, {', '.join(OFFLINE_KINDS)}, bounds or "
+                         "dislike")
     out["seconds"] = time.perf_counter() - t0
     logger.info("task %s done in %.1f s", task.name, out["seconds"])
     return out

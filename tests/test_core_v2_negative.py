@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from reference import CATALOG
+from reference import NEG_CATALOG, NEG_SCORE_C, NEG_SIM_XC, NEG_STREAM
 
 from core.v2 import catalog as C
 from core.v2 import model as M
@@ -19,13 +19,8 @@ from udfs.events import Event
 
 EXACT: dict[str, Any] = {"half_life_s": None, "trending_half_life_s": None, "trending_window_s": 3600.0,
                          "trending_buckets": 12, "train_combiner": False}
-# u2: a 4, b 5, c 1, x 3; u5: x 2, c 2; u1: a 5, b 4.
-# norm_a = 41, norm_b = 41, norm_c = 1 + 4 = 5, norm_x = 9 + 4 = 13; C[a][c] = 4, C[b][c] = 5, C[x][c] = 3 + 4 = 7.
-# u1's item-CF score of c: 5 · 4/√205 + 4 · 5/√205 = 40/√205; a dislike of x takes dislike_weight · 7/√65 off it.
-STREAM = [("u2", "a", 4.0), ("u2", "b", 5.0), ("u2", "c", 1.0), ("u2", "x", 3.0), ("u5", "x", 2.0),
-          ("u5", "c", 2.0), ("u1", "a", 5.0), ("u1", "b", 4.0)]
-SCORE_C = 40 / math.sqrt(205)
-SIM_XC = 7 / math.sqrt(65)
+# the hand-worked fixture of tests/reference.py: u1's item-CF score of c is 40/√205, cos(x, c) = 7/√65
+STREAM, SCORE_C, SIM_XC = NEG_STREAM, NEG_SCORE_C, NEG_SIM_XC
 
 
 def ev(n: int, user: str, item: str, w: float = 1.0, etype: str = "rate") -> Event:
@@ -35,7 +30,7 @@ def ev(n: int, user: str, item: str, w: float = 1.0, etype: str = "rate") -> Eve
 def model(stream: list[tuple[str, str, float]] = STREAM, extra: list[Event] = (), **kwargs: Any  # type: ignore[assignment]
           ) -> M.State:
     state = M.new_state(Settings(**{**EXACT, **kwargs}))
-    M.add_items(state, [*CATALOG, {"item_id": "x", "title": "Xray", "year": None, "genres": ["Comedy", "Drama"]}])
+    M.add_items(state, NEG_CATALOG)
     for n, (u, i, w) in enumerate(stream):
         M.learn(state, M.Batch.of([ev(n, u, i, w)]), train=state.settings.train_combiner)
     if extra:

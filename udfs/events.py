@@ -14,7 +14,7 @@ type       one of ``rate``, ``view``, ``click``, ``cart``, ``purchase`` (engagem
            ``hide`` (negative feedback: :data:`NEGATIVE_TYPES`)
 value      ``rate``: the rating, a finite number in ``model.min_rating..max_rating``;
            other types: optional positive finite number, default ``model.weights[type]``
-           (the model uses only the fact of a ``dislike`` or ``hide``, not its value)
+           (``dislike``, ``hide``: default 1; the model uses only the fact, not the value)
 ts         event time, integer epoch milliseconds in ``limits.min_ts_ms..max_ts_ms``
 =========  ==========================================================================
 
@@ -59,6 +59,8 @@ EVENT_TYPES = ("rate", "view", "click", "cart", "purchase", "dislike", "hide")
 NEGATIVE_TYPES = ("dislike", "hide")
 """Negative feedback: the item is never recommended to the user again (``dislike`` also lowers its neighbours for
 the user); neither enters the log, co-occurrence, user-CF or trending (core.v2.model.learn)."""
+NEGATIVE_WEIGHT = 1.0
+"""The weight of a negative event without a value (the model uses only the fact of it)."""
 POSITIVE_TYPES = tuple(t for t in EVENT_TYPES if t not in NEGATIVE_TYPES)
 """The engagement types (learned as positives)."""
 FIELDS = ("event_id", "user_id", "item_id", "type", "value", "ts")
@@ -90,8 +92,7 @@ class Limits:
 
     min_rating: float = 0.5
     max_rating: float = 5.0
-    weights: tuple[tuple[str, float], ...] = (("view", 1.0), ("click", 2.0), ("cart", 3.0), ("purchase", 5.0),
-                                              ("dislike", 1.0), ("hide", 1.0))
+    weights: tuple[tuple[str, float], ...] = (("view", 1.0), ("click", 2.0), ("cart", 3.0), ("purchase", 5.0))
     max_id_length: int = 128
     max_message_bytes: int = 65536
     min_ts_ms: int = 0
@@ -212,7 +213,7 @@ def validate_event(obj: Any, limits: Limits = DEFAULT_LIMITS) -> Event:
             )
         weight = float(value)
     else:
-        weight = dict(limits.weights)[etype] if value is None else float(value)
+        weight = dict(limits.weights).get(etype, NEGATIVE_WEIGHT) if value is None else float(value)
         if not weight > 0:
             raise InvalidEvent("bad_value", f"value {value!r} of {etype} event {event_id} must be positive")
     return Event(event_id, user_id, item_id, etype, weight, ts)
