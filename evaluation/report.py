@@ -182,7 +182,7 @@ def dislike_section(base: Mapping[str, Any], neg: Mapping[str, Any]) -> str:
     rows = []
     for a in _arms(mb):
         _, _, z = mcnemar(base["hits"][a], neg["hits"][a]) if "hits" in base and "hits" in neg else (0, 0, 0.0)
-        rows.append((a, mb[a]["HR"], mn[a]["HR"], f"{mn[a]['HR'] - mb[a]['HR']:+.4f}", f"{-z:+.2f}",
+        rows.append((a, mb[a]["HR"], mn[a]["HR"], f"{mn[a]['HR'] - mb[a]['HR']:+.4f}", f"{0.0 - z:+.2f}",
                      mb[a]["NDCG"], mn[a]["NDCG"], f"{mn[a]['NDCG'] - mb[a]['NDCG']:+.4f}",
                      mb[a]["MRR"], mn[a]["MRR"], f"{mn[a]['MRR'] - mb[a]['MRR']:+.4f}"))
     table = md_table(("method", f"HR@{k} rated", "dislike", "Δ", "z", f"NDCG@{k} rated", "dislike", "Δ",
