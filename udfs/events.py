@@ -213,7 +213,11 @@ def validate_event(obj: Any, limits: Limits = DEFAULT_LIMITS) -> Event:
             )
         weight = float(value)
     else:
-        weight = dict(limits.weights).get(etype, NEGATIVE_WEIGHT) if value is None else float(value)
+        weights = dict(limits.weights)
+        if value is not None:
+            weight = float(value)
+        else:  # every engagement type has a configured weight; negative feedback need not
+            weight = weights.get(etype, NEGATIVE_WEIGHT) if etype in NEGATIVE_TYPES else weights[etype]
         if not weight > 0:
             raise InvalidEvent("bad_value", f"value {value!r} of {etype} event {event_id} must be positive")
     return Event(event_id, user_id, item_id, etype, weight, ts)
