@@ -92,9 +92,9 @@ def test_a_dislike_lowers_content_scores_by_the_weight_times_the_cosine(search: 
     before = model(content_search=search, dislike_weight=0.5)
     after = model(extra=[ev(100, "u1", "x", etype="dislike")], content_search=search, dislike_weight=0.5)
     for mode in ("content", "weighted"):
-        was = {i: s for i, s, r in ranked(before, "u1", "content", 50) if r != "trending"}
-        now = {i: s for i, s, r in ranked(after, "u1", "content", 50) if r != "trending"}
         assert "x" not in {i for i, _, _ in ranked(after, "u1", mode, 50)}
+    was = {i: s for i, s, r in ranked(before, "u1", "content", 50) if r != "trending"}
+    now = {i: s for i, s, r in ranked(after, "u1", "content", 50) if r != "trending"}
     assert "x" in was and "d" in now
     xv = _dense(after, "x")
     for j, s in was.items():
