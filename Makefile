@@ -108,7 +108,7 @@ eval: $(STAMP) ## every mode on MovieLens-100K: prequential, random 75/25, per-u
 bench: services-up ## throughput, freshness and scale benchmarks -> results/bench/
 	$(PY) -m bench $(ARGS)
 
-bench-api: services-up ## API latency at 500 req/s for 30 s (GET recommendations) -> results/bench-api.json
+bench-api: services-up ## API latency: GET recommendations at 500 req/s, then 20-item sessions at 200 req/s, 30 s each -> results/bench-api.json
 	$(PY) -m serving.bench_api $(ARGS)
 
 clean: ## remove caches, results and service data (keeps .venv and jars)

@@ -7,7 +7,9 @@ Runs every mode of the model (:mod:`core.v2.model`) through:
    a. the random 75/25 per-user split with Microsoft Recommenders' metrics, SAR's published row beside it;
    b. a per-user temporal split (each user's last 20% of events by time in test);
    c. leave-last-one-out (each user's last event in test), HR@10 / NDCG@10 against every item;
-3. beyond-accuracy metrics (coverage, novelty, intra-list diversity) of the random-split lists;
+3. beyond-accuracy metrics (coverage, novelty, intra-list diversity) of the random-split lists, and the MMR
+   diversity re-rank of the configured mode for several λ (``--mmr-lambdas``): prequential HR@10 / NDCG@10 against
+   intra-list diversity and coverage, with the recommended λ;
 4. the cost of the model's bounds ("cost of the bounds" table): each bound varied alone, the others as
    configured, with the one method it bounds running alone --
    item-CF's history cap (``model.history_cap``, ``--caps``; with and without time decay) and co-occurrence row cap
@@ -19,7 +21,8 @@ Runs every mode of the model (:mod:`core.v2.model`) through:
    instead, prequential, beside the same replay with them sent as ratings; both score the same events (the chosen
    low ratings are learned, never scored).
 
-Writes ``results.md``, ``results.json``, ``prequential.png``, ``offline.png`` and ``bounds.png`` into ``--out``
+Writes ``results.md``, ``results.json``, ``prequential.png``, ``offline.png``, ``diversity.png`` and ``bounds.png``
+into ``--out``
 and prints the Markdown. ``--docs DIR`` also copies the plots to ``DIR/eval-<name>.png`` (``docs/img`` is the
 committed folder docs/evaluation.md embeds; ``results/`` is git-ignored).
 """
@@ -58,7 +61,7 @@ from evaluation.runner import OFFLINE_KINDS, BoundRow, Options, Task, run_task  
 
 logger = logging.getLogger("evaluation")
 
-PROTOCOLS = ("prequential", "random", "temporal", "loo", "bounds", "dislike")
+PROTOCOLS = ("prequential", "random", "temporal", "loo", "diversity", "bounds", "dislike")
 DISLIKE_TASKS = ("dislike: as ratings", "dislike: as dislikes")
 """The dislike protocol's two replays: the chosen low ratings sent as ratings (the baseline), then as dislikes."""
 #: Each offline protocol's result name (the key in results.json), in report order.
@@ -68,6 +71,7 @@ DEFAULT_ROW_CAPS = "0,100,50"  # exact; make bench's scale run (model.row_cap=10
 DEFAULT_MAX_RATERS = "0,50,20"  # exact; the configured default (model.hybrid.usercf_max_raters); tighter
 DEFAULT_USERCF_ROW_CAPS = "0,50"  # exact; make bench's scale run (model.hybrid.usercf_row_cap=50)
 DEFAULT_SAMPLE_EVERY = 10
+DEFAULT_MMR_LAMBDAS = "0,0.2,0.5,0.8,1.2,2"
 DOCS_DIR = "docs/img"
 EXAMPLES = """\
 examples:
@@ -164,6 +168,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dislike-share", type=float, default=0.5, metavar="F",
                    help="dislike protocol: share of the ratings <= 2 sent as dislike instead (seeded per event; "
                         "default: %(default)s)")
+    p.add_argument("--mmr-lambdas", default=DEFAULT_MMR_LAMBDAS, metavar="LIST",
+                   help="diversity table: MMR λ values, the first the reference (default: %(default)s)")
     p.add_argument("--decay-half-life-s", type=float, metavar="S",
                    help="bounds table: half-life of the 'decay on' rows (default: the model's half_life_s, or 600)")
     p.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
@@ -177,6 +183,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--protocols {args.protocols!r}: unknown {', '.join(bad) or '(empty)'}; "
                 f"choose from {', '.join(PROTOCOLS)}")
     args.protocols = protocols
+    try:
+        args.mmr_lambdas = [float(x) for x in args.mmr_lambdas.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--mmr-lambdas {args.mmr_lambdas!r}: a comma-separated list of numbers >= 0, e.g. 0,0.2,0.5")
+    if not args.mmr_lambdas or any(not lam >= 0 for lam in args.mmr_lambdas):
+        p.error(f"--mmr-lambdas {args.mmr_lambdas!r}: give one or more numbers >= 0")
     args.caps = _bound_values(p, "--caps", args.caps)
     args.row_caps = _bound_values(p, "--row-caps", args.row_caps)
     args.max_raters = _bound_values(p, "--max-raters", args.max_raters)
@@ -277,6 +289,8 @@ def build_tasks(args: argparse.Namespace, n_events: int, half_life_s: float,
         share = getattr(args, "dislike_share", 0.5)
         head += [Task(name, "dislike", n_events, {"share": share, "as_dislike": as_dislike})
                  for name, as_dislike in zip(DISLIKE_TASKS, (False, True), strict=True)]
+    if "diversity" in args.protocols:
+        head.append(Task("diversity", "diversity", n_events, {"lambdas": tuple(args.mmr_lambdas)}))
     if "bounds" in args.protocols:
         runs: dict[tuple[Any, ...], tuple[str, dict[str, Any], list[BoundRow]]] = {}
         for row, method, variant in bound_rows(args, half_life_s, configured):
@@ -380,6 +394,10 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any], k: int) -> 
             parts += ["", f"## {title}", "", section]
     if "random split" in results:
         parts += ["", "## 3. Beyond accuracy (random split lists)", "", report.beyond_section(results["random split"])]
+    if "diversity" in results:
+        results["diversity"]["k"] = k
+        parts += ["", f"## 3b. Diversity: MMR re-rank, prequential HR@{k} against intra-list diversity", "",
+                  report.diversity_section(results["diversity"]), "", "Plot: `diversity.png`."]
     bounds = report.bound_rows(results.values())
     if bounds:
         parts += ["", "## 4. Cost of the bounds (item-CF and user-CF alone, prequential)", "",
@@ -451,6 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if splits:
         plots.append(out / "offline.png")
         report.plot_offline(splits, plots[-1])
+    if "diversity" in results:
+        plots.append(out / "diversity.png")
+        report.plot_diversity(results["diversity"], plots[-1])
     bounds = report.bound_rows(results.values())
     if bounds:
         plots.append(out / "bounds.png")

@@ -10,10 +10,11 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from core.metrics import intra_list_diversity
 from core.v2 import model as M
 from core.v2.settings import Settings
 from evaluation.protocols import (
@@ -41,6 +42,8 @@ OFFLINE_KINDS: tuple[str, ...] = ("random", "temporal", "loo")
 DISLIKE_MAX_RATING = 2.0
 """The dislike protocol turns a share of the ratings at or below this into ``dislike`` events."""
 """The offline protocols: random per-user split, temporal per-user split, leave-last-one-out."""
+MMR_POOL = 50
+"""The diversity task: each list is picked by MMR from the mode's best this many."""
 LEARN_CHUNK = 5000
 """Events per ``learn`` call when an offline protocol learns its training part (the state does not depend on it)."""
 
@@ -92,6 +95,39 @@ class Model:
         return M.render(self.state, M.rank(self.state, [user], mode, n))[0]
 
 
+class Diversified:
+    """A prequential arm that ranks ``pool`` deep and picks ``n`` by MMR with ``lam`` (:func:`core.v2.model.diversify`,
+    content similarity); the arms of one diversity task share ``model``, and only the arm with ``learns`` feeds it
+    events. Records each list's intra-list diversity (genre Jaccard, :func:`core.metrics.intra_list_diversity`, as in
+    the beyond-accuracy table) and the items it recommended."""
+
+    def __init__(self, model: Model, lam: float, genres: Mapping[str, Collection[str]], learns: bool,
+                 pool: int = MMR_POOL) -> None:
+        self.model, self.lam, self.genres, self.learns, self.pool = model, lam, genres, learns, pool
+        self.ild_sum = 0.0
+        self.lists = 0
+        self.items: set[str] = set()
+
+    def learn_one(self, event: Event) -> None:
+        if self.learns:
+            self.model.learn_one(event)
+
+    def rank(self, user: str, n: int | None = None, mode: str | None = None) -> list[tuple[str, float, str]]:
+        state = self.model.state
+        n = state.settings.top_n if n is None else n
+        deep = M.rank(state, [user], mode, max(n, self.pool))
+        row = M.render(state, M.diversify(state, deep, n, self.lam))[0]
+        ids = [item for item, _, _ in row]
+        self.ild_sum += intra_list_diversity(ids, self.genres)
+        self.lists += 1
+        self.items.update(ids)
+        return row
+
+
+def lambda_label(lam: float) -> str:
+    return f"λ={lam:g}"
+
+
 def build_model(opts: Options, catalog: list[dict[str, Any]], exclude_all: bool = False, **extra: Any) -> Model:
     """A :class:`Model` from the config, the ``--param`` overrides and ``extra``, catalog loaded. ``exclude_all``:
     rank with ``exclude_types`` = every event type, so a user's list never holds an item they engaged (the offline
@@ -127,10 +163,10 @@ class BoundRow:
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: str  # "prequential", one of OFFLINE_KINDS, "bounds" or "dislike"
+    kind: str  # "prequential", one of OFFLINE_KINDS, "diversity", "bounds" or "dislike"
     total: int  # progress units (events) for the bar
-    variant: Mapping[str, Any] = field(default_factory=dict)  # bounds: model arguments of this run; dislike: share,
-    # as_dislike
+    variant: Mapping[str, Any] = field(default_factory=dict)  # bounds: model arguments; diversity: {"lambdas": [...]};
+    # dislike: {"share", "as_dislike"}
     method: str = "itemcf"  # bounds: the one candidate generator kept (and ranked with)
     rows: tuple[BoundRow, ...] = ()  # bounds: the table rows this run fills
 
@@ -178,6 +214,20 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
         out.update(_prequential_summary(res))
         out["combiner"] = {"weights": M.combiner(model.state), "examples": int(model.state.comb_n[0])}
         out["model"] = _model_settings(model.state.settings)
+    elif task.kind == "diversity":
+        model = build_model(opts, catalog)
+        genres = {r["item_id"]: r["genres"] for r in catalog}
+        lambdas = [float(x) for x in task.variant["lambdas"]]
+        mode = model.state.settings.mode
+        arms = {lambda_label(lam): Diversified(model, lam, genres, learns=i == 0) for i, lam in enumerate(lambdas)}
+        res = prequential({name: (arm, mode) for name, arm in arms.items()}, events, k=opts.k,
+                          sample_every=opts.sample_every, window=opts.window, seed=opts.seed, progress=progress)
+        out.update(_prequential_summary(res))
+        out.update({
+            "mode": mode, "lambdas": lambdas, "pool": MMR_POOL,
+            "diversity": {name: {"ILD": arm.ild_sum / max(arm.lists, 1),
+                                 "coverage": len(arm.items) / max(len(catalog), 1)} for name, arm in arms.items()},
+        })
     elif task.kind == "dislike":
         # the same scored events in both runs: the chosen low ratings are learned (as ratings, or as dislikes) and
         # never scored
@@ -216,8 +266,8 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
                          "usercf_max_raters": s.usercf_max_raters, "usercf_row_cap": s.usercf_row_cap},
         })
     else:
-        raise ValueError(f"task kind {task.kind!r} must be prequential, {', '.join(OFFLINE_KINDS)}, bounds or "
-                         "dislike")
+        raise ValueError(f"task kind {task.kind!r} must be prequential, {', '.join(OFFLINE_KINDS)}, diversity, "
+                         "bounds or dislike")
     out["seconds"] = time.perf_counter() - t0
     logger.info("task %s done in %.1f s", task.name, out["seconds"])
     return out

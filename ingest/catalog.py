@@ -6,7 +6,8 @@ The catalog (MovieLens-100K movies or the synthetic items) goes to two places:
   ``item_id``: ``{"item_id": "1", "title": "Toy Story", "year": 1995, "genres": ["Animation", ...]}``;
 * Redis, for display: a HASH ``{prefix}item:{item_id}`` with fields ``title``, ``year`` (empty when
   unknown) and ``genres`` (joined by ``|``), and a SET ``{prefix}items`` of all item ids
-  (``prefix`` is ``redis.prefix``, ``rec:`` by default). Writes are pipelined.
+  (``prefix`` is ``redis.prefix``, ``rec:`` by default), then ``INCR {prefix}catalog:version`` (the API's session
+  ranking keeps the catalog in memory while the version holds). Writes are pipelined.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def item_key(prefix: str, item_id: str) -> str:
 def items_key(prefix: str) -> str:
     """The Redis key of the set of all item ids."""
     return f"{prefix}items"
+
+
+def catalog_version_key(prefix: str) -> str:
+    """The Redis key incremented after every catalog write (``serving.sessions`` keeps the catalog while it holds)."""
+    return f"{prefix}catalog:version"
 
 
 def redis_fields(record: Mapping[str, Any]) -> dict[str, str]:
@@ -96,6 +102,7 @@ def store_catalog(records: Iterable[Mapping[str, Any]], redis_client: Any, prefi
             pipe.execute()
         if stale_ids:
             logger.info("removed %d stale item(s) from Redis", len(stale_ids))
+    redis_client.incr(catalog_version_key(prefix))  # readers that keep the catalog (API sessions) re-read it
     logger.info("stored %d item(s) in Redis under %s", len(ids), item_key(prefix, "*"))
     return len(ids)
 

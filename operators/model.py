@@ -42,6 +42,7 @@ from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, Runtime
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 
 from core.v2 import model as M
+from core.v2.session import published_trending
 from core.v2.settings import Settings
 from operators.compat import subtask
 from operators.metrics_catalog import RANKING_MS_BOUNDS, Histogram, counter_adder, gauge_setter
@@ -297,11 +298,7 @@ class Model(KeyedBroadcastProcessFunction):
         self._count["rankings"](len(users))
         self._ranking_ms.observe([took / len(users)] * len(users))
         self._model_bytes(state.nbytes())
-        items, scores = M.trending(state)
-        names = state.items.names
-        # trending scores are decayed sums: published rounded, as recommendation scores are (udfs.serde.recs_message)
-        trending = [(names[i], round(float(s), 6)) for i, s in zip(items[: self.settings.top_n].tolist(),
-                                                                   scores[: self.settings.top_n].tolist(), strict=True)]
+        trending = published_trending(state, self.settings.trending_size)
         combiner = None
         seen = int(state.comb_n[0])
         if self.train and (seen != self.combiner_seen or final):

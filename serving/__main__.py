@@ -33,6 +33,16 @@ def _seconds(raw: str) -> float:
     return value
 
 
+def _count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not an integer") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} is outside 1..1000")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m serving",
@@ -46,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
   python -m serving --set redis.prefix=demo: --set kafka.topics.events=demo-events
   python -m serving --config my.yaml --max-age 60       /healthz fails when the newest result is > 60 s old
   curl -s 'http://127.0.0.1:8000/users/196/recommendations?n=5'
+  curl -s -X POST localhost:8000/sessions/recommendations -d '{"items": [{"item_id": "50"}]}'
 """)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
@@ -56,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="/healthz answers 503 when the newest recommendation is older (default 600; 0: never)")
     parser.add_argument("--no-script", action="store_true",
                         help="read Redis with GET + pipelined HGETALL instead of the one-round-trip Lua script")
+    parser.add_argument("--session-max-items", type=_count, default=None, metavar="N",
+                        help="most events one POST /sessions/recommendations may hold (default 50)")
     parser.add_argument("--access-log", action="store_true", help="log every request (off by default: it is slow)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                         help="log level (default info)")
@@ -75,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from serving.api import create_app
 
-    app = create_app(cfg, max_age_s=args.max_age, use_script=not args.no_script)
+    extra = {} if args.session_max_items is None else {"session_max_items": args.session_max_items}
+    app = create_app(cfg, max_age_s=args.max_age, use_script=not args.no_script, **extra)
     gc.freeze()  # the objects made so far live for the whole run: keep them out of the collector's scans
     logger.info("serving on http://%s:%d/ (Redis %s:%s prefix %r, Kafka %s)", args.host, args.port,
                 cfg["redis"]["host"], cfg["redis"]["port"], cfg["redis"]["prefix"], cfg["kafka"]["bootstrap"])

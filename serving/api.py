@@ -13,6 +13,10 @@ endpoint                                   answer
 ``GET /items/{item_id}/similar?n=10``      the item's nearest neighbours with their titles
 ``GET /items?q=toy&limit=20``              catalog search by title (case-insensitive substring) or exact id
 ``GET /trending?n=10``                     the trending items, with the same ``exclude`` and ``genre`` filters
+``POST /sessions/recommendations``         an anonymous visitor's recent items ``{"items": [{"item_id", "type",
+                                           "value", "ts"}]}`` ranked by the model core from the published model
+                                           (:mod:`serving.sessions`); ``?n=``, ``exclude``, ``genre`` as above,
+                                           ``?mode=`` a session mode; 400 naming the field and value of bad input
 ``POST /events``                           one event or a list: 202 ``{"accepted", "rejected": []}``; 422 with
                                            per-record errors when some are invalid (the valid ones are still
                                            produced); 400 body not JSON; 413 too large; 503 Kafka unavailable
@@ -40,7 +44,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path as FsPath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import FastAPI, Path, Query, Request
@@ -55,10 +59,12 @@ from redis.exceptions import RedisError, ResponseError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.v2.session import SESSION_MODES
 from ingest.producer import event_record
 from serving.kafka_io import EventPublisher, KafkaProbe, ProbeResult, PublishError
 from serving.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
 from serving.paths import IdPathMiddleware
+from serving.sessions import MAX_SESSION_ITEMS, Sessions
 from serving.store import (
     CorruptDocument,
     Filters,
@@ -127,6 +133,18 @@ class RecommendationsOut(BaseModel):
                                        "(then `count` < `requested`)")
 
 
+class SessionOut(BaseModel):
+    count: int
+    items: list[RankedItem]
+    mode: str = Field(description="the session mode that ranked the items")
+    requested: int = Field(description="the n asked for")
+    stored: int = Field(description="items ranked (model.stored_n deep) that the filters chose from")
+    complete: bool = Field(description="false when fewer than `requested` ranked items pass the filters")
+    used: list[str] = Field(description="the session's items the model knows (in the catalog or with a neighbour "
+                                        "list), in order of first appearance: the ranking read these")
+    unknown: int = Field(description="items of the session the model does not know: ignored")
+
+
 class ItemOut(BaseModel):
     item_id: str
     title: str | None
@@ -188,6 +206,77 @@ class EventsFailedOut(EventsOut):
 class HealthOut(BaseModel):
     status: str = Field(description="ok or unavailable")
     checks: dict[str, dict[str, Any]]
+
+
+def session_json_schema(limits: Limits, max_items: int) -> dict[str, Any]:
+    """The JSON Schema of a session (``POST /sessions/recommendations``)."""
+    ident = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": limits.max_id_length},
+                       {"type": "integer", "minimum": 0}]}
+    item = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["item_id"],
+        "properties": {
+            "item_id": ident,
+            "type": {"type": "string", "enum": list(EVENT_TYPES), "default": "view"},
+            "value": {"type": "number",
+                      "description": f"rate: the rating, {limits.min_rating:g}..{limits.max_rating:g} (required); "
+                                     "other types: optional positive weight (default model.weights[type])"},
+            "ts": {"type": "integer", "minimum": limits.min_ts_ms, "maximum": limits.max_ts_ms,
+                   "description": "event time, epoch milliseconds (default: the time of the request)"},
+        },
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": item, "maxItems": max_items,
+                                 "description": "the visitor's recent events, oldest first (events are ordered by "
+                                                "ts, then by their place in this list)"}},
+        "example": {"items": [{"item_id": "50", "type": "view"}, {"item_id": "172", "type": "click"},
+                              {"item_id": "181", "type": "rate", "value": 4.5}]},
+    }
+
+
+def parse_session(payload: Any, limits: Limits, max_items: int, now_ms: int) -> list[Event]:
+    """The events of a session body (see :func:`session_json_schema`); ``InvalidEvent`` names the field and value
+    (``items[3]`` is the fourth event)."""
+    if not isinstance(payload, dict):
+        raise InvalidEvent("not_an_object", f"the body must be a JSON object {{\"items\": [...]}}, got "
+                                            f"{type(payload).__name__}")
+    extra = sorted(k for k in payload if k != "items")
+    if extra:
+        raise InvalidEvent("unknown_field", f"unknown field(s) {', '.join(repr(k)[:40] for k in extra[:5])} "
+                                            "(the body holds only items)")
+    items = payload.get("items")
+    if not isinstance(items, list):
+        raise InvalidEvent("missing_field" if items is None else "wrong_type",
+                           f"items {items!r:.60} must be a list of {{item_id, type, value, ts}} objects")
+    if len(items) > max_items:
+        raise InvalidEvent("too_many", f"items holds {len(items)} events, more than {max_items}")
+    events = []
+    for i, obj in enumerate(items):
+        where = f"items[{i}]"
+        if not isinstance(obj, dict):
+            raise InvalidEvent("not_an_object", f"{where} {obj!r:.60} must be an object {{item_id, type, value, ts}}")
+        extra = sorted(k for k in obj if k not in ("item_id", "type", "value", "ts"))
+        if extra:
+            raise InvalidEvent("unknown_field",
+                               f"{where}: unknown field(s) {', '.join(repr(k)[:40] for k in extra[:5])}")
+        if "item_id" not in obj:
+            raise InvalidEvent("missing_field", f"{where}: missing field item_id")
+        record = {"event_id": where, "user_id": "session", "item_id": obj["item_id"], "type": obj.get("type", "view"),
+                  "ts": obj.get("ts", now_ms)}
+        if obj.get("value") is not None:
+            record["value"] = obj["value"]
+        try:
+            events.append(validate_event(record, limits))
+        except InvalidEvent as exc:
+            text = str(exc)
+            for said in (f" in event {where}", f" for event {where}"):
+                text = text.replace(said, "")
+            raise InvalidEvent(exc.reason, f"{where}: {text.replace(f' event {where} ', ' event ')}") from None
+    return events
 
 
 def event_json_schema(limits: Limits) -> dict[str, Any]:
@@ -347,24 +436,26 @@ def _drop_default_422(schema: dict[str, Any]) -> None:
 
 def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any = None, *,
                max_age_s: float = DEFAULT_MAX_AGE_S, kafka_timeout_s: float = 10.0, use_script: bool = True,
-               static_dir: str | FsPath | None = None) -> FastAPI:
+               static_dir: str | FsPath | None = None, session_max_items: int = MAX_SESSION_ITEMS) -> FastAPI:
     """Build the API over the Redis layout and the events topic of ``cfg`` (from :func:`config.load_config`).
 
     ``redis_client``: an existing ``redis.asyncio.Redis`` (not closed by the app; by default one is made from
     the ``redis`` section). ``producer``: an existing ``KafkaProducer`` (not closed; by default one is made on
     the first ``POST /events``). ``max_age_s``: ``/healthz`` reports 503 when the newest recommendation is older
     (0 disables the freshness rule). ``use_script``: read a document and its catalog hashes in one round trip
-    with a Lua script (else GET + pipelined HGETALL).
+    with a Lua script (else GET + pipelined HGETALL). ``session_max_items``: the most events a session may hold.
     """
     if redis_client is not None:
         _check_redis_client(redis_client)
     state = _State(cfg, redis_client, producer, max_age_s, kafka_timeout_s, use_script)
+    sessions = Sessions(cfg["model"], state.prefix, int(cfg["model"]["stored_n"]), use_script=use_script)
     static = FsPath(static_dir) if static_dir is not None else STATIC_DIR
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.open()
         logger.info("serving Redis %s prefix %r, events topic %s", state.redis_addr, state.prefix, state.events_topic)
+        await run_in_threadpool(sessions.warm_up)  # the session kernels compiled before the first request
         try:
             yield
         finally:
@@ -512,6 +603,52 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
         items = ranked(found) if found is not None else []
         return _json({"count": len(items), "items": items, "requested": n,
                       "stored": found.stored if found is not None else 0, "complete": len(items) == n})
+
+    SessionMode = Annotated[Literal[SESSION_MODES] | None, Query(  # type: ignore[valid-type]
+        description=f"how the session is ranked (default: the job's mode model.hybrid.mode, {sessions.mode} here; "
+                    "learned and usercf rank as weighted: a session has no neighbours and the job does not publish "
+                    "the learned combiner's item statistics)")]
+
+    @app.post("/sessions/recommendations", response_model=None, tags=["recommendations"],
+              summary="Recommendations for an anonymous session from its recent items",
+              description=(
+                  "Ranks the visitor's recent events with the model core (`core.v2.session`) as it ranks a user whose "
+                  "history they are: item-CF over the item neighbour lists in Redis, content over the catalog, the "
+                  "trending items, fused as the mode says, with the same scores and reasons; no user-CF. Items "
+                  "neither in the catalog nor with a neighbour list are ignored (`unknown`), the session's own items "
+                  "are not recommended (model.hybrid.exclude_types). The first `n` of the "
+                  f"{state.cfg['model']['stored_n']} best (`model.stored_n`) that pass `exclude` and `genre`."),
+              responses={200: {"model": SessionOut},
+                         400: {"model": ValidationErrorOut,
+                               "description": "the body is not a session (not JSON, a field of an event invalid, "
+                                              f"more than {session_max_items} events) or a query parameter out of "
+                                              "range, named with its value"},
+                         413: {"model": ErrorOut, "description": f"body larger than {MAX_BODY_BYTES} bytes"},
+                         503: {"model": ErrorOut}},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "$ref": "#/components/schemas/Session"}}}}})
+    async def session_recommendations(request: Request, exclude: Exclude, n: TopN = 10, genre: Genre = None,
+                                      mode: SessionMode = None) -> Response:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, f"request body of {len(body)} bytes is larger than {MAX_BODY_BYTES}")
+        try:
+            payload = json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            return _json({"error": f"invalid request: the body is not JSON: {exc}",
+                          "details": [{"type": "bad_json", "loc": ["body"], "msg": str(exc)}]}, 400)
+        try:
+            events = parse_session(payload, state.limits, session_max_items, _now_ms())
+        except InvalidEvent as exc:
+            return _json({"error": f"invalid request: body {exc}",
+                          "details": [{"type": exc.reason, "loc": ["body"], "msg": str(exc)}]}, 400)
+        if genre is not None and (refused := await unknown_genre(genre)) is not None:
+            return refused
+        answer = await sessions.rank(state.store.client, events,
+                                     mode, n, Filters(frozenset(exclude), genre))
+        return _json({"count": len(answer.items), "items": answer.items, "mode": mode or sessions.mode,
+                      "requested": n, "stored": answer.stored, "complete": len(answer.items) == n,
+                      "used": answer.used, "unknown": len(answer.unknown)})
 
     # --- items -----------------------------------------------------------------------------------------------------
     @app.get("/items", response_model=None, tags=["items"], summary="Search the catalog by title",
@@ -689,6 +826,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {})["Event"] = event_json_schema(state.limits)
+            schema["components"]["schemas"]["Session"] = session_json_schema(state.limits, session_max_items)
             _drop_default_422(schema)
             app.openapi_schema = schema
         return app.openapi_schema

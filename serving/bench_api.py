@@ -1,14 +1,19 @@
-"""Latency benchmark of ``GET /users/{user_id}/recommendations``: ``python -m serving.bench_api`` (not a test).
+"""Latency benchmark of ``GET /users/{user_id}/recommendations`` and ``POST /sessions/recommendations``:
+``python -m serving.bench_api`` (not a test).
 
-1. fills Redis with ``--users`` fake users (``model.stored_n`` recommendations each, the job's layout) and ``--items``
-   catalog hashes under a random prefix;
+1. fills Redis with ``--users`` fake users (``model.stored_n`` recommendations each, the job's layout), ``--items``
+   catalog hashes, a ``model.top_k`` neighbour list per item and ``model.trending_size`` trending items under a random
+   prefix;
 2. starts the API (``python -m serving``, uvicorn, one worker) in a subprocess on 127.0.0.1;
 3. from a separate process sends GET requests open-loop at ``--rate`` requests/s for ``--duration`` s
    (after ``--warmup`` s that are not counted) over up to ``--connections`` keep-alive connections:
    request ``i`` is due at ``start + i / rate`` whether or not earlier ones have been answered, and its
    latency is measured from that due time, so a slow server cannot hide queueing (no coordinated omission);
-4. writes p50/p95/p99/max latency, errors and the server's CPU use as JSON to ``--output``
-   (default ``results/bench-api.json``), prints a short table, and removes the Redis keys.
+4. then the same for anonymous sessions: ``POST /sessions/recommendations`` with ``--session-items`` events each
+   (distinct random sessions) at ``--session-rate`` requests/s (0: not run) for ``--duration`` s;
+5. writes p50/p95/p99/max latency, errors and the server's CPU use as JSON to ``--output``
+   (default ``results/bench-api.json``; the sessions under ``"sessions"``), prints a short table per endpoint, and
+   removes the Redis keys.
 
 Traffic only goes to 127.0.0.1; the number of requests and the run time are bounded.
 """
@@ -43,6 +48,7 @@ HOST = "127.0.0.1"
 MAX_RATE = 5000.0
 MAX_DURATION_S = 600.0
 TARGET_P99_MS = 10.0
+SESSION_TARGET_P99_MS = 20.0
 KEEP_ALIVE_REUSE_S = 3.0  # reuse an idle connection only this long (uvicorn closes idle ones after 5 s)
 
 
@@ -60,7 +66,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 async def _load(port: int, requests: list[bytes], rate: float, warmup: int, timeout_s: float,
-                max_connections: int) -> dict[str, Any]:
+                max_connections: int, marker: bytes = b'"user_id"') -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     clock = time.perf_counter  # the loop's own clock has millisecond resolution under uvloop
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []  # (reader, writer, last used)
@@ -109,7 +115,7 @@ async def _load(port: int, requests: list[bytes], rate: float, warmup: int, time
         idle.append((reader, writer, done))
         if not measured:
             return
-        if status != 200 or b'"user_id"' not in body:
+        if status != 200 or marker not in body:
             errors[f"HTTP {status}"] += 1
             return
         latencies.append(done - due)
@@ -134,8 +140,9 @@ async def _load(port: int, requests: list[bytes], rate: float, warmup: int, time
 
 
 def run_load(port: int, requests: list[bytes], rate: float, warmup: int, timeout_s: float,
-             max_connections: int, nice: int = 0) -> dict[str, Any]:
-    """Send ``requests`` open-loop at ``rate``/s to 127.0.0.1:``port``; the first ``warmup`` are not measured."""
+             max_connections: int, nice: int = 0, marker: bytes = b'"user_id"') -> dict[str, Any]:
+    """Send ``requests`` open-loop at ``rate``/s to 127.0.0.1:``port``; the first ``warmup`` are not measured; an
+    answer is an error unless it is a 200 holding ``marker``."""
     if nice:
         os.setpriority(os.PRIO_PROCESS, 0, nice)
     try:
@@ -146,7 +153,7 @@ def run_load(port: int, requests: list[bytes], rate: float, warmup: int, timeout
         loop_factory = None
     loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(_load(port, requests, rate, warmup, timeout_s, max_connections))
+        return loop.run_until_complete(_load(port, requests, rate, warmup, timeout_s, max_connections, marker))
     finally:
         loop.close()
 
@@ -185,7 +192,7 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
-def _table(result: dict[str, Any]) -> str:
+def _rows(result: dict[str, Any]) -> list[str]:
     lat, svc = result["latency_ms"], result["service_time_ms"]
     req = result["requests"]
     rows = [
@@ -193,19 +200,38 @@ def _table(result: dict[str, Any]) -> str:
         *[(k, f"{lat[k]:.2f} ms" if lat[k] is not None else "-", f"{svc[k]:.2f} ms" if svc[k] is not None else "-")
           for k in ("p50", "p95", "p99", "p99_9", "max", "mean")],
     ]
+    lines = [f"  {a:<7}{b:>26}{c:>28}" for a, b, c in rows]
+    kinds = f" {req['error_kinds']}" if req["error_kinds"] else ""
+    lines.append(f"  requests {req['sent']}, ok {req['ok']}, errors {req['errors']}{kinds}")
+    return lines
+
+
+def _table(result: dict[str, Any]) -> str:
     lines = [f"GET /users/{{user_id}}/recommendations?n={result['config']['n']}  "
              f"{result['config']['rate']:g} req/s x {result['config']['duration_s']:g} s, "
              f"{result['config']['users']} users, uvicorn 1 worker, "
              f"{'Lua script' if result['config']['lua_script'] else 'GET + pipelined HGETALL'}"
              + (f", nice {result['config']['nice']}" if result["config"]["nice"] else "")]
-    lines += [f"  {a:<7}{b:>26}{c:>28}" for a, b, c in rows]
-    kinds = f" {req['error_kinds']}" if req["error_kinds"] else ""
-    lines.append(f"  requests {req['sent']}, ok {req['ok']}, errors {req['errors']}{kinds}")
+    lines += _rows(result)
     lines.append(f"  achieved {result['achieved_rate']:.1f} req/s; server CPU {result['server']['cpu_utilization']}; "
                  f"max send lag {result['max_send_lag_ms']:.2f} ms; "
                  f"load average {result['machine']['load_average_before'][0]:.1f} on {result['machine']['cpus']} CPUs")
     verdict = "met" if result["target"]["met"] else "NOT met"
     lines.append(f"  target p99 < {TARGET_P99_MS:g} ms: {verdict}")
+    sessions = result.get("sessions")
+    if sessions is not None:
+        c = sessions["config"]
+        lines.append(f"POST /sessions/recommendations?n={c['n']}  {c['rate']:g} req/s x {c['duration_s']:g} s, "
+                     f"{c['session_items']}-item sessions over {c['items']} items (top_k {c['top_k']}), "
+                     f"mode {c['mode']}")
+        lines += _rows(sessions)
+        lines.append(f"  achieved {sessions['achieved_rate']:.1f} req/s; server CPU "
+                     f"{sessions['server']['cpu_utilization']}; max send lag {sessions['max_send_lag_ms']:.2f} ms")
+        lat = sessions["latency_ms"]
+        if lat["p50"] is not None:
+            lines.append(f"  sessions p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms")
+        verdict = "met" if sessions["target"]["met"] else "NOT met"
+        lines.append(f"  target p99 < {SESSION_TARGET_P99_MS:g} ms: {verdict}")
     if result["machine"]["busy"]:
         lines.append(f"  WARNING: load average {result['machine']['load_average_before'][0]:.1f} on "
                      f"{result['machine']['cpus']} CPUs: the machine is busy and the latencies include waiting for "
@@ -231,8 +257,80 @@ def _wait_ready(port: int, path: str, proc: subprocess.Popen[bytes], timeout_s: 
         time.sleep(0.2)
 
 
+def fill_model(client: Any, prefix: str, items: int, top_k: int, trending: int, seed: int = 0) -> None:
+    """What the job publishes for sessions: a ``top_k`` neighbour list per item "1".."items" (cosines falling from
+    1) and ``trending`` trending items, in the job's layout (``serving.testing``: ``udfs.serde``)."""
+    from udfs.serde import dumps, similar_message
+
+    rng = random.Random(seed)
+    at = int(time.time() * 1000)
+    pipe = client.pipeline(transaction=False)
+    for i in range(1, items + 1):
+        picks = rng.sample([j for j in range(max(1, i - 200), min(items, i + 200) + 1) if j != i], top_k)
+        nb = [(str(j), round(0.9 ** r * rng.uniform(0.5, 1.0), 6)) for r, j in enumerate(picks)]
+        pipe.set(f"{prefix}similar:{i}", dumps(similar_message(str(i), nb, at)))
+        if i % 1000 == 0:
+            pipe.execute()
+    hot = rng.sample(range(1, items + 1), min(trending, items))
+    pipe.set(f"{prefix}trending", dumps([{"item_id": str(j), "score": round(1000.0 / (r + 1), 6)}
+                                        for r, j in enumerate(hot)]))
+    pipe.execute()
+
+
+def session_requests(port: int, items: int, size: int, n: int, count: int, seed: int = 0) -> list[bytes]:
+    """``count`` distinct sessions of ``size`` events (random items of a neighbourhood, mixed types, the last
+    minutes) as raw HTTP requests."""
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    weights = {"view": 6, "click": 3, "cart": 1, "purchase": 1}
+    out = []
+    for _ in range(count):
+        centre = rng.randint(1, items)
+        events = [{"item_id": str(min(items, max(1, centre + rng.randint(-300, 300)))),
+                   "type": rng.choices(list(weights), list(weights.values()))[0],
+                   "ts": now - (size - k) * rng.randint(5_000, 30_000)} for k in range(size)]
+        body = json.dumps({"items": events}, separators=(",", ":")).encode()
+        out.append((f"POST /sessions/recommendations?n={n} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                    "Accept: application/json\r\n\r\n").encode() + body)
+    return out
+
+
+def _measure(proc: subprocess.Popen[bytes], port: int, requests: list[bytes], rate: float, warmup: int,
+             timeout_s: float, connections: int, nice: int, marker: bytes) -> dict[str, Any]:
+    cpu_before, wall_before = _cpu_seconds(proc.pid), time.monotonic()
+    load_before = list(os.getloadavg())
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        load = pool.apply(run_load, (port, requests, rate, warmup, timeout_s, connections, nice, marker))
+    cpu_after, wall = _cpu_seconds(proc.pid), time.monotonic() - wall_before
+    load["cpu"] = (cpu_after - cpu_before) if cpu_before is not None and cpu_after is not None else None
+    load["wall"] = wall
+    load["load_before"] = load_before
+    load["rss"] = _rss_mb(proc.pid)
+    return load
+
+
+def _report(name: str, load: dict[str, Any], measured: int, duration_s: float, target_ms: float) -> dict[str, Any]:
+    errors = sum(load["errors"].values())
+    cpu, wall = load["cpu"], load["wall"]
+    lat = percentiles(load["latencies"])
+    return {
+        "benchmark": name,
+        "requests": {"sent": measured, "ok": len(load["latencies"]), "errors": errors, "error_kinds": load["errors"]},
+        "achieved_rate": len(load["latencies"]) / duration_s if duration_s else 0.0,
+        "latency_ms": lat,
+        "service_time_ms": percentiles(load["service"]),
+        "max_send_lag_ms": load["max_send_lag_s"] * 1000,
+        "connections_opened": load["connections_opened"],
+        "server": {"cpu_seconds": cpu, "cpu_utilization": f"{cpu / wall:.0%}" if cpu is not None and wall else None,
+                   "rss_mb": load["rss"]},
+        "target": {"p99_ms": target_ms, "met": lat["p99"] is not None and lat["p99"] < target_ms and errors == 0},
+    }
+
+
 def bench(cfg: dict[str, Any], users: int, items: int, n: int, rate: float, duration_s: float, warmup_s: float,
-          connections: int, timeout_s: float, use_script: bool, seed: int, nice: int = 0) -> dict[str, Any]:
+          connections: int, timeout_s: float, use_script: bool, seed: int, nice: int = 0, session_rate: float = 200.0,
+          session_items: int = 20) -> dict[str, Any]:
     import redis
 
     from ingest.catalog import store_catalog
@@ -244,12 +342,15 @@ def bench(cfg: dict[str, Any], users: int, items: int, n: int, rate: float, dura
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="bench-api-server-", suffix=".log", delete=False)  # noqa: SIM115
     proc: subprocess.Popen[bytes] | None = None
+    sessions: dict[str, Any] | None = None
     try:
         client.ping()
         t0 = time.perf_counter()
         store_catalog(fake_catalog(items, seed=seed), client, prefix=prefix, pipeline_size=1000)
         stored_n = int(cfg["model"]["stored_n"])  # as deep as the job's documents: the script decodes all of it
         ids = fill_fake_users(client, prefix, users, items, top_n=stored_n, seed=seed)
+        if session_rate:
+            fill_model(client, prefix, items, int(cfg["model"]["top_k"]), int(cfg["model"]["trending_size"]), seed)
         logger.info("filled Redis under %s with %d users and %d items in %.1f s", prefix, users, items,
                     time.perf_counter() - t0)
         cmd = [sys.executable, "-m", "serving", "--host", HOST, "--port", str(port), "--log-level", "warning",
@@ -260,21 +361,31 @@ def bench(cfg: dict[str, Any], users: int, items: int, n: int, rate: float, dura
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         if nice:
             os.setpriority(os.PRIO_PROCESS, proc.pid, nice)
-        _wait_ready(port, f"/users/{ids[0]}/recommendations?n={n}", proc)
+        # the API compiles (or loads from numba's cache) the session kernels before it answers
+        _wait_ready(port, f"/users/{ids[0]}/recommendations?n={n}", proc, timeout_s=300.0)
         rng = random.Random(seed)
         warmup = int(rate * warmup_s)
         total = warmup + int(rate * duration_s)
         requests = [(f"GET /users/{rng.choice(ids)}/recommendations?n={n} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
                      "Accept: application/json\r\n\r\n").encode() for _ in range(min(total, 50_000))]
         requests = (requests * (total // len(requests) + 1))[:total]
-        cpu_before, wall_before = _cpu_seconds(proc.pid), time.monotonic()
-        load_before = list(os.getloadavg())
         logger.info("sending %d requests at %g/s (%g s warm-up + %g s measured) to %s:%d", total, rate, warmup_s,
                     duration_s, HOST, port)
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            load = pool.apply(run_load, (port, requests, rate, warmup, timeout_s, connections, nice))
-        cpu_after, wall = _cpu_seconds(proc.pid), time.monotonic() - wall_before
-        rss = _rss_mb(proc.pid)
+        load = _measure(proc, port, requests, rate, warmup, timeout_s, connections, nice, b'"user_id"')
+        if session_rate:
+            s_warmup = int(session_rate * warmup_s)
+            s_total = s_warmup + int(session_rate * duration_s)
+            s_requests = session_requests(port, items, session_items, n, min(s_total, 20_000), seed)
+            s_requests = (s_requests * (s_total // len(s_requests) + 1))[:s_total]
+            logger.info("sending %d sessions of %d items at %g/s (%g s warm-up + %g s measured)", s_total,
+                        session_items, session_rate, warmup_s, duration_s)
+            s_load = _measure(proc, port, s_requests, session_rate, s_warmup, timeout_s, connections, nice,
+                              b'"used"')
+            sessions = _report("POST /sessions/recommendations", s_load, s_total - s_warmup, duration_s,
+                               SESSION_TARGET_P99_MS)
+            sessions["config"] = {"rate": session_rate, "session_items": session_items, "n": n,
+                                  "duration_s": duration_s, "warmup_s": warmup_s, "items": items,
+                                  "top_k": int(cfg["model"]["top_k"]), "mode": cfg["model"]["hybrid"]["mode"]}
     finally:
         if proc is not None:
             proc.terminate()
@@ -293,12 +404,9 @@ def bench(cfg: dict[str, Any], users: int, items: int, n: int, rate: float, dura
         logger.warning("the API exited with %s; its log: %s", proc.returncode, log.name)
     else:
         os.unlink(log.name)
-    measured = total - warmup
-    errors = sum(load["errors"].values())
-    cpu = (cpu_after - cpu_before) if cpu_before is not None and cpu_after is not None else None
-    lat = percentiles(load["latencies"])
-    return {
-        "benchmark": "GET /users/{user_id}/recommendations",
+    load_before = load["load_before"]
+    result = {
+        **_report("GET /users/{user_id}/recommendations", load, total - warmup, duration_s, TARGET_P99_MS),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                     "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
@@ -307,17 +415,10 @@ def bench(cfg: dict[str, Any], users: int, items: int, n: int, rate: float, dura
                    "warmup_s": warmup_s, "max_connections": connections, "timeout_s": timeout_s,
                    "lua_script": use_script, "server": "uvicorn, 1 worker", "address": f"{HOST}:{port}",
                    "nice": nice},
-        "requests": {"sent": measured, "ok": len(load["latencies"]), "errors": errors, "error_kinds": load["errors"]},
-        "achieved_rate": len(load["latencies"]) / duration_s if duration_s else 0.0,
-        "latency_ms": lat,
-        "service_time_ms": percentiles(load["service"]),
-        "max_send_lag_ms": load["max_send_lag_s"] * 1000,
-        "connections_opened": load["connections_opened"],
-        "server": {"cpu_seconds": cpu, "cpu_utilization": f"{cpu / wall:.0%}" if cpu is not None and wall else None,
-                   "rss_mb": rss},
-        "target": {"p99_ms": TARGET_P99_MS, "met": lat["p99"] is not None and lat["p99"] < TARGET_P99_MS
-                   and errors == 0},
     }
+    if sessions is not None:
+        result["sessions"] = sessions
+    return result
 
 
 def _bounded(kind: type, low: float, high: float) -> Any:
@@ -336,13 +437,16 @@ def _bounded(kind: type, low: float, high: float) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m serving.bench_api",
-        description="Latency benchmark of GET /users/{user_id}/recommendations: fake users in Redis, the API in a "
-                    "uvicorn subprocess (1 worker) on 127.0.0.1, open-loop load from a separate process. Needs "
+        description="Latency benchmark of GET /users/{user_id}/recommendations, then of POST "
+                    "/sessions/recommendations (20-item sessions at 200 req/s): fake job output in Redis, the API in "
+                    "a uvicorn subprocess (1 worker) on 127.0.0.1, open-loop load from a separate process. Needs "
                     "Redis (bash deploy/services.sh up); Kafka is not used.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="""examples:
   python -m serving.bench_api                                500 req/s for 30 s over 10,000 users
   python -m serving.bench_api --rate 1000 --duration 10      a shorter, harder run
+  python -m serving.bench_api --session-rate 0               GET only, no session run
+  python -m serving.bench_api --session-rate 400 --session-items 50   harder sessions
   python -m serving.bench_api --no-script                    GET + pipelined HGETALL instead of the Lua script
   python -m serving.bench_api --output results/bench-api-nolua.json --no-script
   python -m serving.bench_api --nice -10 --output results/bench-api-nice.json   on a busy shared machine
@@ -358,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=_bounded(int, 1, 1024), default=64,
                         help="most keep-alive connections open at once (64)")
     parser.add_argument("--timeout", type=_bounded(float, 0.1, 30), default=2.0, help="per-request timeout, s (2)")
+    parser.add_argument("--session-rate", type=_bounded(float, 0, MAX_RATE), default=200.0,
+                        help="POST /sessions/recommendations per second after the GET run (200; 0: none)")
+    parser.add_argument("--session-items", type=_bounded(int, 1, 50), default=20,
+                        help="events per session (20)")
     parser.add_argument("--no-script", action="store_true", help="start the API with --no-script")
     parser.add_argument("--seed", type=_bounded(int, 0, 2**31), default=0, help="random seed (0)")
     parser.add_argument("--nice", type=_bounded(int, -20, 19), default=0,
@@ -384,7 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         result = bench(cfg, args.users, args.items, args.n, args.rate, args.duration, args.warmup, args.connections,
-                       args.timeout, not args.no_script, args.seed, args.nice)
+                       args.timeout, not args.no_script, args.seed, args.nice, args.session_rate,
+                       args.session_items)
     except RedisError as exc:
         logger.error("Redis at %s:%s: %s; start it with `bash deploy/services.sh up`", cfg["redis"]["host"],
                      cfg["redis"]["port"], exc)

@@ -114,11 +114,12 @@ def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "Command: `python -m evaluation --limit 300 " in md
     for heading in ("## 1. Prequential", "## 2a. Random 75/25 per-user split", "## 2b. Offline temporal split per "
                     "user (each user's last 20%", "## 2c. Leave-last-one-out", "## 3. Beyond",
-                    "## 4. Cost of the bounds", "NOT ours", "every test item of the user is relevant",
+                    "## 3b. Diversity: MMR re-rank", "Recommended: ", "## 4. Cost of the bounds", "NOT ours",
+                    "every test item of the user is relevant",
                     "| *Microsoft Recommenders SAR — their published row, NOT ours* | 0.3308 | 0.1764 | 0.3825 | n/a | "
                     "0.1106 |"):
         assert heading in md
-    for png in ("prequential.png", "offline.png", "bounds.png"):
+    for png in ("prequential.png", "offline.png", "diversity.png", "bounds.png"):
         assert (out / png).stat().st_size > 1000
         assert (docs / f"eval-{png}").read_bytes() == (out / png).read_bytes()  # --docs: the README's copies
     assert "| learned |" in capsys.readouterr().out
@@ -155,6 +156,42 @@ def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
         parse_params(["oops"])
     assert main(["--param", "mode=best", "--no-progress", "--out", "/nonexistent"]) == 2
     assert "mode 'best'" in capsys.readouterr().err
+
+
+def test_diversity_task_lambda_zero_is_the_mode_and_larger_lambdas_diversify() -> None:
+    """The λ = 0 arm scores exactly like the mode's own prequential arm (same events, same lists); larger λ give
+    more diverse lists; every arm ranks the same scored events."""
+    opts = Options(model_cfg=load_config(env={})["model"], limit=3000, sample_every=3, window=1000)
+    div = run_task(Task("diversity", "diversity", 3000, {"lambdas": (0.0, 1.0, 3.0)}), opts)
+    pre = run_task(Task("prequential", "prequential", 3000), opts)
+    mode = div["mode"]
+    assert div["hits"]["λ=0"] == pre["hits"][mode] and div["n_scored"] == pre["n_scored"] > 100
+    assert div["metrics"]["λ=0"] == pre["metrics"][mode]
+    ild = [div["diversity"][a]["ILD"] for a in ("λ=0", "λ=1", "λ=3")]
+    assert ild[0] < ild[1] < ild[2]
+    assert all(0 < div["diversity"][a]["coverage"] <= 1 for a in div["diversity"])
+
+
+def test_recommended_lambda_is_the_most_diverse_within_the_hr_budget() -> None:
+    def summary(hr: list[float], ild: list[float]) -> dict[str, object]:
+        arms = [f"λ={x}" for x in range(len(hr))]
+        return {"metrics": {a: {"HR": h, "NDCG": h / 2} for a, h in zip(arms, hr, strict=True)},
+                "diversity": {a: {"ILD": d, "coverage": 0.5} for a, d in zip(arms, ild, strict=True)},
+                "mode": "weighted", "pool": 50}
+
+    assert report.recommended_lambda(summary([0.2, 0.199, 0.191, 0.189], [0.7, 0.75, 0.8, 0.9])) == "λ=2"
+    assert report.recommended_lambda(summary([0.2, 0.18], [0.7, 0.9])) is None
+    md = report.diversity_section(summary([0.2, 0.199, 0.191, 0.189], [0.7, 0.75, 0.8, 0.9]))
+    assert "| **λ=2** | 0.1910 | -4.5% |" in md and "+14.3%" in md
+    assert "No λ keeps HR@10 within 5%" in report.diversity_section(summary([0.2, 0.18], [0.7, 0.9]))
+
+
+@pytest.mark.parametrize("raw", ["", "0,x", "0,-1"])
+def test_mmr_lambdas_errors_name_the_value(raw: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--mmr-lambdas", raw])
+    assert "--mmr-lambdas" in capsys.readouterr().err
+    assert parse_args(["--mmr-lambdas", "0, 0.5"]).mmr_lambdas == [0.0, 0.5]
 
 
 def test_bounds_options() -> None:

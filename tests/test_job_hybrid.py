@@ -108,14 +108,16 @@ def movielens() -> tuple[list[Any], list[dict[str, Any]]]:
     return events, load_catalog()
 
 
-@pytest.mark.parametrize(("parallelism", "content_search"), [(1, "catalog"), (2, "catalog"), (2, "candidates")])
+@pytest.mark.parametrize(("parallelism", "content_search", "diversity"),
+                         [(1, "catalog", 0.0), (2, "catalog", 0.0), (2, "candidates", 0.5)])
 def test_stream_equals_the_single_process_model(movielens: tuple[list[Any], list[dict[str, Any]]],
-                                                parallelism: int, content_search: str) -> None:
+                                                parallelism: int, content_search: str, diversity: float) -> None:
     """The default config (user-CF fan-out cap, decayed trending, the newest catalog items, the learned combiner
     trained in the stream): the job learns in event-time order, so its final lists are the single-process model's,
-    in every mode, item by item and score by score."""
+    in every mode, item by item and score by score; likewise with the MMR re-rank on."""
     events, catalog = movielens
-    overrides = [f"model.compare_modes=[{','.join(M.FUSION)}]", f"model.hybrid.content_search={content_search}"]
+    overrides = [f"model.compare_modes=[{','.join(M.FUSION)}]", f"model.hybrid.content_search={content_search}",
+                 f"model.hybrid.diversity_lambda={diversity}"]
     res = run_pipeline([event_to_json(e) for e in events], parallelism, overrides,
                        catalog=[json.dumps(r) for r in catalog])
     got = final_messages(res)

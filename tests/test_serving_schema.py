@@ -194,3 +194,40 @@ def test_the_path_parameters_document_the_encoding() -> None:
         [spec] = [p for p in schema.raw_schema["paths"][path]["get"]["parameters"] if p["name"] == param]
         assert "%2F" in spec["description"] and any("/" in ex for ex in spec["schema"]["examples"])
     assert set(EXAMPLE_IDS) == {"shop/Ana Mar\u00eda?#%", "books/978 0?#%"}
+
+
+SESSIONS = "/sessions/recommendations"
+
+
+@pytest.mark.parametrize(("body", "query"), [
+    ({"items": [{"item_id": "242", "type": "view"}]}, {"mode": "itemcf"}),
+    ({"items": [{"item_id": "242", "type": "rate", "value": 4.5, "ts": 1764514800000}, {"item_id": 7}]}, {"n": 3}),
+    ({"items": [{"item_id": "242"}]}, {"exclude": ["1"], "genre": "Drama", "n": 100}),
+    ({"items": []}, {}),
+    ({"items": [{"item_id": i} for i in ODD_EXAMPLES]}, {"mode": "content"}),
+])
+def test_sessions_follow_the_document(body: dict[str, Any], query: dict[str, Any]) -> None:
+    case = schema[SESSIONS]["POST"].Case(body=body, query=query)
+    response = case.call()
+    case.validate_response(response, checks=CHECKS)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["used"] == list(dict.fromkeys(str(it["item_id"]) for it in body["items"]))
+    if query.get("mode") == "itemcf":
+        assert [(it["item_id"], it["reason"]) for it in out["items"][:2]] == [
+            ("1", "because you viewed " + TITLES["242"]), ("2", "because you viewed " + TITLES["242"])]
+
+
+TITLES = {r["item_id"]: r["title"] for r in fake_catalog(300)}
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ({"items": [{"item_id": "1", "type": "rate"}]}, "items[0]: rate event needs a value"),
+    ({"items": [{"item_id": "1"}] * 51}, "more than 50"),
+    ({"items": [{"item_id": "1", "ts": 1.5}]}, "items[0]: ts 1.5 must be an integer"),
+])
+def test_bad_sessions_are_documented_400s(body: dict[str, Any], named: str) -> None:
+    case = schema[SESSIONS]["POST"].Case(body=body)
+    response = case.call()
+    case.validate_response(response, checks=CHECKS)
+    assert response.status_code == 400 and named in response.json()["error"], response.text

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from core.v2 import catalog
+from core.v2 import diversity as div
 from core.v2 import kernels as k
 from core.v2.settings import METHODS, Settings
 from core.v2.state import Pool, State
@@ -333,7 +334,8 @@ def trending(state: State) -> tuple[np.ndarray, np.ndarray]:
 
 def rank(state: State, users: Sequence[str], mode: str | None = None, n: int | None = None) -> Ranking:
     """The top ``n`` (default ``top_n``) of each user in ``mode`` (default the settings' mode); an unknown user gets
-    an id (and no history: trending)."""
+    an id (and no history: trending). With ``diversity_lambda`` > 0 the ``n`` are picked by MMR (:func:`diversify`)
+    from the mode's best ``max(n, diversity_pool)``."""
     s = state.settings
     mode = s.mode if mode is None else mode
     spec = FUSION.get(mode)
@@ -344,6 +346,9 @@ def rank(state: State, users: Sequence[str], mode: str | None = None, n: int | N
         raise ValueError(f"n {n!r} must be a non-negative integer")
     ids = state.users.encode(users)
     state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    if s.diversity_lambda > 0:
+        deep = _run_rank(state, ids, spec, max(n, s.diversity_pool))
+        return diversify(state, deep, n, s.diversity_lambda, s.diversity_similarity)
     return _run_rank(state, ids, spec, n)
 
 
@@ -380,6 +385,32 @@ def _run_rank(state: State, ids: np.ndarray, spec: FusionSpec, n: int, train_ite
                  state.lg_value, RATE, state.i_users, state.i_last, state.b_sum, state.b_n,
                  out.item, out.score, out.method, out.arg, out.length)
     return out
+
+
+def diversify(state: State, ranking: Ranking, n: int, lam: float, by: str = "content") -> Ranking:
+    """Each user's list re-ranked by maximal marginal relevance (:func:`core.v2.diversity.mmr`): the first ``n``
+    picked from the whole list (rank a deeper list than ``n`` to leave room), with similarity ``by`` content vectors
+    or ``itemcf`` neighbour lists; items keep their scores and reasons. λ = 0 returns the first ``n`` unchanged."""
+    if by not in ("content", "itemcf"):
+        raise ValueError(f"diversity similarity {by!r} must be content or itemcf")
+    if not lam >= 0:
+        raise ValueError(f"diversity lambda {lam!r} must be >= 0")
+    content = state.content()
+    vptr, vcol, vval, vnorm = content[1], content[2], content[3], content[4]
+    rows = len(ranking.users)
+    pos = np.zeros((rows, n), dtype=np.int64)
+    length = np.zeros(rows, dtype=np.int64)
+    div.mmr_rows(ranking.item, ranking.score, ranking.length, n, float(lam),
+                 div.CONTENT if by == "content" else div.ITEMCF, vptr, vcol, vval, vnorm,
+                 state.nb_idx, state.nb_sim, state.nb_len, pos, length)
+    valid = np.arange(n)[None, :] < length[:, None]
+    r = np.arange(rows)[:, None]
+
+    def take(a: np.ndarray, fill: float) -> np.ndarray:
+        return np.where(valid, a[r, pos], fill).astype(a.dtype)
+
+    return Ranking(ranking.users, take(ranking.item, -1), take(ranking.score, 0.0), take(ranking.method, -1),
+                   take(ranking.arg, -1), length)
 
 
 def render(state: State, ranking: Ranking) -> list[list[tuple[str, float, str]]]:

@@ -20,6 +20,7 @@ METHODS: tuple[str, ...] = ("itemcf", "usercf", "content", "popular")
 FUSIONS: tuple[str, ...] = ("weighted", "rrf", "borda", "learned")
 MODES: tuple[str, ...] = FUSIONS + METHODS
 CONTENT_SEARCHES: tuple[str, ...] = ("catalog", "candidates")
+DIVERSITY_SIMILARITIES: tuple[str, ...] = ("content", "itemcf")
 
 MODEL_KEYS: tuple[str, ...] = ("top_n", "top_k", "history_cap", "trending_size", "min_rating", "max_rating",
                                "row_cap")
@@ -73,6 +74,9 @@ class Settings:
     cold_start_weights: tuple[tuple[str, float], ...] = (("content", 0.5), ("popular", 1.0))
     content_search: str = "catalog"
     content_new_items: int = 200
+    diversity_lambda: float = 0.0  # MMR re-rank of every list (0 = off)
+    diversity_pool: int = 50  # ... picking from the mode's best this many
+    diversity_similarity: str = "content"  # ... by content cosine or item-CF neighbour similarity
     usercf_top_k: int = 20
     usercf_max_raters: int = 20  # 0 = an event pairs with every rater of the item
     usercf_row_cap: int = 0
@@ -131,6 +135,11 @@ class Settings:
         if self.content_search not in CONTENT_SEARCHES:
             raise ValueError(f"content_search {self.content_search!r} must be one of {', '.join(CONTENT_SEARCHES)}")
         _number("content_new_items", self.content_new_items, 0, integer=True)
+        _number("diversity_lambda", self.diversity_lambda)
+        _number("diversity_pool", self.diversity_pool, 1, integer=True)
+        if self.diversity_similarity not in DIVERSITY_SIMILARITIES:
+            raise ValueError(f"diversity_similarity {self.diversity_similarity!r} must be one of "
+                             f"{', '.join(DIVERSITY_SIMILARITIES)}")
         _number("usercf_top_k", self.usercf_top_k, 1, integer=True)
         _number("usercf_max_raters", self.usercf_max_raters, 0, integer=True)
         _number("profile_max_items", self.profile_max_items, 0, integer=True)
