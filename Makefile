@@ -102,7 +102,7 @@ promtool: ## install Debian's prometheus (promtool checks the alert rules; the m
 test: lint services-up chromium promtool ## everything: lint, unit, mini-cluster and integration tests (what CI runs)
 	REQUIRE_SERVICES=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-eval: $(STAMP) ## every mode on MovieLens-100K: prequential, random 75/25, per-user temporal, leave-last-one-out, bounds -> results/eval/
+eval: $(STAMP) ## every mode on MovieLens-100K: prequential, random 75/25, per-user temporal, leave-last-one-out, MMR diversity, bounds, low ratings as dislikes -> results/eval/
 	$(PY) -m evaluation $(ARGS)
 
 bench: services-up ## throughput, freshness and scale benchmarks -> results/bench/

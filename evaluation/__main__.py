@@ -17,6 +17,9 @@ Runs every mode of the model (:mod:`core.v2.model`) through:
    ``--max-raters``) and user-user row cap (``model.hybrid.usercf_row_cap``, ``--usercf-row-caps``). 0 is the
    exact (unbounded) variant; rows with the same settings share one run (e.g. ``row_cap`` 0 is the configured
    history cap's run with decay).
+5. negative feedback (``dislike``): a seeded share (``--dislike-share``) of the ratings <= 2 sent as ``dislike``
+   instead, prequential, beside the same replay with them sent as ratings; both score the same events (the chosen
+   low ratings are learned, never scored).
 
 Writes ``results.md``, ``results.json``, ``prequential.png``, ``offline.png``, ``diversity.png`` and ``bounds.png``
 into ``--out``
@@ -58,7 +61,9 @@ from evaluation.runner import OFFLINE_KINDS, BoundRow, Options, Task, run_task  
 
 logger = logging.getLogger("evaluation")
 
-PROTOCOLS = ("prequential", "random", "temporal", "loo", "diversity", "bounds")
+PROTOCOLS = ("prequential", "random", "temporal", "loo", "diversity", "bounds", "dislike")
+DISLIKE_TASKS = ("dislike: as ratings", "dislike: as dislikes")
+"""The dislike protocol's two replays: the chosen low ratings sent as ratings (the baseline), then as dislikes."""
 #: Each offline protocol's result name (the key in results.json), in report order.
 OFFLINE_NAMES: dict[str, str] = {"random": "random split", "temporal": "temporal split", "loo": "leave-last-one-out"}
 DEFAULT_CAPS = "10,20,50,0"
@@ -78,6 +83,7 @@ examples:
   python -m evaluation --param half_life_s=null --param 'fusion_weights={itemcf: 1, usercf: 1, content: 0, popular: 0}'
   python -m evaluation --set model.top_k=30 --jobs 1 --out /tmp/eval
   python -m evaluation --docs                           # also copy the plots to docs/img/ (docs/evaluation.md's)
+  python -m evaluation --protocols dislike --dislike-share 1  # every rating <= 2 sent as a dislike instead
 """
 
 
@@ -159,6 +165,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="bounds table: user-CF user-user row caps (model.hybrid.usercf_row_cap), 0 = all (exact), "
                         "else >= model.hybrid.usercf_top_k; '' = none (default: %(default)s: exact, make bench's "
                         "scale run)")
+    p.add_argument("--dislike-share", type=float, default=0.5, metavar="F",
+                   help="dislike protocol: share of the ratings <= 2 sent as dislike instead (seeded per event; "
+                        "default: %(default)s)")
     p.add_argument("--mmr-lambdas", default=DEFAULT_MMR_LAMBDAS, metavar="LIST",
                    help="diversity table: MMR λ values, the first the reference (default: %(default)s)")
     p.add_argument("--decay-half-life-s", type=float, metavar="S",
@@ -184,6 +193,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.row_caps = _bound_values(p, "--row-caps", args.row_caps)
     args.max_raters = _bound_values(p, "--max-raters", args.max_raters)
     args.usercf_row_caps = _bound_values(p, "--usercf-row-caps", args.usercf_row_caps)
+    if not 0 < args.dislike_share <= 1:
+        p.error(f"--dislike-share {args.dislike_share!r} must be in (0, 1]")
     for option, value in (("--random-train-frac", args.random_train_frac),
                           ("--temporal-test-frac", args.temporal_test_frac)):
         if not 0 < value < 1:
@@ -274,6 +285,10 @@ def build_tasks(args: argparse.Namespace, n_events: int, half_life_s: float,
     tail: list[Task] = []
     if "prequential" in args.protocols:
         head.append(Task("prequential", "prequential", n_events))
+    if "dislike" in args.protocols:
+        share = getattr(args, "dislike_share", 0.5)
+        head += [Task(name, "dislike", n_events, {"share": share, "as_dislike": as_dislike})
+                 for name, as_dislike in zip(DISLIKE_TASKS, (False, True), strict=True)]
     if "diversity" in args.protocols:
         head.append(Task("diversity", "diversity", n_events, {"lambdas": tuple(args.mmr_lambdas)}))
     if "bounds" in args.protocols:
@@ -387,6 +402,10 @@ def render(results: dict[str, dict[str, Any]], meta: dict[str, Any], k: int) -> 
     if bounds:
         parts += ["", "## 4. Cost of the bounds (item-CF and user-CF alone, prequential)", "",
                   report.bounds_section(bounds, meta.get("configured"))]
+    if all(name in results for name in DISLIKE_TASKS):
+        base, neg = (results[name] for name in DISLIKE_TASKS)
+        parts += ["", f"## 5. Negative feedback: low ratings sent as `dislike` (prequential), HR@{k} / NDCG@{k} / "
+                      f"MRR@{k}", "", report.dislike_section(base, neg)]
     return "\n".join(parts) + "\n"
 
 

@@ -32,7 +32,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 from core.metrics import catalog_coverage, hit_rate_at_k, intra_list_diversity, mrr, ndcg_at_k, novelty
 from evaluation.metrics import METRICS, user_metrics
-from udfs.events import Event
+from udfs.events import NEGATIVE_TYPES, Event
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +90,11 @@ def prequential(
     window: int = 5000,
     seed: int = 0,
     progress: Progress | None = None,
+    unscored: Collection[str] = (),
 ) -> PrequentialResult:
-    """Replay ``events`` (time-ordered) through every arm: rank-then-learn, see the module docstring."""
+    """Replay ``events`` (time-ordered) through every arm: rank-then-learn, see the module docstring. Events whose id
+    is in ``unscored`` (and negative feedback, ``dislike`` and ``hide``) are learned but never scored nor counted
+    eligible."""
     if isinstance(sample_every, bool) or not isinstance(sample_every, int) or sample_every < 1:
         raise ValueError(f"sample_every {sample_every!r} must be a positive integer")
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -114,6 +117,8 @@ def prequential(
             items = engaged[event.user_id] = set()
         elif event.item_id in items:
             res.n_repeat += 1
+        elif event.type in NEGATIVE_TYPES or event.event_id in unscored:
+            pass
         else:
             if res.n_eligible % sample_every == offset:
                 res.n_scored += 1

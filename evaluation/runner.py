@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 ARMS: tuple[str, ...] = ("popular", "itemcf", "usercf", "content", "weighted", "rrf", "borda", "learned")
 FUSION_ARMS: tuple[str, ...] = ("weighted", "rrf", "borda", "learned")
 OFFLINE_KINDS: tuple[str, ...] = ("random", "temporal", "loo")
+DISLIKE_MAX_RATING = 2.0
+"""The dislike protocol turns a share of the ratings at or below this into ``dislike`` events."""
 """The offline protocols: random per-user split, temporal per-user split, leave-last-one-out."""
 MMR_POOL = 50
 """The diversity task: each list is picked by MMR from the mode's best this many."""
@@ -160,9 +163,10 @@ class BoundRow:
 @dataclass(frozen=True)
 class Task:
     name: str
-    kind: str  # "prequential", one of OFFLINE_KINDS, "diversity" or "bounds"
+    kind: str  # "prequential", one of OFFLINE_KINDS, "diversity", "bounds" or "dislike"
     total: int  # progress units (events) for the bar
-    variant: Mapping[str, Any] = field(default_factory=dict)  # bounds: model arguments; diversity: {"lambdas": [...]}
+    variant: Mapping[str, Any] = field(default_factory=dict)  # bounds: model arguments; diversity: {"lambdas": [...]};
+    # dislike: {"share", "as_dislike"}
     method: str = "itemcf"  # bounds: the one candidate generator kept (and ranked with)
     rows: tuple[BoundRow, ...] = ()  # bounds: the table rows this run fills
 
@@ -171,6 +175,21 @@ def load_data(opts: Options) -> tuple[list[Event], list[dict[str, Any]]]:
     events = load_events(opts.data_dir, limit=opts.limit)
     catalog = load_catalog(opts.data_dir)
     return events, catalog
+
+
+def low_ratings(events: Sequence[Event], share: float, seed: int = 0) -> set[str]:
+    """The ids of a seeded ``share`` of the ratings ``<= DISLIKE_MAX_RATING`` (each drawn by (seed, event id) alone,
+    so a larger share holds a smaller one's events)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"dislike share {share!r} must be in (0, 1]")
+    cut = share * 2**32
+    return {e.event_id for e in events if e.type == "rate" and e.weight <= DISLIKE_MAX_RATING
+            and zlib.crc32(f"{seed}:{e.event_id}".encode()) < cut}
+
+
+def as_dislikes(events: Sequence[Event], ids: set[str]) -> list[Event]:
+    """``events`` with those of ``ids`` sent as ``dislike`` (weight 1) instead."""
+    return [e._replace(type="dislike", weight=1.0) if e.event_id in ids else e for e in events]
 
 
 def _arms(model: Model) -> dict[str, tuple[Model, str]]:
@@ -209,6 +228,17 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
             "diversity": {name: {"ILD": arm.ild_sum / max(arm.lists, 1),
                                  "coverage": len(arm.items) / max(len(catalog), 1)} for name, arm in arms.items()},
         })
+    elif task.kind == "dislike":
+        # the same scored events in both runs: the chosen low ratings are learned (as ratings, or as dislikes) and
+        # never scored
+        chosen = low_ratings(events, float(task.variant["share"]), opts.seed)
+        model = build_model(opts, catalog)
+        stream = as_dislikes(events, chosen) if task.variant["as_dislike"] else list(events)
+        res = prequential(_arms(model), stream, k=opts.k, sample_every=opts.sample_every, window=opts.window,
+                          seed=opts.seed, progress=progress, unscored=chosen)
+        out.update(_prequential_summary(res))
+        out["variant"] = {**task.variant, "n_chosen": len(chosen),
+                          "n_low": sum(1 for e in events if e.type == "rate" and e.weight <= DISLIKE_MAX_RATING)}
     elif task.kind == "bounds":
         variant = dict(task.variant)
         method = task.method
@@ -236,8 +266,8 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
                          "usercf_max_raters": s.usercf_max_raters, "usercf_row_cap": s.usercf_row_cap},
         })
     else:
-        raise ValueError(f"task kind {task.kind!r} must be prequential, {', '.join(OFFLINE_KINDS)}, diversity or "
-                         "bounds")
+        raise ValueError(f"task kind {task.kind!r} must be prequential, {', '.join(OFFLINE_KINDS)}, diversity, "
+                         "bounds or dislike")
     out["seconds"] = time.perf_counter() - t0
     logger.info("task %s done in %.1f s", task.name, out["seconds"])
     return out

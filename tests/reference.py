@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -60,3 +61,13 @@ CATALOG = [
 ]
 STREAM = [("u2", "a", 4.0), ("u2", "b", 5.0), ("u2", "c", 1.0), ("u3", "e", 5.0), ("u4", "e", 3.0),
           ("u1", "a", 5.0), ("u1", "b", 4.0)]
+
+# Negative feedback (tests/test_core_v2_negative.py, tests/test_job_negative.py), worked out by hand:
+# u2: a 4, b 5, c 1, x 3; u5: x 2, c 2; u1: a 5, b 4.
+# norm_a = 41, norm_b = 41, norm_c = 1 + 4 = 5, norm_x = 9 + 4 = 13; C[a][c] = 4, C[b][c] = 5, C[x][c] = 3 + 4 = 7.
+# u1's item-CF score of c: 5 · 4/√205 + 4 · 5/√205 = 40/√205; a dislike of x takes dislike_weight · 7/√65 off it.
+NEG_CATALOG = [*CATALOG, {"item_id": "x", "title": "Xray", "year": None, "genres": ["Comedy", "Drama"]}]
+NEG_STREAM = [("u2", "a", 4.0), ("u2", "b", 5.0), ("u2", "c", 1.0), ("u2", "x", 3.0), ("u5", "x", 2.0),
+              ("u5", "c", 2.0), ("u1", "a", 5.0), ("u1", "b", 4.0)]
+NEG_SCORE_C = 40 / math.sqrt(205)
+NEG_SIM_XC = 7 / math.sqrt(65)

@@ -1,5 +1,6 @@
 """core.v2.session: a session ranked from the published item side (neighbour lists, trending, catalog) equals
-core.v2.model.rank of a user whose events are the session's, in every session mode."""
+core.v2.model.rank of a user whose events are the session's (negative feedback among them), in every session
+mode."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from serving.testing import fake_catalog
 from udfs.events import EVENT_TYPES, Event
 
 TYPES = [t for t in EVENT_TYPES if t != "rate"]
-WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0}
+WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0, "dislike": 1.0, "hide": 1.0}
 
 
 def stream(seed: int, n: int, users: int, items: int) -> list[Event]:
@@ -62,6 +63,8 @@ def test_session_equals_core_rank_of_the_same_events(seed: int, mode: str) -> No
         assert [(i, r) for i, _, r in got.items] == [(i, r) for i, _, r in want], (user, mode)
         assert [s for _, s, _ in got.items] == pytest.approx([s for _, s, _ in want], abs=1e-9)
         assert got.used == list(dict.fromkeys(e.item_id for e in by_user[user]))
+        hidden = {e.item_id for e in by_user[user] if e.type in ("dislike", "hide")}
+        assert not hidden & {i for i, _, _ in got.items}, (user, mode)
         assert live.rank(by_user[user], mode, 30) == got  # again: the learned user side is reused, unchanged
 
 

@@ -129,7 +129,7 @@ def test_the_model_never_lists_a_training_item() -> None:
 def test_cli_offline_protocols_and_their_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = parse_args([])
     assert (args.random_train_frac, args.temporal_test_frac) == (0.75, 0.2)
-    assert args.protocols == ["prequential", "random", "temporal", "loo", "diversity", "bounds"]
+    assert args.protocols == ["prequential", "random", "temporal", "loo", "diversity", "bounds", "dislike"]
     with pytest.raises(SystemExit):
         parse_args(["--random-train-frac", "1"])
     assert "--random-train-frac 1.0 must be between 0 and 1" in capsys.readouterr().err

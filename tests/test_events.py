@@ -27,6 +27,18 @@ def test_implicit_types_take_the_configured_weight() -> None:
     assert validate_event({**GOOD, "type": "purchase", "value": 2}, limits).weight == 2.0
 
 
+@pytest.mark.parametrize("etype", ["dislike", "hide"])
+def test_negative_feedback_types_are_events_with_weight_one_by_default(etype: str) -> None:
+    limits = Limits(weights=(("view", 1.5), ("click", 2.0), ("cart", 3.0), ("purchase", 5.0)))  # none for them
+    assert validate_event({**GOOD, "type": etype, "value": None}, limits) == \
+        Event("e1", "196", "242", etype, 1.0, 881250949000)
+    assert validate_event({k: v for k, v in GOOD.items() if k != "value"} | {"type": etype}).weight == 1.0
+    assert validate_event({**GOOD, "type": etype, "value": 2}).weight == 2.0
+    with pytest.raises(InvalidEvent, match=f"value 0 of {etype} event e1 must be positive") as info:
+        validate_event({**GOOD, "type": etype, "value": 0})
+    assert info.value.reason == "bad_value"
+
+
 def test_round_trip() -> None:
     ev = parse_event(json.dumps(GOOD))
     assert parse_event(event_to_json(ev)) == ev
@@ -94,7 +106,9 @@ REJECTIONS: list[tuple[str | bytes, str, str]] = [
     (json.dumps({**GOOD, "user_id": True}), "wrong_type", "user_id"),
     (json.dumps({**GOOD, "ts": "1997-12-04"}), "wrong_type", "ts '1997-12-04'"),
     (json.dumps({**GOOD, "value": "4"}), "wrong_type", "value '4' must be a number"),
-    (json.dumps({**GOOD, "type": "like"}), "unknown_type", "type 'like' is not one of"),
+    (json.dumps({**GOOD, "type": "like"}), "unknown_type",
+     "type 'like' is not one of rate, view, click, cart, purchase, dislike, hide in event e1"),
+    (json.dumps({**GOOD, "type": "Dislike"}), "unknown_type", "type 'Dislike' is not one of"),
     (json.dumps({**GOOD, "value": 7.5}), "rating_out_of_range", "rating 7.5 out of range 0.5..5 for event e1"),
     (json.dumps({**GOOD, "value": 0}), "rating_out_of_range", "rating 0"),
     (json.dumps({**GOOD, "type": "rate", "value": None}), "missing_field", "needs a value"),

@@ -35,7 +35,7 @@ from jobs.recommend import recommend_job
 from serving.testing import read_topic
 from udfs.catalog import parse_catalog
 from udfs.dlq import dlq_record, parse_source_event
-from udfs.events import EVENT_TYPES, InvalidEvent, Limits
+from udfs.events import EVENT_TYPES, NEGATIVE_TYPES, InvalidEvent, Limits
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
@@ -217,7 +217,8 @@ class Run:
         assert not missing, missing
         assert by_reason.get("bad_catalog_record", 0) == catalog_refused
         # every valid event is reflected: each user's stored list counts every item they engaged (an event id the
-        # user already sent is a duplicate, dropped on purpose; read_topic keeps each partition's order)
+        # user already sent is a duplicate, dropped on purpose; read_topic keeps each partition's order); negative
+        # feedback (dislike, hide) is no engagement, but its user gets a list too
         engaged: dict[str, set[str]] = defaultdict(set)
         ids: set[tuple[str, str]] = set()
         for r in sent:
@@ -225,7 +226,9 @@ class Run:
                 ev = parse_source_event(r.value.decode(), limits)
                 if (ev.user_id, ev.event_id) not in ids:
                     ids.add((ev.user_id, ev.event_id))
-                    engaged[ev.user_id].add(ev.item_id)
+                    items = engaged[ev.user_id]
+                    if ev.type not in NEGATIVE_TYPES:
+                        items.add(ev.item_id)
         prefix = self.cfg["redis"]["prefix"]
         for user, items in engaged.items():
             stored = redis_conn.get(f"{prefix}recs:{user}")

@@ -681,6 +681,20 @@ def test_post_a_batch_of_valid_events(client: TestClient, kafka: str, events_top
     assert {json.loads(r.value)["value"] for r in records} == {1.0}  # the view weight of the config
 
 
+def test_post_negative_feedback(client: TestClient, kafka: str, events_topic: str) -> None:
+    # what the live page's "not interested" sends (a hide without a value), a dislike, and a type that is neither
+    batch = [event(0, type="hide"), event(1, type="dislike"), event(2, type="like")]
+    for e in batch:
+        del e["value"]
+    resp = client.post("/events", json=batch)
+    assert resp.status_code == 422 and resp.json()["accepted"] == ["t-0", "t-1"]
+    [rejected] = resp.json()["rejected"]
+    assert (rejected["index"], rejected["reason"]) == (2, "unknown_type")
+    assert "type 'like' is not one of rate, view, click, cart, purchase, dislike, hide" in rejected["error"]
+    docs = sorted((json.loads(r.value) for r in read_topic(kafka, events_topic)), key=lambda d: d["event_id"])
+    assert [(d["type"], d["value"]) for d in docs] == [("hide", 1.0), ("dislike", 1.0)]
+
+
 def test_mixed_batch_is_422_and_the_valid_events_still_arrive(client: TestClient, kafka: str,
                                                               events_topic: str) -> None:
     batch: list[Any] = [

@@ -1,7 +1,8 @@
 """The live page in headless Debian Chromium (Playwright), against the real Redis and Kafka.
 
 The page is served by the API in a uvicorn thread on a free port. A user is picked, a movie is rated
-(found with the search box, then one from the shown list with its stars), and the list must change.
+(found with the search box, then one from the shown list with its stars), and the list must change; then one
+recommendation is marked "not interested" (a ``hide`` event) and must leave the list.
 
 STAND-IN FOR THE FLINK JOB: a small thread of this test (``FakeJob``) consumes the test's events topic
 and, for each event, rewrites that user's ``rec:recs:<user>`` key (and ``rec:users``) in the job's layout.
@@ -79,7 +80,7 @@ class FakeJob(threading.Thread):
     """STAND-IN FOR THE FLINK JOB (not the recommender): on each event of ``topic``, rewrite the user's recs.
 
     The rated item's neighbours (``NEIGHBORS``) go to the top with the reason "because you rated …", followed
-    by the previous list; the document carries the event's id, as the job's does.
+    by the previous list; a hidden item leaves the list; the document carries the event's id, as the job's does.
     """
 
     def __init__(self, bootstrap: str, topic: str, redis_client: Any, prefix: str) -> None:
@@ -107,6 +108,11 @@ class FakeJob(threading.Thread):
         self.events.append(event)
         user, item = event["user_id"], event["item_id"]
         current = json.loads(self.redis.get(f"{self.prefix}recs:{user}") or '{"items": [], "history_size": 0}')
+        if event["type"] == "hide":
+            rest = [(i["item_id"], i["score"], i["reason"]) for i in current["items"] if i["item_id"] != item]
+            write_recs(self.redis, self.prefix, user, rest, event_id=event["event_id"], event_ts=event["ts"],
+                       history_size=current.get("history_size", 0))
+            return
         stars = int(event["value"])
         because = f"because you rated {TITLES.get(item, item)} {stars}★"
         neighbors = NEIGHBORS.get(item, [])
@@ -240,8 +246,24 @@ def test_pick_a_user_rate_movies_and_see_the_list_change(services: tuple[str, An
                 timeout=10_000)
             assert page.locator("#recs .rec .reason").first.inner_text() == "because you rated Back to the Future 4★"
             assert page.locator("#recs .rec .title").nth(1).inner_text() == "Fargo"
-            assert [e["item_id"] for e in job.events] == ["50", "204"]
             assert page.locator("#health").inner_text().startswith("job live")
+
+            # not interested in one of the shown movies: a hide event, and the movie leaves the list
+            page.wait_for_function("document.querySelectorAll('.toast').length === 0", timeout=15_000)
+            assert "Fargo" in page.locator("#recs .rec .title").all_inner_texts()
+            clicked_ms = now_ms()
+            page.locator("#recs .rec", has_text="Fargo").locator("button.not-interested").click()
+            page.wait_for_function(
+                "![...document.querySelectorAll('#recs .rec .title')].some((t) => t.textContent === 'Fargo')",
+                timeout=10_000)
+            left_ms = now_ms() - clicked_ms
+            page.locator(".toast-ok", has_text="Recommendations updated from your hiding").wait_for(timeout=5000)
+            sent = job.events[-1]
+            # the page sends no value; the API writes the event's weight (1 for a hide without one)
+            assert (sent["user_id"], sent["item_id"], sent["type"], sent["value"]) == (USER, "100", "hide", 1.0)
+            assert page.locator("#recs .rec .title").first.inner_text() == "Raiders of the Lost Ark"
+            assert left_ms < 5000, left_ms  # the page polls every second (the stand-in answers at once)
+            assert [e["item_id"] for e in job.events] == ["50", "204", "100"]
             assert errors == [], f"JavaScript errors on the page: {errors}"
             assert external == [], f"the page asked for external URLs: {external}"
 

@@ -10,9 +10,11 @@ field      rule
 event_id   id (below), or an integer
 user_id    id, or a non-negative integer
 item_id    id, or a non-negative integer
-type       one of ``rate``, ``view``, ``click``, ``cart``, ``purchase``
+type       one of ``rate``, ``view``, ``click``, ``cart``, ``purchase`` (engagements), ``dislike``,
+           ``hide`` (negative feedback: :data:`NEGATIVE_TYPES`)
 value      ``rate``: the rating, a finite number in ``model.min_rating..max_rating``;
            other types: optional positive finite number, default ``model.weights[type]``
+           (``dislike``, ``hide``: default 1; the model uses only the fact, not the value)
 ts         event time, integer epoch milliseconds in ``limits.min_ts_ms..max_ts_ms``
 =========  ==========================================================================
 
@@ -52,7 +54,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-EVENT_TYPES = ("rate", "view", "click", "cart", "purchase")
+EVENT_TYPES = ("rate", "view", "click", "cart", "purchase", "dislike", "hide")
+"""Every event type; a type's code is its index (the JVM front's ``EventCheck.TYPES`` is the same list)."""
+NEGATIVE_TYPES = ("dislike", "hide")
+"""Negative feedback: the item is never recommended to the user again (``dislike`` also lowers its neighbours for
+the user); neither enters the log, co-occurrence, user-CF or trending (core.v2.model.learn)."""
+NEGATIVE_WEIGHT = 1.0
+"""The weight of a negative event without a value (the model uses only the fact of it)."""
+POSITIVE_TYPES = tuple(t for t in EVENT_TYPES if t not in NEGATIVE_TYPES)
+"""The engagement types (learned as positives)."""
 FIELDS = ("event_id", "user_id", "item_id", "type", "value", "ts")
 REQUIRED = ("event_id", "user_id", "item_id", "type", "ts")
 
@@ -203,7 +213,11 @@ def validate_event(obj: Any, limits: Limits = DEFAULT_LIMITS) -> Event:
             )
         weight = float(value)
     else:
-        weight = dict(limits.weights)[etype] if value is None else float(value)
+        weights = dict(limits.weights)
+        if value is not None:
+            weight = float(value)
+        else:  # every engagement type has a configured weight; negative feedback need not
+            weight = weights.get(etype, NEGATIVE_WEIGHT) if etype in NEGATIVE_TYPES else weights[etype]
         if not weight > 0:
             raise InvalidEvent("bad_value", f"value {value!r} of {etype} event {event_id} must be positive")
     return Event(event_id, user_id, item_id, etype, weight, ts)

@@ -545,6 +545,71 @@ def learn_usercf(ev_user: np.ndarray, ev_item: np.ndarray, ev_ts: np.ndarray, ev
     return cols, vals
 
 
+NEG_HIDE, NEG_DISLIKE = 1, 2
+"""The flags of a (user, item) in the negative-feedback pool (``State.npool``)."""
+
+
+@njit(cache=True)
+def learn_negative(ev_user: np.ndarray, ev_item: np.ndarray, ev_flag: np.ndarray, ptr: np.ndarray, cap: np.ndarray,
+                   size: np.ndarray, cols: np.ndarray, vals: np.ndarray, meta: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Negative feedback of a batch: the flag of each event (``NEG_HIDE``, ``NEG_DISLIKE``) set on (user, item) for
+    good (flags are only ever added, so the order of the events does not matter). Returns the pool arrays."""
+    for e in range(len(ev_user)):
+        u, i, f = ev_user[e], ev_item[e], ev_flag[e]
+        old = int(row_get(u, i, ptr, cap, cols, vals))
+        new = old | f
+        if new != old:
+            cols, vals = row_add(u, i, new - old, ptr, cap, size, cols, vals, meta, 0)
+    return cols, vals
+
+
+@njit(cache=True)
+def _disliked(u: int, n_ptr: np.ndarray, n_cap: np.ndarray, n_cols: np.ndarray, n_vals: np.ndarray,
+              item_rank: np.ndarray, skip: np.ndarray, is_dis: np.ndarray) -> np.ndarray:
+    """Marks every item u hid or disliked in ``skip`` and the disliked ones in ``is_dis``; returns the disliked
+    items in id order (sums over them are in a fixed order)."""
+    base = n_ptr[u]
+    m = 0
+    for x in range(base, base + n_cap[u]):
+        j = n_cols[x]
+        if j != -1:
+            skip[j] = True
+            if n_vals[x] & NEG_DISLIKE:
+                is_dis[j] = True
+                m += 1
+    out = np.empty(m, dtype=np.int64)
+    if m == 0:
+        return out
+    ranks = np.empty(m, dtype=np.int64)
+    c = 0
+    for x in range(base, base + n_cap[u]):
+        j = n_cols[x]
+        if j != -1 and n_vals[x] & NEG_DISLIKE:
+            out[c] = j
+            ranks[c] = item_rank[j]
+            c += 1
+    return out[np.argsort(ranks)]
+
+
+@njit(cache=True)
+def _negative_profile(dis: np.ndarray, in_cat: np.ndarray, vptr: np.ndarray, vcol: np.ndarray, vval: np.ndarray,
+                      qneg: np.ndarray) -> float:
+    """The mean vector of the disliked catalog items into ``qneg`` (in id order); returns its norm (0.0: none)."""
+    qneg[:] = 0.0
+    m = 0
+    for j in dis:
+        if in_cat[j]:
+            m += 1
+            for p in range(vptr[j], vptr[j + 1]):
+                qneg[vcol[p]] += vval[p]
+    if m == 0:
+        return 0.0
+    for d in range(len(qneg)):
+        qneg[d] = qneg[d] / m
+    return np.sqrt(np.sum(qneg * qneg))
+
+
 # -- ranking --------------------------------------------------------------------------------------------------------
 ITEMCF, USERCF, CONTENT, POPULAR, FILL = 0, 1, 2, 3, 4
 """Method codes (the order of ``core.v2.settings.METHODS``); FILL: an item that only fills a short list."""
@@ -662,6 +727,8 @@ def _user_neighbors(u: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.n
 def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.ndarray, cold_alphas: np.ndarray,
                rrf_k: float, use: np.ndarray, pool_n: int, cold_items: int, decay_ms: float,
                exclude: np.ndarray, denied: np.ndarray, item_rank: np.ndarray, user_rank: np.ndarray,
+               # negative feedback: each user's items -> flags (NEG_*), the weight of a dislike's negative terms
+               n_ptr: np.ndarray, n_cap: np.ndarray, n_cols: np.ndarray, n_vals: np.ndarray, dislike_w: float,
                # per-user log and item-CF history
                l_ptr: np.ndarray, l_cap: np.ndarray, l_size: np.ndarray, l_items: np.ndarray, l_slots: np.ndarray,
                l_w: np.ndarray, l_ts: np.ndarray, u_last: np.ndarray, lg_type: np.ndarray,
@@ -712,6 +779,8 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
     no_skip = np.zeros(n_items, dtype=np.bool_)
     cand = np.empty(N_METHODS * pool_n + len(newest), dtype=np.int64)
     pos_of = np.full(n_items, -1, dtype=np.int64)
+    is_dis = np.zeros(n_items, dtype=np.bool_)
+    qneg = np.zeros(DIM_CONTENT)
     for r in range(len(users)):
         u = users[r]
         # the items never recommended to u: engaged with an excluded type, or denied
@@ -722,6 +791,8 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                 skip[j] = True
         for j in denied:
             skip[j] = True
+        # hidden or disliked: never recommended, whatever came after; disliked: never a reason, negative terms
+        dis = _disliked(u, n_ptr, n_cap, n_cols, n_vals, item_rank, skip, is_dis)
         m_out = 0
         if l_size[u] == 0:
             for p in range(len(tr_items)):
@@ -743,6 +814,8 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                 t_u = u_last[u]
                 for h in range(rc_len[u]):
                     k = rc_item[u, h]
+                    if is_dis[k]:
+                        continue
                     if dirty[k]:
                         one[0] = k
                         refresh_rows(one, top_k, i_ptr, i_cap, i_cols, i_vals, i_norm, item_rank, nb_idx, nb_sim,
@@ -755,6 +828,17 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                         if skip[j]:
                             continue
                         nt = _accumulate(j, wk * nb_sim[k, q], k, item_rank, touched, nt, acc, best_c, best_k)
+                # each disliked item lowers its neighbours among the candidates (never their reason)
+                for k in dis:
+                    if dirty[k]:
+                        one[0] = k
+                        refresh_rows(one, top_k, i_ptr, i_cap, i_cols, i_vals, i_norm, item_rank, nb_idx, nb_sim,
+                                     nb_len, dirty, gone)
+                    if dislike_w > 0.0:
+                        for q in range(nb_len[k]):
+                            j = nb_idx[k, q]
+                            if best_k[j] != -1:
+                                acc[j] -= dislike_w * nb_sim[k, q]
                 _pool(ITEMCF, True, touched, nt, acc, best_k, skip, pool_n, item_rank, p_item, p_score, p_arg, p_len)
             if use[USERCF]:
                 nn = _user_neighbors(u, u_top_k, u_ptr, u_cap, u_cols, u_vals, u_norm, user_rank, nbu, nbs)
@@ -782,10 +866,13 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                         p_arg[POPULAR, m] = -1
                         m += 1
                 p_len[POPULAR] = m
+            nq = 0.0
             if use[CONTENT]:
                 m = 0
+                if dislike_w > 0.0 and len(dis) > 0:
+                    nq = _negative_profile(dis, in_cat, vptr, vcol, vval, qneg)
                 kept, single_j = _profile(u, profile_max, profile_half_life_s, l_ptr, l_cap, l_items, l_w, l_ts,
-                                          item_rank, in_cat, vptr, vcol, vval, qv)
+                                          item_rank, in_cat, is_dis, vptr, vcol, vval, qv)
                 if kept > 0:
                     top3 = _top_genres(qv, genre_order)
                     nc = 0
@@ -819,6 +906,17 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                                 c = _cosine(j, qv, qn, vptr, vcol, vval, vnorm)
                                 if c > 0.0:
                                     m = _insert_top(pool_n, m, p_item[CONTENT], p_score[CONTENT], item_rank, j, c)
+                    if nq > 0.0 and m > 0:  # the negative term: re-scored, re-ordered, kept while positive
+                        m2 = 0
+                        for x in range(m):
+                            j = p_item[CONTENT, x]
+                            c = p_score[CONTENT, x] - dislike_w * _cosine(j, qneg, nq, vptr, vcol, vval, vnorm)
+                            if c > 0.0:
+                                m2 = _insert_top(pool_n, m2, f_item, f_val, item_rank, j, c)
+                        for x in range(m2):
+                            p_item[CONTENT, x] = f_item[x]
+                            p_score[CONTENT, x] = f_val[x]
+                        m = m2
                     for x in range(m):
                         p_arg[CONTENT, x] = content_reason(top3, gmask[p_item[CONTENT, x]])
                 p_len[CONTENT] = m
@@ -828,7 +926,8 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                                  p_item, p_score, p_arg, p_len, item_rank, rc_item, rc_w, rc_ts, rc_len, u_last,
                                  decay_ms, nb_idx, nb_sim, nb_len, nbu, nbs, nn, l_ptr, l_cap, l_items, l_slots, l_w,
                                  lg_type, lg_value, rate_type, kept, qv, vptr, vcol, vval, vnorm, i_users, i_last,
-                                 b_sum, b_n, pos_of, f_item, f_val, out_item, out_score, out_method, out_arg)
+                                 b_sum, b_n, pos_of, f_item, f_val, out_item, out_score, out_method, out_arg,
+                                 is_dis, dis, dislike_w, qneg, nq)
             else:
                 m_out = _fuse(r, n, KIND_WEIGHTED if kind == KIND_LEARNED else kind, single, use, alphas,
                               cold_alphas, cold, rrf_k, p_item, p_score, p_arg, p_len, item_rank, acc, best_k,
@@ -855,6 +954,12 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                 skip[j] = False
         for j in denied:
             skip[j] = False
+        base = n_ptr[u]
+        for x in range(base, base + n_cap[u]):
+            j = n_cols[x]
+            if j != -1:
+                skip[j] = False
+                is_dis[j] = False
         for q in range(m_out):
             skip[out_item[r, q]] = False
 
@@ -964,18 +1069,19 @@ N_GENRES = 19
 
 @njit(cache=True)
 def _profile(u: int, max_items: int, half_life_s: float, l_ptr: np.ndarray, l_cap: np.ndarray, l_items: np.ndarray,
-             l_w: np.ndarray, l_ts: np.ndarray, item_rank: np.ndarray, in_cat: np.ndarray,
+             l_w: np.ndarray, l_ts: np.ndarray, item_rank: np.ndarray, in_cat: np.ndarray, leave: np.ndarray,
              vptr: np.ndarray, vcol: np.ndarray, vval: np.ndarray, q: np.ndarray) -> tuple[int, int]:
     """The user's content profile into ``q``: ``Σ_j w_j·d_j·x_j / Σ_j w_j·d_j`` over the ``max_items`` (0 = all)
     latest catalog items of the user by (ts, id), ``w_j = max(weight, MIN_POSITIVE_WEIGHT)``,
     ``d_j = 2^(-(T - ts_j) / half_life)`` (T: the latest of them; 1 without a half-life). A profile of one item is
-    that item's vector. Returns (items kept, the item when it is one, else -1)."""
+    that item's vector. Items where ``leave`` is true (the user disliked them) are left out. Returns (items kept, the
+    item when it is one, else -1)."""
     q[:] = 0.0
     base = l_ptr[u]
     m = 0
     for x in range(base, base + l_cap[u]):
         j = l_items[x]
-        if j != -1 and in_cat[j]:
+        if j != -1 and in_cat[j] and not leave[j]:
             m += 1
     if m == 0:
         return 0, -1
@@ -985,7 +1091,7 @@ def _profile(u: int, max_items: int, half_life_s: float, l_ptr: np.ndarray, l_ca
     c = 0
     for x in range(base, base + l_cap[u]):
         j = l_items[x]
-        if j != -1 and in_cat[j]:
+        if j != -1 and in_cat[j] and not leave[j]:
             items[c] = j
             ts[c] = l_ts[x]
             w[c] = max(l_w[x], MIN_POSITIVE_WEIGHT)
@@ -1193,12 +1299,15 @@ def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int
              kept: int, qv: np.ndarray, vptr: np.ndarray, vcol: np.ndarray, vval: np.ndarray, vnorm: np.ndarray,
              i_users: np.ndarray, i_last: np.ndarray, b_sum: np.ndarray, b_n: np.ndarray, pos_of: np.ndarray,
              f_item: np.ndarray, f_val: np.ndarray, out_item: np.ndarray, out_score: np.ndarray,
-             out_method: np.ndarray, out_arg: np.ndarray) -> int:
+             out_method: np.ndarray, out_arg: np.ndarray, is_dis: np.ndarray, dis: np.ndarray, dislike_w: float,
+             qneg: np.ndarray, nq: float) -> int:
     """The learned mode for one user: every candidate's features (README "The model", learned), then either the
     top ``n`` by ``P(engage)`` with the reason of the method contributing most, or (``train_item`` >= 0) one SGD step
     per example: the engaged item (if it was a candidate) and ``n_neg`` others, the ones of smallest
     ``mix(train_key, item hash)``. ``fp``: [mu, lambda_item, lambda_user, min_rating, rating span, recency
-    half-life ms, popularity norm, now, lr, l2]. Returns the list's length (0 when training)."""
+    half-life ms, popularity norm, now, lr, l2]. The user's disliked items ``dis`` (``is_dis``) are no history item
+    and add their negative terms to the item-CF and content features (``qneg``, of norm ``nq``: their mean vector).
+    Returns the list's length (0 when training)."""
     nc = 0
     for m in range(N_METHODS):
         for x in range(p_len[m]):
@@ -1212,6 +1321,8 @@ def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int
         t_u = u_last[u]
         for h in range(rc_len[u]):
             k = rc_item[u, h]
+            if is_dis[k]:
+                continue
             wk = rc_w[u, h]
             if decay_ms > 0.0:
                 wk = wk * 2.0 ** (-(t_u - rc_ts[u, h]) / decay_ms)
@@ -1222,6 +1333,12 @@ def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int
                     X[p, F_ICF] += c
                     if c > X[p, F_ICF_MAX]:
                         X[p, F_ICF_MAX] = c
+        if dislike_w > 0.0:
+            for k in dis:
+                for q in range(nb_len[k]):
+                    p = pos_of[nb_idx[k, q]]
+                    if p >= 0:
+                        X[p, F_ICF] -= dislike_w * nb_sim[k, q]
     if use[USERCF]:
         for q in range(nn):
             v = nbu[q]
@@ -1240,6 +1357,8 @@ def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int
         if qn > 0.0:
             for p in range(nc):
                 X[p, F_CONTENT] = _cosine(f_item[p], qv, qn, vptr, vcol, vval, vnorm)
+                if nq > 0.0:
+                    X[p, F_CONTENT] -= dislike_w * _cosine(f_item[p], qneg, nq, vptr, vcol, vval, vnorm)
     for f in (F_ICF, F_UCF, F_CONTENT, F_ICF_MAX, F_UCF_MAX):
         best = 0.0
         for p in range(nc):

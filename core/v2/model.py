@@ -26,9 +26,12 @@ from core.v2 import diversity as div
 from core.v2 import kernels as k
 from core.v2.settings import METHODS, Settings
 from core.v2.state import NEVER, Pool, State
-from udfs.events import EVENT_TYPES, Event
+from udfs.events import EVENT_TYPES, NEGATIVE_TYPES, Event
 
 RATE = EVENT_TYPES.index("rate")
+NEG_FLAG = np.array([k.NEG_HIDE if t == "hide" else k.NEG_DISLIKE if t == "dislike" else 0 for t in EVENT_TYPES],
+                    dtype=np.int64)
+"""Per type code: the negative-feedback flag it sets (0: an engagement)."""
 COMPACT_ABOVE = 1 << 16
 """A pool is compacted (:func:`kernels.compact_pool`) only past twice this many slots."""
 _VERBS = {"rate": "rated", "view": "viewed", "click": "clicked", "cart": "put in your cart", "purchase": "bought"}
@@ -213,7 +216,11 @@ def learn(state: State, batch: Batch, train: bool = False) -> None:
 
     ``train``: recommend-then-learn for the combiner: an event of a user with history on an item new to them, drawn
     with probability ``combiner_sample`` by (seed, event id), trains it on the user's candidates in the state just
-    before the event (the item a positive, ``n_neg`` other candidates negatives)."""
+    before the event (the item a positive, ``n_neg`` other candidates negatives).
+
+    Negative feedback (``dislike``, ``hide``) only sets the (user, item)'s flag for good (``State.npool``): it is no
+    engagement (no log entry, no co-occurrence, user-CF, trending or baseline term, no combiner example), and a later
+    engagement does not clear it."""
     n = len(batch)
     if n == 0:
         return
@@ -231,10 +238,13 @@ def learn(state: State, batch: Batch, train: bool = False) -> None:
     cuts: list[int] = []
     if train and s.combiner_sample > 0 and len(s.methods):
         lp = state.lpool
-        _, first_user = np.unique(users, return_index=True)
-        _, first_pair = np.unique((users << 32) | items, return_index=True)
-        had = lp.size[users] > 0  # history before the batch, or an earlier event in it
-        later = np.ones(n, dtype=np.bool_)
+        pos = np.flatnonzero(NEG_FLAG[types] == 0)  # engagements (negative feedback is no example, nor history)
+        _, first_user = np.unique(users[pos], return_index=True)
+        _, first_pair = np.unique((users[pos] << 32) | items[pos], return_index=True)
+        first_user, first_pair = pos[first_user], pos[first_pair]
+        had = lp.size[users] > 0  # history before the batch, or an earlier engagement in it
+        later = np.zeros(n, dtype=np.bool_)
+        later[pos] = True
         later[first_user] = False
         had |= later
         new_pair = np.zeros(n, dtype=np.bool_)
@@ -255,6 +265,14 @@ def learn(state: State, batch: Batch, train: bool = False) -> None:
 def _apply(state: State, users: np.ndarray, items: np.ndarray, types: np.ndarray, values: np.ndarray,
            ts: np.ndarray) -> None:
     """The learning kernels over events in canonical order (arrays already sized)."""
+    flags = NEG_FLAG[types]
+    negative = flags != 0
+    if negative.any():
+        np_ = state.npool
+        np_.cols, np_.vals = k.learn_negative(users[negative], items[negative], flags[negative], np_.ptr, np_.cap,
+                                              np_.size, np_.cols, np_.vals, np_.meta)
+        keep = ~negative
+        users, items, types, values, ts = users[keep], items[keep], types[keep], values[keep], ts[keep]
     n = len(users)
     if n == 0:
         return
@@ -409,7 +427,7 @@ def _run_rank(state: State, ids: np.ndarray, spec: FusionSpec, n: int, train_ite
                     for c, m in enumerate(METHODS)])
     alphas = np.array([s.weight(m) for m in METHODS])
     cold = np.array([s.weight(m, cold=True) for m in METHODS])
-    exclude = np.array([t in s.exclude_types for t in EVENT_TYPES])
+    exclude = np.array([t in s.exclude_types or t in NEGATIVE_TYPES for t in EVENT_TYPES])  # (never in the log)
     mu = float(state.fmeta[0] / state.meta[3]) if state.meta[3] else float(state.fmeta[1])
     fp = np.array([mu, s.baseline_lambda_item, s.baseline_lambda_user, s.min_rating, s.max_rating - s.min_rating,
                    s.recency_half_life_s * 1000.0, math.log1p(state.max_users) if state.max_users > 0 else 1.0,
@@ -422,6 +440,7 @@ def _run_rank(state: State, ids: np.ndarray, spec: FusionSpec, n: int, train_ite
                  s.cold_start_items, s.history_decay_ms, exclude,
                  np.flatnonzero(state.deny[: len(state.items)] | state.gone[: len(state.items)]),
                  state.items.rank, state.users.rank,
+                 state.npool.ptr, state.npool.cap, state.npool.cols, state.npool.vals, s.dislike_weight,
                  lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, state.lp_w, state.lp_ts, state.u_last, state.lg_type,
                  state.rc_item, state.rc_w, state.rc_ts, state.rc_len,
                  s.top_k, ip.ptr, ip.cap, ip.cols, ip.vals, state.i_norm, state.nb_idx, state.nb_sim, state.nb_len,

@@ -44,7 +44,8 @@ USER_SIDE_CACHE = 256
 """Sessions whose learned user side is kept (see :meth:`Live._user_side`; about 50 kB each)."""
 # the per-user fields of a State that learning the session's events writes (everything else is the item side)
 _USER_FIELDS = ("users", "lg_value", "lg_ts", "lg_type", "lg_w", "lg_rating", "u_rsum", "u_rn", "u_last", "rc_w",
-                "rc_ts", "rc_len", "u_norm", "upool", "meta", "fmeta", "lg_item", "rc_item", "lpool", "lp_w", "lp_ts")
+                "rc_ts", "rc_len", "u_norm", "upool", "meta", "fmeta", "lg_item", "rc_item", "lpool", "lp_w", "lp_ts",
+                "npool")
 
 
 def session_settings(settings: Settings) -> Settings:
@@ -203,26 +204,33 @@ class Live:
         side["lg_item"] = remap[own.lg_item].astype(own.lg_item.dtype)
         side["rc_item"] = remap[own.rc_item]
         # the log pool's tables hash the item ids: rebuilt with the live ids, each slot's weight and time beside it
-        lp = own.lpool
-        pool = Pool(vals=np.zeros(1024, dtype=np.int64))
-        pool.fit(max(len(own.users), 1))
+        pool = _remapped(own.lpool, len(own.users), remap)
         cols, vals = pool.cols, pool.vals
-        for u in range(len(own.users)):
-            for x in range(int(lp.ptr[u]), int(lp.ptr[u] + lp.cap[u])):
-                if lp.cols[x] != -1:
-                    cols, vals = k.row_add(u, int(remap[lp.cols[x]]), int(lp.vals[x]), pool.ptr, pool.cap, pool.size,
-                                           cols, vals, pool.meta, 0)
-        pool.cols, pool.vals = cols, vals
         filled = cols != -1
         lp_w = np.zeros(len(cols))
         lp_ts = np.zeros(len(cols), dtype=np.int64)
         lp_w[filled] = own.lg_w[vals[filled]]
         lp_ts[filled] = own.lg_ts[vals[filled]]
-        side.update(lpool=pool, lp_w=lp_w, lp_ts=lp_ts)
+        # the negative feedback (hidden, disliked items) likewise
+        side.update(lpool=pool, lp_w=lp_w, lp_ts=lp_ts, npool=_remapped(own.npool, len(own.users), remap))
         if len(self._sides) >= USER_SIDE_CACHE:
             del self._sides[next(iter(self._sides))]
         self._sides[key] = side
         return side
+
+
+def _remapped(pool: Pool, rows: int, remap: np.ndarray) -> Pool:
+    """A pool of (row -> item id: integer value) tables with the item ids mapped through ``remap``."""
+    out = Pool(vals=np.zeros(1024, dtype=np.int64))
+    out.fit(max(rows, 1))
+    cols, vals = out.cols, out.vals
+    for u in range(rows):
+        for x in range(int(pool.ptr[u]), int(pool.ptr[u] + pool.cap[u])):
+            if pool.cols[x] != -1:
+                cols, vals = k.row_add(u, int(remap[pool.cols[x]]), int(pool.vals[x]), out.ptr, out.cap, out.size,
+                                       cols, vals, out.meta, 0)
+    out.cols, out.vals = cols, vals
+    return out
 
 
 def published_trending(state: State, size: int) -> list[tuple[str, float]]:

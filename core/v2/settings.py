@@ -99,6 +99,7 @@ class Settings:
     seed: int = 0
     deny: tuple[str, ...] = ()
     exclude_types: tuple[str, ...] = EVENT_TYPES
+    dislike_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for key in ("fusion_weights", "cold_start_weights"):
@@ -163,6 +164,7 @@ class Settings:
         if bad:
             raise ValueError(f"exclude_types {list(self.exclude_types)!r} has unknown event types {bad} "
                              f"(known: {', '.join(EVENT_TYPES)})")
+        _number("dislike_weight", self.dislike_weight)
         if any(not isinstance(d, str) for d in self.deny):
             raise ValueError(f"deny {list(self.deny)!r} must be a list of item ids (strings)")
 

@@ -86,6 +86,9 @@ class State:
         self.lg_type = np.zeros(0, dtype=np.int8)
         self.lg_w = np.zeros(0)
         self.lg_rating = np.zeros(0)
+        # negative feedback, apart from the log (a later engagement never undoes it): each user's table item ->
+        # flags (NEG_HIDE | NEG_DISLIKE, core.v2.kernels)
+        self.npool = Pool(vals=np.zeros(1024, dtype=np.int64))
         # per user
         self.u_rsum = np.zeros(0)
         self.u_rn = np.zeros(0, dtype=np.int64)
@@ -175,6 +178,7 @@ class State:
         self.lg_w = _grow_rows(self.lg_w, need)
         self.lg_rating = _grow_rows(self.lg_rating, need, np.nan)
         self.lpool.fit(nu)
+        self.npool.fit(nu)
         for name in ("u_rsum", "u_rn", "u_last", "rc_len", "u_norm"):
             setattr(self, name, _grow_rows(getattr(self, name), nu))
         for name in ("rc_item", "rc_w", "rc_ts"):
@@ -227,4 +231,4 @@ class State:
     def nbytes(self) -> int:
         """Bytes held by the arrays (ids and Python objects not counted)."""
         return sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray)) + \
-            self.ipool.nbytes() + self.upool.nbytes() + self.lpool.nbytes()
+            self.ipool.nbytes() + self.upool.nbytes() + self.lpool.nbytes() + self.npool.nbytes()

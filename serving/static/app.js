@@ -1,4 +1,5 @@
-// flinkrec live page: pick a user, see their top 10, rate movies; the list refreshes every second.
+// flinkrec live page: pick a user, see their top 10, rate movies or mark one "not interested" (a hide event: the
+// job never recommends it to the user again); the list refreshes every second.
 // Plain JS, no dependencies. Every value from the API is put into the page with textContent.
 "use strict";
 
@@ -14,7 +15,7 @@ const state = {
   fetchedAt: 0,         // performance.now() of the last answer
   ageAtFetch: null,     // its age_ms
   inflight: false,
-  pending: null,        // {eventId, title, sentAt} of the last rating, until the list reflects it
+  pending: null,        // {eventId, title, sentAt, verb} of the last rating or hide, until the list reflects it
   ratings: new Map(),   // `${user}\u0000${item}` -> stars given in this session
 };
 
@@ -85,18 +86,22 @@ function stars(itemId, title) {
   return box;
 }
 
+async function postEvent(event) {
+  return api("/events", { method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
+                          body: JSON.stringify(event) });
+}
+
 async function rate(itemId, title, value, box) {
   if (!state.userId) { toast("Pick a user first", "warn"); return; }
   const event = { event_id: `web-${uuid()}`, user_id: state.userId, item_id: itemId, type: "rate", value, ts: Date.now() };
   box.classList.add("sending");
   try {
-    const r = await api("/events", { method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
-                                     body: JSON.stringify(event) });
+    const r = await postEvent(event);
     if (r.status === 202) {
       state.ratings.set(`${state.userId}\u0000${itemId}`, value);
       box.dataset.given = String(value);
       box.querySelectorAll("button").forEach((b, i) => b.classList.toggle("on", i < value));
-      state.pending = { eventId: event.event_id, title: title || itemId, sentAt: performance.now() };
+      state.pending = { eventId: event.event_id, title: title || itemId, sentAt: performance.now(), verb: "rating of" };
       toast(`Rated “${title || itemId}” ${"★".repeat(value)}${"☆".repeat(5 - value)} — waiting for the job…`);
     } else {
       const why = r.body && (r.body.rejected && r.body.rejected.length ? r.body.rejected[0].error : r.body.error);
@@ -106,6 +111,29 @@ async function rate(itemId, title, value, box) {
     toast(`Rating not sent: ${err}`, "error", 6000);
   } finally {
     box.classList.remove("sending");
+  }
+}
+
+// "not interested": a hide event; the job leaves the item out of this user's lists from its next window on
+async function hide(itemId, title, button, row) {
+  if (!state.userId) { toast("Pick a user first", "warn"); return; }
+  const event = { event_id: `web-${uuid()}`, user_id: state.userId, item_id: itemId, type: "hide", ts: Date.now() };
+  button.disabled = true;
+  try {
+    const r = await postEvent(event);
+    if (r.status === 202) {
+      row.classList.add("dismissed");
+      state.pending = { eventId: event.event_id, title: title || itemId, sentAt: performance.now(), verb: "hiding" };
+      toast(`“${title || itemId}” hidden — waiting for the job…`);
+      setTimeout(refresh, 250);
+    } else {
+      button.disabled = false;
+      const why = r.body && (r.body.rejected && r.body.rejected.length ? r.body.rejected[0].error : r.body.error);
+      toast(`Not sent (${r.status}): ${why || "unknown error"}`, "error", 6000);
+    }
+  } catch (err) {
+    button.disabled = false;
+    toast(`Not sent: ${err}`, "error", 6000);
   }
 }
 
@@ -146,7 +174,15 @@ function renderRecs(data) {
     bar.append(fill);
     score.append(bar, el("span", "num", it.score === null ? "–" : Number(it.score).toFixed(3)));
     li.append(score);
-    li.append(stars(it.item_id, it.title));
+    const actions = el("div", "actions");
+    actions.append(stars(it.item_id, it.title));
+    const no = el("button", "not-interested", "not interested");
+    no.type = "button";
+    no.title = "never recommend this to me again (sends a hide event)";
+    no.setAttribute("aria-label", `not interested in ${it.title || it.item_id}`);
+    no.addEventListener("click", () => hide(it.item_id, it.title, no, li));
+    actions.append(no);
+    li.append(actions);
     list.append(li);
   });
   state.shownIds = data.items.map((i) => i.item_id);
@@ -193,7 +229,7 @@ async function refresh() {
       }
       if (state.pending && !data.cold_start && data.event_id === state.pending.eventId) {
         const ms = Math.round(performance.now() - state.pending.sentAt);
-        toast(`Recommendations updated from your rating of “${state.pending.title}” in ${ms} ms`, "ok");
+        toast(`Recommendations updated from your ${state.pending.verb} “${state.pending.title}” in ${ms} ms`, "ok");
         state.pending = null;
       }
     } else if (r.status === 404) {

@@ -20,7 +20,10 @@ public final class EventCheck implements Serializable {
     private static final long serialVersionUID = 1L;
 
     /** {@code udfs.events.EVENT_TYPES}: a type's code is its index. */
-    static final String[] TYPES = {"rate", "view", "click", "cart", "purchase"};
+    static final String[] TYPES = {"rate", "view", "click", "cart", "purchase", "dislike", "hide"};
+    /** {@code udfs.events.NEGATIVE_TYPES} start here; their weight without a value is NEGATIVE_WEIGHT. */
+    static final int FIRST_NEGATIVE = 5;
+    static final double NEGATIVE_WEIGHT = 1.0;
     static final String[] REQUIRED = {"event_id", "user_id", "item_id", "type", "ts"};
     static final List<String> FIELDS = List.of("event_id", "user_id", "item_id", "type", "value", "ts");
     private static final BigInteger MIN_LONG = BigInteger.valueOf(Long.MIN_VALUE);
@@ -37,7 +40,7 @@ public final class EventCheck implements Serializable {
 
     /**
      * The limits of {@code udfs.events.Limits}; {@code weights}: {@code "view=1.0,click=2.0,..."}, a weight for each
-     * type but rate.
+     * type but rate (dislike and hide: NEGATIVE_WEIGHT unless given).
      */
     public EventCheck(double minRating, double maxRating, String weights, int maxIdLength, int maxMessageBytes,
             long minTs, long maxTs) {
@@ -45,6 +48,7 @@ public final class EventCheck implements Serializable {
         this.maxRating = maxRating;
         this.weights = new double[TYPES.length];
         java.util.Arrays.fill(this.weights, Double.NaN);
+        java.util.Arrays.fill(this.weights, FIRST_NEGATIVE, TYPES.length, NEGATIVE_WEIGHT);
         for (String part : weights.split(",")) {
             String[] kv = part.split("=", 2);
             int code = List.of(TYPES).indexOf(kv[0].trim());
@@ -292,7 +296,7 @@ public final class EventCheck implements Serializable {
         }
         if (code < 0) {
             throw new PyJson.Failure("unknown_type", "type " + PyRepr.repr(etype, 40)
-                    + " is not one of rate, view, click, cart, purchase in event " + eventId);
+                    + " is not one of " + String.join(", ", TYPES) + " in event " + eventId);
         }
         e.type = (byte) code;
         e.ts = ts(obj.get("ts"), eventId);
