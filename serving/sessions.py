@@ -27,7 +27,7 @@ from redis.exceptions import ResponseError
 from core.v2.session import Live, SessionRanking, session_mode, warm_up
 from core.v2.settings import Settings
 from ingest.catalog import catalog_version_key
-from serving.store import GENRE_SEPARATOR, Filters, _pairs, _text
+from serving.store import Filters, _pairs, _text, catalog_view
 from udfs.events import Event
 
 logger = logging.getLogger(__name__)
@@ -39,16 +39,10 @@ MAX_SESSION_ITEMS = 50
 
 
 def catalog_record(item_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
-    """The catalog record (``udfs.catalog``) of a catalog hash."""
-    year_raw = fields.get("year", "")
-    try:
-        year: int | None = int(year_raw) if year_raw else None
-    except ValueError:
-        year = None
+    """The catalog record (``udfs.catalog``) of a catalog hash, with its lifecycle (``available``, ``expires_at``)."""
+    view = catalog_view(item_id, dict(fields))
     expires_raw = fields.get("expires_at", "")
-    return {"item_id": item_id, "title": fields.get("title", ""), "year": year,
-            "genres": [g for g in fields.get("genres", "").split(GENRE_SEPARATOR) if g],
-            "available": fields.get("available", "true") != "false",
+    return {**view, "title": view["title"] or "", "available": fields.get("available", "true") != "false",
             "expires_at": int(expires_raw) if expires_raw.lstrip("-").isdigit() else None}
 
 

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
+from udfs.events import Event
 from udfs.serde import dumps, recs_message, similar_message
 
 with warnings.catch_warnings():
@@ -96,6 +97,22 @@ ODD_IDS = ("a/b", "../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "x/similar", "u/
 
 
 # --- fake job output --------------------------------------------------------------------------------------------
+
+def fake_events(seed: int, n: int, users: int, items: int, types: Mapping[str, float],
+                start_ms: int = 1_700_000_000_000) -> list[Event]:
+    """``n`` seeded events of users "u0".. over items "1".."items" (Pareto popularity: a few re-engagements), of
+    ``rate`` (ratings 1..5) and the ``types`` with their weights, some at equal times."""
+    rng = random.Random(seed)
+    out: list[Event] = []
+    ts = start_ms
+    for k in range(n):
+        ts += rng.choice([0, 1000, 15_000, 60_000])
+        u, i = f"u{rng.randrange(users)}", str(1 + int(rng.paretovariate(1.1)) % items)
+        t = rng.choice(["rate", *types])
+        w = rng.choice([1.0, 2.5, 4.0, 5.0]) if t == "rate" else types[t]
+        out.append(Event(f"e{k:05d}", u, i, t, w, ts))
+    return out
+
 
 def fake_catalog(n: int, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` catalog records (``item_id`` "1".."n", invented titles, years, 1-3 genres) for ``ingest.catalog``."""

@@ -1,4 +1,5 @@
-"""Helpers of the tests that run the job as a process (tests/test_reliability.py, tests/test_continuity.py)."""
+"""Helpers of the tests that run the job as a process (tests/test_reliability.py, tests/test_continuity.py,
+tests/test_live_catalog.py, tests/test_live_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,18 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from config import PROJECT_ROOT, load_config
+from ingest import kafka_admin
 from serving.testing import read_topic
+
+LOGS = PROJECT_ROOT / "var" / "test-artifacts"
 
 WALL_CLOCK = ("processed_at", "updated_at")
 """Fields that hold the time of writing: left out of every comparison of two runs."""
@@ -21,6 +29,41 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
+
+
+@contextmanager
+def live_job(name: str, kafka_bootstrap: str, redis_conn: Any, redis_port: int, settings: Sequence[str],
+             before: Callable[[dict[str, Any]], object] | None = None) -> Iterator[dict[str, Any]]:
+    """An unbounded job (``python -m jobs.recommend``, p=1) on topics, group, Redis prefix, state folder and
+    transactional prefix of its own, with the config ``settings`` on top; ``before(cfg)`` runs once the topics
+    exist, before the job starts. Yields ``{"cfg", "proc", "log", "prefix"}``; afterwards the job is stopped and
+    its topics and keys are deleted."""
+    tag = f"{name}-{uuid.uuid4().hex[:6]}"
+    overrides = [f"kafka.topics.{t}={t}-{tag}" for t in ("events", "items", "dlq", "recommendations")]
+    overrides += [f"kafka.bootstrap={kafka_bootstrap}", f"redis.port={redis_port}", f"kafka.group_id=g-{tag}",
+                  f"redis.prefix={tag}:", f"job.checkpoint_dir=var/test-checkpoints/{tag}",
+                  f"job.transactional_id_prefix=t-{tag}", "job.parallelism=1", *settings]
+    cfg = load_config(overrides=overrides, env={})
+    topics = kafka_admin.project_topics(cfg)
+    kafka_admin.ensure_topics(kafka_bootstrap, topics, partitions=2)
+    if before is not None:
+        before(cfg)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"job-{tag}.log"
+    cmd = [sys.executable, "-m", "jobs.recommend"] + [a for o in overrides for a in ("--set", o)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield {"cfg": cfg, "proc": proc, "log": str(log), "prefix": cfg["redis"]["prefix"]}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        kafka_admin.delete_topics(kafka_bootstrap, topics)
+        for key in redis_conn.scan_iter(match=f"{cfg['redis']['prefix']}*", count=1000):
+            redis_conn.unlink(key)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

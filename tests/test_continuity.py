@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from conftest import REDIS_PORT
-from job_runs import assert_same_contents, kill, redis_contents, wait_for
+from job_runs import LOGS, assert_same_contents, kill, redis_contents, wait_for
 
 from config import PROJECT_ROOT, load_config
 from ingest import kafka_admin
@@ -36,7 +36,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
 N_EVENTS = 3000
 PREFIX = 1800  # the first run's share of the events
-LOGS = PROJECT_ROOT / "var" / "test-artifacts"
 STATE_ROOT = PROJECT_ROOT / "var" / "test-checkpoints"
 FINAL = re.compile(r"^final state: savepoint (\S+)$", re.M)
 

@@ -4,7 +4,6 @@ mode."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
@@ -12,25 +11,15 @@ import pytest
 from core.v2 import model as M
 from core.v2.session import SESSION_MODES, Live, published_trending, session_mode, session_settings
 from core.v2.settings import Settings
-from serving.testing import fake_catalog
-from udfs.events import EVENT_TYPES, Event
+from serving.testing import fake_catalog, fake_events
+from udfs.events import Event
 
-TYPES = [t for t in EVENT_TYPES if t != "rate"]
 WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0, "dislike": 1.0, "hide": 1.0}
 
 
 def stream(seed: int, n: int, users: int, items: int) -> list[Event]:
-    """Mixed event types over items "1".."items" (Pareto popularity), a few re-engagements, some equal times."""
-    rng = random.Random(seed)
-    out: list[Event] = []
-    ts = 1_700_000_000_000
-    for k in range(n):
-        ts += rng.choice([0, 1000, 15_000, 60_000])
-        u, i = f"u{rng.randrange(users)}", str(1 + int(rng.paretovariate(1.1)) % items)
-        t = rng.choice(["rate", *TYPES])
-        w = rng.choice([1.0, 2.5, 4.0, 5.0]) if t == "rate" else WEIGHTS[t]
-        out.append(Event(f"e{k:05d}", u, i, t, w, ts))
-    return out
+    """Mixed event types, negative feedback too, a few re-engagements, some equal times."""
+    return fake_events(seed, n, users, items, WEIGHTS)
 
 
 def published(settings: Settings, events: list[Event], catalog: list[dict[str, Any]]) -> tuple[M.State, Live]:

@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import REDIS_PORT
+from job_runs import live_job
 
-from config import PROJECT_ROOT, load_config
-from ingest import kafka_admin
 from ingest.catalog import publish_catalog
 from ingest.producer import produce_events
 from udfs.events import Event
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
-LOGS = PROJECT_ROOT / "var" / "test-artifacts"
 # u1 likes Westerns; everything else in the catalog is Comedy or Drama, and the Westerns are seen by u1
 CATALOG = [{"item_id": f"c{k}", "title": f"Comedy {k}", "year": 1990, "genres": ["Comedy"]} for k in range(8)] + [
     {"item_id": f"d{k}", "title": f"Drama {k}", "year": 1990, "genres": ["Drama"]} for k in range(8)] + [
@@ -51,32 +47,10 @@ def wait_for(what: str, check: Any, timeout: float, proc: subprocess.Popen[bytes
 
 @pytest.fixture()
 def job(kafka_bootstrap: str, redis_conn: Any) -> Iterator[dict[str, Any]]:
-    tag = f"live-{uuid.uuid4().hex[:6]}"
-    overrides = [f"kafka.topics.{t}={t}-{tag}" for t in ("events", "items", "dlq", "recommendations")]
-    overrides += [f"kafka.bootstrap={kafka_bootstrap}", f"redis.port={REDIS_PORT}", f"kafka.group_id=g-{tag}",
-                  f"redis.prefix={tag}:", f"job.checkpoint_dir=var/test-checkpoints/{tag}",
-                  f"job.transactional_id_prefix=t-{tag}", "job.parallelism=1", "model.hybrid.mode=content",
-                  "model.hybrid.half_life_s=null"]
-    cfg = load_config(overrides=overrides, env={})
-    topics = kafka_admin.project_topics(cfg)
-    kafka_admin.ensure_topics(kafka_bootstrap, topics, partitions=2)
-    publish_catalog(CATALOG, kafka_bootstrap, cfg["kafka"]["topics"]["items"])
-    LOGS.mkdir(parents=True, exist_ok=True)
-    log = LOGS / f"job-{tag}.log"
-    cmd = [sys.executable, "-m", "jobs.recommend"] + [a for o in overrides for a in ("--set", o)]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield {"cfg": cfg, "proc": proc, "log": str(log), "prefix": cfg["redis"]["prefix"]}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        kafka_admin.delete_topics(kafka_bootstrap, topics)
-        for key in redis_conn.scan_iter(match=f"{cfg['redis']['prefix']}*", count=1000):
-            redis_conn.unlink(key)
+    with live_job("live", kafka_bootstrap, redis_conn, REDIS_PORT,
+                  ["model.hybrid.mode=content", "model.hybrid.half_life_s=null"],
+                  before=lambda cfg: publish_catalog(CATALOG, kafka_bootstrap, cfg["kafka"]["topics"]["items"])) as j:
+        yield j
 
 
 def test_new_catalog_item_is_recommended_without_restart(job: dict[str, Any], kafka_bootstrap: str,

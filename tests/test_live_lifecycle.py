@@ -9,19 +9,15 @@ The job runs unbounded in its own process against the real Kafka and Redis, on t
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import REDIS_PORT
-from test_live_catalog import LOGS, wait_for
+from job_runs import live_job
+from test_live_catalog import wait_for
 
-from config import PROJECT_ROOT, load_config
-from ingest import kafka_admin
 from ingest.catalog import delete_catalog, publish_catalog, store_catalog
 from ingest.producer import produce_events
 from udfs.events import Event
@@ -33,31 +29,9 @@ X = {"item_id": "x", "title": "The Item", "year": 1990, "genres": ["Comedy"]}
 
 @pytest.fixture()
 def job(kafka_bootstrap: str, redis_conn: Any) -> Iterator[dict[str, Any]]:
-    tag = f"life-{uuid.uuid4().hex[:6]}"
-    overrides = [f"kafka.topics.{t}={t}-{tag}" for t in ("events", "items", "dlq", "recommendations")]
-    overrides += [f"kafka.bootstrap={kafka_bootstrap}", f"redis.port={REDIS_PORT}", f"kafka.group_id=g-{tag}",
-                  f"redis.prefix={tag}:", f"job.checkpoint_dir=var/test-checkpoints/{tag}",
-                  f"job.transactional_id_prefix=t-{tag}", "job.parallelism=1", "model.hybrid.half_life_s=null",
-                  "model.hybrid.train_combiner=false"]
-    cfg = load_config(overrides=overrides, env={})
-    topics = kafka_admin.project_topics(cfg)
-    kafka_admin.ensure_topics(kafka_bootstrap, topics, partitions=2)
-    LOGS.mkdir(parents=True, exist_ok=True)
-    log = LOGS / f"job-{tag}.log"
-    cmd = [sys.executable, "-m", "jobs.recommend"] + [a for o in overrides for a in ("--set", o)]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield {"cfg": cfg, "proc": proc, "log": str(log), "prefix": cfg["redis"]["prefix"]}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        kafka_admin.delete_topics(kafka_bootstrap, topics)
-        for key in redis_conn.scan_iter(match=f"{cfg['redis']['prefix']}*", count=1000):
-            redis_conn.unlink(key)
+    with live_job("life", kafka_bootstrap, redis_conn, REDIS_PORT,
+                  ["model.hybrid.half_life_s=null", "model.hybrid.train_combiner=false"]) as j:
+        yield j
 
 
 def test_a_tombstone_deletes_the_item_from_every_list_until_it_is_published_again(

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import REDIS_PORT
-from job_runs import assert_same_contents, kill, last_messages, redis_contents, wait_for
+from job_runs import LOGS, assert_same_contents, kill, last_messages, redis_contents, wait_for
 
 from config import PROJECT_ROOT, load_config
 from ingest import kafka_admin
@@ -36,7 +36,6 @@ from udfs.serde import published
 pytestmark = [pytest.mark.integration, pytest.mark.flink]
 
 N_EVENTS = 20000
-LOGS = PROJECT_ROOT / "var" / "test-artifacts"
 
 
 class Scenario:

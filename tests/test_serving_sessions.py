@@ -9,7 +9,6 @@ every mode and with more users.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,15 @@ from core.v2.session import SESSION_MODES, published_trending, session_settings
 from core.v2.settings import Settings
 from ingest.catalog import store_catalog
 from serving.api import create_app
-from serving.testing import delete_prefix, fake_catalog, require_redis, unique, write_similar, write_trending
+from serving.testing import (
+    delete_prefix,
+    fake_catalog,
+    fake_events,
+    require_redis,
+    unique,
+    write_similar,
+    write_trending,
+)
 from udfs.events import Event
 
 pytestmark = pytest.mark.integration
@@ -33,16 +40,7 @@ CATALOG = fake_catalog(150, seed=4)
 
 
 def stream(seed: int, n: int, users: int, items: int) -> list[Event]:
-    rng = random.Random(seed)
-    out: list[Event] = []
-    ts = 1_764_500_000_000
-    for k in range(n):
-        ts += rng.choice([0, 1000, 20_000, 90_000])
-        u, i = f"u{rng.randrange(users)}", str(1 + int(rng.paretovariate(1.1)) % items)
-        t = rng.choice(["rate", *WEIGHTS])
-        w = rng.choice([1.0, 2.5, 4.0, 5.0]) if t == "rate" else WEIGHTS[t]
-        out.append(Event(f"e{k:05d}", u, i, t, w, ts))
-    return out
+    return fake_events(seed, n, users, items, WEIGHTS, start_ms=1_764_500_000_000)
 
 
 EVENTS = stream(11, 4000, users=90, items=170)  # items 151..170 are not in the catalog
