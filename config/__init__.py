@@ -4,7 +4,8 @@
 (last wins):
 
 1. ``config/default.yaml`` (shipped with the project, documented key by key);
-2. an optional user YAML file (``--config``), merged key by key;
+2. an optional user YAML file (``--config``), merged key by key, then an experiment profile
+   (``--experiment NAME``: ``config/experiments/NAME.yaml``);
 3. environment variables ``FLINKREC_<SECTION>__<KEY>[__<SUBKEY>]=value``;
 4. explicit overrides ``["model.top_n=20", ...]`` (the ``--set`` flag of the CLIs).
 
@@ -25,6 +26,7 @@ import yaml
 logger = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path(__file__).with_name("default.yaml")
+EXPERIMENTS_DIR = Path(__file__).with_name("experiments")
 ENV_PREFIX = "FLINKREC_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,12 +81,20 @@ def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
+    experiment: str | None = None,
 ) -> dict[str, Any]:
-    """Load the default config, then merge ``path``, environment variables and ``overrides``."""
+    """Load the default config, then merge ``path``, the ``experiment`` profile, environment variables and
+    ``overrides``."""
     with open(DEFAULT_PATH, encoding="utf-8") as fh:
         cfg: dict[str, Any] = yaml.safe_load(fh)
-    if path is not None:
-        p = Path(path)
+    files = [Path(path)] if path is not None else []
+    if experiment is not None:
+        profile = EXPERIMENTS_DIR / f"{experiment}.yaml"
+        if not profile.is_file():
+            known = ", ".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")))
+            raise ConfigError(f"experiment profile {experiment!r} does not exist (known: {known})")
+        files.append(profile)
+    for p in files:
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
         with open(p, encoding="utf-8") as fh:
@@ -152,6 +162,22 @@ def validate(cfg: Mapping[str, Any]) -> None:
         if not isinstance(w, (int, float)) or isinstance(w, bool) or not w > 0:
             raise ConfigError(f"config key model.weights.{etype} must be a positive number, got {w!r}")
     port_range(cfg["metrics"]["prometheus_port"], "metrics.prometheus_port")
+    if cfg["experiments"]["name"] is not None:
+        experiment(cfg)
+
+
+def experiment(cfg: Mapping[str, Any]) -> Any:
+    """The config's :class:`core.v2.experiments.Experiment` (None when ``experiments.name`` is null); a
+    :class:`ConfigError` names the key and value it refuses."""
+    if cfg["experiments"]["name"] is None:
+        return None
+    from core.v2.experiments import Experiment
+    from core.v2.settings import Settings
+
+    try:
+        return Experiment.from_config(cfg["experiments"], Settings.from_config(cfg["model"]))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def port_range(value: Any, key: str) -> tuple[int, int] | None:

@@ -75,14 +75,18 @@ def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
 
 
 def project_topics(cfg: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    """The topics the project uses, from the ``kafka.topics`` config section, with their topic configs."""
+    """The topics the project uses, from the ``kafka.topics`` config section, with their topic configs (the
+    ``experiments`` topic only while an experiment runs)."""
     topics = cfg["kafka"]["topics"]
-    return {
+    out = {
         topics["events"]: {},
         topics["items"]: dict(COMPACTED),
         topics["dlq"]: {},
         topics["recommendations"]: {},
     }
+    if cfg.get("experiments", {}).get("name") is not None:  # written only while an experiment runs
+        out[topics["experiments"]] = {}
+    return out
 
 
 def topic_configs(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[str, str | None]:

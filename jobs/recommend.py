@@ -9,6 +9,8 @@ Topology (``job.shards`` virtual user shards; docs/design.md, "The job")::
       Intake --(rank requests)--> key_by(user shard) ---------------------------------> Model
           Model -> RecsToRedis -> KafkaSink(recommendations)
           Model --(item lists)--> NeighborsToRedis
+          Model --(per-arm totals, with experiments.name)--> key_by(arm) -> ArmSummaries -> ArmsToRedis
+                -> KafkaSink(experiments)
 
 Run ``python -m jobs.recommend --help``.
 """
@@ -35,6 +37,7 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSource,
 )
 
+from config import experiment as config_experiment
 from config import load_config
 from core.v2.model import FUSION
 from core.v2.settings import Settings
@@ -59,12 +62,13 @@ from jobs.state import (
     verify_restore,
 )
 from operators import front
+from operators.experiments import ArmSummaries
 from operators.front import event_batches, jvm_class, source_records, source_watermarks
 from operators.intake import RANK_TAG, Intake
-from operators.model import ITEMS_TAG, LOG_STATE, USERS_TAG, Model
+from operators.model import EXPERIMENTS_TAG, ITEMS_TAG, LOG_STATE, USERS_TAG, Model
 from operators.parse import DLQ_TAG, ParseCatalog
 from operators.records import PACKED, PICKLED, packed_shard
-from operators.redis_sink import NeighborsToRedis, RecsToRedis
+from operators.redis_sink import ArmsToRedis, NeighborsToRedis, RecsToRedis
 from udfs.events import Limits
 
 logger = logging.getLogger(__name__)
@@ -76,6 +80,7 @@ class RecommendOutputs:
     neighbors: DataStream  # operators.records.ItemLists
     user_neighbors: DataStream | None  # operators.records.UserLists (end of a bounded input); None without user-CF
     dlq: DataStream  # JSON strings: rejected input with the reason
+    experiments: DataStream | None = None  # JSON: per-arm summaries (operators.experiments); None: no experiment
 
 
 def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
@@ -92,7 +97,9 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
     """
     job, model = cfg["job"], cfg["model"]
     settings = Settings.from_config(model)  # validates the model section before anything runs
-    ranker = Model(settings, model.get("compare_modes") or (), model["stored_n"], shards=job["shards"])
+    experiment = config_experiment(cfg)
+    ranker = Model(settings, model.get("compare_modes") or (), model["stored_n"], shards=job["shards"],
+                   experiment=experiment)
     limits = Limits.from_config(cfg)
     # event time from the events' ts field, user shard and one batch per shard and window, on the JVM
     batches = event_batches(events, shards=job["shards"], window_ms=job["window_ms"], limits=limits,
@@ -100,7 +107,7 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
                             event_buffer_timeout_ms=job["event_buffer_timeout_ms"],
                             source_watermarks=source_watermarks, settle_ms=job["settle_ms"])
     intake = (batches.process(Intake(job["dedup_ttl_ms"], job["dedup_max_ids"], job["late_events"], limits,
-                                     shards=job["shards"]),
+                                     shards=job["shards"], scored=experiment is not None),
                               output_type=PACKED)
               .name("intake").uid("intake"))
     dlq = intake.get_side_output(DLQ_TAG)
@@ -117,9 +124,16 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
                                  .name("model").uid("model"))
     items = ranked.get_side_output(ITEMS_TAG)
     users = ranked.get_side_output(USERS_TAG) if "usercf" in settings.methods else None
+    summaries = None
+    if experiment is not None:
+        summaries = (ranked.get_side_output(EXPERIMENTS_TAG)
+                     .key_by(lambda totals: totals.arm, key_type=Types.STRING())
+                     .process(ArmSummaries(experiment.window_ms), output_type=Types.STRING())
+                     .name("experiment-summaries").uid("experiment-summaries")
+                     .disable_chaining())  # not fused with the Python operator after it (its uid would be taken twice)
+    r = cfg["redis"]
+    args = (r["host"], int(r["port"]), int(r["db"]), r["prefix"], int(r["pipeline_size"]))
     if redis:
-        r = cfg["redis"]
-        args = (r["host"], int(r["port"]), int(r["db"]), r["prefix"], int(r["pipeline_size"]))
         recs = (ranked.flat_map(RecsToRedis(*args, top_n=model["top_n"]), output_type=Types.STRING())
                 .name("recs-to-redis"))
         # its own operator, not fused with the side output's map: metrics and logs name it similar-to-redis
@@ -130,7 +144,10 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
 
         recs = ranked.flat_map(lambda b: [dumps(published(m, model["top_n"])) for m in b.messages],
                                output_type=Types.STRING()).name("recs-json")
-    return RecommendOutputs(recommendations=recs, neighbors=items, user_neighbors=users, dlq=dlq)
+        if summaries is not None:
+            summaries = summaries.flat_map(ArmsToRedis(*args), output_type=Types.STRING()).name("experiments-to-redis")
+    return RecommendOutputs(recommendations=recs, neighbors=items, user_neighbors=users, dlq=dlq,
+                            experiments=summaries)
 
 
 def _source(cfg: dict[str, Any], topic: str, group: str, start: Any) -> KafkaSource:
@@ -216,6 +233,9 @@ def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], dirs: St
         .name("kafka-recommendations").uid("kafka-recommendations")
     out.dlq.sink_to(kafka_sink(cfg, topics["dlq"], "dlq", "/source/key_b64", key_is_base64=True)) \
         .name("kafka-dlq").uid("kafka-dlq")
+    if out.experiments is not None:  # one partition per arm
+        out.experiments.sink_to(kafka_sink(cfg, topics["experiments"], "experiments", "/arm")) \
+            .name("kafka-experiments").uid("kafka-experiments")
     name = cfg["job"]["name"]
     if bounded and not checkpoints:
         logger.warning("job.checkpoint_interval_ms is 0: this bounded run keeps no final state to continue from")
@@ -415,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="start anew: ignore the saved state of this job identity (it stays on disk, --resume "
                             "PATH still reaches it) and read the topics from the beginning "
                             "(job.starting_offsets=earliest unless set with --set)")
+    parser.add_argument("--experiment", metavar="NAME",
+                        help="run the experiment profile config/experiments/NAME.yaml (e.g. demo: weighted vs learned)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO
@@ -428,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"job.parallelism={args.parallelism}")
     if args.mode:
         overrides.append(f"model.hybrid.mode={args.mode}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, experiment=args.experiment)
     if submitted():  # `flink run`: its -s decides the restore, the submitter the folders (deploy/submit.py)
         recommend_job(make_env(cfg), cfg)
         return 0

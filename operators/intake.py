@@ -70,10 +70,11 @@ class Intake(KeyedProcessFunction):
     (``RANK_TAG``) and dead letters (``DLQ_TAG``) out (see the module docstring)."""
 
     def __init__(self, dedup_ttl_ms: int, dedup_max_ids: int, late_events: str = "apply",
-                 limits: Limits = DEFAULT_LIMITS, *, shards: int) -> None:
+                 limits: Limits = DEFAULT_LIMITS, *, shards: int, scored: bool = False) -> None:
         if shards < 1:
             raise ValueError(f"job.shards must be at least 1, got {shards!r}")
         self.shards = shards
+        self.scored = scored  # an experiment runs: each rank request carries its events (RankRequest.events)
         self.late = LateCheck(late_events)
         self.rejects = Rejects(limits.dlq_payload_bytes)
         self.dedup_ttl_ms = dedup_ttl_ms
@@ -142,15 +143,16 @@ class Intake(KeyedProcessFunction):
         put_all(self.seen, touched)
         due = int(events.ts.max())
         yield pack(key, EventBatch(key, events))
-        yield RANK_TAG, pack(key, self._request(key, sorted(touched), due, final=False))
+        yield RANK_TAG, pack(key, self._request(key, sorted(touched), due, final=False,
+                                                events=events if self.scored else None))
         for shard in range(self.shards):
             if shard != key:
                 yield RANK_TAG, pack(shard, Tick(shard, due))
 
-    def _request(self, key: int, users: list[str], due: int, final: bool) -> RankRequest:
+    def _request(self, key: int, users: list[str], due: int, final: bool, events: Any = None) -> RankRequest:
         seen = self._cache
         return RankRequest(key, users, [seen[u].last_id for u in users], [seen[u].last_ts for u in users], due,
-                           final)
+                           final, events)
 
     def on_timer(self, timestamp, ctx):  # type: ignore[no-untyped-def]
         if timestamp == END_OF_TIME:  # the only timer this operator sets

@@ -15,6 +15,10 @@ arithmetic: it owns the state, the timers and the I/O, and calls :mod:`core.v2.m
   emits (``ITEMS_TAG``) the changed neighbour lists of the timer's shard's items (``shard_of(item, job.shards)``),
   then ranks the requested users that are due (:func:`core.v2.model.rank`, in ``model.hybrid.mode`` and the
   ``model.compare_modes``) and emits one :class:`~operators.records.RecsBatch`.
+* With an experiment (:mod:`core.v2.experiments`), each user is ranked with the settings of their arm and the
+  message names the arm; before a shard's requests are answered, their events (``RankRequest.events``) are scored
+  against the lists their users were served before them (:class:`Shown`), and each arm's sums go to
+  ``EXPERIMENTS_TAG`` (:class:`~operators.records.ArmTotals`) and to the counters ``arm.<name>``.
 * The item lifecycle (docs/design.md, "Item lifecycle"): a catalog record or a learned event may make items gone
   (withdrawn, deleted, expired) or bring them back; on each shard's next timer the shard's lists holding them are
   recomputed (the gone items' own lists withdrawn: ``ItemLists.removed``) and the shard's users whose last list held
@@ -46,6 +50,7 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedBroadcastProcessFunction, OutputTag, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor, MapStateDescriptor
 
+from core.v2 import experiments as X
 from core.v2 import model as M
 from core.v2.session import published_trending
 from core.v2.settings import Settings
@@ -54,6 +59,7 @@ from operators.metrics_catalog import RANKING_MS_BOUNDS, Histogram, counter_adde
 from operators.records import (
     END_OF_TIME,
     PICKLED,
+    ArmTotals,
     CatalogDelete,
     CatalogUpdate,
     EventBatch,
@@ -79,11 +85,14 @@ _CORE = threading.Lock()
 so they never run model code at once anyway; numba compiling or loading a kernel in two of them at once
 deadlocks in the embedded interpreter."""
 USERS_TAG = OutputTag("user-lists", PICKLED)
+EXPERIMENTS_TAG = OutputTag("experiment-totals", PICKLED)
 
 
-def training(settings: Settings, compare_modes: Sequence[str]) -> bool:
-    """Whether the stream trains the learned combiner: only while ``learned`` ranks (the mode or a compared one)."""
-    return settings.train_combiner and "learned" in (settings.mode, *compare_modes)
+def training(settings: Settings, compare_modes: Sequence[str], experiment: X.Experiment | None = None) -> bool:
+    """Whether the stream trains the learned combiner: only while ``learned`` ranks (the mode, a compared one or an
+    experiment's arm)."""
+    arms = experiment is not None and experiment.ranks_learned
+    return settings.train_combiner and ("learned" in (settings.mode, *compare_modes) or arms)
 
 
 class Model(KeyedBroadcastProcessFunction):
@@ -91,7 +100,7 @@ class Model(KeyedBroadcastProcessFunction):
     lists to ``ITEMS_TAG``, user lists to ``USERS_TAG`` (see the module docstring)."""
 
     def __init__(self, settings: Settings, compare_modes: Sequence[str] = (), stored_n: int | None = None, *,
-                 shards: int) -> None:
+                 shards: int, experiment: X.Experiment | None = None) -> None:
         if shards < 1:
             raise ValueError(f"job.shards must be at least 1, got {shards!r}")
         self.shards = shards
@@ -101,7 +110,8 @@ class Model(KeyedBroadcastProcessFunction):
         self.settings = settings
         self.compare_modes = tuple(compare_modes)
         self.stored_n = settings.top_n if stored_n is None else stored_n
-        self.train = training(settings, compare_modes)
+        self.experiment = experiment
+        self.train = training(settings, compare_modes, experiment)
         self.state: M.State | None = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -129,6 +139,11 @@ class Model(KeyedBroadcastProcessFunction):
         self._waiting = gauge_setter(group, "events_waiting")
         self._model_bytes = gauge_setter(group, "model_bytes")
         self._ranking_ms = Histogram(group, "ranking_ms", RANKING_MS_BOUNDS)
+        self._arm_count: list[dict[str, Any]] = []
+        for name in self.experiment.names if self.experiment is not None else ():
+            arm = group.add_group("arm", name)
+            self._arm_count.append({"events": counter_adder(arm, "events"), "hits": counter_adder(arm, "hits"),
+                                    "lists": counter_adder(arm, "lists")})
 
     # -- state ------------------------------------------------------------------------------------------------------
     def _model(self, ctx: Any) -> M.State:
@@ -316,7 +331,11 @@ class Model(KeyedBroadcastProcessFunction):
             self.requests.update(left)
         elif due:
             self.requests.clear()
-        yield self._rank(state, shard, due, final=watermark == END_OF_TIME, again=again)
+        scored = self._score(state, shard, due) if self.experiment is not None else None
+        batch = self._rank(state, shard, due, final=watermark == END_OF_TIME, again=again)
+        yield batch
+        if scored is not None:
+            yield from self._arm_totals(scored, batch)
         final = sorted({u for r in due if r.final for u in r.users})
         if final and "usercf" in self.settings.methods:
             lists = {u: M.user_neighbors(state, u) for u in final}
@@ -340,22 +359,23 @@ class Model(KeyedBroadcastProcessFunction):
                 triggers[user] = "catalog"
         users = list(asked)
         started = time.perf_counter()
-        mode = self.settings.mode
-        ranking = M.rank(state, users, mode, n=self.stored_n)
-        lists = M.render(state, ranking)
-        self.shown.remember(state, shard, users, [asked[u][:2] for u in users], ranking)
-        alternatives = {m: M.render(state, M.rank(state, users, m)) for m in self.compare_modes}
         now = int(time.time() * 1000)
-        ids = state.users.encode(users)
-        sizes = state.lpool.size[ids].tolist()
-        messages = []
-        for r, user in enumerate(users):
-            event_id, event_ts, _ = asked[user]
-            msg = recs_message(user, lists[r], event_id, event_ts, now, sizes[r], triggers[user], mode)
-            if alternatives:
-                msg["alternatives"] = {m: recs_message(user, alt[r], event_id, event_ts, now, 0, "", m)["items"]
-                                       for m, alt in alternatives.items()}
-            messages.append(msg)
+        by_user: dict[str, dict[str, Any]] = {}
+        for arm, settings, group in self._groups(users):
+            mode = settings.mode
+            ranking = X.rank_as(state, settings, group, mode, n=self.stored_n)
+            lists = M.render(state, ranking)
+            self.shown.remember(state, shard, group, [asked[u][:2] for u in group], ranking)
+            alternatives = {m: M.render(state, X.rank_as(state, settings, group, m)) for m in self.compare_modes}
+            sizes = state.lpool.size[state.users.encode(group)].tolist()
+            for r, user in enumerate(group):
+                event_id, event_ts, _ = asked[user]
+                msg = recs_message(user, lists[r], event_id, event_ts, now, sizes[r], triggers[user], mode, arm)
+                if alternatives:
+                    msg["alternatives"] = {m: recs_message(user, alt[r], event_id, event_ts, now, 0, "", m)["items"]
+                                           for m, alt in alternatives.items()}
+                by_user[user] = msg
+        messages = [by_user[u] for u in users]
         took = (time.perf_counter() - started) * 1000
         self._count["rankings"](len(users))
         self._ranking_ms.observe([took / len(users)] * len(users))
@@ -368,6 +388,61 @@ class Model(KeyedBroadcastProcessFunction):
             self.combiner_seen = seen
             combiner = {"n_seen": seen, "weights": M.combiner(state)}
         return RecsBatch(messages, trending, combiner)
+
+    def _groups(self, users: list[str]) -> list[tuple[str | None, Settings, list[str]]]:
+        """The users by arm, each with the settings it ranks with: (arm name, settings, users); without an
+        experiment one group, no arm, the job's settings."""
+        exp = self.experiment
+        if exp is None:
+            return [(None, self.settings, users)]
+        arm = exp.arms_of(users)
+        return [(a.name, a.settings, [u for u, x in zip(users, arm.tolist(), strict=True) if x == i])
+                for i, a in enumerate(exp.arms) if (arm == i).any()]
+
+    def _score(self, state: M.State, shard: int, requests: Sequence[RankRequest]) -> tuple[X.Scored, np.ndarray,
+                                                                                          np.ndarray]:
+        """The engagements of ``requests`` (RankRequest.events), in canonical order, scored against the first
+        ``top_n`` of the lists their users were last sent (the shard's :class:`Shown`, before this answer ranks
+        them again): (per event: :class:`core.v2.experiments.Scored`, its arm, its time)."""
+        exp = self.experiment
+        assert exp is not None
+        batch = M.Batch.concat([r.events for r in requests if r.events is not None])
+        batch = batch.take(M.NEG_FLAG[batch.type] == 0)  # negative feedback is no engagement
+        batch = batch.take(np.lexsort((batch.event_id, batch.ts)))
+        shown = self.shown
+        shown.load(state, shard)
+        users = batch.user_id.tolist()
+        at = np.array([shown.at.get(u, -1) for u in users], dtype=np.int64)
+        rows = np.where(at >= 0, at, 0)
+        width = min(self.settings.top_n, shown.rows.shape[1])
+        lists = shown.rows[rows, :width] if len(shown.rows) else np.full((len(users), 0), -1, dtype=np.int32)
+        version = [shown.version[r] if a >= 0 else ("", 0) for r, a in zip(rows.tolist(), at.tolist(), strict=True)]
+        scored = X.score(lists, np.array([v[1] for v in version], dtype=np.int64), [v[0] for v in version],
+                         np.where(at >= 0, np.arange(len(users)), -1), state.items.lookup(batch.item_id.tolist()),
+                         batch.ts, batch.event_id.tolist())
+        return scored, exp.arms_of(users), batch.ts
+
+    def _arm_totals(self, scored: tuple[X.Scored, np.ndarray, np.ndarray], batch: RecsBatch) -> Iterable[Any]:
+        """Each arm's sums of one answer (events scored, lists sent) to ``EXPERIMENTS_TAG`` and its counters."""
+        exp = self.experiment
+        assert exp is not None
+        result, arm, ts = scored
+        index = {a: i for i, a in enumerate(exp.names)}
+        sent = np.array([index[m["arm"]] for m in batch.messages], dtype=np.int64)
+        totals = X.tally(len(exp.arms), arm, result, sent)
+        for i, name in enumerate(exp.names):
+            if not (totals.events[i] or totals.lists[i]):
+                continue
+            when = ts[result.served & (arm == i)]
+            count = self._arm_count[i]
+            for key in ("events", "hits", "lists"):
+                if getattr(totals, key)[i]:
+                    count[key](int(getattr(totals, key)[i]))
+            yield EXPERIMENTS_TAG, ArmTotals(exp.name, name, int(totals.events[i]), int(totals.hits[i]),
+                                             float(totals.ndcg[i]), int(totals.lists[i]),
+                                             int(totals.age_sum_ms[i]), int(totals.age_max_ms[i]),
+                                             int(when.min()) if len(when) else None,
+                                             int(when.max()) if len(when) else None)
 
 
 
@@ -392,7 +467,7 @@ class Shown:
         self.version: list[tuple[str, int]] = []
         self.lost: dict[str, frozenset[str]] = {}  # users with items lost while they stay gone
 
-    def _load(self, state: M.State, shard: int) -> None:
+    def load(self, state: M.State, shard: int) -> None:
         """The shard's rows from the keyed state (the current key must be ``shard``), once."""
         if shard in self.loaded:
             return
@@ -428,7 +503,7 @@ class Shown:
     def affected(self, state: M.State, shard: int, went: np.ndarray, came: np.ndarray) -> dict[str, tuple[str, int]]:
         """The shard's users whose last list holds an item of ``went``, or who lost one of ``came``: user -> the
         version (event id, event time) of their last message. The lost items are recorded."""
-        self._load(state, shard)
+        self.load(state, shard)
         out: dict[str, tuple[str, int]] = {}
         if len(went) and len(self.users):
             mine = np.flatnonzero(self.shard[: len(self.users)] == shard)
@@ -451,7 +526,7 @@ class Shown:
     def remember(self, state: M.State, shard: int, users: Sequence[str], versions: Sequence[tuple[str, int]],
                  ranking: M.Ranking) -> None:
         """The lists just ranked for ``users`` (of ``shard``, the current key) and the versions of their messages."""
-        self._load(state, shard)
+        self.load(state, shard)
         names = state.items.names
         gone = state.gone
         put: dict[str, bytes] = {}

@@ -47,7 +47,9 @@ class CatalogDelete(NamedTuple):
 class RankRequest(NamedTuple):
     """Intake -> model (keyed by user shard): rank these users once the model has learned every event up to
     ``due`` (the newest event time among theirs); each user's newest event (by time, then id) names the version of
-    the answer. ``final``: the end of a bounded input, every user of the shard, answered with the final model."""
+    the answer. ``final``: the end of a bounded input, every user of the shard, answered with the final model.
+    ``events``: with an experiment running, the batch's events themselves, scored against the lists their users
+    were served before them (:mod:`core.v2.experiments`) when the request is answered."""
 
     shard: int
     users: list[str]
@@ -55,6 +57,7 @@ class RankRequest(NamedTuple):
     event_ts: list[int]
     due: int
     final: bool = False
+    events: Batch | None = None
 
 
 class Tick(NamedTuple):
@@ -74,6 +77,22 @@ class RecsBatch(NamedTuple):
     messages: list[dict[str, Any]]
     trending: list[tuple[str, float]]
     combiner: dict[str, Any] | None
+
+
+class ArmTotals(NamedTuple):
+    """Model -> experiment summaries (keyed by arm): what one arm's lists earned in one answer of a shard's requests
+    (:class:`core.v2.experiments.Totals`, one arm's column) and the event-time range of the events scored."""
+
+    experiment: str
+    arm: str
+    events: int
+    hits: int
+    ndcg: float
+    lists: int
+    age_sum_ms: int
+    age_max_ms: int
+    first_ts: int | None
+    last_ts: int | None
 
 
 class ItemLists(NamedTuple):

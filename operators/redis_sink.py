@@ -12,6 +12,7 @@ key                            type    value
 ``rec:trending``               string  JSON list of ``{"item_id", "score"}``
 ``rec:model:combiner``         string  the learned combiner's weights (JSON, ``udfs.serde``)
 ``rec:item:<item_id>``         hash    title, year, genres (written by ``ingest.catalog``)
+``rec:experiments``            hash    arm -> the arm's running totals (JSON, ``operators.experiments.summary``)
 =============================  ======  =====================================================
 
 A Redis outage does not fail the job: writes are retried with exponential backoff (capped) until
@@ -153,6 +154,20 @@ class RecsToRedis(_RedisWriter):
             commands.append(("set", (f"{p}model:combiner", body)))
         self._write(commands)
         return out
+
+
+class ArmsToRedis(_RedisWriter):
+    """Experiment summaries (JSON, ``operators.experiments``) -> each arm's running totals in the hash
+    ``rec:experiments``; yields each summary on for the Kafka sink."""
+
+    def flat_map(self, value):  # type: ignore[no-untyped-def]
+        import json
+
+        doc = json.loads(value)
+        body = dumps({"experiment": doc["experiment"], "arm": doc["arm"], **doc["totals"],
+                      "updated_at": doc["updated_at"]})
+        self._write([("hset", (f"{self.prefix}experiments", doc["arm"], body))])
+        return [value]
 
 
 class NeighborsToRedis(_RedisWriter):

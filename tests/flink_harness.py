@@ -33,6 +33,7 @@ class PipelineResult:
     dlq: list[dict[str, Any]] = field(default_factory=list)
     # every item-lists record in output order: ({item: [neighbour ids]}, items whose lists were removed, updated_at)
     item_lists: list[tuple[dict[str, list[str]], list[str], int]] = field(default_factory=list)
+    experiments: list[dict[str, Any]] = field(default_factory=list)  # every experiment summary, in output order
 
     def latest_recs(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -71,6 +72,8 @@ def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[st
     ]
     if out.user_neighbors is not None:
         streams.append(out.user_neighbors.map(lambda b: "U" + json.dumps(b.neighbors), output_type=Types.STRING()))
+    if out.experiments is not None:
+        streams.append(out.experiments.map(lambda s: "X" + s, output_type=Types.STRING()))
     recs = out.recommendations
     if recs_map is not None:
         recs = recs.map(recs_map, output_type=Types.STRING()).set_parallelism(1)
@@ -83,6 +86,8 @@ def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[st
                 result.recs.append(body)
             elif kind == "D":
                 result.dlq.append(body)
+            elif kind == "X":
+                result.experiments.append(body)
             elif kind == "U":
                 result.user_neighbors.update({u: [(v, s) for v, s in lst] for u, lst in body.items()})
             else:

@@ -39,12 +39,14 @@ def short_reason(reason: str) -> str:
 
 
 def recs_message(user_id: str, ranked: Iterable[tuple[str, float, str]], event_id: str, event_ts: int,
-                 processed_at: int, history_size: int, trigger: str = "events", mode: str = "itemcf") -> dict[str, Any]:
+                 processed_at: int, history_size: int, trigger: str = "events", mode: str = "itemcf",
+                 arm: str | None = None) -> dict[str, Any]:
     """``trigger``: ``events`` (the user acted), ``catalog`` (the user's last list held an item that is gone, or
     lost one that is back: ranked again with that list's version) or ``final`` (the re-rank at the end of a bounded
     input);
-    ``mode``: the fusion mode (or single method) that ranked the items; reasons are cut to :data:`MAX_REASON_CHARS`."""
-    return {
+    ``mode``: the fusion mode (or single method) that ranked the items; reasons are cut to :data:`MAX_REASON_CHARS`;
+    ``arm``: the user's arm of the running experiment (the key ``arm`` only then)."""
+    msg: dict[str, Any] = {
         "user_id": user_id,
         "items": [{"item_id": j, "score": round(s, 6), "reason": short_reason(r)} for j, s, r in ranked],
         "event_id": event_id,
@@ -54,6 +56,9 @@ def recs_message(user_id: str, ranked: Iterable[tuple[str, float, str]], event_i
         "trigger": trigger,
         "mode": mode,
     }
+    if arm is not None:
+        msg["arm"] = arm
+    return msg
 
 
 def published(msg: Mapping[str, Any], top_n: int) -> Mapping[str, Any]:
