@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: chromium promtool help venv jars services-up services-down services-status run live job produce catalog serve \
-        test test-unit lint config-docs eval bench bench-api clean distclean cluster-up cluster-down cluster-status submit savepoint resume
+        test test-unit lint config-docs eval bench bench-api ab-report clean distclean cluster-up cluster-down cluster-status submit savepoint resume
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,9 @@ services-status: ## show whether Kafka and Redis answer
 
 run: services-up ## the demo: replay MovieLens-100K through Kafka -> Flink -> Redis/Kafka, print recommendations
 	$(PY) -m tools.demo $(ARGS)
+
+ab-report: services-up ## the running experiment's arms compared (hit rate, NDCG, 95% intervals, z-test), from its topic
+	$(PY) -m tools.ab_report $(ARGS)
 
 live: services-up ## run the job unbounded from its latest state (ARGS=--fresh: anew); Ctrl-C stops it with a savepoint
 	$(PY) -m jobs.recommend $(ARGS)

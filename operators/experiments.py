@@ -19,18 +19,18 @@ from pyflink.datastream.state import ValueStateDescriptor
 from operators.records import END_OF_TIME, ArmTotals
 from udfs.serde import dumps
 
-FIELDS = ("events", "hits", "ndcg", "lists", "age_sum_ms", "age_max_ms", "first_ts", "last_ts")
+FIELDS = ("events", "hits", "ndcg", "ndcg_sq", "lists", "age_sum_ms", "age_max_ms", "first_ts", "last_ts")
 """The summed fields of a summary (ages and times in ms; first_ts/last_ts: the event-time range of the events)."""
 
 
 def zero() -> dict[str, Any]:
-    return {"events": 0, "hits": 0, "ndcg": 0.0, "lists": 0, "age_sum_ms": 0, "age_max_ms": 0, "first_ts": None,
-            "last_ts": None}
+    return {"events": 0, "hits": 0, "ndcg": 0.0, "ndcg_sq": 0.0, "lists": 0, "age_sum_ms": 0, "age_max_ms": 0,
+            "first_ts": None, "last_ts": None}
 
 
 def add(acc: dict[str, Any], t: ArmTotals) -> None:
     """``acc`` += ``t`` (sums; the max age and the event-time range widened)."""
-    for key in ("events", "hits", "ndcg", "lists", "age_sum_ms"):
+    for key in ("events", "hits", "ndcg", "ndcg_sq", "lists", "age_sum_ms"):
         acc[key] += getattr(t, key)
     acc["age_max_ms"] = max(acc["age_max_ms"], t.age_max_ms)
     if t.first_ts is not None:

@@ -439,7 +439,7 @@ class Model(KeyedBroadcastProcessFunction):
                 if getattr(totals, key)[i]:
                     count[key](int(getattr(totals, key)[i]))
             yield EXPERIMENTS_TAG, ArmTotals(exp.name, name, int(totals.events[i]), int(totals.hits[i]),
-                                             float(totals.ndcg[i]), int(totals.lists[i]),
+                                             float(totals.ndcg[i]), float(totals.ndcg_sq[i]), int(totals.lists[i]),
                                              int(totals.age_sum_ms[i]), int(totals.age_max_ms[i]),
                                              int(when.min()) if len(when) else None,
                                              int(when.max()) if len(when) else None)

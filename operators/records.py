@@ -88,6 +88,7 @@ class ArmTotals(NamedTuple):
     events: int
     hits: int
     ndcg: float
+    ndcg_sq: float
     lists: int
     age_sum_ms: int
     age_max_ms: int

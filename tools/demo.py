@@ -101,9 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tools.demo",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  make run\n  make run ARGS='--limit 20000 --users 1,2,3'\n"
-               "  make run ARGS='--set job.parallelism=2'")
+               "  make run ARGS='--set job.parallelism=2'\n"
+               "  make run ARGS='--experiment demo'   # half the users weighted, half learned; then make ab-report")
     parser.add_argument("--config", help="YAML file merged over config/default.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--experiment", metavar="NAME",
+                        help="run the experiment profile config/experiments/NAME.yaml (demo: weighted vs learned)")
     parser.add_argument("--limit", type=int, help="replay only the first N ratings (default: all 100,000)")
     parser.add_argument("--bad", type=int, default=8, help="malformed records mixed into the replay (default 8)")
     parser.add_argument("--users", default="1,196,405", help="comma-separated users to print (default 1,196,405)")
@@ -120,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     # a fresh start reads the topics from the beginning (jobs.recommend --fresh does the same)
     cfg = load_config(args.config, [f"model.compare_modes=[{','.join(modes)}]", "job.starting_offsets=earliest",
-                                    *args.set, "job.bounded=true"])
+                                    *args.set, "job.bounded=true"], experiment=args.experiment)
 
     import redis
 
@@ -179,6 +182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{sum(1 for _ in r.scan_iter(match=f'{prefix}similar:*', count=1000)):,}")
     print(f"messages on {k['topics']['recommendations']!r}: {n_recs:,} (one per user update)")
     print(f"messages on {k['topics']['dlq']!r}: {n_dlq:,} (malformed input with the reason)")
+    if cfg["experiments"]["name"] is not None:
+        from serving.testing import read_topic
+        from tools.ab_report import report, summarise
+
+        records = read_topic(k["bootstrap"], k["topics"]["experiments"])
+        print(f"experiment {cfg['experiments']['name']!r}: {len(records):,} summaries on "
+              f"{k['topics']['experiments']!r} (make ab-report prints this table again)")
+        print(report(*summarise((json.loads(r.value) for r in records), cfg["experiments"]["name"])))
     if args.serve:
         import uvicorn
 

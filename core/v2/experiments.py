@@ -181,12 +181,13 @@ def score(lists: np.ndarray, list_ts: np.ndarray, list_id: Sequence[str], row: n
 
 
 class Totals(NamedTuple):
-    """Per arm: events with a served list, hits, the NDCG sum (Σ 1/log2(rank+1) over hits), lists served, list ages
-    (sum and max, ms)."""
+    """Per arm: events with a served list, hits, the NDCG sum (Σ 1/log2(rank+1) over hits) and the sum of its
+    squares (for an interval), lists served, list ages (sum and max, ms)."""
 
     events: np.ndarray
     hits: np.ndarray
     ndcg: np.ndarray
+    ndcg_sq: np.ndarray
     lists: np.ndarray
     age_sum_ms: np.ndarray
     age_max_ms: np.ndarray
@@ -194,7 +195,7 @@ class Totals(NamedTuple):
     @classmethod
     def zeros(cls, arms: int) -> Totals:
         z = np.zeros(arms, dtype=np.int64)
-        return cls(z, z.copy(), np.zeros(arms), z.copy(), z.copy(), z.copy())
+        return cls(z, z.copy(), np.zeros(arms), np.zeros(arms), z.copy(), z.copy(), z.copy())
 
 
 def tally(arms: int, arm: np.ndarray, scored: Scored, lists_arm: np.ndarray) -> Totals:
@@ -203,12 +204,13 @@ def tally(arms: int, arm: np.ndarray, scored: Scored, lists_arm: np.ndarray) -> 
     on = scored.served
     a = arm[on]
     hit = scored.rank[on] > 0
-    gain = np.where(hit, 1.0 / np.log2(scored.rank[on] + 1.0), 0.0)
+    gain = np.where(hit, 1.0 / np.log2(np.maximum(scored.rank[on], 1) + 1.0), 0.0)
     age_max = np.zeros(arms, dtype=np.int64)
     np.maximum.at(age_max, a, scored.age_ms[on])
     return Totals(np.bincount(a, minlength=arms).astype(np.int64),
                   np.bincount(a[hit], minlength=arms).astype(np.int64),
                   np.bincount(a, weights=gain, minlength=arms),
+                  np.bincount(a, weights=gain * gain, minlength=arms),
                   np.bincount(lists_arm, minlength=arms).astype(np.int64),
                   np.bincount(a, weights=scored.age_ms[on], minlength=arms).astype(np.int64),
                   age_max)
