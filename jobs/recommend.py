@@ -139,13 +139,13 @@ def recommend(events: DataStream, cfg: dict[str, Any], *, redis: bool = True,
         # its own operator, not fused with the side output's map: metrics and logs name it similar-to-redis
         items.flat_map(NeighborsToRedis(*args), output_type=Types.STRING()).name("similar-to-redis") \
             .disable_chaining()
+        if summaries is not None:
+            summaries = summaries.flat_map(ArmsToRedis(*args), output_type=Types.STRING()).name("experiments-to-redis")
     else:
         from udfs.serde import dumps, published
 
         recs = ranked.flat_map(lambda b: [dumps(published(m, model["top_n"])) for m in b.messages],
                                output_type=Types.STRING()).name("recs-json")
-        if summaries is not None:
-            summaries = summaries.flat_map(ArmsToRedis(*args), output_type=Types.STRING()).name("experiments-to-redis")
     return RecommendOutputs(recommendations=recs, neighbors=items, user_neighbors=users, dlq=dlq,
                             experiments=summaries)
 

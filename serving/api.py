@@ -7,7 +7,8 @@ endpoint                                   answer
                                            ``?n=10``, ``&exclude=<id>`` (repeatable), ``&genre=Comedy``: the
                                            first n of the stored list (``model.stored_n``) that pass; 404 for an
                                            unknown user, or with ``?cold_start=true`` the trending items and
-                                           ``"cold_start": true``
+                                           ``"cold_start": true``; ``arm``: the user's experiment arm
+``GET /experiments``                       each experiment arm's running totals (``rec:experiments``)
 ``GET /users?limit=20``                    the most recently updated users (``rec:users``)
 ``GET /items/{item_id}``                   the catalog entry; 404 if unknown
 ``GET /items/{item_id}/similar?n=10``      the item's nearest neighbours with their titles
@@ -127,6 +128,9 @@ class RecommendationsOut(BaseModel):
                                             "end of a bounded run); null for cold start")
     mode: str | None = Field(default=None, description="the fusion mode (or single method) that ranked the items "
                                                        "(model.hybrid.mode); null for cold start")
+    arm: str | None = Field(default=None, description="the user's arm of the running experiment (experiments.name; "
+                                                      "the arm's settings ranked the items); null without an "
+                                                      "experiment, and for cold start")
     requested: int = Field(description="the n asked for")
     stored: int = Field(description="items in the stored list the filters chose from (the user's list holds "
                                     "model.stored_n; for cold start, the trending list)")
@@ -306,6 +310,21 @@ def event_json_schema(limits: Limits) -> dict[str, Any]:
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
 
+def arm_view(doc: str) -> dict[str, Any] | None:
+    """An arm's totals as the job wrote them (``operators.redis_sink.ArmsToRedis``) -> :class:`ArmOut` (None: not
+    such a document)."""
+    try:
+        d = json.loads(doc)
+        events = int(d["events"])
+        out = {"experiment": str(d["experiment"]), "arm": str(d["arm"]), "events": events, "hits": int(d["hits"]),
+               "hit_rate": d["hits"] / events if events else None, "ndcg": d["ndcg"] / events if events else None,
+               "lists": int(d["lists"]), "mean_age_ms": d["age_sum_ms"] / events if events else None,
+               "updated_at": int(d["updated_at"])}
+    except (ValueError, KeyError, TypeError):
+        return None
+    return out
+
+
 def _json(obj: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
 
@@ -338,6 +357,22 @@ def _describe_validation(exc: RequestValidationError) -> str:
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         parts.append(f"{where}: {err.get('msg', 'invalid')} (got {shown})")
     return "invalid request: " + "; ".join(parts)
+
+
+class ArmOut(BaseModel):
+    experiment: str
+    arm: str
+    events: int = Field(description="engagements of the arm's users scored against the list served before them")
+    hits: int = Field(description="of those, the engaged item was in that list's first model.top_n")
+    hit_rate: float | None = Field(description="hits / events; null before any event")
+    ndcg: float | None = Field(description="mean of 1/log2(rank+1) per hit (0 per miss); null before any event")
+    lists: int = Field(description="lists served to the arm's users")
+    mean_age_ms: float | None = Field(description="mean event time from a list's newest event to the scored event")
+    updated_at: int = Field(description="when the job wrote these totals (epoch ms)")
+
+
+class ExperimentsOut(BaseModel):
+    arms: list[ArmOut] = Field(description="each arm's running totals (make ab-report: with intervals and a test)")
 
 
 class _State:
@@ -565,7 +600,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
                         it["reason"] = it["reason"] or "trending"
                     return _json({"user_id": user_id, "cold_start": True, "count": len(items), "items": items,
                                   "event_id": None, "event_ts": None, "processed_at": None, "age_ms": None,
-                                  "history_size": 0, "trigger": None, "mode": None, "requested": n,
+                                  "history_size": 0, "trigger": None, "mode": None, "arm": None, "requested": n,
                                   "stored": trending.stored, "complete": len(items) == n})
                 return _error(404, f"no recommendations for user {user_id!r} and no trending items yet "
                                    "(the job has not written any)", user_id=user_id)
@@ -580,8 +615,18 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
         return _json({"user_id": doc_str(doc, "user_id") or user_id, "cold_start": False, "count": len(items),
                       "items": items, "event_id": doc_str(doc, "event_id"), "event_ts": doc_int(doc, "event_ts"),
                       "processed_at": processed_at, "age_ms": age_ms, "history_size": doc_int(doc, "history_size"),
-                      "trigger": doc_str(doc, "trigger"), "mode": doc_str(doc, "mode"), "requested": n,
+                      "trigger": doc_str(doc, "trigger"), "mode": doc_str(doc, "mode"), "arm": doc_str(doc, "arm"),
+                      "requested": n,
                       "stored": found.stored, "complete": len(items) == n})
+
+    @app.get("/experiments", response_model=None, tags=["recommendations"],
+             summary="The running experiment's arms: events, hits, NDCG, lists served",
+             description="Each arm's running totals as the job keeps them in the Redis hash `experiments` "
+                         "(docs/design.md, Experiments); an empty list without an experiment.",
+             responses={200: {"model": ExperimentsOut}, 503: {"model": ErrorOut}})
+    async def experiments() -> Response:
+        raw = await state.store.client.hgetall(f"{state.prefix}experiments")
+        return _json({"arms": [arm for _, doc in sorted(raw.items()) if (arm := arm_view(doc)) is not None]})
 
     @app.get("/users", response_model=None, tags=["recommendations"],
              summary="The most recently updated users",

@@ -202,6 +202,7 @@ function renderMeta() {
     if (d.history_size !== null) parts.push(`${d.history_size} item${d.history_size === 1 ? "" : "s"} in history`);
     if (d.event_id) parts.push(`last event ${d.event_id}`);
     if (d.mode) parts.push(`${d.mode} fusion`);
+    if (d.arm) parts.push(`arm ${d.arm}`);
     if (d.trigger === "final") parts.push("final re-rank");
   }
   meta.textContent = parts.join(" · ");
@@ -358,12 +359,32 @@ $("search-input").addEventListener("input", (e) => {
 });
 $("live").addEventListener("change", (e) => document.body.classList.toggle("paused", !e.target.checked));
 
+// the running experiment's arms (GET /experiments): the panel shows only while there are some
+async function loadArms() {
+  const r = await api("/experiments").catch(() => null);
+  const arms = r && r.ok && r.body ? r.body.arms : [];
+  $("experiment-panel").hidden = !arms.length;
+  if (!arms.length) return;
+  $("experiment-title").textContent = `Experiment ${arms[arms.length - 1].experiment}`;
+  const fmt = (x) => (x === null ? "–" : x.toFixed(4));
+  const body = $("arms").querySelector("tbody");
+  body.replaceChildren(...arms.map((a) => {
+    const tr = el("tr");
+    for (const v of [a.arm, a.events.toLocaleString(), fmt(a.hit_rate), fmt(a.ndcg), a.lists.toLocaleString()]) {
+      tr.append(el("td", null, v));
+    }
+    return tr;
+  }));
+}
+
 setInterval(() => { if ($("live").checked) refresh(); }, POLL_MS);
+setInterval(loadArms, USERS_MS);
 setInterval(renderMeta, 250);
 setInterval(loadUsers, USERS_MS);
 setInterval(health, HEALTH_MS);
 
 const fromHash = new URLSearchParams(location.hash.slice(1)).get("user");
 loadUsers();
+loadArms();
 health();
 if (fromHash) selectUser(fromHash);
