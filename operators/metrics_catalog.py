@@ -99,14 +99,22 @@ JOB_METRICS: tuple[JobMetric, ...] = (
               "examples the learned combiner was trained on, while learned ranks (model.hybrid.mode or "
               "model.compare_modes); every subtask trains the same combiner: a job-wide rate is one subtask's",
               lazy=True),
-    JobMetric("redis_sink.retries", "counter", ("recs_to_redis", "similar_to_redis"),
+    JobMetric("arm.events", "counter", ("model",),
+              "with an experiment (experiments.name), per arm (label arm): engagements scored against the list their "
+              "user was served before them", lazy=True),
+    JobMetric("arm.hits", "counter", ("model",),
+              "... of those, the engaged item was in that list's first model.top_n (hit rate: rate(hits) / "
+              "rate(events))", lazy=True),
+    JobMetric("arm.lists", "counter", ("model",), "... lists sent to the arm's users", lazy=True),
+    JobMetric("redis_sink.retries", "counter", ("recs_to_redis", "similar_to_redis", "experiments_to_redis"),
               "rounds of Redis writes retried after a backoff (Redis unreachable, timing out, loading, out of memory, "
               "read-only)"),
-    JobMetric("redis_sink.backoff_ms", "counter", ("recs_to_redis", "similar_to_redis"),
+    JobMetric("redis_sink.backoff_ms", "counter", ("recs_to_redis", "similar_to_redis", "experiments_to_redis"),
               "ms the sink slept backing off before those retries (the pipeline is back-pressured meanwhile)"),
-    JobMetric("redis_sink.unwritable", "counter", ("recs_to_redis", "similar_to_redis"),
+    JobMetric("redis_sink.unwritable", "counter", ("recs_to_redis", "similar_to_redis", "experiments_to_redis"),
               "writes Redis refused for themselves (e.g. a key of another type): dropped and logged with the key"),
-    JobMetric("kafka_sink.oversized", "counter", ("kafka_recommendations:_Writer", "kafka_dlq:_Writer"),
+    JobMetric("kafka_sink.oversized", "counter", ("kafka_recommendations:_Writer", "kafka_dlq:_Writer",
+                                                          "kafka_experiments:_Writer"),
               "output records over kafka.max_record_bytes: not written, logged with their key", within="user"),
 )
 
