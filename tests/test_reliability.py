@@ -17,14 +17,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 from conftest import REDIS_PORT
 from job_runs import LOGS, assert_same_contents, kill, last_messages, redis_contents, wait_for
+from test_job_experiments import ARMS, recompute
 
-from config import PROJECT_ROOT, load_config
+from config import PROJECT_ROOT, experiment, load_config
 from ingest import kafka_admin
 from ingest.catalog import publish_catalog
 from ingest.movielens import load_catalog, load_events
@@ -41,14 +42,15 @@ N_EVENTS = 20000
 class Scenario:
     """One run's topics, Redis prefix, checkpoint folder and config overrides."""
 
-    def __init__(self, name: str, bootstrap: str, parallelism: int = 2) -> None:
+    def __init__(self, name: str, bootstrap: str, parallelism: int = 2, extra: Sequence[str] = ()) -> None:
         tag = f"{name}-{uuid.uuid4().hex[:6]}"
         self.name, self.tag, self.bootstrap = name, tag, bootstrap
-        self.overrides = [f"kafka.topics.{t}={t}-{tag}" for t in ("events", "items", "dlq", "recommendations")]
+        self.overrides = [f"kafka.topics.{t}={t}-{tag}"
+                          for t in ("events", "items", "dlq", "recommendations", "experiments")]
         self.overrides += [f"kafka.bootstrap={bootstrap}", f"redis.port={REDIS_PORT}", f"kafka.group_id=g-{tag}",
                            f"redis.prefix=rel-{tag}:", "job.checkpoint_interval_ms=2000",
                            f"job.checkpoint_dir=var/test-checkpoints/{tag}", f"job.transactional_id_prefix=t-{tag}",
-                           "job.delivery=exactly_once", f"job.parallelism={parallelism}"]
+                           "job.delivery=exactly_once", f"job.parallelism={parallelism}", *extra]
         self.cfg = load_config(overrides=self.overrides)
         kafka_admin.ensure_topics(bootstrap, kafka_admin.project_topics(self.cfg), partitions=2)
 
@@ -214,3 +216,38 @@ def test_kafka_broker_restart(clean: tuple[Scenario, dict[str, Any]], kafka_boot
         assert_same_contents(redis_contents(redis_conn, sc.prefix), clean[1])
     finally:
         sc.cleanup(redis_conn)
+
+
+def test_two_arms_clean_runs_at_parallelism_1_and_2(kafka_bootstrap: str, redis_conn: Any, events: list[Any]) -> None:
+    """With an experiment of two arms: every stored list and final message carries its user's arm, the final
+    contents of p=1 and p=2 are equal (but for the arms' running totals, which depend on which lists were served
+    when), and in each run the committed summaries sum to what the committed messages and the events give."""
+    runs = [Scenario(f"arms-p{p}", kafka_bootstrap, parallelism=p, extra=["experiments.name=demo", ARMS])
+            for p in (1, 2)]
+    try:
+        contents = []
+        for sc in runs:
+            sc.produce(events)
+            sc.run()
+            exp = experiment(sc.cfg)
+            state = redis_contents(redis_conn, sc.prefix)
+            lists = {k[len("recs:"):]: v for k, v in state.items() if k.startswith("recs:")}
+            assert len(lists) == len({e.user_id for e in events})
+            assert all(v["arm"] == exp.names[exp.arm_of(u)] for u, v in lists.items())
+            topics = sc.cfg["kafka"]["topics"]
+            messages = [json.loads(r.value) for r in read_topic(kafka_bootstrap, topics["recommendations"])]
+            want = recompute(events, messages, sc.cfg["model"]["top_n"], exp)
+            got: dict[str, dict[str, int]] = {name: {"events": 0, "hits": 0, "lists": 0} for name in exp.names}
+            for r in read_topic(kafka_bootstrap, topics["experiments"]):
+                doc = json.loads(r.value)
+                for key in got[doc["arm"]]:
+                    got[doc["arm"]][key] += doc[key]
+            assert got == {n: {k: want[n][k] for k in ("events", "hits", "lists")} for n in exp.names}
+            totals = {json.loads(v)["arm"]: json.loads(v) for v in state.pop("experiments").values()}
+            assert {n: {k: totals[n][k] for k in got[n]} for n in exp.names} == got
+            contents.append(state)
+        assert_same_contents(contents[1], contents[0])
+        assert messages_of(runs[1]) == messages_of(runs[0])
+    finally:
+        for sc in runs:
+            sc.cleanup(redis_conn)
