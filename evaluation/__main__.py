@@ -55,9 +55,9 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from config import ConfigError, load_config, resolve_path  # noqa: E402
-from core.v2.settings import Settings  # noqa: E402
+from core.v2.settings import DIVERSITY_SIMILARITIES, Settings  # noqa: E402
 from evaluation import report  # noqa: E402
-from evaluation.runner import OFFLINE_KINDS, BoundRow, Options, Task, run_task  # noqa: E402
+from evaluation.runner import MMR_POOL, OFFLINE_KINDS, BoundRow, Options, Task, run_task  # noqa: E402
 
 logger = logging.getLogger("evaluation")
 
@@ -170,6 +170,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "default: %(default)s)")
     p.add_argument("--mmr-lambdas", default=DEFAULT_MMR_LAMBDAS, metavar="LIST",
                    help="diversity table: MMR λ values, the first the reference (default: %(default)s)")
+    p.add_argument("--mmr-similarities", default="content", metavar="LIST",
+                   help="diversity table: MMR similarities, each of content, itemcf (default: %(default)s)")
+    p.add_argument("--mmr-pools", default=str(MMR_POOL), metavar="LIST",
+                   help="diversity table: MMR candidate pools (the mode's best this many; default: %(default)s)")
     p.add_argument("--decay-half-life-s", type=float, metavar="S",
                    help="bounds table: half-life of the 'decay on' rows (default: the model's half_life_s, or 600)")
     p.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
@@ -189,6 +193,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--mmr-lambdas {args.mmr_lambdas!r}: a comma-separated list of numbers >= 0, e.g. 0,0.2,0.5")
     if not args.mmr_lambdas or any(not lam >= 0 for lam in args.mmr_lambdas):
         p.error(f"--mmr-lambdas {args.mmr_lambdas!r}: give one or more numbers >= 0")
+    sims = [x.strip() for x in args.mmr_similarities.split(",") if x.strip()]
+    if not sims or any(x not in DIVERSITY_SIMILARITIES for x in sims):
+        p.error(f"--mmr-similarities {args.mmr_similarities!r}: one or more of {', '.join(DIVERSITY_SIMILARITIES)}")
+    args.mmr_similarities = sims
+    try:
+        args.mmr_pools = [int(x) for x in args.mmr_pools.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--mmr-pools {args.mmr_pools!r}: a comma-separated list of integers >= 1, e.g. 50,100")
+    if not args.mmr_pools or any(x < 1 for x in args.mmr_pools):
+        p.error(f"--mmr-pools {args.mmr_pools!r}: give one or more integers >= 1")
     args.caps = _bound_values(p, "--caps", args.caps)
     args.row_caps = _bound_values(p, "--row-caps", args.row_caps)
     args.max_raters = _bound_values(p, "--max-raters", args.max_raters)
@@ -290,7 +304,9 @@ def build_tasks(args: argparse.Namespace, n_events: int, half_life_s: float,
         head += [Task(name, "dislike", n_events, {"share": share, "as_dislike": as_dislike})
                  for name, as_dislike in zip(DISLIKE_TASKS, (False, True), strict=True)]
     if "diversity" in args.protocols:
-        head.append(Task("diversity", "diversity", n_events, {"lambdas": tuple(args.mmr_lambdas)}))
+        head.append(Task("diversity", "diversity", n_events, {
+            "lambdas": tuple(args.mmr_lambdas), "similarities": tuple(getattr(args, "mmr_similarities", ("content",))),
+            "pools": tuple(getattr(args, "mmr_pools", (MMR_POOL,)))}))
     if "bounds" in args.protocols:
         runs: dict[tuple[Any, ...], tuple[str, dict[str, Any], list[BoundRow]]] = {}
         for row, method, variant in bound_rows(args, half_life_s, configured):
