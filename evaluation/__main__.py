@@ -57,7 +57,7 @@ from tqdm import tqdm  # noqa: E402
 from config import ConfigError, load_config, resolve_path  # noqa: E402
 from core.v2.settings import DIVERSITY_SIMILARITIES, Settings  # noqa: E402
 from evaluation import report  # noqa: E402
-from evaluation.runner import MMR_POOL, OFFLINE_KINDS, BoundRow, Options, Task, run_task  # noqa: E402
+from evaluation.runner import MMR_POOL, OFFLINE_KINDS, ORACLE, BoundRow, Options, Task, run_task  # noqa: E402
 
 logger = logging.getLogger("evaluation")
 
@@ -171,7 +171,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mmr-lambdas", default=DEFAULT_MMR_LAMBDAS, metavar="LIST",
                    help="diversity table: MMR λ values, the first the reference (default: %(default)s)")
     p.add_argument("--mmr-similarities", default="content", metavar="LIST",
-                   help="diversity table: MMR similarities, each of content, itemcf (default: %(default)s)")
+                   help="diversity table: MMR similarities, each of content, itemcf or oracle (the headline yardstick "
+                        "itself, future events included: an upper bound; default: %(default)s)")
     p.add_argument("--mmr-pools", default=str(MMR_POOL), metavar="LIST",
                    help="diversity table: MMR candidate pools (the mode's best this many; default: %(default)s)")
     p.add_argument("--decay-half-life-s", type=float, metavar="S",
@@ -194,8 +195,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not args.mmr_lambdas or any(not lam >= 0 for lam in args.mmr_lambdas):
         p.error(f"--mmr-lambdas {args.mmr_lambdas!r}: give one or more numbers >= 0")
     sims = [x.strip() for x in args.mmr_similarities.split(",") if x.strip()]
-    if not sims or any(x not in DIVERSITY_SIMILARITIES for x in sims):
-        p.error(f"--mmr-similarities {args.mmr_similarities!r}: one or more of {', '.join(DIVERSITY_SIMILARITIES)}")
+    if not sims or any(x not in (*DIVERSITY_SIMILARITIES, ORACLE) for x in sims):
+        p.error(f"--mmr-similarities {args.mmr_similarities!r}: one or more of "
+                f"{', '.join((*DIVERSITY_SIMILARITIES, ORACLE))}")
     args.mmr_similarities = sims
     try:
         args.mmr_pools = [int(x) for x in args.mmr_pools.split(",") if x.strip()]

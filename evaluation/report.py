@@ -372,8 +372,9 @@ def diversity_section(s: Mapping[str, Any]) -> str:
             f"headline ILD {rel(_ild(s, best), _ild(s, base))} for {rel(s['metrics'][best]['HR'], hr0)} HR@{k}."
             if best else f"No arm keeps HR@{k} within {100 * MAX_HR_LOSS:g}% of {base}.")
     note = (f"Mode `{s['mode']}`, prequential (the same scored events as section 1's sampling). An arm `λ=x sim/p` "
-            f"picks each list by MMR from the mode's best p: score − λ · max similarity (`sim`: content cosine, or "
-            "item-CF neighbour cosine) to the items already picked, scores min-max scaled per list. Intra-list "
+            f"picks each list by MMR from the mode's best p: score − λ · max similarity (`sim`: content cosine, "
+            "item-CF neighbour cosine, or `oracle`: the headline yardstick itself, future events included, an upper "
+            "bound not a model) to the items already picked, scores min-max scaled per list. Intra-list "
             "diversity (ILD) = mean pairwise distance within a list: 1 − co-occurrence cosine of the items' user sets "
             "over every event of the run (the headline: the collaborative distance of CF papers, a yardstick fixed "
             "apart from the model), 1 − cosine of the content vectors, genre Jaccard distance (section 3). Coverage: "

@@ -143,6 +143,9 @@ class Yardsticks:
                                                    len(rows)))
 
 
+ORACLE = "oracle"
+"""The diversity task's evaluation-only MMR similarity: the co-occurrence yardstick itself (it sees every event of
+the run, future ones included), an upper bound of what MMR can gain on the headline intra-list diversity."""
 ILD_KINDS: tuple[str, ...] = ("cf", "content", "genre")
 """The intra-list diversities a diversity task measures, the headline (co-occurrence cosine) first."""
 
@@ -166,12 +169,23 @@ class Diversified:
     def rank(self, user: str, n: int | None = None, mode: str | None = None) -> list[tuple[str, float, str]]:
         state = self.deep.model.state
         n = state.settings.top_n if n is None else n
-        picked = M.diversify(state, self.deep.get(user, mode, max(n, self.pool)), n, self.lam, self.by)
+        deep = self.deep.get(user, mode, max(n, self.pool))
+        nb = (state.nb_idx, state.nb_sim, state.nb_len)
+        if self.by == ORACLE:
+            m = int(deep.length[0])
+            rows = np.array([self.yard.cf_row.get(state.items.names[i], -1) for i in deep.item[0, :m]],
+                            dtype=np.int64)
+            if (rows < 0).any():
+                raise ValueError("the oracle similarity needs every candidate in the catalog or the events")
+            pos = div.mmr(rows, deep.score[0, :m], n, self.lam, div.CONTENT, *self.yard.cf, *nb)
+            picked = deep._replace(item=deep.item[:, pos], score=deep.score[:, pos], method=deep.method[:, pos],
+                                   arg=deep.arg[:, pos], length=np.array([len(pos)], dtype=np.int64))
+        else:
+            picked = M.diversify(state, deep, n, self.lam, self.by)
         row = M.render(state, picked)[0]
         ids = [item for item, _, _ in row]
         dense = picked.item[0, : picked.length[0]]
         content = state.content()
-        nb = (state.nb_idx, state.nb_sim, state.nb_len)
         cf_rows = np.array([self.yard.cf_row.get(i, -1) for i in ids], dtype=np.int64)
         cf_rows = cf_rows[cf_rows >= 0]  # (an item outside the catalog and the events is never recommended)
         self.ild_sum["cf"] += div.intra_list_diversity(cf_rows, div.CONTENT, *self.yard.cf, *nb)

@@ -181,6 +181,9 @@ def test_diversity_task_lambda_zero_is_the_mode_and_larger_lambdas_diversify() -
     for a, b in (("λ=0", "λ=0"), ("λ=1 content/50", "λ=1")):
         assert grid["hits"][a] == div["hits"][b] and grid["diversity"][a] == div["diversity"][b]
     assert grid["hits"]["λ=1 itemcf/50"] != grid["hits"]["λ=1 content/50"]
+    oracle = run_task(Task("diversity", "diversity", 3000, {"lambdas": (0.0, 3.0), "similarities": ("oracle",)}),
+                      opts)
+    assert oracle["diversity"]["λ=3"]["ILD_cf"] > max(grid["diversity"][a]["ILD_cf"] for a in grid["diversity"])
 
 
 def test_recommended_lambda_is_the_most_diverse_within_the_hr_budget() -> None:
