@@ -8,8 +8,9 @@ Runs every mode of the model (:mod:`core.v2.model`) through:
    b. a per-user temporal split (each user's last 20% of events by time in test);
    c. leave-last-one-out (each user's last event in test), HR@10 / NDCG@10 against every item;
 3. beyond-accuracy metrics (coverage, novelty, intra-list diversity) of the random-split lists, and the MMR
-   diversity re-rank of the configured mode for several λ (``--mmr-lambdas``): prequential HR@10 / NDCG@10 against
-   intra-list diversity and coverage, with the recommended λ;
+   diversity re-rank of the configured mode for several λ, similarities and pools (``--mmr-lambdas``,
+   ``--mmr-similarities``, ``--mmr-pools``): prequential HR@10 / NDCG@10 against intra-list diversity (co-occurrence,
+   content and genre distance) and coverage, with the recommended arm;
 4. the cost of the model's bounds ("cost of the bounds" table): each bound varied alone, the others as
    configured, with the one method it bounds running alone --
    item-CF's history cap (``model.history_cap``, ``--caps``; with and without time decay) and co-occurrence row cap
@@ -84,6 +85,7 @@ examples:
   python -m evaluation --set model.top_k=30 --jobs 1 --out /tmp/eval
   python -m evaluation --docs                           # also copy the plots to docs/img/ (docs/evaluation.md's)
   python -m evaluation --protocols dislike --dislike-share 1  # every rating <= 2 sent as a dislike instead
+  python -m evaluation --protocols diversity --mmr-similarities oracle --mmr-pools 50,200  # MMR's upper bound
 """
 
 

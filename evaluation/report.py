@@ -342,12 +342,15 @@ def _ild(s: Mapping[str, Any], arm: str, kind: str | None = None) -> float:
     return float(s["diversity"][arm][f"ILD_{kind or s['headline']}"])
 
 
-def recommended_lambda(s: Mapping[str, Any]) -> str | None:
+def recommended_lambda(s: Mapping[str, Any], oracle: bool = False) -> str | None:
     """The arm with the highest headline intra-list diversity among those within :data:`MAX_HR_LOSS` of the first
-    arm's HR@k (λ = 0, the mode's own lists); None if no other arm qualifies."""
+    arm's HR@k (λ = 0, the mode's own lists); None if no other arm qualifies. The oracle similarity (an upper bound
+    that sees future events) is never recommended; ``oracle``: the best oracle arm instead (the bound)."""
     arms = list(s["diversity"])
     base = s["metrics"][arms[0]]["HR"]
-    ok = [a for a in arms[1:] if s["metrics"][a]["HR"] >= (1 - MAX_HR_LOSS) * base]
+    spec = s.get("arms", {})
+    ok = [a for a in arms[1:] if s["metrics"][a]["HR"] >= (1 - MAX_HR_LOSS) * base
+          and (spec.get(a, {}).get("similarity") == "oracle") == oracle]
     return max(ok, key=lambda a: _ild(s, a)) if ok else None
 
 
@@ -371,6 +374,10 @@ def diversity_section(s: Mapping[str, Any]) -> str:
     pick = (f"Most diverse within {100 * MAX_HR_LOSS:g}% of the HR@{k} of {base}: **{best}**, "
             f"headline ILD {rel(_ild(s, best), _ild(s, base))} for {rel(s['metrics'][best]['HR'], hr0)} HR@{k}."
             if best else f"No arm keeps HR@{k} within {100 * MAX_HR_LOSS:g}% of {base}.")
+    bound = recommended_lambda(s, oracle=True)
+    if bound:
+        pick += (f" Upper bound, the oracle similarity within the same budget: {bound}, headline ILD "
+                 f"{rel(_ild(s, bound), _ild(s, base))} for {rel(s['metrics'][bound]['HR'], hr0)} HR@{k}.")
     note = (f"Mode `{s['mode']}`, prequential (the same scored events as section 1's sampling). An arm `λ=x sim/p` "
             f"picks each list by MMR from the mode's best p: score − λ · max similarity (`sim`: content cosine, "
             "item-CF neighbour cosine, or `oracle`: the headline yardstick itself, future events included, an upper "

@@ -200,6 +200,12 @@ def test_recommended_lambda_is_the_most_diverse_within_the_hr_budget() -> None:
     assert "| **λ=2** | 0.1910 | -4.5% | 0.0955 | 0.8000 | +14.3% | 0.4000 | +14.3% | 0.8000 | +0.0% | 0.5000 |" in md
     assert "ILD co-occurrence cosine (headline)" in md and "headline ILD +14.3% for -4.5% HR@10" in md
     assert "No arm keeps HR@10 within 5%" in report.diversity_section(summary([0.2, 0.18], [0.7, 0.9]))
+    oracle = {**summary([0.2, 0.199, 0.191, 0.189], [0.7, 0.75, 0.8, 0.9]),
+              "arms": {"λ=2": {"lambda": 2.0, "similarity": "oracle", "pool": 50}}}
+    assert report.recommended_lambda(oracle) == "λ=1"  # the upper bound is never the recommendation
+    assert report.recommended_lambda(oracle, oracle=True) == "λ=2"
+    assert "Upper bound, the oracle similarity within the same budget: λ=2, headline ILD +14.3% for -4.5% HR@10" \
+        in report.diversity_section(oracle)
 
 
 @pytest.mark.parametrize("raw", ["", "0,x", "0,-1"])
