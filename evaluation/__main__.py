@@ -72,7 +72,9 @@ DEFAULT_ROW_CAPS = "0,100,50"  # exact; make bench's scale run (model.row_cap=10
 DEFAULT_MAX_RATERS = "0,50,20"  # exact; the configured default (model.hybrid.usercf_max_raters); tighter
 DEFAULT_USERCF_ROW_CAPS = "0,50"  # exact; make bench's scale run (model.hybrid.usercf_row_cap=50)
 DEFAULT_SAMPLE_EVERY = 10
-DEFAULT_MMR_LAMBDAS = "0,0.2,0.5,0.8,1.2,2"
+DEFAULT_MMR_LAMBDAS = "0,0.3,0.5,0.7,1"
+DEFAULT_MMR_SIMILARITIES = "content,itemcf,oracle"
+DEFAULT_MMR_POOLS = "50,200"
 DOCS_DIR = "docs/img"
 EXAMPLES = """\
 examples:
@@ -172,10 +174,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "default: %(default)s)")
     p.add_argument("--mmr-lambdas", default=DEFAULT_MMR_LAMBDAS, metavar="LIST",
                    help="diversity table: MMR λ values, the first the reference (default: %(default)s)")
-    p.add_argument("--mmr-similarities", default="content", metavar="LIST",
+    p.add_argument("--mmr-similarities", default=DEFAULT_MMR_SIMILARITIES, metavar="LIST",
                    help="diversity table: MMR similarities, each of content, itemcf or oracle (the headline yardstick "
                         "itself, future events included: an upper bound; default: %(default)s)")
-    p.add_argument("--mmr-pools", default=str(MMR_POOL), metavar="LIST",
+    p.add_argument("--mmr-pools", default=DEFAULT_MMR_POOLS, metavar="LIST",
                    help="diversity table: MMR candidate pools (the mode's best this many; default: %(default)s)")
     p.add_argument("--decay-half-life-s", type=float, metavar="S",
                    help="bounds table: half-life of the 'decay on' rows (default: the model's half_life_s, or 600)")

@@ -114,7 +114,8 @@ def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "Command: `python -m evaluation --limit 300 " in md
     for heading in ("## 1. Prequential", "## 2a. Random 75/25 per-user split", "## 2b. Offline temporal split per "
                     "user (each user's last 20%", "## 2c. Leave-last-one-out", "## 3. Beyond",
-                    "## 3b. Diversity: MMR re-rank", "Recommended: ", "## 4. Cost of the bounds", "NOT ours",
+                    "## 3b. Diversity: MMR re-rank", "ILD co-occurrence cosine (headline)", "## 4. Cost of the bounds",
+                    "NOT ours",
                     "every test item of the user is relevant",
                     "| *Microsoft Recommenders SAR — their published row, NOT ours* | 0.3308 | 0.1764 | 0.3825 | n/a | "
                     "0.1106 |"):
@@ -224,7 +225,7 @@ def test_mmr_grid_errors_name_the_flag(flag: str, raw: str, capsys: pytest.Captu
     assert flag in capsys.readouterr().err
     args = parse_args(["--mmr-similarities", "itemcf, content", "--mmr-pools", "50,200"])
     assert (args.mmr_similarities, args.mmr_pools) == (["itemcf", "content"], [50, 200])
-    assert (parse_args([]).mmr_similarities, parse_args([]).mmr_pools) == (["content"], [50])
+    assert (parse_args([]).mmr_similarities, parse_args([]).mmr_pools) == (["content", "itemcf", "oracle"], [50, 200])
 
 
 def test_bounds_options() -> None:
