@@ -8,8 +8,9 @@ Runs every mode of the model (:mod:`core.v2.model`) through:
    b. a per-user temporal split (each user's last 20% of events by time in test);
    c. leave-last-one-out (each user's last event in test), HR@10 / NDCG@10 against every item;
 3. beyond-accuracy metrics (coverage, novelty, intra-list diversity) of the random-split lists, and the MMR
-   diversity re-rank of the configured mode for several λ (``--mmr-lambdas``): prequential HR@10 / NDCG@10 against
-   intra-list diversity and coverage, with the recommended λ;
+   diversity re-rank of the configured mode for several λ, similarities and pools (``--mmr-lambdas``,
+   ``--mmr-similarities``, ``--mmr-pools``): prequential HR@10 / NDCG@10 against intra-list diversity (co-occurrence,
+   content and genre distance) and coverage, with the recommended arm;
 4. the cost of the model's bounds ("cost of the bounds" table): each bound varied alone, the others as
    configured, with the one method it bounds running alone --
    item-CF's history cap (``model.history_cap``, ``--caps``; with and without time decay) and co-occurrence row cap
@@ -55,9 +56,9 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from config import ConfigError, load_config, resolve_path  # noqa: E402
-from core.v2.settings import Settings  # noqa: E402
+from core.v2.settings import DIVERSITY_SIMILARITIES, Settings  # noqa: E402
 from evaluation import report  # noqa: E402
-from evaluation.runner import OFFLINE_KINDS, BoundRow, Options, Task, run_task  # noqa: E402
+from evaluation.runner import MMR_POOL, OFFLINE_KINDS, ORACLE, BoundRow, Options, Task, run_task  # noqa: E402
 
 logger = logging.getLogger("evaluation")
 
@@ -71,7 +72,9 @@ DEFAULT_ROW_CAPS = "0,100,50"  # exact; make bench's scale run (model.row_cap=10
 DEFAULT_MAX_RATERS = "0,50,20"  # exact; the configured default (model.hybrid.usercf_max_raters); tighter
 DEFAULT_USERCF_ROW_CAPS = "0,50"  # exact; make bench's scale run (model.hybrid.usercf_row_cap=50)
 DEFAULT_SAMPLE_EVERY = 10
-DEFAULT_MMR_LAMBDAS = "0,0.2,0.5,0.8,1.2,2"
+DEFAULT_MMR_LAMBDAS = "0,0.3,0.5,0.7,1"
+DEFAULT_MMR_SIMILARITIES = "content,itemcf,oracle"
+DEFAULT_MMR_POOLS = "50,200"
 DOCS_DIR = "docs/img"
 EXAMPLES = """\
 examples:
@@ -84,6 +87,7 @@ examples:
   python -m evaluation --set model.top_k=30 --jobs 1 --out /tmp/eval
   python -m evaluation --docs                           # also copy the plots to docs/img/ (docs/evaluation.md's)
   python -m evaluation --protocols dislike --dislike-share 1  # every rating <= 2 sent as a dislike instead
+  python -m evaluation --protocols diversity --mmr-similarities oracle --mmr-pools 50,200  # MMR's upper bound
 """
 
 
@@ -170,6 +174,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "default: %(default)s)")
     p.add_argument("--mmr-lambdas", default=DEFAULT_MMR_LAMBDAS, metavar="LIST",
                    help="diversity table: MMR λ values, the first the reference (default: %(default)s)")
+    p.add_argument("--mmr-similarities", default=DEFAULT_MMR_SIMILARITIES, metavar="LIST",
+                   help="diversity table: MMR similarities, each of content, itemcf or oracle (the headline yardstick "
+                        "itself, future events included: an upper bound; default: %(default)s)")
+    p.add_argument("--mmr-pools", default=DEFAULT_MMR_POOLS, metavar="LIST",
+                   help="diversity table: MMR candidate pools (the mode's best this many; default: %(default)s)")
     p.add_argument("--decay-half-life-s", type=float, metavar="S",
                    help="bounds table: half-life of the 'decay on' rows (default: the model's half_life_s, or 600)")
     p.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
@@ -189,6 +198,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--mmr-lambdas {args.mmr_lambdas!r}: a comma-separated list of numbers >= 0, e.g. 0,0.2,0.5")
     if not args.mmr_lambdas or any(not lam >= 0 for lam in args.mmr_lambdas):
         p.error(f"--mmr-lambdas {args.mmr_lambdas!r}: give one or more numbers >= 0")
+    sims = [x.strip() for x in args.mmr_similarities.split(",") if x.strip()]
+    if not sims or any(x not in (*DIVERSITY_SIMILARITIES, ORACLE) for x in sims):
+        p.error(f"--mmr-similarities {args.mmr_similarities!r}: one or more of "
+                f"{', '.join((*DIVERSITY_SIMILARITIES, ORACLE))}")
+    args.mmr_similarities = sims
+    try:
+        args.mmr_pools = [int(x) for x in args.mmr_pools.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--mmr-pools {args.mmr_pools!r}: a comma-separated list of integers >= 1, e.g. 50,100")
+    if not args.mmr_pools or any(x < 1 for x in args.mmr_pools):
+        p.error(f"--mmr-pools {args.mmr_pools!r}: give one or more integers >= 1")
     args.caps = _bound_values(p, "--caps", args.caps)
     args.row_caps = _bound_values(p, "--row-caps", args.row_caps)
     args.max_raters = _bound_values(p, "--max-raters", args.max_raters)
@@ -290,7 +310,9 @@ def build_tasks(args: argparse.Namespace, n_events: int, half_life_s: float,
         head += [Task(name, "dislike", n_events, {"share": share, "as_dislike": as_dislike})
                  for name, as_dislike in zip(DISLIKE_TASKS, (False, True), strict=True)]
     if "diversity" in args.protocols:
-        head.append(Task("diversity", "diversity", n_events, {"lambdas": tuple(args.mmr_lambdas)}))
+        head.append(Task("diversity", "diversity", n_events, {
+            "lambdas": tuple(args.mmr_lambdas), "similarities": tuple(getattr(args, "mmr_similarities", ("content",))),
+            "pools": tuple(getattr(args, "mmr_pools", (MMR_POOL,)))}))
     if "bounds" in args.protocols:
         runs: dict[tuple[Any, ...], tuple[str, dict[str, Any], list[BoundRow]]] = {}
         for row, method, variant in bound_rows(args, half_life_s, configured):

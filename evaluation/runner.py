@@ -14,7 +14,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from core.metrics import intra_list_diversity
+from core.v2 import diversity as div
 from core.v2 import model as M
 from core.v2.settings import Settings
 from evaluation.protocols import (
@@ -43,7 +46,7 @@ DISLIKE_MAX_RATING = 2.0
 """The dislike protocol turns a share of the ratings at or below this into ``dislike`` events."""
 """The offline protocols: random per-user split, temporal per-user split, leave-last-one-out."""
 MMR_POOL = 50
-"""The diversity task: each list is picked by MMR from the mode's best this many."""
+"""The diversity task's default pool: each list is picked by MMR from the mode's best this many."""
 LEARN_CHUNK = 5000
 """Events per ``learn`` call when an offline protocol learns its training part (the state does not depend on it)."""
 
@@ -95,37 +98,124 @@ class Model:
         return M.render(self.state, M.rank(self.state, [user], mode, n))[0]
 
 
-class Diversified:
-    """A prequential arm that ranks ``pool`` deep and picks ``n`` by MMR with ``lam`` (:func:`core.v2.model.diversify`,
-    content similarity); the arms of one diversity task share ``model``, and only the arm with ``learns`` feeds it
-    events. Records each list's intra-list diversity (genre Jaccard, :func:`core.metrics.intra_list_diversity`, as in
-    the beyond-accuracy table) and the items it recommended."""
+class DeepLists:
+    """The mode's best ``depth`` of the user being scored, ranked once for every arm of a diversity task (the arms
+    rank the same user between two learned events); :meth:`learn_one` feeds the shared model."""
 
-    def __init__(self, model: Model, lam: float, genres: Mapping[str, Collection[str]], learns: bool,
-                 pool: int = MMR_POOL) -> None:
-        self.model, self.lam, self.genres, self.learns, self.pool = model, lam, genres, learns, pool
-        self.ild_sum = 0.0
+    def __init__(self, model: Model, depth: int) -> None:
+        self.model, self.depth = model, depth
+        self.learned = 0
+        self._key: tuple[str, int, str | None] | None = None
+        self._deep: M.Ranking | None = None
+
+    def learn_one(self, event: Event) -> None:
+        self.model.learn_one(event)
+        self.learned += 1
+
+    def get(self, user: str, mode: str | None, pool: int) -> M.Ranking:
+        """The user's best ``pool`` (<= depth) in ``mode``: the first ``pool`` of the deep list."""
+        key = (user, self.learned, mode)
+        if self._key != key or self._deep is None:
+            self._deep, self._key = M.rank(self.model.state, [user], mode, self.depth), key
+        d = self._deep
+        return M.Ranking(d.users, d.item[:, :pool], d.score[:, :pool], d.method[:, :pool], d.arg[:, :pool],
+                         np.minimum(d.length, pool))
+
+
+@dataclass(frozen=True)
+class Yardsticks:
+    """What the lists' intra-list diversity is measured on: the genres (Jaccard distance), the model's content
+    vectors (cosine distance) and each item's users in every event of the run (co-occurrence cosine distance,
+    :func:`core.v2.diversity.cooccurrence_vectors`: a fixed yardstick, not the model's decayed state)."""
+
+    genres: Mapping[str, Collection[str]]
+    cf_row: Mapping[str, int]  # item id -> row of cf
+    cf: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+    @staticmethod
+    def of(events: Sequence[Event], catalog: Sequence[Mapping[str, Any]]) -> Yardsticks:
+        rows: dict[str, int] = {r["item_id"]: i for i, r in enumerate(catalog)}
+        users: dict[str, int] = {}
+        item = [rows.setdefault(e.item_id, len(rows)) for e in events]
+        user = [users.setdefault(e.user_id, len(users)) for e in events]
+        return Yardsticks({r["item_id"]: r["genres"] for r in catalog}, rows,
+                          div.cooccurrence_vectors(np.array(item, dtype=np.int64), np.array(user, dtype=np.int64),
+                                                   len(rows)))
+
+
+ORACLE = "oracle"
+"""The diversity task's evaluation-only MMR similarity: the co-occurrence yardstick itself (it sees every event of
+the run, future ones included), an upper bound of what MMR can gain on the headline intra-list diversity."""
+ILD_KINDS: tuple[str, ...] = ("cf", "content", "genre")
+"""The intra-list diversities a diversity task measures, the headline (co-occurrence cosine) first."""
+
+
+class Diversified:
+    """A prequential arm that picks ``n`` by MMR with ``lam`` and similarity ``by``
+    (:func:`core.v2.model.diversify`) from the mode's best ``pool`` (:class:`DeepLists`, shared by the arms of one
+    diversity task; only the arm with ``learns`` feeds it events). Records each list's intra-list diversity on every
+    yardstick and the items it recommended."""
+
+    def __init__(self, deep: DeepLists, lam: float, by: str, pool: int, yard: Yardsticks, learns: bool) -> None:
+        self.deep, self.lam, self.by, self.pool, self.yard, self.learns = deep, lam, by, pool, yard, learns
+        self.ild_sum = dict.fromkeys(ILD_KINDS, 0.0)
         self.lists = 0
         self.items: set[str] = set()
 
     def learn_one(self, event: Event) -> None:
         if self.learns:
-            self.model.learn_one(event)
+            self.deep.learn_one(event)
 
     def rank(self, user: str, n: int | None = None, mode: str | None = None) -> list[tuple[str, float, str]]:
-        state = self.model.state
+        state = self.deep.model.state
         n = state.settings.top_n if n is None else n
-        deep = M.rank(state, [user], mode, max(n, self.pool))
-        row = M.render(state, M.diversify(state, deep, n, self.lam))[0]
+        deep = self.deep.get(user, mode, max(n, self.pool))
+        nb = (state.nb_idx, state.nb_sim, state.nb_len)
+        if self.by == ORACLE:
+            m = int(deep.length[0])
+            rows = np.array([self.yard.cf_row.get(state.items.names[i], -1) for i in deep.item[0, :m]],
+                            dtype=np.int64)
+            if (rows < 0).any():
+                raise ValueError("the oracle similarity needs every candidate in the catalog or the events")
+            pos = div.mmr(rows, deep.score[0, :m], n, self.lam, div.CONTENT, *self.yard.cf, *nb)
+            picked = deep._replace(item=deep.item[:, pos], score=deep.score[:, pos], method=deep.method[:, pos],
+                                   arg=deep.arg[:, pos], length=np.array([len(pos)], dtype=np.int64))
+        else:
+            picked = M.diversify(state, deep, n, self.lam, self.by)
+        row = M.render(state, picked)[0]
         ids = [item for item, _, _ in row]
-        self.ild_sum += intra_list_diversity(ids, self.genres)
+        dense = picked.item[0, : picked.length[0]]
+        content = state.content()
+        cf_rows = np.array([self.yard.cf_row.get(i, -1) for i in ids], dtype=np.int64)
+        cf_rows = cf_rows[cf_rows >= 0]  # (an item outside the catalog and the events is never recommended)
+        self.ild_sum["cf"] += div.intra_list_diversity(cf_rows, div.CONTENT, *self.yard.cf, *nb)
+        vptr, vcol, vval, vnorm = content[1], content[2], content[3], content[4]
+        self.ild_sum["content"] += div.intra_list_diversity(dense, div.CONTENT, vptr, vcol, vval, vnorm, *nb)
+        self.ild_sum["genre"] += intra_list_diversity(ids, self.yard.genres)
         self.lists += 1
         self.items.update(ids)
         return row
 
 
-def lambda_label(lam: float) -> str:
-    return f"λ={lam:g}"
+def lambda_label(lam: float, by: str = "content", pool: int = MMR_POOL, plain: bool = True) -> str:
+    """An arm's name: ``λ=0.5``, or ``λ=0.5 itemcf/100`` when the task varies the similarity or the pool."""
+    return f"λ={lam:g}" if plain or lam == 0 else f"λ={lam:g} {by}/{pool}"
+
+
+def diversity_arms(variant: Mapping[str, Any]) -> list[tuple[str, float, str, int]]:
+    """``(name, λ, similarity, pool)`` of every arm of a diversity task: λ = 0 once (the mode's own list, the
+    reference), then each λ > 0 with each similarity and pool."""
+    lambdas = [float(x) for x in variant["lambdas"]]
+    sims = tuple(variant.get("similarities", ("content",)))
+    pools = tuple(int(x) for x in variant.get("pools", (MMR_POOL,)))
+    plain = len(sims) == 1 and len(pools) == 1
+    arms: dict[str, tuple[str, float, str, int]] = {}
+    for by in sims:
+        for pool in pools:
+            for lam in lambdas:
+                name = lambda_label(lam, by, pool, plain)
+                arms.setdefault(name, (name, lam, by, pool))
+    return list(arms.values())
 
 
 def build_model(opts: Options, catalog: list[dict[str, Any]], exclude_all: bool = False, **extra: Any) -> Model:
@@ -215,17 +305,20 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
         out["combiner"] = {"weights": M.combiner(model.state), "examples": int(model.state.comb_n[0])}
         out["model"] = _model_settings(model.state.settings)
     elif task.kind == "diversity":
-        model = build_model(opts, catalog)
-        genres = {r["item_id"]: r["genres"] for r in catalog}
-        lambdas = [float(x) for x in task.variant["lambdas"]]
+        model = build_model(opts, catalog, diversity_lambda=0.0)  # the arms re-rank; the mode's lists stay plain
         mode = model.state.settings.mode
-        arms = {lambda_label(lam): Diversified(model, lam, genres, learns=i == 0) for i, lam in enumerate(lambdas)}
+        spec = diversity_arms(task.variant)
+        deep = DeepLists(model, max(pool for _, _, _, pool in spec))
+        yard = Yardsticks.of(events, catalog)
+        arms = {name: Diversified(deep, lam, by, pool, yard, learns=i == 0)
+                for i, (name, lam, by, pool) in enumerate(spec)}
         res = prequential({name: (arm, mode) for name, arm in arms.items()}, events, k=opts.k,
                           sample_every=opts.sample_every, window=opts.window, seed=opts.seed, progress=progress)
         out.update(_prequential_summary(res))
         out.update({
-            "mode": mode, "lambdas": lambdas, "pool": MMR_POOL,
-            "diversity": {name: {"ILD": arm.ild_sum / max(arm.lists, 1),
+            "mode": mode, "lambdas": [lam for _, lam, _, _ in spec], "headline": ILD_KINDS[0],
+            "arms": {name: {"lambda": lam, "similarity": by, "pool": pool} for name, lam, by, pool in spec},
+            "diversity": {name: {**{f"ILD_{kind}": arm.ild_sum[kind] / max(arm.lists, 1) for kind in ILD_KINDS},
                                  "coverage": len(arm.items) / max(len(catalog), 1)} for name, arm in arms.items()},
         })
     elif task.kind == "dislike":

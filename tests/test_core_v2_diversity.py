@@ -7,7 +7,7 @@ import pytest
 
 from config import load_config
 from core.v2 import model as M
-from core.v2.diversity import CONTENT, ITEMCF, intra_list_diversity, mmr
+from core.v2.diversity import CONTENT, ITEMCF, cooccurrence_vectors, intra_list_diversity, mmr
 from core.v2.settings import Settings
 from ingest.movielens import load_catalog, load_events
 
@@ -120,3 +120,28 @@ def test_rank_with_diversity_on_is_mmr_over_the_pool() -> None:
     assert not np.array_equal(got.item, M.rank(plain, users, "weighted", 10).item)
     with pytest.raises(ValueError, match="diversity_similarity 'genre' must be one of content, itemcf"):
         base.replace(diversity_similarity="genre")
+
+
+def test_cooccurrence_vectors_give_the_cooccurrence_cosine() -> None:
+    """Each item's user set (a repeated pair once): intra-list diversity on them is 1 − mean pairwise
+    |U_a ∩ U_b| / sqrt(|U_a| · |U_b|), against a dense numpy oracle; an item without users has cosine 0."""
+    rng = np.random.default_rng(7)
+    item, user = rng.integers(0, 30, 400), rng.integers(0, 25, 400)
+    item, user = np.concatenate([item, item[:50]]), np.concatenate([user, user[:50]])  # repeats count once
+    vec = cooccurrence_vectors(item, user, 32)  # items 30, 31 (and any unseen) have no users
+    binary = np.zeros((32, 25))
+    binary[item, user] = 1.0
+    norm = np.linalg.norm(binary, axis=1)
+    assert np.array_equal(vec[3], norm) and vec[0][-1] == binary.sum()
+    unit = binary / np.where(norm > 0, norm, 1.0)[:, None]
+    sim = unit @ unit.T
+    for _ in range(20):
+        items = rng.choice(32, 8, replace=False).astype(np.int64)
+        ild = 1 - np.mean([sim[a, b] for x, a in enumerate(items) for b in items[x + 1:]])
+        assert intra_list_diversity(items, CONTENT, *vec, *NO_NB) == pytest.approx(ild)
+    a, b = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 0])  # U_0 = {0, 1}, U_1 = {1}, U_2 = {0}
+    assert intra_list_diversity(np.array([0, 1]), CONTENT, *cooccurrence_vectors(a, b, 3),
+                                *NO_NB) == pytest.approx(1 - 1 / np.sqrt(2))
+    assert intra_list_diversity(np.array([1, 2]), CONTENT, *cooccurrence_vectors(a, b, 3), *NO_NB) == 1.0
+    with pytest.raises(ValueError, match=r"item ids must be in \[0, 2\)"):
+        cooccurrence_vectors(a, b, 2)

@@ -114,7 +114,8 @@ def test_cli_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "Command: `python -m evaluation --limit 300 " in md
     for heading in ("## 1. Prequential", "## 2a. Random 75/25 per-user split", "## 2b. Offline temporal split per "
                     "user (each user's last 20%", "## 2c. Leave-last-one-out", "## 3. Beyond",
-                    "## 3b. Diversity: MMR re-rank", "Recommended: ", "## 4. Cost of the bounds", "NOT ours",
+                    "## 3b. Diversity: MMR re-rank", "ILD co-occurrence cosine (headline)", "## 4. Cost of the bounds",
+                    "NOT ours",
                     "every test item of the user is relevant",
                     "| *Microsoft Recommenders SAR — their published row, NOT ours* | 0.3308 | 0.1764 | 0.3825 | n/a | "
                     "0.1106 |"):
@@ -160,30 +161,52 @@ def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_diversity_task_lambda_zero_is_the_mode_and_larger_lambdas_diversify() -> None:
     """The λ = 0 arm scores exactly like the mode's own prequential arm (same events, same lists); larger λ give
-    more diverse lists; every arm ranks the same scored events."""
+    more diverse lists by the similarity MMR uses; every arm ranks the same scored events. Arms picking from a
+    shared deeper list equal the same arms run alone (its first ``pool`` is the mode's best ``pool``)."""
     opts = Options(model_cfg=load_config(env={})["model"], limit=3000, sample_every=3, window=1000)
     div = run_task(Task("diversity", "diversity", 3000, {"lambdas": (0.0, 1.0, 3.0)}), opts)
     pre = run_task(Task("prequential", "prequential", 3000), opts)
     mode = div["mode"]
     assert div["hits"]["λ=0"] == pre["hits"][mode] and div["n_scored"] == pre["n_scored"] > 100
     assert div["metrics"]["λ=0"] == pre["metrics"][mode]
-    ild = [div["diversity"][a]["ILD"] for a in ("λ=0", "λ=1", "λ=3")]
+    assert list(div["diversity"]) == ["λ=0", "λ=1", "λ=3"] and div["headline"] == "cf"
+    ild = [div["diversity"][a]["ILD_content"] for a in ("λ=0", "λ=1", "λ=3")]
     assert ild[0] < ild[1] < ild[2]
-    assert all(0 < div["diversity"][a]["coverage"] <= 1 for a in div["diversity"])
+    assert all(0 < div["diversity"][a][key] <= 1 for a in div["diversity"]
+               for key in ("coverage", "ILD_cf", "ILD_content", "ILD_genre"))
+    grid = run_task(Task("diversity", "diversity", 3000, {"lambdas": (0.0, 1.0), "similarities": ("content", "itemcf"),
+                                                         "pools": (50, 120)}), opts)
+    assert list(grid["diversity"]) == ["λ=0", "λ=1 content/50", "λ=1 content/120", "λ=1 itemcf/50",
+                                       "λ=1 itemcf/120"]
+    assert grid["arms"]["λ=1 itemcf/120"] == {"lambda": 1.0, "similarity": "itemcf", "pool": 120}
+    for a, b in (("λ=0", "λ=0"), ("λ=1 content/50", "λ=1")):
+        assert grid["hits"][a] == div["hits"][b] and grid["diversity"][a] == div["diversity"][b]
+    assert grid["hits"]["λ=1 itemcf/50"] != grid["hits"]["λ=1 content/50"]
+    oracle = run_task(Task("diversity", "diversity", 3000, {"lambdas": (0.0, 3.0), "similarities": ("oracle",)}),
+                      opts)
+    assert oracle["diversity"]["λ=3"]["ILD_cf"] > max(grid["diversity"][a]["ILD_cf"] for a in grid["diversity"])
 
 
 def test_recommended_lambda_is_the_most_diverse_within_the_hr_budget() -> None:
     def summary(hr: list[float], ild: list[float]) -> dict[str, object]:
         arms = [f"λ={x}" for x in range(len(hr))]
         return {"metrics": {a: {"HR": h, "NDCG": h / 2} for a, h in zip(arms, hr, strict=True)},
-                "diversity": {a: {"ILD": d, "coverage": 0.5} for a, d in zip(arms, ild, strict=True)},
-                "mode": "weighted", "pool": 50}
+                "diversity": {a: {"ILD_cf": d, "ILD_content": d / 2, "ILD_genre": 0.8, "coverage": 0.5}
+                              for a, d in zip(arms, ild, strict=True)},
+                "mode": "weighted", "headline": "cf"}
 
     assert report.recommended_lambda(summary([0.2, 0.199, 0.191, 0.189], [0.7, 0.75, 0.8, 0.9])) == "λ=2"
     assert report.recommended_lambda(summary([0.2, 0.18], [0.7, 0.9])) is None
     md = report.diversity_section(summary([0.2, 0.199, 0.191, 0.189], [0.7, 0.75, 0.8, 0.9]))
-    assert "| **λ=2** | 0.1910 | -4.5% |" in md and "+14.3%" in md
-    assert "No λ keeps HR@10 within 5%" in report.diversity_section(summary([0.2, 0.18], [0.7, 0.9]))
+    assert "| **λ=2** | 0.1910 | -4.5% | 0.0955 | 0.8000 | +14.3% | 0.4000 | +14.3% | 0.8000 | +0.0% | 0.5000 |" in md
+    assert "ILD co-occurrence cosine (headline)" in md and "headline ILD +14.3% for -4.5% HR@10" in md
+    assert "No arm keeps HR@10 within 5%" in report.diversity_section(summary([0.2, 0.18], [0.7, 0.9]))
+    oracle = {**summary([0.2, 0.199, 0.191, 0.189], [0.7, 0.75, 0.8, 0.9]),
+              "arms": {"λ=2": {"lambda": 2.0, "similarity": "oracle", "pool": 50}}}
+    assert report.recommended_lambda(oracle) == "λ=1"  # the upper bound is never the recommendation
+    assert report.recommended_lambda(oracle, oracle=True) == "λ=2"
+    assert "Upper bound, the oracle similarity within the same budget: λ=2, headline ILD +14.3% for -4.5% HR@10" \
+        in report.diversity_section(oracle)
 
 
 @pytest.mark.parametrize("raw", ["", "0,x", "0,-1"])
@@ -192,6 +215,17 @@ def test_mmr_lambdas_errors_name_the_value(raw: str, capsys: pytest.CaptureFixtu
         parse_args(["--mmr-lambdas", raw])
     assert "--mmr-lambdas" in capsys.readouterr().err
     assert parse_args(["--mmr-lambdas", "0, 0.5"]).mmr_lambdas == [0.0, 0.5]
+
+
+@pytest.mark.parametrize(("flag", "raw"), [("--mmr-similarities", "genre"), ("--mmr-similarities", ""),
+                                           ("--mmr-pools", "0"), ("--mmr-pools", "x")])
+def test_mmr_grid_errors_name_the_flag(flag: str, raw: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args([flag, raw])
+    assert flag in capsys.readouterr().err
+    args = parse_args(["--mmr-similarities", "itemcf, content", "--mmr-pools", "50,200"])
+    assert (args.mmr_similarities, args.mmr_pools) == (["itemcf", "content"], [50, 200])
+    assert (parse_args([]).mmr_similarities, parse_args([]).mmr_pools) == (["content", "itemcf", "oracle"], [50, 200])
 
 
 def test_bounds_options() -> None:

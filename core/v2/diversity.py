@@ -5,9 +5,8 @@ MMR (Carbonell & Goldstein 1998) picks, one at a time, the candidate with the be
 (so λ does not depend on the scale of a fusion's scores) and ``sim`` is the cosine of the content vectors
 (:class:`core.v2.catalog.Vectors`) or, with ``sim_kind=ITEMCF``, the item-CF cosine from the neighbour lists (0 for a
 pair neither list holds). λ = 0 keeps the order; ties go to the better original position. Intra-list diversity is
-``1 − mean pairwise similarity`` of a list.
-
-This module holds the kernels only; the ranking and the evaluation do not call it yet.
+``1 − mean pairwise similarity`` of a list; :func:`cooccurrence_vectors` gives the collaborative vectors it is
+measured on in CF papers (each item's set of users, so the cosine is the co-occurrence cosine).
 """
 
 from __future__ import annotations
@@ -114,6 +113,20 @@ def intra_list_diversity(items: np.ndarray, kind: int, vptr: np.ndarray, vcol: n
         if kind == CONTENT:
             _scatter(items[a], dense, vptr, vcol, vval, False)
     return 1.0 - total / (m * (m - 1) / 2)
+
+
+def cooccurrence_vectors(item: np.ndarray, user: np.ndarray,
+                         n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each item's binary vector over users, as CSR ``(ptr, col, val, norm)`` over ``n_items`` rows, from the
+    (item, user) pairs of the events (a pair seen twice counts once): the cosine of two rows is the co-occurrence
+    cosine ``|U_a ∩ U_b| / sqrt(|U_a| · |U_b|)``."""
+    item, user = np.asarray(item, dtype=np.int64), np.asarray(user, dtype=np.int64)
+    if len(item) and (item.min() < 0 or item.max() >= n_items or user.min() < 0):
+        raise ValueError(f"item ids must be in [0, {n_items}) and user ids >= 0")
+    pairs = np.unique(np.stack([item, user], axis=1), axis=0) if len(item) else np.zeros((0, 2), dtype=np.int64)
+    counts = np.bincount(pairs[:, 0], minlength=n_items)
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return ptr, pairs[:, 1].copy(), np.ones(len(pairs)), np.sqrt(counts.astype(np.float64))
 
 
 @njit(cache=True)
