@@ -66,13 +66,13 @@ class Settings:
     min_rating: float = 0.5
     max_rating: float = 5.0
     row_cap: int = 0  # 0 = every co-occurrence entry; else pruned to this many past 1.25 x
-    itemcf_profile: str = "history"  # the items that score item-CF: the pairing history, or every engaged item
-    itemcf_profile_floor: float = 0.0  # engaged: an item's weight w · (floor + (1 - floor) · decay)
+    itemcf_profile: str = "engaged"  # the items that score item-CF: the pairing history, or every engaged item
+    itemcf_profile_floor: float = 0.2  # engaged: an item's weight w · (floor + (1 - floor) · decay)
     mode: str = "weighted"
     methods: tuple[str, ...] = METHODS
     candidate_pool: int = 50
     fusion_weights: tuple[tuple[str, float], ...] = (("itemcf", 1.0), ("usercf", 0.3), ("content", 0.05),
-                                                     ("popular", 0.1), ("factors", 0.3))
+                                                     ("popular", 0.1), ("factors", 0.1))
     rrf_k: float = 60.0
     cold_start_items: int = 2
     cold_start_weights: tuple[tuple[str, float], ...] = (("content", 0.5), ("popular", 1.0))
