@@ -66,7 +66,7 @@ class Settings:
     min_rating: float = 0.5
     max_rating: float = 5.0
     row_cap: int = 0  # 0 = every co-occurrence entry; else pruned to this many past 1.25 x
-    itemcf_profile: str = "engaged"  # the items that score item-CF: the pairing history, or every engaged item
+    itemcf_profile: str = "history"  # the items that score item-CF: the pairing history, or every engaged item
     itemcf_profile_floor: float = 0.2  # engaged: an item's weight w · (floor + (1 - floor) · decay)
     mode: str = "weighted"
     methods: tuple[str, ...] = METHODS
