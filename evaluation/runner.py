@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 #: The arms of the main tables (every mode of :data:`core.v2.model.FUSION`), in display order: single methods first,
 #: then the fusions.
-ARMS: tuple[str, ...] = ("popular", "itemcf", "usercf", "content", "weighted", "rrf", "borda", "learned")
+ARMS: tuple[str, ...] = ("popular", "itemcf", "usercf", "content", "factors", "weighted", "rrf", "borda", "learned")
 FUSION_ARMS: tuple[str, ...] = ("weighted", "rrf", "borda", "learned")
 OFFLINE_KINDS: tuple[str, ...] = ("random", "temporal", "loo")
 DISLIKE_MAX_RATING = 2.0

@@ -77,11 +77,14 @@ def test_neighbour_lists_are_the_top_k_of_the_batch_cosine_ties_by_id() -> None:
         assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-9)
 
 
-def test_itemcf_ranking_equals_a_numpy_score_over_the_recent_history() -> None:
-    # history cap 3 and decay on: score(j) = Σ_{k in the 3 latest items} w_k · 2^(-(T - ts_k)/h) · sim(k, j)
+@pytest.mark.parametrize(("profile", "floor"), [("history", 0.0), ("engaged", 0.0), ("engaged", 0.2),
+                                               ("engaged", 1.0)])
+def test_itemcf_ranking_equals_a_numpy_score_over_the_scoring_profile(profile: str, floor: float) -> None:
+    # history: cap 3 and decay on, score(j) = Σ_{k in the 3 latest items} w_k · 2^(-(T - ts_k)/h) · sim(k, j);
+    # engaged: every engaged item k (the cap only bounds pairing), weight w_k · (floor + (1 - floor) · 2^(...))
     events = stream(11, 1500, users=30, items=60, rerate=0.0, ts_step=20_000)
     settings = Settings(methods=("itemcf", "popular"), history_cap=3, half_life_s=60.0, top_k=1000,
-                        candidate_pool=1000)
+                        candidate_pool=1000, itemcf_profile=profile, itemcf_profile_floor=floor)
     state = learned(events, settings, batch=64)
     for user in sorted({e.user_id for e in events})[:12]:
         mine = [e for e in events if e.user_id == user]
@@ -89,11 +92,12 @@ def test_itemcf_ranking_equals_a_numpy_score_over_the_recent_history() -> None:
         for e in mine:
             last.pop(e.item_id, None)
             last[e.item_id] = e
-        recent = list(last.values())[-3:]
+        recent = list(last.values())[-3:] if profile == "history" else list(last.values())
         t_u = max(e.ts for e in mine)
         scores: dict[str, float] = {}
         for e in recent:
-            wk = e.weight * 2.0 ** (-(t_u - e.ts) / 60_000.0)
+            d = 2.0 ** (-(t_u - e.ts) / 60_000.0)
+            wk = e.weight * (d if profile == "history" else floor + (1 - floor) * d)
             for j, s in M.neighbors(state, e.item_id):
                 if j not in last:
                     scores[j] = scores.get(j, 0.0) + wk * s

@@ -21,7 +21,9 @@ USERCF_C = 40 / math.sqrt(41 * 42)
 
 # Exact settings for known answers: no decay, trending as window counts, no training.
 EXACT: dict[str, Any] = {"half_life_s": None, "trending_half_life_s": None, "trending_window_s": 3600.0,
-                         "trending_buckets": 12, "train_combiner": False}
+                         "trending_buckets": 12, "train_combiner": False,
+                         "methods": ("itemcf", "usercf", "content", "popular"),  # the factors: test_core_v2_factor*
+                         "itemcf_profile": "history"}
 
 
 def ev(n: int, user: str, item: str, w: float, etype: str = "rate", ts: int | None = None) -> Event:

@@ -18,7 +18,8 @@ from core.v2.settings import Settings
 from udfs.events import Event
 
 EXACT: dict[str, Any] = {"half_life_s": None, "trending_half_life_s": None, "trending_window_s": 3600.0,
-                         "trending_buckets": 12, "train_combiner": False}
+                         "trending_buckets": 12, "train_combiner": False,
+                         "methods": ("itemcf", "usercf", "content", "popular")}  # the factors: test_core_v2_factors
 # the hand-worked fixture of tests/reference.py: u1's item-CF score of c is 40/√205, cos(x, c) = 7/√65
 STREAM, SCORE_C, SIM_XC = NEG_STREAM, NEG_SCORE_C, NEG_SIM_XC
 

@@ -3,16 +3,18 @@
 Explicit ratings learn the biased model ``r̂ = μ + b_u + b_i + p_u · q_i`` (error ``r − r̂``); positive-only
 events learn ``b_i + p_u · q_i`` towards 1 (ISGD, Vinagre et al. 2014, "Fast incremental matrix factorization for
 recommendation with positive-only feedback") and, for ``n_neg`` sampled items, towards 0: without negatives every
-score drifts to 1 and the ranking loses its order. Negatives are drawn from a ring of the latest event items
-(popularity-proportional), by a seeded draw of the event's key: the same events in the same order draw the same
-items in every process. Every step updates ``p_u`` and ``q_i`` from each other's values before it, and ``μ`` is the
-running mean of the ratings before the event's own.
+score drifts to 1 and the ranking loses its order. Negatives are drawn, by a seeded draw of the event's key (the
+same events in the same order draw the same items in every process), from a ring of the latest event items
+(popularity-proportional, :func:`learn_positive`) or uniformly from the items engaged so far
+(:func:`learn_uniform`, what the model core uses). Every step updates ``p_u`` and ``q_i`` from each other's values
+before it, and ``μ`` is the running mean of the ratings before the event's own.
 
 A new row starts from a seeded draw of its id's hash (:attr:`core.v2.ids.IdIndex.hash`), not of its dense index, so
 a row is the same in every process that learns the same events in the same order, whatever order the ids arrived
 in. Candidates are the items with the best ``b_i + p_u · q_i`` over the catalog, ties by id (:func:`top_items`).
 
-This module holds the arrays and kernels only; the job and the fusion do not call it yet.
+The model core keeps the rows in its state (``State.f_*``) and learns them with these kernels in
+:func:`core.v2.model.learn`; :class:`Factors` is the same model standalone (the unit tests' subject).
 """
 
 from __future__ import annotations
@@ -51,10 +53,10 @@ class FactorSpec(NamedTuple):
 
 
 @njit(cache=True)
-def init_rows(out: np.ndarray, start: int, hashes: np.ndarray, seed: int, std: float) -> None:
-    """Rows ``start..`` of ``out``: N(0, std²) draws (Box–Muller) of (seed, id hash, column)."""
+def init_rows(out: np.ndarray, start: int, stop: int, hashes: np.ndarray, seed: int, std: float) -> None:
+    """Rows ``start..stop`` of ``out``: N(0, std²) draws (Box–Muller) of (seed, id hash, column)."""
     d = out.shape[1]
-    for r in range(start, out.shape[0]):
+    for r in range(start, stop):
         base = mix(seed, hashes[r])
         for k in range(d):
             x = mix(base, 2 * k)
@@ -135,6 +137,32 @@ def learn_positive(ev_user: np.ndarray, ev_item: np.ndarray, ev_key: np.ndarray,
 
 
 @njit(cache=True)
+def learn_uniform(ev_user: np.ndarray, ev_item: np.ndarray, ev_key: np.ndarray, p: np.ndarray, q: np.ndarray,
+                  bi: np.ndarray, seen: np.ndarray, pool: np.ndarray, pool_n: np.ndarray, n_neg: int, seed: int,
+                  lr: float, reg: float) -> float:
+    """:func:`learn_positive` with the negatives drawn uniformly from the distinct items engaged before the event
+    (``pool[:pool_n[0]]``, in the order first engaged; ``seen[i]``: i is in it; ``pool`` holds room for every item):
+    ``b_i`` then learns each item's popularity, which popularity-proportional negatives cancel."""
+    loss = 0.0
+    for e in range(len(ev_user)):
+        u, i = ev_user[e], ev_item[e]
+        err = _towards(u, i, 1.0, p, q, bi, lr, reg)
+        loss += err * err
+        filled = pool_n[0]
+        if filled > 0:
+            base = mix(seed, ev_key[e])
+            for j in range(n_neg):
+                k = pool[(mix(base, j) & 0x7FFFFFFFFFFFFFFF) % filled]
+                if k != i:
+                    _towards(u, k, 0.0, p, q, bi, lr, reg)
+        if not seen[i]:
+            seen[i] = True
+            pool[filled] = i
+            pool_n[0] = filled + 1
+    return loss
+
+
+@njit(cache=True)
 def predict(users: np.ndarray, items: np.ndarray, p: np.ndarray, q: np.ndarray, bu: np.ndarray, bi: np.ndarray,
             mu: float) -> np.ndarray:
     """``mu + b_u + b_i + p_u · q_i`` per (user, item) pair (mu = 0 and zero biases: the positive-only score)."""
@@ -180,7 +208,8 @@ class Factors:
             if len(hashes) > len(old):
                 grown = np.zeros((len(hashes), s.dim))
                 grown[: len(old)] = old
-                init_rows(grown, len(old), np.asarray(hashes, dtype=np.int64), mix(s.seed, salt), s.init_std)
+                init_rows(grown, len(old), len(hashes), np.asarray(hashes, dtype=np.int64), mix(s.seed, salt),
+                          s.init_std)
                 setattr(self, name, grown)
                 b = np.zeros(len(hashes))
                 b[: len(old)] = getattr(self, bias)

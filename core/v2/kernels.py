@@ -611,9 +611,9 @@ def _negative_profile(dis: np.ndarray, in_cat: np.ndarray, vptr: np.ndarray, vco
 
 
 # -- ranking --------------------------------------------------------------------------------------------------------
-ITEMCF, USERCF, CONTENT, POPULAR, FILL = 0, 1, 2, 3, 4
+ITEMCF, USERCF, CONTENT, POPULAR, FACTORS, FILL = 0, 1, 2, 3, 4, 5
 """Method codes (the order of ``core.v2.settings.METHODS``); FILL: an item that only fills a short list."""
-N_METHODS = 4
+N_METHODS = 5
 DIM_CONTENT = 19 + 11 + 256
 """Length of an item vector (core.v2.catalog.DIM)."""
 KIND_WEIGHTED, KIND_RRF, KIND_BORDA, KIND_SINGLE = 0, 1, 2, 3
@@ -724,6 +724,50 @@ def _user_neighbors(u: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.n
 
 
 @njit(cache=True)
+def itemcf_profile(u: int, engaged: bool, floor: float, decay_ms: float, rc_item: np.ndarray, rc_w: np.ndarray,
+                   rc_ts: np.ndarray, rc_len: np.ndarray, u_last: np.ndarray, l_ptr: np.ndarray, l_cap: np.ndarray,
+                   l_items: np.ndarray, l_w: np.ndarray, l_ts: np.ndarray, item_rank: np.ndarray, leave: np.ndarray,
+                   out_item: np.ndarray, out_w: np.ndarray) -> int:
+    """The items that score item-CF for user u and their weights, into out_* (returns how many; ``leave``: the
+    disliked items, left out). Not ``engaged``: the pairing history (``rc_*``, the ``history_cap`` latest), weight
+    ``w · d``; ``engaged``: every engaged item of the log by (time, id), weight ``w · (floor + (1 - floor) · d)``.
+    ``d = 2^(-(T - ts) / decay)`` (T: the user's latest event; 1 without decay)."""
+    t_u = u_last[u]
+    m = 0
+    if not engaged:
+        for h in range(rc_len[u]):
+            k = rc_item[u, h]
+            if leave[k]:
+                continue
+            wk = rc_w[u, h]
+            if decay_ms > 0.0:
+                wk = wk * 2.0 ** (-(t_u - rc_ts[u, h]) / decay_ms)
+            out_item[m] = k
+            out_w[m] = wk
+            m += 1
+        return m
+    base = l_ptr[u]
+    ts = np.empty(l_cap[u], dtype=np.int64)
+    rk = np.empty(l_cap[u], dtype=np.int64)
+    for x in range(base, base + l_cap[u]):
+        k = l_items[x]
+        if k != -1 and not leave[k]:
+            out_item[m] = x  # the slot, for now
+            ts[m] = l_ts[x]
+            rk[m] = item_rank[k]
+            m += 1
+    order = np.argsort(rk[:m])
+    order = order[np.argsort(ts[:m][order], kind="mergesort")]  # by time, then id: one order in every process
+    slots = out_item[:m].copy()
+    for p in range(m):
+        x = slots[order[p]]
+        d = 2.0 ** (-(t_u - l_ts[x]) / decay_ms) if decay_ms > 0.0 else 1.0
+        out_item[p] = l_items[x]
+        out_w[p] = l_w[x] * (floor + (1.0 - floor) * d)
+    return m
+
+
+@njit(cache=True)
 def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.ndarray, cold_alphas: np.ndarray,
                rrf_k: float, use: np.ndarray, pool_n: int, cold_items: int, decay_ms: float,
                exclude: np.ndarray, denied: np.ndarray, item_rank: np.ndarray, user_rank: np.ndarray,
@@ -733,7 +777,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                l_ptr: np.ndarray, l_cap: np.ndarray, l_size: np.ndarray, l_items: np.ndarray, l_slots: np.ndarray,
                l_w: np.ndarray, l_ts: np.ndarray, u_last: np.ndarray, lg_type: np.ndarray,
                rc_item: np.ndarray, rc_w: np.ndarray, rc_ts: np.ndarray,
-               rc_len: np.ndarray,
+               rc_len: np.ndarray, engaged: bool, floor: float,
                # item rows and neighbour lists
                top_k: int, i_ptr: np.ndarray, i_cap: np.ndarray, i_cols: np.ndarray, i_vals: np.ndarray,
                i_norm: np.ndarray, nb_idx: np.ndarray, nb_sim: np.ndarray, nb_len: np.ndarray, dirty: np.ndarray,
@@ -741,6 +785,8 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                # user rows
                u_top_k: int, u_ptr: np.ndarray, u_cap: np.ndarray, u_cols: np.ndarray, u_vals: np.ndarray,
                u_norm: np.ndarray,
+               # factors: user rows, item rows and item biases (core.v2.factors)
+               f_p: np.ndarray, f_q: np.ndarray, f_bi: np.ndarray,
                # trending
                tr_items: np.ndarray, tr_scores: np.ndarray,
                # content: the catalog (see core.v2.state), where a user with history finds candidates, profile size
@@ -780,6 +826,8 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
     cand = np.empty(N_METHODS * pool_n + len(newest), dtype=np.int64)
     pos_of = np.full(n_items, -1, dtype=np.int64)
     is_dis = np.zeros(n_items, dtype=np.bool_)
+    prof_item = np.empty(rc_item.shape[1], dtype=np.int64)
+    prof_w = np.empty(rc_item.shape[1])
     qneg = np.zeros(DIM_CONTENT)
     for r in range(len(users)):
         u = users[r]
@@ -809,20 +857,22 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
             p_len[:] = 0
             nn = 0
             kept = 0
+            n_prof = 0
+            need = l_cap[u] if engaged else rc_len[u]
+            if need > len(prof_item):
+                prof_item = np.empty(2 * need, dtype=np.int64)
+                prof_w = np.empty(2 * need)
             if use[ITEMCF]:
                 nt = 0
-                t_u = u_last[u]
-                for h in range(rc_len[u]):
-                    k = rc_item[u, h]
-                    if is_dis[k]:
-                        continue
+                n_prof = itemcf_profile(u, engaged, floor, decay_ms, rc_item, rc_w, rc_ts, rc_len, u_last, l_ptr, l_cap,
+                                        l_items, l_w, l_ts, item_rank, is_dis, prof_item, prof_w)
+                for h in range(n_prof):
+                    k = prof_item[h]
                     if dirty[k]:
                         one[0] = k
                         refresh_rows(one, top_k, i_ptr, i_cap, i_cols, i_vals, i_norm, item_rank, nb_idx, nb_sim,
                                      nb_len, dirty, gone)
-                    wk = rc_w[u, h]
-                    if decay_ms > 0.0:
-                        wk = wk * 2.0 ** (-(t_u - rc_ts[u, h]) / decay_ms)
+                    wk = prof_w[h]
                     for q in range(nb_len[k]):
                         j = nb_idx[k, q]
                         if skip[j]:
@@ -866,6 +916,10 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                         p_arg[POPULAR, m] = -1
                         m += 1
                 p_len[POPULAR] = m
+            if use[FACTORS]:
+                p_len[FACTORS] = factor_top(u, pool_n, f_p, f_q, f_bi, skip, i_users, item_rank, p_item[FACTORS],
+                                            p_score[FACTORS])
+                p_arg[FACTORS, : p_len[FACTORS]] = -1
             nq = 0.0
             if use[CONTENT]:
                 m = 0
@@ -923,15 +977,20 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
             cold = l_size[u] < cold_items
             if kind == KIND_TRAIN or (kind == KIND_LEARNED and not cold and comb_n[0] >= warmup):
                 m_out = _learned(r, n, u, train_item, train_key, n_neg, item_hash, comb, comb_n, fp, pool_n, use,
-                                 p_item, p_score, p_arg, p_len, item_rank, rc_item, rc_w, rc_ts, rc_len, u_last,
-                                 decay_ms, nb_idx, nb_sim, nb_len, nbu, nbs, nn, l_ptr, l_cap, l_items, l_slots, l_w,
+                                 p_item, p_score, p_arg, p_len, item_rank, prof_item, prof_w, n_prof, nb_idx, nb_sim,
+                                 nb_len, nbu, nbs, nn, l_ptr, l_cap, l_items, l_slots, l_w,
                                  lg_type, lg_value, rate_type, kept, qv, vptr, vcol, vval, vnorm, i_users, i_last,
                                  b_sum, b_n, pos_of, f_item, f_val, out_item, out_score, out_method, out_arg,
-                                 is_dis, dis, dislike_w, qneg, nq)
+                                 is_dis, dis, dislike_w, qneg, nq, f_p, f_q, f_bi)
             else:
                 m_out = _fuse(r, n, KIND_WEIGHTED if kind == KIND_LEARNED else kind, single, use, alphas,
                               cold_alphas, cold, rrf_k, p_item, p_score, p_arg, p_len, item_rank, acc, best_k,
                               touched, f_item, f_val, out_item, out_score, out_method, out_arg)
+            if use[FACTORS] and kind != KIND_TRAIN:  # the reason of a factor item: the user's nearest item
+                for q in range(m_out):
+                    if out_method[r, q] == FACTORS:
+                        out_arg[r, q] = factor_anchor(u, out_item[r, q], f_q, l_ptr, l_cap, l_items, is_dis,
+                                                      item_rank)
             # fill a short list with trending items
             if m_out < n and kind != KIND_TRAIN:
                 for q in range(m_out):
@@ -1061,6 +1120,52 @@ def _term(kind: int, alpha: float, score: float, lo: float, hi: float, pos: int,
     if kind == KIND_RRF:
         return 1.0 / (rrf_k + (pos + 1))
     return float(total - pos)
+
+
+# -- factors ---------------------------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _fdot(u: int, i: int, p: np.ndarray, q: np.ndarray) -> float:
+    s = 0.0
+    for k in range(p.shape[1]):
+        s += p[u, k] * q[i, k]
+    return s
+
+
+@njit(cache=True)
+def factor_top(u: int, n: int, p: np.ndarray, q: np.ndarray, bi: np.ndarray, skip: np.ndarray, i_users: np.ndarray,
+               rank: np.ndarray, out_idx: np.ndarray, out_val: np.ndarray) -> int:
+    """The ``n`` items with the best ``b_i + p_u · q_i`` into out_*, best first (ties by ``rank``, the ids' string
+    order), among the items some user engaged (``i_users`` > 0: a row never learned is its random start) and not
+    ``skip``. Returns how many."""
+    m = 0
+    for i in range(len(rank)):
+        if not skip[i] and i_users[i] > 0:
+            m = _insert_top(n, m, out_idx, out_val, rank, i, bi[i] + _fdot(u, i, p, q))
+    return m
+
+
+@njit(cache=True)
+def factor_anchor(u: int, j: int, q: np.ndarray, l_ptr: np.ndarray, l_cap: np.ndarray, l_items: np.ndarray,
+                  leave: np.ndarray, rank: np.ndarray) -> int:
+    """The reason of factor item ``j``: the user's engaged item (not ``leave``: disliked) whose factor row has the
+    largest positive cosine with ``q_j`` (ties by ``rank``); -1 if none."""
+    nj = 0.0
+    for k in range(q.shape[1]):
+        nj += q[j, k] * q[j, k]
+    best, best_c = -1, 0.0
+    for x in range(l_ptr[u], l_ptr[u] + l_cap[u]):
+        h = l_items[x]
+        if h == -1 or leave[h]:
+            continue
+        d = 0.0
+        nh = 0.0
+        for k in range(q.shape[1]):
+            d += q[j, k] * q[h, k]
+            nh += q[h, k] * q[h, k]
+        c = d / np.sqrt(nj * nh) if nj > 0.0 and nh > 0.0 else 0.0
+        if c > best_c or (c == best_c and best >= 0 and c > 0.0 and rank[h] < rank[best]):
+            best, best_c = h, c
+    return best
 
 
 # -- content ---------------------------------------------------------------------------------------------------------
@@ -1239,10 +1344,11 @@ def content_reason(top: np.ndarray, gmask: int) -> int:
 # -- the learned combiner -------------------------------------------------------------------------------------------
 KIND_LEARNED, KIND_TRAIN = 4, 5
 """``learned`` ranks with the combiner; ``KIND_TRAIN``: one user's candidates train it (recommend-then-learn)."""
-N_FEATURES = 12
+N_FEATURES = 14
 """The features, in the order of ``core.v2.model.FEATURES``."""
 F_ICF, F_UCF, F_CONTENT, F_POP, F_RECENCY, F_BASELINE, F_RANK, F_ICF_MAX, F_UCF_MAX = 0, 1, 2, 3, 4, 5, 6, 10, 11
-_DECISION_ORDER = (0, 1, 2, 10, 11, 3, 4, 5, 6, 7, 8, 9)  # the order the terms of the decision are summed in
+F_FAC, F_FAC_RANK = 12, 13
+_DECISION_ORDER = (0, 1, 2, 10, 11, 3, 4, 5, 6, 7, 8, 9, 12, 13)  # the order the terms of the decision are summed in
 
 
 @njit(cache=True, inline="always")
@@ -1292,15 +1398,15 @@ def _sgd(comb: np.ndarray, comb_n: np.ndarray, x: np.ndarray, label: float, lr: 
 def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int, item_hash: np.ndarray,
              comb: np.ndarray, comb_n: np.ndarray, fp: np.ndarray, pool_n: int, use: np.ndarray, p_item: np.ndarray,
              p_score: np.ndarray, p_arg: np.ndarray, p_len: np.ndarray, item_rank: np.ndarray,
-             rc_item: np.ndarray, rc_w: np.ndarray, rc_ts: np.ndarray, rc_len: np.ndarray, u_last: np.ndarray,
-             decay_ms: float, nb_idx: np.ndarray, nb_sim: np.ndarray, nb_len: np.ndarray,
+             prof_item: np.ndarray, prof_w: np.ndarray, n_prof: int, nb_idx: np.ndarray, nb_sim: np.ndarray,
+             nb_len: np.ndarray,
              nbu: np.ndarray, nbs: np.ndarray, nn: int, l_ptr: np.ndarray, l_cap: np.ndarray, l_items: np.ndarray,
              l_slots: np.ndarray, l_w: np.ndarray, lg_type: np.ndarray, lg_value: np.ndarray, rate_type: int,
              kept: int, qv: np.ndarray, vptr: np.ndarray, vcol: np.ndarray, vval: np.ndarray, vnorm: np.ndarray,
              i_users: np.ndarray, i_last: np.ndarray, b_sum: np.ndarray, b_n: np.ndarray, pos_of: np.ndarray,
              f_item: np.ndarray, f_val: np.ndarray, out_item: np.ndarray, out_score: np.ndarray,
              out_method: np.ndarray, out_arg: np.ndarray, is_dis: np.ndarray, dis: np.ndarray, dislike_w: float,
-             qneg: np.ndarray, nq: float) -> int:
+             qneg: np.ndarray, nq: float, f_p: np.ndarray, f_q: np.ndarray, f_bi: np.ndarray) -> int:
     """The learned mode for one user: every candidate's features (README "The model", learned), then either the
     top ``n`` by ``P(engage)`` with the reason of the method contributing most, or (``train_item`` >= 0) one SGD step
     per example: the engaged item (if it was a candidate) and ``n_neg`` others, the ones of smallest
@@ -1318,14 +1424,9 @@ def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int
                 nc += 1
     X = np.zeros((nc, N_FEATURES))
     if use[ITEMCF]:
-        t_u = u_last[u]
-        for h in range(rc_len[u]):
-            k = rc_item[u, h]
-            if is_dis[k]:
-                continue
-            wk = rc_w[u, h]
-            if decay_ms > 0.0:
-                wk = wk * 2.0 ** (-(t_u - rc_ts[u, h]) / decay_ms)
+        for h in range(n_prof):
+            k = prof_item[h]
+            wk = prof_w[h]
             for q in range(nb_len[k]):
                 p = pos_of[nb_idx[k, q]]
                 if p >= 0:
@@ -1359,6 +1460,14 @@ def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int
                 X[p, F_CONTENT] = _cosine(f_item[p], qv, qn, vptr, vcol, vval, vnorm)
                 if nq > 0.0:
                     X[p, F_CONTENT] -= dislike_w * _cosine(f_item[p], qneg, nq, vptr, vcol, vval, vnorm)
+    if use[FACTORS]:  # b_i + p_u · q_i, min-max scaled over the candidates
+        lo, hi = np.inf, -np.inf
+        for p in range(nc):
+            v = f_bi[f_item[p]] + _fdot(u, f_item[p], f_p, f_q)
+            X[p, F_FAC] = v
+            lo, hi = min(lo, v), max(hi, v)
+        for p in range(nc):
+            X[p, F_FAC] = (X[p, F_FAC] - lo) / (hi - lo) if hi > lo else 1.0
     for f in (F_ICF, F_UCF, F_CONTENT, F_ICF_MAX, F_UCF_MAX):
         best = 0.0
         for p in range(nc):
@@ -1385,7 +1494,7 @@ def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int
     log_pool = np.log(pool_n + 1)
     for m in range(N_METHODS):
         for x in range(p_len[m]):
-            X[pos_of[p_item[m, x]], F_RANK + m] = 1.0 - np.log(x + 1) / log_pool
+            X[pos_of[p_item[m, x]], F_RANK + m if m < FACTORS else F_FAC_RANK] = 1.0 - np.log(x + 1) / log_pool
     m_out = 0
     cand_rank = np.empty(nc, dtype=np.int64)  # candidate position -> the item's place in the id order
     for p in range(nc):
@@ -1419,7 +1528,8 @@ def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int
             contrib = np.array([(comb[0] * x[0] + comb[10] * x[10]) + comb[6] * x[6],
                                 (comb[1] * x[1] + comb[11] * x[11]) + comb[7] * x[7],
                                 comb[2] * x[2] + comb[8] * x[8],
-                                comb[3] * x[3] + comb[9] * x[9]])
+                                comb[3] * x[3] + comb[9] * x[9],
+                                comb[12] * x[12] + comb[13] * x[13]])
             best_m, best_a = -1, -1
             best_v = 0.0
             for m in range(N_METHODS):

@@ -23,6 +23,7 @@ import numpy as np
 
 from core.v2 import catalog
 from core.v2 import diversity as div
+from core.v2 import factors as fac
 from core.v2 import kernels as k
 from core.v2.settings import METHODS, Settings
 from core.v2.state import NEVER, Pool, State
@@ -53,7 +54,8 @@ FUSION: dict[str, FusionSpec] = {
 }
 """Every mode and how it ranks."""
 FEATURES: tuple[str, ...] = ("itemcf", "usercf", "content", "popularity", "recency", "baseline",
-                             "itemcf_rank", "usercf_rank", "content_rank", "popular_rank", "itemcf_max", "usercf_max")
+                             "itemcf_rank", "usercf_rank", "content_rank", "popular_rank", "itemcf_max", "usercf_max",
+                             "factors", "factors_rank")
 """The learned combiner's features, each in 0..1 (the columns of ``State.comb``, the bias last)."""
 
 
@@ -253,7 +255,7 @@ def learn(state: State, batch: Batch, train: bool = False) -> None:
         cuts = np.flatnonzero(had & new_pair & drawn).tolist()
     start = 0
     for e in [*cuts, n]:
-        _apply(state, users[start:e], items[start:e], types[start:e], values[start:e], ts[start:e])
+        _apply(state, users[start:e], items[start:e], types[start:e], values[start:e], ts[start:e], keys[start:e])
         if state.now_ms >= state.life_meta[0]:  # an item expired: gone before the next ranking, whatever the cut
             settle(state)
         if e < n:
@@ -263,7 +265,7 @@ def learn(state: State, batch: Batch, train: bool = False) -> None:
 
 
 def _apply(state: State, users: np.ndarray, items: np.ndarray, types: np.ndarray, values: np.ndarray,
-           ts: np.ndarray) -> None:
+           ts: np.ndarray, keys: np.ndarray) -> None:
     """The learning kernels over events in canonical order (arrays already sized)."""
     flags = NEG_FLAG[types]
     negative = flags != 0
@@ -272,11 +274,14 @@ def _apply(state: State, users: np.ndarray, items: np.ndarray, types: np.ndarray
         np_.cols, np_.vals = k.learn_negative(users[negative], items[negative], flags[negative], np_.ptr, np_.cap,
                                               np_.size, np_.cols, np_.vals, np_.meta)
         keep = ~negative
-        users, items, types, values, ts = users[keep], items[keep], types[keep], values[keep], ts[keep]
+        users, items, types, values, ts, keys = (users[keep], items[keep], types[keep], values[keep], ts[keep],
+                                                 keys[keep])
     n = len(users)
     if n == 0:
         return
     s = state.settings
+    if "factors" in s.methods:
+        _learn_factors(state, users, items, types, values, keys)
     w = np.empty(n)
     w0 = np.empty(n)
     new = np.empty(n, dtype=np.uint8)
@@ -308,6 +313,26 @@ def _apply(state: State, users: np.ndarray, items: np.ndarray, types: np.ndarray
         if pool.meta[0] > 2 * COMPACT_ABOVE and 3 * int(pool.cap[:rows].sum()) < 2 * pool.meta[0]:
             pool.cols, pool.vals = k.compact_pool(pool.ptr, pool.cap, pool.cols, pool.vals, pool.meta, rows)
     state.trend = None
+
+
+FACTOR_SALT = 3
+"""The factor model's negatives are drawn with ``mix(seed, FACTOR_SALT)``: not the combiner's draws."""
+
+
+def _learn_factors(state: State, users: np.ndarray, items: np.ndarray, types: np.ndarray, values: np.ndarray,
+                   keys: np.ndarray) -> None:
+    """One SGD step of the factor model per engagement, in the order given (canonical): ``positive``, every
+    engagement towards 1 and ``factors_n_neg`` items drawn uniformly from those engaged before towards 0
+    (:func:`core.v2.factors.learn_uniform`); ``explicit``, the ratings alone."""
+    s = state.settings
+    if s.factors_loss == "explicit":
+        rated = types == RATE
+        if rated.any():
+            fac.learn_explicit(users[rated], items[rated], values[rated], state.f_p, state.f_q, state.f_bu,
+                               state.f_bi, state.f_mean, s.factors_lr, s.factors_reg)
+    else:
+        fac.learn_uniform(users, items, keys, state.f_p, state.f_q, state.f_bi, state.f_seen, state.f_pool,
+                          state.f_pool_n, s.factors_n_neg, k.mix(s.seed, FACTOR_SALT), s.factors_lr, s.factors_reg)
 
 
 def _train(state: State, user: int, item: int, key: int) -> None:
@@ -442,10 +467,12 @@ def _run_rank(state: State, ids: np.ndarray, spec: FusionSpec, n: int, train_ite
                  state.items.rank, state.users.rank,
                  state.npool.ptr, state.npool.cap, state.npool.cols, state.npool.vals, s.dislike_weight,
                  lp.ptr, lp.cap, lp.size, lp.cols, lp.vals, state.lp_w, state.lp_ts, state.u_last, state.lg_type,
-                 state.rc_item, state.rc_w, state.rc_ts, state.rc_len,
+                 state.rc_item, state.rc_w, state.rc_ts, state.rc_len, s.itemcf_profile == "engaged",
+                 float(s.itemcf_profile_floor),
                  s.top_k, ip.ptr, ip.cap, ip.cols, ip.vals, state.i_norm, state.nb_idx, state.nb_sim, state.nb_len,
                  state.dirty, state.gone,
                  s.usercf_top_k, up.ptr, up.cap, up.cols, up.vals, state.u_norm,
+                 state.f_p, state.f_q, state.f_bi,
                  tr_items, tr_scores, state.content(), s.content_search == "catalog", s.profile_max_items,
                  s.half_life_s or 0.0,
                  state.comb, state.comb_n, s.combiner_warmup, fp, state.items.hash, train_item, train_key, s.n_neg,
@@ -480,6 +507,20 @@ def diversify(state: State, ranking: Ranking, n: int, lam: float, by: str = "con
                    take(ranking.arg, -1), length)
 
 
+def _factor_reason(state: State, item: int, anchor: int) -> str:
+    """The reason of a factor candidate: the genres it shares with the user's item nearest in factor space (the taste
+    that drives ``p_u · q_i``), else that item's title."""
+    if anchor < 0:
+        return "fits the taste of your history"
+    names = state.items.names
+    a = state.catalog.get(anchor)
+    b = state.catalog.get(item)
+    shared = [g for g in a.genres if g in b.genres] if a is not None and b is not None else []
+    if shared:
+        return f"popular with people who share your taste in {', '.join(catalog.GENRES[g] for g in shared[:2])}"
+    return f"because you liked {state.titles.get(names[anchor], names[anchor])}"
+
+
 def render(state: State, ranking: Ranking) -> list[list[tuple[str, float, str]]]:
     """Each user's list as ``(item, score, reason)`` with the reasons spelled out (titles from the catalog)."""
     titles = state.titles
@@ -503,6 +544,8 @@ def render(state: State, ranking: Ranking) -> list[list[tuple[str, float, str]]]
                     a //= 32
                 reason = f"matches your taste for {', '.join(shared)}" if shared else \
                     "similar to items you engaged with"
+            elif m == k.FACTORS:
+                reason = _factor_reason(state, j, a)
             else:
                 reason = "trending"
             row.append((names[j], float(ranking.score[r, q]), reason))

@@ -11,7 +11,8 @@ One implementation: a session is ranked by :func:`core.v2.model.rank` itself, on
 So the scores, the fusion, the fill with trending items and the reasons (:func:`core.v2.model.render`) are the
 core's, for a user whose history is the session. What a session cannot have (the semantics of its modes):
 
-* no user-CF (an anonymous visitor has no neighbours): ``usercf`` is left out of ``methods``;
+* no user-CF (an anonymous visitor has no neighbours) and no factors (no learned user row; the item rows are not
+  published): ``usercf`` and ``factors`` are left out of ``methods``;
 * ``learned`` ranks like ``weighted`` (its features need item statistics the job does not publish), as the core
   does before the combiner's warm-up; ``usercf`` alone is not a session mode;
 * content candidates come from the whole catalog (``content_search: catalog``): the catalog order that picks the
@@ -50,7 +51,7 @@ _USER_FIELDS = ("users", "lg_value", "lg_ts", "lg_type", "lg_w", "lg_rating", "u
 
 def session_settings(settings: Settings) -> Settings:
     """The settings a session is ranked with: the job's, without user-CF, searching the whole catalog."""
-    methods = tuple(m for m in settings.methods if m != "usercf") or ("popular",)
+    methods = tuple(m for m in settings.methods if m not in ("usercf", "factors")) or ("popular",)
     weights = {m: w for m, w in settings.fusion_weights if m in methods}
     for m in methods:
         weights.setdefault(m, 0.0)

@@ -15,12 +15,14 @@ from typing import Any
 
 from udfs.events import EVENT_TYPES
 
-METHODS: tuple[str, ...] = ("itemcf", "usercf", "content", "popular")
+METHODS: tuple[str, ...] = ("itemcf", "usercf", "content", "popular", "factors")
 """The candidate generators, in the order that breaks ties between reasons."""
 FUSIONS: tuple[str, ...] = ("weighted", "rrf", "borda", "learned")
 MODES: tuple[str, ...] = FUSIONS + METHODS
 CONTENT_SEARCHES: tuple[str, ...] = ("catalog", "candidates")
 DIVERSITY_SIMILARITIES: tuple[str, ...] = ("content", "itemcf")
+FACTOR_LOSSES: tuple[str, ...] = ("positive", "explicit")
+ITEMCF_PROFILES: tuple[str, ...] = ("history", "engaged")
 
 MODEL_KEYS: tuple[str, ...] = ("top_n", "top_k", "history_cap", "trending_size", "min_rating", "max_rating",
                                "row_cap")
@@ -64,11 +66,13 @@ class Settings:
     min_rating: float = 0.5
     max_rating: float = 5.0
     row_cap: int = 0  # 0 = every co-occurrence entry; else pruned to this many past 1.25 x
+    itemcf_profile: str = "history"  # the items that score item-CF: the pairing history, or every engaged item
+    itemcf_profile_floor: float = 0.2  # engaged: an item's weight w · (floor + (1 - floor) · decay)
     mode: str = "weighted"
     methods: tuple[str, ...] = METHODS
     candidate_pool: int = 50
     fusion_weights: tuple[tuple[str, float], ...] = (("itemcf", 1.0), ("usercf", 0.3), ("content", 0.05),
-                                                     ("popular", 0.1))
+                                                     ("popular", 0.1), ("factors", 0.1))
     rrf_k: float = 60.0
     cold_start_items: int = 2
     cold_start_weights: tuple[tuple[str, float], ...] = (("content", 0.5), ("popular", 1.0))
@@ -100,6 +104,13 @@ class Settings:
     deny: tuple[str, ...] = ()
     exclude_types: tuple[str, ...] = EVENT_TYPES
     dislike_weight: float = 1.0
+    # the incremental factor model (core.v2.factors): one SGD step per engagement, in canonical order
+    factors_loss: str = "positive"  # positive: every engagement towards 1, sampled items towards 0; explicit: ratings
+    factors_dim: int = 16
+    factors_lr: float = 0.01
+    factors_reg: float = 0.01
+    factors_init_std: float = 0.1
+    factors_n_neg: int = 4
 
     def __post_init__(self) -> None:
         for key in ("fusion_weights", "cold_start_weights"):
@@ -165,6 +176,17 @@ class Settings:
             raise ValueError(f"exclude_types {list(self.exclude_types)!r} has unknown event types {bad} "
                              f"(known: {', '.join(EVENT_TYPES)})")
         _number("dislike_weight", self.dislike_weight)
+        if self.itemcf_profile not in ITEMCF_PROFILES:
+            raise ValueError(f"itemcf_profile {self.itemcf_profile!r} must be one of {', '.join(ITEMCF_PROFILES)}")
+        if not 0 <= _number("itemcf_profile_floor", self.itemcf_profile_floor) <= 1:
+            raise ValueError(f"itemcf_profile_floor {self.itemcf_profile_floor!r} must be in 0..1")
+        if self.factors_loss not in FACTOR_LOSSES:
+            raise ValueError(f"factors_loss {self.factors_loss!r} must be one of {', '.join(FACTOR_LOSSES)}")
+        _number("factors_dim", self.factors_dim, 1, integer=True)
+        _number("factors_lr", self.factors_lr, allow_lo=False)
+        _number("factors_reg", self.factors_reg)
+        _number("factors_init_std", self.factors_init_std, allow_lo=False)
+        _number("factors_n_neg", self.factors_n_neg, 0, integer=True)
         if any(not isinstance(d, str) for d in self.deny):
             raise ValueError(f"deny {list(self.deny)!r} must be a list of item ids (strings)")
 

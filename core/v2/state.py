@@ -138,8 +138,21 @@ class State:
         self.meta = np.zeros(4, dtype=np.int64)
         # [Σ ratings, the global mean before any rating]
         self.fmeta = np.array([0.0, (settings.min_rating + settings.max_rating) / 2])
+        # the factor model (core.v2.factors): user rows ``f_p``/``f_bu`` (per user), item rows ``f_q``/``f_bi`` (per
+        # item, bounded by the catalog: broadcast); rows past ``f_rows`` [users, items] are not drawn yet; the
+        # running [Σ ratings, count] of the explicit loss; the items negatives are drawn from
+        dim = settings.factors_dim
+        self.f_p = np.zeros((0, dim))
+        self.f_bu = np.zeros(0)
+        self.f_q = np.zeros((0, dim))
+        self.f_bi = np.zeros(0)
+        self.f_rows = np.zeros(2, dtype=np.int64)
+        self.f_mean = np.zeros(2)
+        self.f_seen = np.zeros(0, dtype=np.bool_)  # per item: engaged, in f_pool (the negatives' pool)
+        self.f_pool = np.zeros(0, dtype=np.int64)  # the engaged items in the order first engaged
+        self.f_pool_n = np.zeros(1, dtype=np.int64)
         # the learned combiner: one weight per feature and the bias; examples learned
-        self.comb = np.zeros(13)
+        self.comb = np.zeros(15)
         self.comb_n = np.zeros(1, dtype=np.int64)
         self.version = 0  # bumped by every learned batch and catalog change (caches of derived lists key on it)
         self.trend: tuple[int, np.ndarray, np.ndarray] | None = None  # (version, trending items, scores)
@@ -199,6 +212,26 @@ class State:
             for name in ("ra_user", "ra_w", "ra_ts"):
                 setattr(self, name, _grow_cols(getattr(self, name), width))
         self.ipool.fit(ni)
+        if "factors" in s.methods:
+            self._fit_factors(nu, ni)
+
+    def _fit_factors(self, nu: int, ni: int) -> None:
+        """Factor rows for every known id: new rows drawn from their ids' hashes (the same row in every process)."""
+        from core.v2.factors import init_rows
+        from core.v2.kernels import mix
+
+        s = self.settings
+        for side, n, hashes, salt in ((0, nu, self.users.hash, 1), (1, ni, self.items.hash, 2)):
+            rows, bias = ("f_p", "f_bu") if side == 0 else ("f_q", "f_bi")
+            setattr(self, rows, _grow_rows(getattr(self, rows), n))
+            setattr(self, bias, _grow_rows(getattr(self, bias), n))
+            if side == 1:
+                self.f_seen = _grow_rows(self.f_seen, n)
+                self.f_pool = _grow_rows(self.f_pool, n)
+            start = int(self.f_rows[side])
+            if n > start:
+                init_rows(getattr(self, rows), start, n, hashes, mix(s.seed, salt), s.factors_init_std)
+                self.f_rows[side] = n
 
     def content(self) -> tuple[np.ndarray, ...]:
         """The catalog arrays the ranking kernel reads (rebuilt after a catalog change, extended for new items)."""
