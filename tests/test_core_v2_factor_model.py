@@ -12,7 +12,7 @@ import pytest
 from core.v2 import model as M
 from core.v2.factors import learn_uniform
 from core.v2.kernels import mix
-from core.v2.settings import Settings
+from core.v2.settings import METHODS, Settings
 from udfs.events import Event
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Horror"]
@@ -34,6 +34,7 @@ def stream(n: int = 600, seed: int = 3) -> list[Event]:
 
 
 def learned(events: list[Event], chunks: int = 1, **kw: object) -> M.State:
+    kw.setdefault("methods", METHODS)  # factors is opt-in
     state = M.new_state(Settings(**kw))  # type: ignore[arg-type]
     M.add_items(state, CATALOG)
     ordered = sorted(events, key=lambda e: (e.ts, e.event_id))
@@ -105,7 +106,7 @@ def test_rows_do_not_depend_on_batching_or_id_arrival() -> None:
     one = learned(events)
     cut = learned(events, chunks=37)
     # the ids arrive in another order: the catalog reversed, a user asked for before any event
-    other = M.new_state(Settings())
+    other = M.new_state(Settings(methods=METHODS))
     M.add_items(other, CATALOG[::-1])
     M.rank(other, ["u07", "u03"])
     for e in sorted(events, key=lambda e: (e.ts, e.event_id)):

@@ -17,6 +17,8 @@ from udfs.events import EVENT_TYPES
 
 METHODS: tuple[str, ...] = ("itemcf", "usercf", "content", "popular", "factors")
 """The candidate generators, in the order that breaks ties between reasons."""
+DEFAULT_METHODS: tuple[str, ...] = METHODS[:4]
+"""The methods on by default: ``factors`` scans the catalog per ranking and is opt-in (docs/evaluation.md, 2d)."""
 FUSIONS: tuple[str, ...] = ("weighted", "rrf", "borda", "learned")
 MODES: tuple[str, ...] = FUSIONS + METHODS
 CONTENT_SEARCHES: tuple[str, ...] = ("catalog", "candidates")
@@ -69,7 +71,7 @@ class Settings:
     itemcf_profile: str = "history"  # the items that score item-CF: the pairing history, or every engaged item
     itemcf_profile_floor: float = 0.2  # engaged: an item's weight w · (floor + (1 - floor) · decay)
     mode: str = "weighted"
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     candidate_pool: int = 50
     fusion_weights: tuple[tuple[str, float], ...] = (("itemcf", 1.0), ("usercf", 0.3), ("content", 0.05),
                                                      ("popular", 0.1), ("factors", 0.1))
