@@ -19,7 +19,7 @@ from reference import CATALOG, STREAM, batch_user_cosine
 
 from config import load_config
 from core.v2 import model as M
-from core.v2.settings import Settings
+from core.v2.settings import METHODS, Settings
 from ingest.movielens import load_catalog, load_events
 from operators.model import training
 from udfs.events import event_to_json
@@ -108,16 +108,21 @@ def movielens() -> tuple[list[Any], list[dict[str, Any]]]:
     return events, load_catalog()
 
 
-@pytest.mark.parametrize(("parallelism", "content_search", "diversity"),
-                         [(1, "catalog", 0.0), (2, "catalog", 0.0), (2, "candidates", 0.5)])
+@pytest.mark.parametrize(("parallelism", "content_search", "diversity", "factors"),
+                         [(1, "catalog", 0.0, False), (2, "catalog", 0.0, False), (2, "candidates", 0.5, False),
+                          (1, "candidates", 0.0, True), (2, "candidates", 0.0, True)])
 def test_stream_equals_the_single_process_model(movielens: tuple[list[Any], list[dict[str, Any]]],
-                                                parallelism: int, content_search: str, diversity: float) -> None:
+                                                parallelism: int, content_search: str, diversity: float,
+                                                factors: bool) -> None:
     """The default config (user-CF fan-out cap, decayed trending, the newest catalog items, the learned combiner
     trained in the stream): the job learns in event-time order, so its final lists are the single-process model's,
-    in every mode, item by item and score by score; likewise with the MMR re-rank on."""
+    in every mode, item by item and score by score; likewise with the MMR re-rank on, and with the opt-in factor
+    model (its own mode's lists are its candidates)."""
     events, catalog = movielens
     overrides = [f"model.compare_modes=[{','.join(M.FUSION)}]", f"model.hybrid.content_search={content_search}",
                  f"model.hybrid.diversity_lambda={diversity}"]
+    if factors:
+        overrides.append(f"model.hybrid.methods=[{','.join(METHODS)}]")
     res = run_pipeline([event_to_json(e) for e in events], parallelism, overrides,
                        catalog=[json.dumps(r) for r in catalog])
     got = final_messages(res)
@@ -135,6 +140,9 @@ def test_stream_equals_the_single_process_model(movielens: tuple[list[Any], list
                 [(i, round(s, 6), r) for i, s, r in want(model, user, mode)], (user, mode)
             compared += 1
     assert compared == len(users) * len(M.FUSION)
+    factor_reasons = sum(it["reason"].startswith(("popular with people who share", "because you liked"))
+                         for user in users for it in got[user]["alternatives"]["factors"])
+    assert (factor_reasons > len(users)) == factors  # on: the factors mode lists its own candidates
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])
