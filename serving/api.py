@@ -318,6 +318,12 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _no_ids() -> list[str]:
+    """The default of ``exclude`` (a Python function: pydantic inspects the signature of a default factory on every
+    request, and that of the builtin ``list`` is parsed from its text each time)."""
+    return []
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name} is not allowed")
 
@@ -511,7 +517,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
 
     ExcludedId = Annotated[str, StringConstraints(min_length=1, max_length=id_max)]
     Exclude = Annotated[list[ExcludedId], Query(
-        default_factory=list, max_length=MAX_EXCLUDE, examples=[["50", "181"]],
+        default_factory=_no_ids, max_length=MAX_EXCLUDE, examples=[["50", "181"]],
         description=f"an item id to leave out; repeat the parameter for more (`exclude=50&exclude=181`, each value "
                     f"one whole id: ids may hold commas), at most {MAX_EXCLUDE}")]
     Genre = Annotated[str | None, Query(

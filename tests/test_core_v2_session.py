@@ -54,7 +54,7 @@ def test_session_equals_core_rank_of_the_same_events(seed: int, mode: str) -> No
         assert got.used == list(dict.fromkeys(e.item_id for e in by_user[user]))
         hidden = {e.item_id for e in by_user[user] if e.type in ("dislike", "hide")}
         assert not hidden & {i for i, _, _ in got.items}, (user, mode)
-        assert live.rank(by_user[user], mode, 30) == got  # again: the learned user side is reused, unchanged
+        assert live.rank(by_user[user], mode, 30) == got  # again: a session leaves nothing behind
 
 
 def test_decayed_trending_published_rounded_gives_the_same_items() -> None:
