@@ -38,6 +38,7 @@ is strict: a missing ``event_id`` or ``ts`` is an error, not filled in by the AP
 """
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -319,9 +320,12 @@ def _now_ms() -> int:
 
 
 def _no_ids() -> list[str]:
-    """The default of ``exclude`` (a Python function: pydantic inspects the signature of a default factory on every
-    request, and that of the builtin ``list`` is parsed from its text each time)."""
+    """The default of ``exclude``. Pydantic inspects a default factory's signature on every request: that of the
+    builtin ``list`` is parsed from its text each time, a function's is read from ``__signature__`` at once."""
     return []
+
+
+_no_ids.__signature__ = inspect.Signature()  # type: ignore[attr-defined]
 
 
 def _reject_constant(name: str) -> Any:
@@ -473,6 +477,8 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
         version=API_VERSION,
         description="Real-time recommendations computed by the Flink job, read from Redis; events in to Kafka.",
         docs_url=None, redoc_url=None, lifespan=lifespan,
+        # FastAPI's own OpenTelemetry hooks (unused here: /metrics is Prometheus) cost a check on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.serving = state
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)

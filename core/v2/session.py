@@ -77,6 +77,7 @@ class Live:
         self.state = M.new_state(self.settings)
         self.catalog: dict[str, dict[str, Any]] = {}
         self._scratch: _ScratchItems | None = None
+        self._written: dict[int, np.ndarray | None] = {}  # row -> the ids array set_neighbor_arrays wrote there
         self.trending_ids = np.zeros(0, dtype=np.int64)
         self.trending_scores = np.zeros(0)
         self._set_trend()
@@ -112,6 +113,7 @@ class Live:
         width = self.settings.top_k
         rows = self._encode(list(lists))
         for i, nb in zip(rows.tolist(), lists.values(), strict=True):
+            self._written.pop(i, None)
             nb = list(nb or ())[:width]
             s.nb_len[i] = len(nb)
             if nb:
@@ -119,11 +121,17 @@ class Live:
                 s.nb_sim[i, : len(nb)] = [float(v) for _, v in nb]
 
     def set_neighbor_arrays(self, lists: Mapping[str, tuple[np.ndarray, np.ndarray] | None]) -> None:
-        """:meth:`set_neighbors` with the neighbours already encoded (:meth:`encode`) as (ids, cosines)."""
+        """:meth:`set_neighbors` with the neighbours already encoded (:meth:`encode`) as (ids, cosines); a row that
+        holds the same ids array (the very object) already is left as it is: arrays given here must not change."""
         s = self.state
         width = self.settings.top_k
         rows = self._encode(list(lists))
+        written = self._written
         for i, nb in zip(rows.tolist(), lists.values(), strict=True):
+            ids = None if nb is None else nb[0]
+            if i in written and written[i] is ids:  # the row holds these arrays already (the caller's cache)
+                continue
+            written[i] = ids
             if nb is None:
                 s.nb_len[i] = 0
                 continue
