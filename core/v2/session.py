@@ -77,6 +77,7 @@ class Live:
         self.state = M.new_state(self.settings)
         self.catalog: dict[str, dict[str, Any]] = {}
         self._scratch: _ScratchItems | None = None
+        self._side: dict[str, Any] | None = None  # the user side of the last session (reset for the next)
         self._written: dict[int, np.ndarray | None] = {}  # row -> the ids array set_neighbor_arrays wrote there
         self.trending_ids = np.zeros(0, dtype=np.int64)
         self.trending_scores = np.zeros(0)
@@ -198,12 +199,12 @@ class Live:
 
     def _user_side(self, events: Sequence[Event]) -> dict[str, Any]:
         """The user side of a state that learned ``events`` (what :func:`core.v2.model.learn` writes of its one user),
-        learned straight in the live item ids into fresh small arrays: the negative feedback, the log and the item-CF
-        history. The item side that learning also writes (co-occurrence, norms, item statistics: the shared model's,
-        not the session's) goes to scratch arrays that are reset for the next session."""
+        learned straight in the live item ids into small arrays reset for each session: the negative feedback, the log
+        and the item-CF history. The item side that learning also writes (co-occurrence, norms, item statistics: the
+        shared model's, not the session's) goes to scratch arrays that are reset for the next session."""
         s = self.settings
         n = len(events)
-        side = _empty_side(s, n)
+        side = self._empty_side(n)
         if n == 0:
             return side
         order = sorted(range(n), key=lambda e: (events[e].ts, events[e].event_id))  # canonical, as learn sorts
@@ -244,6 +245,23 @@ class Live:
                            side["rc_item"], side["rc_w"], side["rc_ts"], side["rc_len"], x.norm, ip.ptr, ip.cap,
                            ip.size, ip.cols, ip.vals, ip.meta, x.dirty, x.moved)
         x.reset(items)
+        return side
+
+    def _empty_side(self, n_events: int) -> dict[str, Any]:
+        """The user side of a state whose one user has learned nothing, with room for ``n_events``: the arrays of the
+        previous session reset (what learning wrote, and only that: the rest is read only up to what it wrote)."""
+        side = self._side
+        if side is None or len(side["lg_w"]) < n_events or \
+                (not self.settings.history_cap and side["rc_item"].shape[1] < n_events):
+            side = self._side = _empty_side(self.settings, max(n_events, 64))
+            return side
+        for p in (side["lpool"], side["npool"]):
+            p.cols[: p.meta[0]] = -1
+            p.ptr[0] = p.cap[0] = p.size[0] = 0
+            p.meta[:] = 0
+        for name in ("u_rsum", "u_rn", "u_last", "rc_len", "meta"):
+            side[name][:] = 0
+        side["fmeta"][0] = 0.0
         return side
 
     def _scratch_items(self) -> _ScratchItems:
