@@ -267,17 +267,19 @@ def parse_session(payload: Any, limits: Limits, max_items: int, now_ms: int) -> 
                                f"{where}: unknown field(s) {', '.join(repr(k)[:40] for k in extra[:5])}")
         if "item_id" not in obj:
             raise InvalidEvent("missing_field", f"{where}: missing field item_id")
-        record = {"event_id": where, "user_id": "session", "item_id": obj["item_id"], "type": obj.get("type", "view"),
-                  "ts": obj.get("ts", now_ms)}
+        # the event id breaks ties of ts in the core's canonical order: zero-padded, its string order is the list's
+        event_id = f"{i:06d}"
+        record = {"event_id": event_id, "user_id": "session", "item_id": obj["item_id"],
+                  "type": obj.get("type", "view"), "ts": obj.get("ts", now_ms)}
         if obj.get("value") is not None:
             record["value"] = obj["value"]
         try:
             events.append(validate_event(record, limits))
         except InvalidEvent as exc:
             text = str(exc)
-            for said in (f" in event {where}", f" for event {where}"):
+            for said in (f" in event {event_id}", f" for event {event_id}"):
                 text = text.replace(said, "")
-            raise InvalidEvent(exc.reason, f"{where}: {text.replace(f' event {where} ', ' event ')}") from None
+            raise InvalidEvent(exc.reason, f"{where}: {text.replace(f' event {event_id} ', ' event ')}") from None
     return events
 
 
