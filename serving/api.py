@@ -39,6 +39,7 @@ is strict: a missing ``event_id`` or ``ts`` is an error, not filled in by the AP
 """
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -270,17 +271,19 @@ def parse_session(payload: Any, limits: Limits, max_items: int, now_ms: int) -> 
                                f"{where}: unknown field(s) {', '.join(repr(k)[:40] for k in extra[:5])}")
         if "item_id" not in obj:
             raise InvalidEvent("missing_field", f"{where}: missing field item_id")
-        record = {"event_id": where, "user_id": "session", "item_id": obj["item_id"], "type": obj.get("type", "view"),
-                  "ts": obj.get("ts", now_ms)}
+        # the event id breaks ties of ts in the core's canonical order: zero-padded, its string order is the list's
+        event_id = f"{i:06d}"
+        record = {"event_id": event_id, "user_id": "session", "item_id": obj["item_id"],
+                  "type": obj.get("type", "view"), "ts": obj.get("ts", now_ms)}
         if obj.get("value") is not None:
             record["value"] = obj["value"]
         try:
             events.append(validate_event(record, limits))
         except InvalidEvent as exc:
             text = str(exc)
-            for said in (f" in event {where}", f" for event {where}"):
+            for said in (f" in event {event_id}", f" for event {event_id}"):
                 text = text.replace(said, "")
-            raise InvalidEvent(exc.reason, f"{where}: {text.replace(f' event {where} ', ' event ')}") from None
+            raise InvalidEvent(exc.reason, f"{where}: {text.replace(f' event {event_id} ', ' event ')}") from None
     return events
 
 
@@ -335,6 +338,15 @@ def _error(status: int, message: str, **extra: Any) -> Response:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _no_ids() -> list[str]:
+    """The default of ``exclude``. Pydantic inspects a default factory's signature on every request: that of the
+    builtin ``list`` is parsed from its text each time, a function's is read from ``__signature__`` at once."""
+    return []
+
+
+_no_ids.__signature__ = inspect.Signature()  # type: ignore[attr-defined]
 
 
 def _reject_constant(name: str) -> Any:
@@ -502,6 +514,8 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
         version=API_VERSION,
         description="Real-time recommendations computed by the Flink job, read from Redis; events in to Kafka.",
         docs_url=None, redoc_url=None, lifespan=lifespan,
+        # FastAPI's own OpenTelemetry hooks (unused here: /metrics is Prometheus) cost a check on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.serving = state
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
@@ -546,7 +560,7 @@ def create_app(cfg: Mapping[str, Any], redis_client: Any = None, producer: Any =
 
     ExcludedId = Annotated[str, StringConstraints(min_length=1, max_length=id_max)]
     Exclude = Annotated[list[ExcludedId], Query(
-        default_factory=list, max_length=MAX_EXCLUDE, examples=[["50", "181"]],
+        default_factory=_no_ids, max_length=MAX_EXCLUDE, examples=[["50", "181"]],
         description=f"an item id to leave out; repeat the parameter for more (`exclude=50&exclude=181`, each value "
                     f"one whole id: ids may hold commas), at most {MAX_EXCLUDE}")]
     Genre = Annotated[str | None, Query(

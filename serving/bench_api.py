@@ -11,9 +11,9 @@
    latency is measured from that due time, so a slow server cannot hide queueing (no coordinated omission);
 4. then the same for anonymous sessions: ``POST /sessions/recommendations`` with ``--session-items`` events each
    (distinct random sessions) at ``--session-rate`` requests/s (0: not run) for ``--duration`` s;
-5. writes p50/p95/p99/max latency, errors and the server's CPU use as JSON to ``--output``
-   (default ``results/bench-api.json``; the sessions under ``"sessions"``), prints a short table per endpoint, and
-   removes the Redis keys.
+5. writes p50/p95/p99/max latency, errors and the server's CPU use (share of a core, and ms per request sent,
+   warm-up included) as JSON to ``--output`` (default ``results/bench-api.json``; the sessions under
+   ``"sessions"``), prints a short table per endpoint, and removes the Redis keys.
 
 Traffic only goes to 127.0.0.1; the number of requests and the run time are bounded.
 """
@@ -206,6 +206,11 @@ def _rows(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _per_request(result: dict[str, Any]) -> str:
+    per = result["server"].get("cpu_ms_per_request")
+    return f" ({per:.2f} ms per request)" if per is not None else ""
+
+
 def _table(result: dict[str, Any]) -> str:
     lines = [f"GET /users/{{user_id}}/recommendations?n={result['config']['n']}  "
              f"{result['config']['rate']:g} req/s x {result['config']['duration_s']:g} s, "
@@ -213,7 +218,8 @@ def _table(result: dict[str, Any]) -> str:
              f"{'Lua script' if result['config']['lua_script'] else 'GET + pipelined HGETALL'}"
              + (f", nice {result['config']['nice']}" if result["config"]["nice"] else "")]
     lines += _rows(result)
-    lines.append(f"  achieved {result['achieved_rate']:.1f} req/s; server CPU {result['server']['cpu_utilization']}; "
+    lines.append(f"  achieved {result['achieved_rate']:.1f} req/s; server CPU {result['server']['cpu_utilization']}"
+                 f"{_per_request(result)}; "
                  f"max send lag {result['max_send_lag_ms']:.2f} ms; "
                  f"load average {result['machine']['load_average_before'][0]:.1f} on {result['machine']['cpus']} CPUs")
     verdict = "met" if result["target"]["met"] else "NOT met"
@@ -226,7 +232,8 @@ def _table(result: dict[str, Any]) -> str:
                      f"mode {c['mode']}")
         lines += _rows(sessions)
         lines.append(f"  achieved {sessions['achieved_rate']:.1f} req/s; server CPU "
-                     f"{sessions['server']['cpu_utilization']}; max send lag {sessions['max_send_lag_ms']:.2f} ms")
+                     f"{sessions['server']['cpu_utilization']}{_per_request(sessions)}; "
+                     f"max send lag {sessions['max_send_lag_ms']:.2f} ms")
         lat = sessions["latency_ms"]
         if lat["p50"] is not None:
             lines.append(f"  sessions p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms")
@@ -310,7 +317,9 @@ def _measure(proc: subprocess.Popen[bytes], port: int, requests: list[bytes], ra
     return load
 
 
-def _report(name: str, load: dict[str, Any], measured: int, duration_s: float, target_ms: float) -> dict[str, Any]:
+def _report(name: str, load: dict[str, Any], measured: int, duration_s: float, target_ms: float,
+            sent: int) -> dict[str, Any]:
+    """The figures of one load run; ``sent``: the requests sent, warm-up included (the server's CPU covers them)."""
     errors = sum(load["errors"].values())
     cpu, wall = load["cpu"], load["wall"]
     lat = percentiles(load["latencies"])
@@ -323,6 +332,7 @@ def _report(name: str, load: dict[str, Any], measured: int, duration_s: float, t
         "max_send_lag_ms": load["max_send_lag_s"] * 1000,
         "connections_opened": load["connections_opened"],
         "server": {"cpu_seconds": cpu, "cpu_utilization": f"{cpu / wall:.0%}" if cpu is not None and wall else None,
+                   "cpu_ms_per_request": cpu * 1000 / sent if cpu is not None and sent else None,
                    "rss_mb": load["rss"]},
         "target": {"p99_ms": target_ms, "met": lat["p99"] is not None and lat["p99"] < target_ms and errors == 0},
     }
@@ -382,7 +392,7 @@ def bench(cfg: dict[str, Any], users: int, items: int, n: int, rate: float, dura
             s_load = _measure(proc, port, s_requests, session_rate, s_warmup, timeout_s, connections, nice,
                               b'"used"')
             sessions = _report("POST /sessions/recommendations", s_load, s_total - s_warmup, duration_s,
-                               SESSION_TARGET_P99_MS)
+                               SESSION_TARGET_P99_MS, s_total)
             sessions["config"] = {"rate": session_rate, "session_items": session_items, "n": n,
                                   "duration_s": duration_s, "warmup_s": warmup_s, "items": items,
                                   "top_k": int(cfg["model"]["top_k"]), "mode": cfg["model"]["hybrid"]["mode"]}
@@ -406,7 +416,7 @@ def bench(cfg: dict[str, Any], users: int, items: int, n: int, rate: float, dura
         os.unlink(log.name)
     load_before = load["load_before"]
     result = {
-        **_report("GET /users/{user_id}/recommendations", load, total - warmup, duration_s, TARGET_P99_MS),
+        **_report("GET /users/{user_id}/recommendations", load, total - warmup, duration_s, TARGET_P99_MS, total),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                     "load_average_before": load_before, "load_average_after": list(os.getloadavg()),

@@ -46,14 +46,24 @@ def catalog_record(item_id: str, fields: Mapping[str, str]) -> dict[str, Any]:
             "expires_at": int(expires_raw) if expires_raw.lstrip("-").isdigit() else None}
 
 
-#: KEYS[1] the catalog version, KEYS[2] rec:trending, KEYS[3..] rec:similar:<item>. Returns one string: the values
-#: joined by newlines (an absent key: an empty line), which redis-py parses at once (its parser is pure Python and pays
-#: per element). The job's JSON has no raw newline; a reply with the wrong number of lines is read again with MGET.
+#: KEYS[1] the catalog version, KEYS[2] rec:trending; ARGV[1] the key prefix of the neighbour lists
+#: (``rec:similar:``), ARGV[2] the session's item ids joined by newlines (an id holds no control character:
+#: ``udfs.events``), so that the command is a handful of arguments however long the session. Returns one string: the
+#: values of KEYS[1], KEYS[2] and of each item's list joined by newlines (an absent key: an empty line), which
+#: redis-py parses at once (its parser is pure Python and pays per element). The job's JSON has no raw newline; a reply
+#: with the wrong number of lines is read again with a pipeline. The script reads keys it computes itself: fine for
+#: a standalone Redis, not for Redis Cluster (as :mod:`serving.store`).
 _READ_LUA = """
 local out = {}
-for i = 1, #KEYS do
+for i = 1, 2 do
   local v = redis.call('GET', KEYS[i])
   if v then out[i] = v else out[i] = '' end
+end
+if ARGV[2] ~= '' then
+  for id in string.gmatch(ARGV[2], '[^\\n]+') do
+    local v = redis.call('GET', ARGV[1] .. id)
+    if v then out[#out + 1] = v else out[#out + 1] = '' end
+  end
 end
 return table.concat(out, '\\n')
 """
@@ -147,26 +157,25 @@ class Sessions:
     async def _read(self, client: Any, items: list[str]) -> tuple[Any, Any, list[Any]]:
         """The catalog version, ``rec:trending`` and each item's ``rec:similar:`` document (None when absent), in one
         round trip: a script that returns them as one string, or a pipeline (GET, GET, MGET) without scripting."""
-        keys = [catalog_version_key(self.prefix), f"{self.prefix}trending",
-                *(f"{self.prefix}similar:{i}" for i in items)]
+        keys = [catalog_version_key(self.prefix), f"{self.prefix}trending"]
         if self.use_script:
             if self._script is None:
                 self._script = client.register_script(_READ_LUA)
             try:
-                reply = await self._script(keys=keys)
+                reply = await self._script(keys=keys, args=[f"{self.prefix}similar:", "\n".join(items)])
             except ResponseError as exc:
                 logger.warning("session read script failed (%s); sessions read with a pipeline from now on", exc)
                 self.use_script = False
             else:
                 values = _text(reply).split("\n")
-                if len(values) == len(keys):
+                if len(values) == 2 + len(items):
                     out = [v if v else None for v in values]
                     return out[0], out[1], out[2:]
         pipe = client.pipeline(transaction=False)
         pipe.get(keys[0])
         pipe.get(keys[1])
         if items:
-            pipe.mget(keys[2:])
+            pipe.mget([f"{self.prefix}similar:{i}" for i in items])
         replies = await pipe.execute()
         return replies[0], replies[1], (replies[2] if items else [])
 

@@ -137,6 +137,8 @@ def _pairs(flat: Sequence[Any] | dict[Any, Any]) -> dict[str, str]:
     """An HGETALL reply (a dict from redis-py, a flat list from Lua) as ``{field: value}``."""
     if isinstance(flat, dict):
         return {_text(k): _text(v) for k, v in flat.items()}
+    if all(type(x) is str for x in flat):  # the common case (decoded replies, JSON from the script)
+        return dict(zip(flat[0:len(flat) - 1:2], flat[1::2], strict=True))
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
 
 
@@ -186,17 +188,25 @@ class _SearchIndex:
     genres: frozenset[str] = frozenset()  # every genre of the catalog items
 
 
-def _entries(doc: Any, list_field: str, key: str) -> list[dict[str, Any]]:
+def _list(doc: Any, list_field: str, key: str) -> list[Any]:
+    """The document's list (the document itself when ``list_field`` is empty), entries not yet checked."""
     items = doc if not list_field else (doc.get(list_field) if isinstance(doc, dict) else None)
     if not isinstance(items, list):
         where = f"field {list_field!r}" if list_field else "the document"
         raise CorruptDocument(f"Redis key {key!r}: {where} is not a JSON list")
-    out = []
-    for entry in items:
-        if isinstance(entry, dict) and isinstance(entry.get("item_id"), (str, int)) \
-                and not isinstance(entry.get("item_id"), bool):
-            out.append({**entry, "item_id": str(entry["item_id"])})
-    return out
+    return items
+
+
+def _item_id(entry: Any) -> str | None:
+    """A list entry's ``item_id`` as a string, None when the entry does not follow the layout (it is skipped)."""
+    if not isinstance(entry, dict):
+        return None
+    item_id = entry.get("item_id")
+    if isinstance(item_id, str):
+        return item_id
+    if isinstance(item_id, int) and not isinstance(item_id, bool):
+        return str(item_id)
+    return None
 
 
 class Store:
@@ -264,7 +274,7 @@ class Store:
             if reply is None:
                 return None
             doc = self._decode(key, reply[0])
-            return await self._select(doc, _entries(doc, list_field, key), n, filters, _script_catalog(reply))
+            return await self._select(doc, _list(doc, list_field, key), n, filters, _script_catalog(reply))
         return await self._doc_with_items_pipelined(key, list_field, n, filters)
 
     async def _doc_with_items_pipelined(self, key: str, list_field: str, n: int,
@@ -273,29 +283,37 @@ class Store:
         if raw is None:
             return None
         doc = self._decode(key, raw)
-        return await self._select(doc, _entries(doc, list_field, key), n, filters, {})
+        return await self._select(doc, _list(doc, list_field, key), n, filters, {})
 
-    async def _select(self, doc: Any, entries: list[dict[str, Any]], n: int, filters: Filters,
+    async def _select(self, doc: Any, items: list[Any], n: int, filters: Filters,
                       by_id: dict[str, dict[str, str]]) -> ListDoc:
-        """The first ``n`` of ``entries`` that pass ``filters``, with their hashes: those in ``by_id`` (from the
-        script) and the others read in one pipelined round trip when needed (the script read the list differently,
-        its reply was not valid JSON, or there was no script)."""
-        candidates = [e for e in entries if e["item_id"] not in filters.exclude]
+        """The first ``n`` entries of ``items`` (those that follow the layout, ``item_id`` made a string) that pass
+        ``filters``, with their hashes: those in ``by_id`` (from the script) and the others read in one pipelined
+        round trip when needed (the script read the list differently, its reply was not valid JSON, or there was no
+        script). Only the entries up to the last one chosen are copied; the rest are only counted (``stored``)."""
+        exclude, genre = filters.exclude, filters.genre
         chosen: list[dict[str, Any]] = []
-        for k, entry in enumerate(candidates):
-            if len(chosen) >= n:
-                break
-            if filters.genre is not None:
-                if entry["item_id"] not in by_id:  # the genre needs the hash: read every one left at once
-                    rest = list(dict.fromkeys(e["item_id"] for e in candidates[k:] if e["item_id"] not in by_id))
-                    by_id.update(zip(rest, await self._catalog_many(rest), strict=True))
-                if not filters.keeps(by_id[entry["item_id"]]):
+        stored = 0
+        for k, entry in enumerate(items):
+            item_id = _item_id(entry)
+            if item_id is None:
+                continue
+            stored += 1
+            if len(chosen) >= n or item_id in exclude:
+                continue
+            if genre is not None:
+                if item_id not in by_id:  # the genre needs the hash: read every one left at once
+                    rest = (_item_id(e) for e in items[k:])
+                    missing = list(dict.fromkeys(i for i in rest if i is not None and i not in exclude
+                                                 and i not in by_id))
+                    by_id.update(zip(missing, await self._catalog_many(missing), strict=True))
+                if not filters.keeps(by_id[item_id]):
                     continue
-            chosen.append(entry)
+            chosen.append(entry if entry["item_id"] is item_id else {**entry, "item_id": item_id})
         missing = list(dict.fromkeys(e["item_id"] for e in chosen if e["item_id"] not in by_id))
         if missing:
             by_id.update(zip(missing, await self._catalog_many(missing), strict=True))
-        return ListDoc(doc, chosen, [by_id[e["item_id"]] for e in chosen], len(entries))
+        return ListDoc(doc, chosen, [by_id[e["item_id"]] for e in chosen], stored)
 
     @staticmethod
     def _decode(key: str, raw: Any) -> Any:

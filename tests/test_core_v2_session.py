@@ -54,7 +54,27 @@ def test_session_equals_core_rank_of_the_same_events(seed: int, mode: str) -> No
         assert got.used == list(dict.fromkeys(e.item_id for e in by_user[user]))
         hidden = {e.item_id for e in by_user[user] if e.type in ("dislike", "hide")}
         assert not hidden & {i for i, _, _ in got.items}, (user, mode)
-        assert live.rank(by_user[user], mode, 30) == got  # again: the learned user side is reused, unchanged
+        assert live.rank(by_user[user], mode, 30) == got  # again: a session leaves nothing behind
+
+
+@pytest.mark.parametrize("history_cap", [0, 5])
+def test_long_and_short_sessions_in_turn_equal_the_core(history_cap: int) -> None:
+    """Sessions longer than the reused user side (which then grows), with the whole history (``history_cap`` 0) or a
+    short one, and short sessions after long ones: each equals the core's rank of its user."""
+    settings = session_settings(Settings(trending_half_life_s=None, history_cap=history_cap))
+    catalog = fake_catalog(80, seed=7)
+    events = stream(7, 3000, users=15, items=90)
+    state, live = published(settings, events, catalog)
+    by_user: dict[str, list[Event]] = {}
+    for e in events:
+        by_user.setdefault(e.user_id, []).append(e)
+    users = sorted(by_user, key=lambda u: (len(by_user[u]), u))
+    assert len(by_user[users[-1]]) > 100
+    for user in [users[0], users[-1], users[1], users[-2], users[0]]:
+        want = M.render(state, M.rank(state, [user], "weighted", n=20))[0]
+        got = live.rank(by_user[user], "weighted", 20).items
+        assert [(i, r) for i, _, r in got] == [(i, r) for i, _, r in want], user
+        assert [sc for _, sc, _ in got] == pytest.approx([sc for _, sc, _ in want], abs=1e-9)
 
 
 def test_decayed_trending_published_rounded_gives_the_same_items() -> None:

@@ -20,7 +20,7 @@ from core.v2 import model as M
 from core.v2.session import SESSION_MODES, published_trending, session_settings
 from core.v2.settings import Settings
 from ingest.catalog import store_catalog
-from serving.api import create_app
+from serving.api import create_app, parse_session
 from serving.testing import (
     delete_prefix,
     fake_catalog,
@@ -30,7 +30,7 @@ from serving.testing import (
     write_similar,
     write_trending,
 )
-from udfs.events import Event
+from udfs.events import Event, Limits
 
 pytestmark = pytest.mark.integration
 
@@ -160,6 +160,14 @@ def test_items_without_ts_are_now_in_list_order_and_types_default_to_view(client
     assert not {"1", "2", "3"} & {it["item_id"] for it in body["items"]}
     reasons = {it["reason"].split(" ")[2] for it in body["items"] if it["reason"].startswith("because you ")}
     assert reasons and reasons <= {"viewed", "clicked"}, reasons
+
+
+def test_a_sessions_events_are_in_list_order_at_equal_times() -> None:
+    """The core orders events by ts, then event id: the ids parse_session gives keep the list's order past 10."""
+    limits = Limits.from_config(load_config())
+    events = parse_session({"items": [{"item_id": str(i)} for i in range(25)]}, limits, 60, 1_764_500_000_000)
+    assert sorted(events, key=lambda e: (e.ts, e.event_id)) == events
+    assert [e.item_id for e in events] == [str(i) for i in range(25)]
 
 
 def test_an_empty_session_gets_the_trending_items(client: TestClient, core: M.State) -> None:

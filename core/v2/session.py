@@ -5,8 +5,10 @@ One implementation: a session is ranked by :func:`core.v2.model.rank` itself, on
 
 * the **item side** of a long-lived :class:`Live` state: the published neighbour lists (``nb_*``, never dirty), the
   published trending list (``State.trend``), the catalog vectors and their search memo, the denied items;
-* the **user side** of a throwaway state that learned the session's events with :func:`core.v2.model.learn` (one
-  user: the log, the item-CF history with its weights and times), its item ids mapped into the live state's.
+* the **user side** that :func:`core.v2.model.learn` writes for one user who has the session's events (the negative
+  feedback, the log, the item-CF history with its weights and times), learned by the same kernels in the live item
+  ids into fresh small arrays; the item side they also write (co-occurrence, norms, statistics) goes to scratch
+  arrays and is dropped: a session changes no shared model.
 
 So the scores, the fusion, the fill with trending items and the reasons (:func:`core.v2.model.render`) are the
 core's, for a user whose history is the session. What a session cannot have (the semantics of its modes):
@@ -32,21 +34,19 @@ import numpy as np
 
 from core.v2 import kernels as k
 from core.v2 import model as M
+from core.v2.ids import IdIndex
 from core.v2.settings import Settings
 from core.v2.state import Pool, State
-from udfs.events import Event
+from udfs.events import EVENT_TYPES, Event
 
 SESSION_USER = "session"
 """The user id of the session in the composed state (it shows in no output)."""
 SESSION_MODES: tuple[str, ...] = ("weighted", "rrf", "borda", "itemcf", "content", "popular")
 """The modes a session can be ranked in (see the module docstring for ``learned`` and ``usercf``)."""
 
-USER_SIDE_CACHE = 256
-"""Sessions whose learned user side is kept (see :meth:`Live._user_side`; about 50 kB each)."""
-# the per-user fields of a State that learning the session's events writes (everything else is the item side)
-_USER_FIELDS = ("users", "lg_value", "lg_ts", "lg_type", "lg_w", "lg_rating", "u_rsum", "u_rn", "u_last", "rc_w",
-                "rc_ts", "rc_len", "u_norm", "upool", "meta", "fmeta", "lg_item", "rc_item", "lpool", "lp_w", "lp_ts",
-                "npool")
+_TYPE_CODE = {t: c for c, t in enumerate(EVENT_TYPES)}
+_SESSION_USERS = IdIndex()  # the one user of every composed state (read-only: ranking finds it)
+_SESSION_USERS.encode([SESSION_USER])
 
 
 def session_settings(settings: Settings) -> Settings:
@@ -77,7 +77,9 @@ class Live:
         self.settings = session_settings(settings)
         self.state = M.new_state(self.settings)
         self.catalog: dict[str, dict[str, Any]] = {}
-        self._sides: dict[tuple[Any, ...], dict[str, Any]] = {}  # events -> learned user side (live item ids)
+        self._scratch: _ScratchItems | None = None
+        self._side: dict[str, Any] | None = None  # the user side of the last session (reset for the next)
+        self._written: dict[int, np.ndarray | None] = {}  # row -> the ids array set_neighbor_arrays wrote there
         self.trending_ids = np.zeros(0, dtype=np.int64)
         self.trending_scores = np.zeros(0)
         self._set_trend()
@@ -113,6 +115,7 @@ class Live:
         width = self.settings.top_k
         rows = self._encode(list(lists))
         for i, nb in zip(rows.tolist(), lists.values(), strict=True):
+            self._written.pop(i, None)
             nb = list(nb or ())[:width]
             s.nb_len[i] = len(nb)
             if nb:
@@ -120,11 +123,17 @@ class Live:
                 s.nb_sim[i, : len(nb)] = [float(v) for _, v in nb]
 
     def set_neighbor_arrays(self, lists: Mapping[str, tuple[np.ndarray, np.ndarray] | None]) -> None:
-        """:meth:`set_neighbors` with the neighbours already encoded (:meth:`encode`) as (ids, cosines)."""
+        """:meth:`set_neighbors` with the neighbours already encoded (:meth:`encode`) as (ids, cosines); a row that
+        holds the same ids array (the very object) already is left as it is: arrays given here must not change."""
         s = self.state
         width = self.settings.top_k
         rows = self._encode(list(lists))
+        written = self._written
         for i, nb in zip(rows.tolist(), lists.values(), strict=True):
+            ids = None if nb is None else nb[0]
+            if i in written and written[i] is ids:  # the row holds these arrays already (the caller's cache)
+                continue
+            written[i] = ids
             if nb is None:
                 s.nb_len[i] = 0
                 continue
@@ -190,48 +199,113 @@ class Live:
         return SessionRanking(items, used, ranked)
 
     def _user_side(self, events: Sequence[Event]) -> dict[str, Any]:
-        """The user side of a state that learned ``events`` (:func:`core.v2.model.learn`), item ids mapped to the
-        live ones; kept for the last :data:`USER_SIDE_CACHE` sessions (a visitor asking again, or with other
-        filters, is not learned again; a ranking does not change it)."""
-        key = tuple((e.item_id, e.type, e.weight, e.ts) for e in events)
-        side = self._sides.get(key)
-        if side is not None:
+        """The user side of a state that learned ``events`` (what :func:`core.v2.model.learn` writes of its one user),
+        learned straight in the live item ids into small arrays reset for each session: the negative feedback, the log
+        and the item-CF history. The item side that learning also writes (co-occurrence, norms, item statistics: the
+        shared model's, not the session's) goes to scratch arrays that are reset for the next session."""
+        s = self.settings
+        n = len(events)
+        side = self._empty_side(n)
+        if n == 0:
             return side
-        own = State(self.settings)
-        if events:
-            M.learn(own, M.Batch.of([e._replace(user_id=SESSION_USER) for e in events]))
-        remap = self._encode(own.items.names) if len(own.items) else np.zeros(1, dtype=np.int64)
-        side = {name: getattr(own, name) for name in _USER_FIELDS}
-        side["lg_item"] = remap[own.lg_item].astype(own.lg_item.dtype)
-        side["rc_item"] = remap[own.rc_item]
-        # the log pool's tables hash the item ids: rebuilt with the live ids, each slot's weight and time beside it
-        pool = _remapped(own.lpool, len(own.users), remap)
-        cols, vals = pool.cols, pool.vals
-        filled = cols != -1
-        lp_w = np.zeros(len(cols))
-        lp_ts = np.zeros(len(cols), dtype=np.int64)
-        lp_w[filled] = own.lg_w[vals[filled]]
-        lp_ts[filled] = own.lg_ts[vals[filled]]
-        # the negative feedback (hidden, disliked items) likewise
-        side.update(lpool=pool, lp_w=lp_w, lp_ts=lp_ts, npool=_remapped(own.npool, len(own.users), remap))
-        if len(self._sides) >= USER_SIDE_CACHE:
-            del self._sides[next(iter(self._sides))]
-        self._sides[key] = side
+        order = sorted(range(n), key=lambda e: (events[e].ts, events[e].event_id))  # canonical, as learn sorts
+        evs = [events[e] for e in order]
+        values = np.fromiter((e.weight for e in evs), dtype=np.float64, count=n)
+        bad = ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            p = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"weight {float(values[p])!r} of event {evs[p].event_id} must be a positive finite "
+                             "number")
+        items = self._encode([e.item_id for e in evs])
+        types = np.fromiter((_TYPE_CODE[e.type] for e in evs), dtype=np.int8, count=n)
+        ts = np.fromiter((e.ts for e in evs), dtype=np.int64, count=n)
+        users = np.zeros(n, dtype=np.int64)
+        flags = M.NEG_FLAG[types]
+        negative = flags != 0
+        if negative.any():
+            p = side["npool"]
+            p.cols, p.vals = k.learn_negative(users[negative], items[negative], flags[negative], p.ptr, p.cap, p.size,
+                                              p.cols, p.vals, p.meta)
+            keep = ~negative
+            users, items, types, values, ts = users[keep], items[keep], types[keep], values[keep], ts[keep]
+        m = len(users)
+        if m == 0:
+            return side
+        x = self._scratch_items()
+        w, w0, new = np.empty(m), np.empty(m), np.empty(m, dtype=np.uint8)
+        lp = side["lpool"]
+        lp.cols, lp.vals, side["lp_w"], side["lp_ts"] = k.learn_log(
+            users, items, values, types, ts, s.center_ratings, M.RATE, lp.ptr, lp.cap, lp.size, lp.cols, lp.vals,
+            lp.meta, side["lg_item"], side["lg_value"], side["lg_ts"], side["lg_type"], side["lg_w"],
+            side["lg_rating"], side["u_rsum"], side["u_rn"], side["u_last"], x.b_sum, x.b_n, x.i_users, x.i_last,
+            side["meta"], side["fmeta"], w, w0, new, side["lp_w"], side["lp_ts"])
+        if "itemcf" in s.methods:
+            ip = Pool()
+            ip.ptr, ip.cap, ip.size = x.ptr, x.cap, x.size
+            k.learn_itemcf(users, items, ts, w, w0, s.history_cap, s.row_cap, self.state.items.rank,
+                           side["rc_item"], side["rc_w"], side["rc_ts"], side["rc_len"], x.norm, ip.ptr, ip.cap,
+                           ip.size, ip.cols, ip.vals, ip.meta, x.dirty, x.moved)
+        x.reset(items)
         return side
 
+    def _empty_side(self, n_events: int) -> dict[str, Any]:
+        """The user side of a state whose one user has learned nothing, with room for ``n_events``: the arrays of the
+        previous session reset (what learning wrote, and only that: the rest is read only up to what it wrote)."""
+        side = self._side
+        if side is None or len(side["lg_w"]) < n_events or \
+                (not self.settings.history_cap and side["rc_item"].shape[1] < n_events):
+            side = self._side = _empty_side(self.settings, max(n_events, 64))
+            return side
+        for p in (side["lpool"], side["npool"]):
+            p.cols[: p.meta[0]] = -1
+            p.ptr[0] = p.cap[0] = p.size[0] = 0
+            p.meta[:] = 0
+        for name in ("u_rsum", "u_rn", "u_last", "rc_len", "meta"):
+            side[name][:] = 0
+        side["fmeta"][0] = 0.0
+        return side
 
-def _remapped(pool: Pool, rows: int, remap: np.ndarray) -> Pool:
-    """A pool of (row -> item id: integer value) tables with the item ids mapped through ``remap``."""
-    out = Pool(vals=np.zeros(1024, dtype=np.int64))
-    out.fit(max(rows, 1))
-    cols, vals = out.cols, out.vals
-    for u in range(rows):
-        for x in range(int(pool.ptr[u]), int(pool.ptr[u] + pool.cap[u])):
-            if pool.cols[x] != -1:
-                cols, vals = k.row_add(u, int(remap[pool.cols[x]]), int(pool.vals[x]), out.ptr, out.cap, out.size,
-                                       cols, vals, out.meta, 0)
-    out.cols, out.vals = cols, vals
-    return out
+    def _scratch_items(self) -> _ScratchItems:
+        n = len(self.state.items)
+        if self._scratch is None or len(self._scratch.b_sum) < n:
+            self._scratch = _ScratchItems(max(n, 16))
+        return self._scratch
+
+
+class _ScratchItems:
+    """The item side learning a session writes and nobody reads (every entry 0 between sessions)."""
+
+    def __init__(self, n: int) -> None:
+        self.b_sum, self.b_n = np.zeros(n), np.zeros(n, dtype=np.int64)
+        self.i_users, self.i_last = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        self.norm = np.zeros(n)
+        self.ptr, self.cap, self.size = (np.zeros(n, dtype=np.int64) for _ in range(3))
+        self.dirty, self.moved = np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.uint8)
+
+    def reset(self, items: np.ndarray) -> None:
+        for a in (self.b_sum, self.b_n, self.i_users, self.i_last, self.norm, self.ptr, self.cap, self.size,
+                  self.dirty, self.moved):
+            a[items] = 0
+
+
+def _empty_side(settings: Settings, n_events: int) -> dict[str, Any]:
+    """The user side of a state whose one user (:data:`SESSION_USER`) has learned nothing, room for ``n_events``."""
+    slots = max(n_events, 1)
+    width = settings.history_cap or max(n_events, 8)
+    lpool = Pool(vals=np.zeros(64, dtype=np.int64), cols=np.full(64, -1, dtype=np.int32))
+    npool = Pool(vals=np.zeros(64, dtype=np.int64), cols=np.full(64, -1, dtype=np.int32))
+    upool = Pool(cols=np.full(8, -1, dtype=np.int32), vals=np.zeros(8))
+    for p in (lpool, npool, upool):
+        p.fit(1)
+    return {"users": _SESSION_USERS, "lpool": lpool, "lp_w": np.zeros(64), "lp_ts": np.zeros(64, dtype=np.int64),
+            "lg_item": np.zeros(slots, dtype=np.int32), "lg_value": np.zeros(slots),
+            "lg_ts": np.zeros(slots, dtype=np.int64), "lg_type": np.zeros(slots, dtype=np.int8),
+            "lg_w": np.zeros(slots), "lg_rating": np.full(slots, np.nan), "npool": npool,
+            "u_rsum": np.zeros(1), "u_rn": np.zeros(1, dtype=np.int64), "u_last": np.zeros(1, dtype=np.int64),
+            "rc_item": np.zeros((1, width), dtype=np.int64), "rc_w": np.zeros((1, width)),
+            "rc_ts": np.zeros((1, width), dtype=np.int64), "rc_len": np.zeros(1, dtype=np.int64),
+            "u_norm": np.zeros(1), "upool": upool, "meta": np.zeros(4, dtype=np.int64),
+            "fmeta": np.array([0.0, (settings.min_rating + settings.max_rating) / 2])}
 
 
 def published_trending(state: State, size: int) -> list[tuple[str, float]]:
