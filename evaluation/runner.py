@@ -19,7 +19,7 @@ import numpy as np
 from core.metrics import intra_list_diversity
 from core.v2 import diversity as div
 from core.v2 import model as M
-from core.v2.settings import Settings
+from core.v2.settings import METHODS, Settings
 from evaluation.protocols import (
     OFFLINE_METRICS,
     PREQUENTIAL_METRICS,
@@ -282,9 +282,14 @@ def as_dislikes(events: Sequence[Event], ids: set[str]) -> list[Event]:
     return [e._replace(type="dislike", weight=1.0) if e.event_id in ids else e for e in events]
 
 
-def _arms(model: Model) -> dict[str, tuple[Model, str]]:
-    """Every mode of the model (:data:`core.v2.model.FUSION`), in table order."""
-    return {name: (model, name) for name in (*ARMS, *[m for m in M.FUSION if m not in ARMS])}
+def _arms(model: Model, opts: Options, catalog: list[dict[str, Any]],
+          exclude_all: bool = False) -> dict[str, tuple[Model, str]]:
+    """Every mode of the model (:data:`core.v2.model.FUSION`), in table order. A method the config leaves out
+    (``factors`` by default) is ranked by a model of its own that learns it, so its column is the method's."""
+    kept = model.state.settings.methods
+    alone = {m: build_model(opts, catalog, exclude_all, methods=(m,), train_combiner=False)
+             for m in METHODS if m not in kept}
+    return {name: (alone.get(name, model), name) for name in (*ARMS, *[m for m in M.FUSION if m not in ARMS])}
 
 
 def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -295,12 +300,13 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
     if task.kind in OFFLINE_KINDS:
         model = build_model(opts, catalog, exclude_all=True)
         split = split_for(task.kind, events, opts)
-        ores = offline(_arms(model), split.train, split.test, k=opts.k, progress=progress)
+        ores = offline(_arms(model, opts, catalog, exclude_all=True), split.train, split.test, k=opts.k,
+                       progress=progress)
         out.update(_offline_summary(ores, split.train, split.test, catalog))
     elif task.kind == "prequential":
         model = build_model(opts, catalog)
-        res = prequential(_arms(model), events, k=opts.k, sample_every=opts.sample_every, window=opts.window,
-                          seed=opts.seed, progress=progress)
+        res = prequential(_arms(model, opts, catalog), events, k=opts.k, sample_every=opts.sample_every,
+                          window=opts.window, seed=opts.seed, progress=progress)
         out.update(_prequential_summary(res))
         out["combiner"] = {"weights": M.combiner(model.state), "examples": int(model.state.comb_n[0])}
         out["model"] = _model_settings(model.state.settings)
@@ -327,8 +333,8 @@ def run_task(task: Task, opts: Options, progress: Callable[[int], None] | None =
         chosen = low_ratings(events, float(task.variant["share"]), opts.seed)
         model = build_model(opts, catalog)
         stream = as_dislikes(events, chosen) if task.variant["as_dislike"] else list(events)
-        res = prequential(_arms(model), stream, k=opts.k, sample_every=opts.sample_every, window=opts.window,
-                          seed=opts.seed, progress=progress, unscored=chosen)
+        res = prequential(_arms(model, opts, catalog), stream, k=opts.k, sample_every=opts.sample_every,
+                          window=opts.window, seed=opts.seed, progress=progress, unscored=chosen)
         out.update(_prequential_summary(res))
         out["variant"] = {**task.variant, "n_chosen": len(chosen),
                           "n_low": sum(1 for e in events if e.type == "rate" and e.weight <= DISLIKE_MAX_RATING)}

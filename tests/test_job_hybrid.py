@@ -108,19 +108,20 @@ def movielens() -> tuple[list[Any], list[dict[str, Any]]]:
     return events, load_catalog()
 
 
-@pytest.mark.parametrize(("parallelism", "content_search", "diversity", "factors"),
-                         [(1, "catalog", 0.0, False), (2, "catalog", 0.0, False), (2, "candidates", 0.5, False),
-                          (1, "candidates", 0.0, True), (2, "candidates", 0.0, True)])
+@pytest.mark.parametrize(("parallelism", "content_search", "diversity", "factors", "profile"),
+                         [(1, "catalog", 0.0, False, "history"), (2, "catalog", 0.0, False, "history"),
+                          (2, "candidates", 0.5, False, "history"), (1, "candidates", 0.0, True, "history"),
+                          (2, "candidates", 0.0, True, "history"), (2, "candidates", 0.5, False, "engaged"), (2, "candidates", 0.5, True, "engaged")])
 def test_stream_equals_the_single_process_model(movielens: tuple[list[Any], list[dict[str, Any]]],
                                                 parallelism: int, content_search: str, diversity: float,
-                                                factors: bool) -> None:
+                                                factors: bool, profile: str) -> None:
     """The default config (user-CF fan-out cap, decayed trending, the newest catalog items, the learned combiner
     trained in the stream): the job learns in event-time order, so its final lists are the single-process model's,
     in every mode, item by item and score by score; likewise with the MMR re-rank on, and with the opt-in factor
-    model (its own mode's lists are its candidates)."""
+    model (its own mode's lists are its candidates) and with item-CF scored from every engaged item."""
     events, catalog = movielens
     overrides = [f"model.compare_modes=[{','.join(M.FUSION)}]", f"model.hybrid.content_search={content_search}",
-                 f"model.hybrid.diversity_lambda={diversity}"]
+                 f"model.hybrid.diversity_lambda={diversity}", f"model.hybrid.itemcf_profile={profile}"]
     if factors:
         overrides.append(f"model.hybrid.methods=[{','.join(METHODS)}]")
     res = run_pipeline([event_to_json(e) for e in events], parallelism, overrides,
