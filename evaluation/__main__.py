@@ -45,7 +45,7 @@ import queue  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
@@ -99,6 +99,18 @@ def _positive_int(raw: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return value
+
+
+def _numbers(p: argparse.ArgumentParser, option: str, raw: str, kind: Callable[[str], float], least: float,
+             what: str) -> list[Any]:
+    """A non-empty comma-separated list of ``kind`` values >= ``least``; the error names the option and the value."""
+    try:
+        values = [kind(x) for x in raw.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"{option} {raw!r}: a comma-separated list of {what}")
+    if not values or any(not v >= least for v in values):
+        p.error(f"{option} {raw!r}: give one or more {what}")
+    return values
 
 
 def _bound_values(p: argparse.ArgumentParser, option: str, raw: str) -> list[int]:
@@ -192,23 +204,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--protocols {args.protocols!r}: unknown {', '.join(bad) or '(empty)'}; "
                 f"choose from {', '.join(PROTOCOLS)}")
     args.protocols = protocols
-    try:
-        args.mmr_lambdas = [float(x) for x in args.mmr_lambdas.split(",") if x.strip()]
-    except ValueError:
-        p.error(f"--mmr-lambdas {args.mmr_lambdas!r}: a comma-separated list of numbers >= 0, e.g. 0,0.2,0.5")
-    if not args.mmr_lambdas or any(not lam >= 0 for lam in args.mmr_lambdas):
-        p.error(f"--mmr-lambdas {args.mmr_lambdas!r}: give one or more numbers >= 0")
+    args.mmr_lambdas = _numbers(p, "--mmr-lambdas", args.mmr_lambdas, float, 0, "numbers >= 0, e.g. 0,0.2,0.5")
     sims = [x.strip() for x in args.mmr_similarities.split(",") if x.strip()]
     if not sims or any(x not in (*DIVERSITY_SIMILARITIES, ORACLE) for x in sims):
         p.error(f"--mmr-similarities {args.mmr_similarities!r}: one or more of "
                 f"{', '.join((*DIVERSITY_SIMILARITIES, ORACLE))}")
     args.mmr_similarities = sims
-    try:
-        args.mmr_pools = [int(x) for x in args.mmr_pools.split(",") if x.strip()]
-    except ValueError:
-        p.error(f"--mmr-pools {args.mmr_pools!r}: a comma-separated list of integers >= 1, e.g. 50,100")
-    if not args.mmr_pools or any(x < 1 for x in args.mmr_pools):
-        p.error(f"--mmr-pools {args.mmr_pools!r}: give one or more integers >= 1")
+    args.mmr_pools = _numbers(p, "--mmr-pools", args.mmr_pools, int, 1, "integers >= 1, e.g. 50,100")
     args.caps = _bound_values(p, "--caps", args.caps)
     args.row_caps = _bound_values(p, "--row-caps", args.row_caps)
     args.max_raters = _bound_values(p, "--max-raters", args.max_raters)

@@ -70,7 +70,7 @@ def test_rows_follow_the_id_not_the_dense_index(explicit: bool) -> None:
     same negatives too)."""
     users, items, r = planted(n_users=60, n_items=50)
     keys = np.arange(len(r), dtype=np.int64) * 7919
-    spec = FactorSpec(dim=4, seed=5, explicit=explicit, ring=64)
+    spec = FactorSpec(dim=4, seed=5, explicit=explicit)
     a = Factors(spec)
     a.fit(ids(60), ids(50))
     a.learn(users, items, r, keys)
@@ -117,9 +117,9 @@ def test_positive_only_factors_recommend_the_users_cluster() -> None:
     assert share > 0.9, share  # chance: 0.25
 
 
-def test_positive_only_known_answer_and_negatives_from_the_ring() -> None:
-    """The first event has no negatives to draw (empty ring); the second draws the first event's item (the only one
-    in the ring) towards 0 after its own step towards 1."""
+def test_positive_only_known_answer_and_negatives_from_the_engaged_items() -> None:
+    """The first event has no negatives to draw (nothing engaged before it); the second draws the first event's item
+    (the only one engaged before) towards 0 after its own step towards 1."""
     f = Factors(FactorSpec(dim=1, lr=0.5, reg=0.0, explicit=False, n_neg=1))
     f.fit(ids(1), ids(2))
     f.p[0], f.q[:, 0] = [1.0], [0.0, 0.0]
@@ -128,7 +128,7 @@ def test_positive_only_known_answer_and_negatives_from_the_ring() -> None:
     f.learn(np.array([0]), np.array([1]), keys=np.array([11]))
     # towards 1 on item 1: error 1 -> b1 = 0.5, q1 = 0.5, p = 1; then item 0 towards 0: error -(0.5 + 0.5) = -1
     assert f.bi.tolist() == [0.0, 0.5] and f.q[:, 0].tolist() == [0.0, 0.5] and f.p[0, 0] == 0.75
-    assert f.ring[:2].tolist() == [0, 1] and f.ring_n[0] == 2
+    assert f.pool[:2].tolist() == [0, 1] and f.pool_n[0] == 2 and f.seen.tolist() == [True, True]
 
 
 def test_top_items_best_first_ties_by_id_skips_and_short_catalogs() -> None:

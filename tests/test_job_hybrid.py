@@ -111,7 +111,8 @@ def movielens() -> tuple[list[Any], list[dict[str, Any]]]:
 @pytest.mark.parametrize(("parallelism", "content_search", "diversity", "factors", "profile"),
                          [(1, "catalog", 0.0, False, "history"), (2, "catalog", 0.0, False, "history"),
                           (2, "candidates", 0.5, False, "history"), (1, "candidates", 0.0, True, "history"),
-                          (2, "candidates", 0.0, True, "history"), (2, "candidates", 0.5, False, "engaged"), (2, "candidates", 0.5, True, "engaged")])
+                          (2, "candidates", 0.0, True, "history"), (2, "candidates", 0.5, False, "engaged"),
+                          (2, "candidates", 0.5, True, "engaged")])
 def test_stream_equals_the_single_process_model(movielens: tuple[list[Any], list[dict[str, Any]]],
                                                 parallelism: int, content_search: str, diversity: float,
                                                 factors: bool, profile: str) -> None:

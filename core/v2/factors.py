@@ -4,10 +4,9 @@ Explicit ratings learn the biased model ``r̂ = μ + b_u + b_i + p_u · q_i`` (e
 events learn ``b_i + p_u · q_i`` towards 1 (ISGD, Vinagre et al. 2014, "Fast incremental matrix factorization for
 recommendation with positive-only feedback") and, for ``n_neg`` sampled items, towards 0: without negatives every
 score drifts to 1 and the ranking loses its order. Negatives are drawn, by a seeded draw of the event's key (the
-same events in the same order draw the same items in every process), from a ring of the latest event items
-(popularity-proportional, :func:`learn_positive`) or uniformly from the items engaged so far
-(:func:`learn_uniform`, what the model core uses). Every step updates ``p_u`` and ``q_i`` from each other's values
-before it, and ``μ`` is the running mean of the ratings before the event's own.
+same events in the same order draw the same items in every process), uniformly from the items engaged so far
+(:func:`learn_uniform`), so ``b_i`` learns each item's popularity. Every step updates ``p_u`` and ``q_i`` from each
+other's values before it, and ``μ`` is the running mean of the ratings before the event's own.
 
 A new row starts from a seeded draw of its id's hash (:attr:`core.v2.ids.IdIndex.hash`), not of its dense index, so
 a row is the same in every process that learns the same events in the same order, whatever order the ids arrived
@@ -24,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from core.v2.kernels import _insert_top, mix
+from core.v2.kernels import _fdot, _insert_top, mix
 
 
 class FactorSpec(NamedTuple):
@@ -35,7 +34,6 @@ class FactorSpec(NamedTuple):
     seed: int = 0
     explicit: bool = True  # biased MF of ratings; False: positive-only (target 1, sampled negatives target 0)
     n_neg: int = 4  # positive-only: sampled negatives per event
-    ring: int = 4096  # positive-only: the latest event items negatives are drawn from
 
     def check(self) -> FactorSpec:
         if self.dim < 1:
@@ -47,8 +45,6 @@ class FactorSpec(NamedTuple):
             raise ValueError(f"factors.reg must be >= 0, got {self.reg!r}")
         if self.n_neg < 0:
             raise ValueError(f"factors.n_neg must be >= 0, got {self.n_neg!r}")
-        if self.ring < 1:
-            raise ValueError(f"factors.ring must be >= 1, got {self.ring!r}")
         return self
 
 
@@ -76,14 +72,6 @@ def _step(u: int, i: int, err: float, p: np.ndarray, q: np.ndarray, lr: float, r
 
 
 @njit(cache=True)
-def _dot(u: int, i: int, p: np.ndarray, q: np.ndarray) -> float:
-    s = 0.0
-    for k in range(p.shape[1]):
-        s += p[u, k] * q[i, k]
-    return s
-
-
-@njit(cache=True)
 def learn_explicit(ev_user: np.ndarray, ev_item: np.ndarray, ev_rating: np.ndarray, p: np.ndarray, q: np.ndarray,
                    bu: np.ndarray, bi: np.ndarray, mean: np.ndarray, lr: float, reg: float) -> float:
     """One step per rating, in the order given; ``mean`` is [Σ ratings, count]. Returns the summed squared error
@@ -92,7 +80,7 @@ def learn_explicit(ev_user: np.ndarray, ev_item: np.ndarray, ev_rating: np.ndarr
     for e in range(len(ev_user)):
         u, i, r = ev_user[e], ev_item[e], ev_rating[e]
         mu = mean[0] / mean[1] if mean[1] > 0 else r
-        err = r - (mu + bu[u] + bi[i] + _dot(u, i, p, q))
+        err = r - (mu + bu[u] + bi[i] + _fdot(u, i, p, q))
         loss += err * err
         bu[u] += lr * (err - reg * bu[u])
         bi[i] += lr * (err - reg * bi[i])
@@ -105,44 +93,20 @@ def learn_explicit(ev_user: np.ndarray, ev_item: np.ndarray, ev_rating: np.ndarr
 @njit(cache=True, inline="always")
 def _towards(u: int, i: int, target: float, p: np.ndarray, q: np.ndarray, bi: np.ndarray, lr: float,
              reg: float) -> float:
-    err = target - (bi[i] + _dot(u, i, p, q))
+    err = target - (bi[i] + _fdot(u, i, p, q))
     bi[i] += lr * (err - reg * bi[i])
     _step(u, i, err, p, q, lr, reg)
     return err
 
 
 @njit(cache=True)
-def learn_positive(ev_user: np.ndarray, ev_item: np.ndarray, ev_key: np.ndarray, p: np.ndarray, q: np.ndarray,
-                   bi: np.ndarray, ring: np.ndarray, ring_n: np.ndarray, n_neg: int, seed: int, lr: float,
-                   reg: float) -> float:
-    """One step per positive event towards ``b_i + p_u · q_i = 1``, then one towards 0 for each of ``n_neg`` items
-    drawn from ``ring`` (the latest event items; ``ring_n[0]`` pushed so far) by (seed, event key, draw); the event's
-    item joins the ring after its draws. Returns the summed squared error of the positive predictions."""
-    loss = 0.0
-    size = len(ring)
-    for e in range(len(ev_user)):
-        u, i = ev_user[e], ev_item[e]
-        err = _towards(u, i, 1.0, p, q, bi, lr, reg)
-        loss += err * err
-        filled = min(ring_n[0], size)
-        if filled > 0:
-            base = mix(seed, ev_key[e])
-            for j in range(n_neg):
-                k = ring[(mix(base, j) & 0x7FFFFFFFFFFFFFFF) % filled]
-                if k != i:
-                    _towards(u, k, 0.0, p, q, bi, lr, reg)
-        ring[ring_n[0] % size] = i
-        ring_n[0] += 1
-    return loss
-
-
-@njit(cache=True)
 def learn_uniform(ev_user: np.ndarray, ev_item: np.ndarray, ev_key: np.ndarray, p: np.ndarray, q: np.ndarray,
                   bi: np.ndarray, seen: np.ndarray, pool: np.ndarray, pool_n: np.ndarray, n_neg: int, seed: int,
                   lr: float, reg: float) -> float:
-    """:func:`learn_positive` with the negatives drawn uniformly from the distinct items engaged before the event
-    (``pool[:pool_n[0]]``, in the order first engaged; ``seen[i]``: i is in it; ``pool`` holds room for every item):
-    ``b_i`` then learns each item's popularity, which popularity-proportional negatives cancel."""
+    """Positive-only steps, one per event in order: ``b_i + p_u · q_i`` towards 1, then ``n_neg`` items drawn by
+    (seed, event key) uniformly from the distinct items engaged before the event (``pool[:pool_n[0]]``, in the order
+    first engaged; ``seen[i]``: i is in it; ``pool`` holds room for every item) towards 0. Returns the summed squared
+    error of the positive predictions."""
     loss = 0.0
     for e in range(len(ev_user)):
         u, i = ev_user[e], ev_item[e]
@@ -168,7 +132,7 @@ def predict(users: np.ndarray, items: np.ndarray, p: np.ndarray, q: np.ndarray, 
     """``mu + b_u + b_i + p_u · q_i`` per (user, item) pair (mu = 0 and zero biases: the positive-only score)."""
     out = np.empty(len(users))
     for e in range(len(users)):
-        out[e] = mu + bu[users[e]] + bi[items[e]] + _dot(users[e], items[e], p, q)
+        out[e] = mu + bu[users[e]] + bi[items[e]] + _fdot(users[e], items[e], p, q)
     return out
 
 
@@ -182,7 +146,7 @@ def top_items(u: int, n: int, p: np.ndarray, q: np.ndarray, bi: np.ndarray, skip
     m = 0
     for i in range(q.shape[0]):
         if not skip[i]:
-            m = _insert_top(n, m, idx, val, rank, i, bi[i] + _dot(u, i, p, q))
+            m = _insert_top(n, m, idx, val, rank, i, bi[i] + _fdot(u, i, p, q))
     return idx[:m], val[:m]
 
 
@@ -197,8 +161,9 @@ class Factors:
         self.bu = np.zeros(0)
         self.bi = np.zeros(0)
         self.mean = np.zeros(2)  # [Σ ratings, count]
-        self.ring = np.zeros(spec.ring, dtype=np.int64)  # positive-only: the latest event items (negatives)
-        self.ring_n = np.zeros(1, dtype=np.int64)
+        self.seen = np.zeros(0, dtype=np.bool_)  # positive-only: the items engaged so far (negatives), ...
+        self.pool = np.zeros(0, dtype=np.int64)  # ... in the order first engaged
+        self.pool_n = np.zeros(1, dtype=np.int64)
 
     def fit(self, user_hash: np.ndarray, item_hash: np.ndarray) -> None:
         """Grow the rows to ``len(user_hash)`` users and ``len(item_hash)`` items; new rows from their ids' hashes."""
@@ -214,6 +179,10 @@ class Factors:
                 b = np.zeros(len(hashes))
                 b[: len(old)] = getattr(self, bias)
                 setattr(self, bias, b)
+        grow = len(item_hash) - len(self.seen)
+        if grow > 0:
+            self.seen = np.concatenate([self.seen, np.zeros(grow, dtype=np.bool_)])
+            self.pool = np.concatenate([self.pool, np.zeros(grow, dtype=np.int64)])
 
     def learn(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray | None = None,
               keys: np.ndarray | None = None) -> float:
@@ -227,8 +196,8 @@ class Factors:
                                         self.bi, self.mean, s.lr, s.reg))
         if keys is None:
             raise ValueError("the positive-only factor model draws negatives by event key: pass keys")
-        return float(learn_positive(users, items, np.asarray(keys, dtype=np.int64), self.p, self.q, self.bi,
-                                    self.ring, self.ring_n, s.n_neg, s.seed, s.lr, s.reg))
+        return float(learn_uniform(users, items, np.asarray(keys, dtype=np.int64), self.p, self.q, self.bi, self.seen,
+                                   self.pool, self.pool_n, s.n_neg, s.seed, s.lr, s.reg))
 
     @property
     def mu(self) -> float:
