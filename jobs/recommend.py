@@ -217,6 +217,8 @@ def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], dirs: St
     keeps no state. An unbounded run started here runs until Ctrl-C, which stops it with a savepoint
     (:func:`run_until_interrupted`). ``dirs``: the job identity's folders (:func:`jobs.state.state_dirs` if not given).
     """
+    from ingest.kafka_admin import last_offsets
+
     topics = cfg["kafka"]["topics"]
     bounded, checkpoints = cfg["job"]["bounded"], bool(cfg["job"]["checkpoint_interval_ms"])
     drained = bounded and checkpoints
@@ -225,7 +227,10 @@ def recommend_job(env: StreamExecutionEnvironment, cfg: dict[str, Any], dirs: St
     watermarks = source_watermarks(cfg["job"]["max_out_of_orderness_ms"], Limits.from_config(cfg),
                                    cfg["job"]["idle_partition_ms"], cfg["job"]["settle_ms"])
     events = env.from_source(kafka_source(source_cfg), watermarks, "kafka-events").uid("kafka-events")
-    catalog = env.from_source(catalog_source(source_cfg), front.catalog_watermarks(), "kafka-items") \
+    # the catalog in the topic now is applied before the model learns any event (front.catalog_watermarks)
+    catalog_ends = last_offsets(cfg["kafka"]["bootstrap"], topics["items"])
+    catalog = env.from_source(catalog_source(source_cfg),
+                              front.catalog_watermarks(catalog_ends, cfg["job"]["idle_partition_ms"]), "kafka-items") \
         .uid("kafka-items")
     out = recommend(events, cfg, catalog=catalog, source_watermarks=True)
     # recommendations keyed by user id (one partition per user: per-user order), dead letters by their source key

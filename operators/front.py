@@ -27,7 +27,7 @@ shard and window, and no per-event parsing (the cost of both paths: docs/bench.m
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from pyflink.common import Types, WatermarkStrategy
@@ -186,11 +186,17 @@ def source_watermarks(max_out_of_orderness_ms: int, limits: Limits, idle_partiti
                                                                       idle_partition_ms, settle_ms))
 
 
-def catalog_watermarks() -> WatermarkStrategy:
-    """The watermark strategy of the catalog source (``flinkrec.CatalogWatermarks``): always idle. Catalog records
-    have no event time; an operator fed by the events and the catalog (union, two inputs) takes the least of its
-    active inputs' watermarks, so the catalog neither holds the events' back nor moves it."""
-    return WatermarkStrategy(jvm_class("CatalogWatermarks").strategy())
+def catalog_watermarks(targets: Mapping[int, int | None] | None = None, idle_ms: int = 0) -> WatermarkStrategy:
+    """The watermark strategy of the catalog source (``flinkrec.CatalogWatermarks``): idle. Catalog records have no
+    event time; an operator fed by the events and the catalog (union, two inputs) takes the least of its active
+    inputs' watermarks, so the catalog neither holds the events' back nor moves it.
+
+    ``targets`` (partition -> the offset after its last record at the job's start, None: empty;
+    :func:`ingest.kafka_admin.last_offsets`): until a split has read its partition's last record it holds event time
+    back, so the catalog in the topic is applied before the model learns any event (the combiner's training ranks
+    with the catalog); a split without any record for ``idle_ms`` stops holding it."""
+    spec = ",".join(f"{p}={end}" for p, end in sorted((targets or {}).items()) if end is not None)
+    return WatermarkStrategy(jvm_class("CatalogWatermarks").strategy(spec, idle_ms))
 
 
 def event_check(limits: Limits) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +44,12 @@ class PipelineResult:
 
 def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[str] = (),
                  catalog: Sequence[str] | None = None, events_map: MapFunction | None = None,
-                 catalog_map: MapFunction | None = None, recs_map: MapFunction | None = None) -> PipelineResult:
+                 catalog_map: MapFunction | None = None, recs_map: MapFunction | None = None,
+                 catalog_ends: Mapping[int, int | None] | None = None) -> PipelineResult:
     """Run the job on ``events`` (and ``catalog`` records, JSON strings, when given) and collect its outputs.
     ``events_map``, ``catalog_map``, ``recs_map``: a map on each source (one subtask) and on the recommendations,
-    e.g. :class:`Pace`, :class:`Gate` and :class:`Holding`."""
+    e.g. :class:`Pace`, :class:`Gate` and :class:`Holding`. ``catalog_ends``: with ``catalog_map``, the catalog's
+    watermark targets (:func:`operators.front.catalog_watermarks`), as the Kafka job sets them."""
     cfg = load_config(overrides=["job.checkpoint_interval_ms=0", *overrides], env={})
     env = make_env(cfg, kafka=False, parallelism=parallelism)
     # one source subtask keeps the input order (as one Kafka partition does): PyFlink's from_collection
@@ -63,7 +65,7 @@ def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[st
     if items is not None and catalog_map is not None:
         # a catalog still open must not hold the events' watermark back: idle, as the Kafka catalog source is
         items = (items.map(catalog_map, output_type=SOURCE_RECORD).set_parallelism(1).disable_chaining()
-                 .assign_timestamps_and_watermarks(catalog_watermarks()))
+                 .assign_timestamps_and_watermarks(catalog_watermarks(catalog_ends)))
     out = recommend(source, cfg, redis=False, parse_parallelism=1, catalog=items)
     streams = [
         out.dlq.map(lambda s: "D" + s, output_type=Types.STRING()),

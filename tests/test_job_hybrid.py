@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from flink_harness import event_json, run_pipeline
+from flink_harness import Gate, Pace, event_json, run_pipeline
 from reference import CATALOG, STREAM, batch_user_cosine
 
 from config import load_config
@@ -167,3 +169,28 @@ def test_user_cosines_equal_batch_recompute(movielens: tuple[list[Any], list[dic
             checked += 1
     assert set(res.user_neighbors) == {u for u in users if np.count_nonzero(sims[index[u]] > 0) > 1}
     assert checked > 1000
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_catalog_read_after_the_events_trains_the_same_combiner(parallelism: int) -> None:
+    """The second half of the catalog reaches the job only once half the events have: the catalog's watermark (its
+    targets, as the Kafka job sets them) holds event time back until its last record, so no event is learned, and
+    the combiner trained on no ranking, with part of the catalog; the learned lists are the single-process model's
+    (the whole catalog, then every event). The events are in time order (none late), paced."""
+    events, catalog = load_events(limit=4000), load_catalog()
+    overrides = ["model.hybrid.mode=learned"]
+    half = len(catalog) // 2
+    with tempfile.TemporaryDirectory() as tmp:
+        pace, gate = f"{tmp}/pace", f"{tmp}/gate"
+        res = run_pipeline([event_to_json(e) for e in events], parallelism, overrides,
+                           catalog=[json.dumps(r) for r in catalog], events_map=Pace(pace, 0.002),
+                           catalog_map=Gate(gate, {half: (pace, len(events) // 2)}), catalog_ends={0: len(catalog)})
+        released = int(Path(f"{gate}.{half}").read_text())
+    assert res.recs and min(m["processed_at"] for m in res.recs) >= released  # nothing ranked before the catalog
+    model = exact_model(catalog, events, overrides)
+    assert model.comb_n[0] >= model.settings.combiner_warmup  # the learned lists use the combiner
+    got = final_messages(res)
+    assert set(got) == {e.user_id for e in events}
+    for user, message in got.items():
+        assert [(it["item_id"], it["score"], it["reason"]) for it in message["items"]] == \
+            [(i, round(s, 6), r) for i, s, r in want(model, user)], user

@@ -222,10 +222,8 @@ def test_two_arms_clean_runs_at_parallelism_1_and_2(kafka_bootstrap: str, redis_
     """With an experiment of two arms: every stored list and final message carries its user's arm, the final
     contents of p=1 and p=2 are equal (but for the arms' running totals, which depend on which lists were served
     when), and in each run the committed summaries sum to what the committed messages and the events give."""
-    # arms that leave the learned combiner untrained: with two arms weighted vs learned the combiner trained from the
-    # Kafka stream differs between p=1 and p=2 here (its example count too), which this test would report as a diff
-    arms = ARMS.replace("mode: learned", "mode: rrf").replace("name: learned", "name: rrf")
-    runs = [Scenario(f"arms-p{p}", kafka_bootstrap, parallelism=p, extra=["experiments.name=demo", arms])
+    # weighted vs learned: the combiner trained in the stream (rec:model:combiner, the learned arm's lists) is compared
+    runs = [Scenario(f"arms-p{p}", kafka_bootstrap, parallelism=p, extra=["experiments.name=demo", ARMS])
             for p in (1, 2)]
     try:
         contents = []

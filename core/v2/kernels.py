@@ -1475,15 +1475,25 @@ def _learned(r: int, n: int, u: int, train_item: int, train_key: int, n_neg: int
         for p in range(nc):
             X[p, f] = max(X[p, f], 0.0) / best if best > 0.0 else 0.0
     mu, lam_i, lam_u, lo, span, rec_ms, pop_norm, now = fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7]
-    b_u = 0.0
+    # b_u: its terms summed in id order, not in the log's slot order (which follows the dense ids' arrival order)
     count = 0
     base = l_ptr[u]
+    for x in range(base, base + l_cap[u]):
+        if l_items[x] != -1 and lg_type[l_slots[x]] == rate_type:
+            count += 1
+    terms = np.empty(count)
+    ranks = np.empty(count, dtype=np.int64)
+    c = 0
     for x in range(base, base + l_cap[u]):
         j = l_items[x]
         if j != -1 and lg_type[l_slots[x]] == rate_type:
             b_i = (b_sum[j] - b_n[j] * mu) / (lam_i + b_n[j]) if b_n[j] > 0 else 0.0
-            b_u += lg_value[l_slots[x]] - mu - b_i
-            count += 1
+            terms[c] = lg_value[l_slots[x]] - mu - b_i
+            ranks[c] = item_rank[j]
+            c += 1
+    b_u = 0.0
+    for p in np.argsort(ranks):
+        b_u += terms[p]
     b_u = b_u / (lam_u + count) if count > 0 else 0.0
     for p in range(nc):
         j = f_item[p]
