@@ -147,13 +147,14 @@ class Pace(MapFunction):
 
 
 class Holding(MapFunction):
-    """Recommendation messages as they are; the number of those listing ``item`` written to ``path``."""
+    """Recommendation messages as they are; the number of those listing ``item`` (every message: None) written to
+    ``path``."""
 
-    def __init__(self, path: str, item: str) -> None:
+    def __init__(self, path: str, item: str | None = None) -> None:
         self.path, self.item, self.n = path, item, 0
 
     def map(self, value: str) -> str:
-        if self.item in [it["item_id"] for it in json.loads(value)["items"]]:
+        if self.item is None or self.item in [it["item_id"] for it in json.loads(value)["items"]]:
             self.n += 1
             _write(self.path, self.n)
         return value
