@@ -9,7 +9,8 @@
   the given isolation level sees. For transactional topics the offsets alone are not a count:
   commit/abort markers take offsets and aborted records are skipped by ``read_committed``.
 * :func:`topic_ids` (a topic's incarnation), :func:`last_offsets` (where a reader of a partition stops),
-  :func:`open_transactions` and :func:`abort_transactions` serve the job's state continuity (jobs/state.py).
+  :func:`committed_offsets` (a consumer group's offsets), :func:`open_transactions` and
+  :func:`abort_transactions` serve the job's state continuity (jobs/state.py).
 """
 
 from __future__ import annotations
@@ -305,6 +306,27 @@ def last_offsets(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[int,
         return out
     finally:
         consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, timeout: float = 60.0) -> dict[int, int]:
+    """``{partition: offset}`` the consumer ``group`` committed on ``topic`` (partitions without one are absent).
+
+    Retries retriable errors until ``timeout`` s: a fresh broker answers COORDINATOR_NOT_AVAILABLE while it creates
+    its offsets topic on the first group request."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = _admin(bootstrap, min(max(deadline - time.monotonic(), 1.0), 10.0))
+            try:
+                found = admin.list_group_offsets(group).get(group, {})
+            finally:
+                admin.close()
+            return {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == topic and meta.offset >= 0}
+        except KafkaError as exc:
+            if not getattr(exc, "retriable", False) or time.monotonic() + 0.5 >= deadline:
+                raise
+            logger.info("offsets of group %r not readable yet (%s); retrying", group, exc)
+        time.sleep(0.5)
 
 
 def open_transactions(bootstrap: str, pattern: str, timeout: float = 30.0) -> list[str]:

@@ -479,7 +479,7 @@ class PartitionTarget(NamedTuple):
 
 def bounded_targets(cfg: Mapping[str, Any]) -> dict[tuple[str, int], PartitionTarget]:
     """The targets of a bounded run of ``cfg``, taken now: every partition of the events and items topics."""
-    from ingest.kafka_admin import last_offsets
+    from ingest.kafka_admin import committed_offsets, last_offsets
 
     k = cfg["kafka"]
     groups = {k["topics"]["events"]: k["group_id"], k["topics"]["items"]: f"{k['group_id']}-catalog"}
@@ -489,17 +489,6 @@ def bounded_targets(cfg: Mapping[str, Any]) -> dict[tuple[str, int], PartitionTa
         for partition, end in last_offsets(k["bootstrap"], topic).items():
             out[(topic, partition)] = PartitionTarget(end, committed.get(partition))
     return out
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        found = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    return {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == topic and meta.offset >= 0}
 
 
 def partition_done(position: int | None, target: PartitionTarget) -> bool:

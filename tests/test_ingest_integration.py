@@ -248,3 +248,32 @@ def test_unknown_topic_and_unreachable_broker(kafka: str) -> None:
         kafka_admin.count_messages(kafka, f"test-missing-{uuid.uuid4().hex[:10]}", timeout=2)
     with pytest.raises(kafka_admin.KafkaUnavailable, match=r"deploy/services\.sh up"):
         kafka_admin.wait_for_kafka("127.0.0.1:9", timeout=1.5)
+
+
+def test_committed_offsets_reads_a_group_and_retries_a_coordinator_still_loading(
+        kafka: str, topics: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import CoordinatorNotAvailableError
+    from kafka.structs import OffsetAndMetadata
+
+    topic, group = topics("offsets"), f"test-group-{uuid.uuid4().hex[:10]}"
+    kafka_admin.ensure_topics(kafka, {topic: {}}, partitions=2)
+    assert kafka_admin.committed_offsets(kafka, group, topic) == {}
+    consumer = KafkaConsumer(bootstrap_servers=kafka, group_id=group, enable_auto_commit=False)
+    try:
+        consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(5, "", -1)})
+    finally:
+        consumer.close()
+    # a fresh broker answers COORDINATOR_NOT_AVAILABLE until its offsets topic exists: the first call fails so
+    real, calls = kafka_admin._admin, []
+
+    def flaky(bootstrap: str, timeout: float) -> Any:
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise CoordinatorNotAvailableError("offsets topic being created")
+        return real(bootstrap, timeout)
+
+    monkeypatch.setattr(kafka_admin, "_admin", flaky)
+    assert kafka_admin.committed_offsets(kafka, group, topic) == {0: 5}
+    assert len(calls) == 2
+    assert kafka_admin.committed_offsets(kafka, group, f"{topic}-other") == {}
