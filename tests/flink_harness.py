@@ -126,20 +126,23 @@ def _write(path: str, n: int) -> None:
 
 
 class Pace(MapFunction):
-    """Events at ``delay_s`` each (wall time; with ``hold``, from event ``hold[0]`` on, which first waits until the
-    counter at ``hold[1]`` reaches ``hold[2]``, at most ``timeout_s``), the number passed so far written to
-    ``path``."""
+    """A pause of ``delay_s`` (wall time) before every ``every``-th event (with ``holds``, from the first hold's
+    event on), the number passed so far written to ``path``. A hold ``(k, counter path, count)`` stops before event
+    ``k`` until the counter at its path reaches ``count``, at most ``timeout_s``."""
 
-    def __init__(self, path: str, delay_s: float, hold: tuple[int, str, int] | None = None,
-                 timeout_s: float = 120.0) -> None:
-        self.path, self.delay_s, self.hold, self.timeout_s, self.n = path, delay_s, hold, timeout_s, 0
+    def __init__(self, path: str, delay_s: float, holds: Sequence[tuple[int, str, int]] = (),
+                 timeout_s: float = 120.0, every: int = 1) -> None:
+        self.path, self.delay_s, self.timeout_s, self.every, self.n = path, delay_s, timeout_s, every, 0
+        self.holds = {k: (counter_path, count) for k, counter_path, count in holds}
+        self.start = min(self.holds, default=0)
 
     def map(self, value: str) -> str:
-        if self.hold is not None and self.n == self.hold[0]:
+        hold = self.holds.get(self.n)
+        if hold is not None:
             deadline = time.monotonic() + self.timeout_s
-            while counter(self.hold[1]) < self.hold[2] and time.monotonic() < deadline:
+            while counter(hold[0]) < hold[1] and time.monotonic() < deadline:
                 time.sleep(0.01)
-        if self.hold is None or self.n >= self.hold[0]:
+        if self.delay_s and self.n >= self.start and self.n % self.every == 0:
             time.sleep(self.delay_s)
         self.n += 1
         _write(self.path, self.n)
@@ -147,14 +150,20 @@ class Pace(MapFunction):
 
 
 class Holding(MapFunction):
-    """Recommendation messages as they are; the number of those listing ``item`` (every message: None) written to
-    ``path``."""
+    """Recommendation messages as they are; the number of those listing ``item`` (every message: None), or with
+    ``users`` the number of distinct users messaged, written to ``path``."""
 
-    def __init__(self, path: str, item: str | None = None) -> None:
-        self.path, self.item, self.n = path, item, 0
+    def __init__(self, path: str, item: str | None = None, users: bool = False) -> None:
+        self.path, self.item, self.users, self.n = path, item, users, 0
+        self.seen: set[str] = set()
 
     def map(self, value: str) -> str:
-        if self.item is None or self.item in [it["item_id"] for it in json.loads(value)["items"]]:
+        msg = json.loads(value)
+        if self.users:
+            if msg["user_id"] not in self.seen:
+                self.seen.add(msg["user_id"])
+                _write(self.path, len(self.seen))
+        elif self.item is None or self.item in [it["item_id"] for it in msg["items"]]:
             self.n += 1
             _write(self.path, self.n)
         return value

@@ -190,6 +190,21 @@ def test_a_deleted_item_leaves_the_catalog_and_a_new_record_adds_it_again() -> N
     assert lists(state, users, "content") == before
 
 
+def test_a_catalog_published_again_changes_nothing() -> None:
+    """Records equal to what their items have (the same catalog, written to the topic again) leave the model as it
+    is: no catalog rebuild, no new version, the same lists; a record that differs still applies."""
+    events = stream()
+    state = model(Settings(top_n=10), catalog(), events)
+    users = sorted({e.user_id for e in events})
+    version, before = state.version, lists(state, users)
+    state.content()
+    M.add_items(state, [{**r, "position": 100 + r["position"]} for r in catalog()])
+    assert (state.version, state.catalog_changed) == (version, False)
+    assert lists(state, users) == before
+    M.add_items(state, [{**catalog()[3], "genres": ["Western"], "position": 300}])
+    assert state.version > version and state.catalog_changed
+
+
 # -- the records -------------------------------------------------------------------------------------------------------
 TOY = {"item_id": "1", "title": "Toy Story", "year": 1995, "genres": ["Comedy"]}
 

@@ -137,26 +137,37 @@ def add_items(state: State, records: Sequence[Mapping[str, Any]]) -> list[str]:
     order of arrival for a record without one), and an update keeps the item's first place: the same newest items
     whatever order the records arrive in. A record's ``available`` (default true) and ``expires_at`` (event time,
     ms; None: never) set the item's lifecycle (:func:`settle`); of two records of one item, the one placed later in
-    the topic wins, whatever order they arrive in. Returns the item ids."""
+    the topic wins, whatever order they arrive in. A record equal to what the item has (a catalog published again)
+    changes nothing. Returns the item ids."""
     parsed = [catalog.features(r) for r in records]
     ids = state.items.encode([i for i, _ in parsed]).tolist()
     state.fit(0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    changed = False
     for (item, feats), i, record in zip(parsed, ids, records, strict=True):
         position = record.get("position")
         place = int(position) if isinstance(position, int) else len(state.catalog_seq)
-        state.catalog_seq[i] = min(place, state.catalog_seq.get(i, place))
+        first = state.catalog_seq.get(i)
+        state.catalog_seq[i] = min(place, place if first is None else first)
         if not _newer(state, i, position):
             continue
-        state.catalog[i] = feats
         title = record.get("title")
+        expires = record.get("expires_at")
+        off = record.get("available", True) is False
+        until = int(expires) if isinstance(expires, int) else NEVER
+        if (first is not None and state.catalog.get(i) == feats and bool(state.off[i]) == off
+                and int(state.expires[i]) == until and (not isinstance(title, str) or not title
+                                                        or state.titles.get(item) == title)):
+            continue
+        changed = True
+        state.catalog[i] = feats
         if isinstance(title, str) and title:
             state.titles[item] = title
-        expires = record.get("expires_at")
-        state.off[i] = record.get("available", True) is False
-        state.expires[i] = int(expires) if isinstance(expires, int) else NEVER
-    state.catalog_changed = True
-    state.version += 1
-    settle(state)
+        state.off[i] = off
+        state.expires[i] = until
+    if changed:
+        state.catalog_changed = True
+        state.version += 1
+        settle(state)
     return [i for i, _ in parsed]
 
 
