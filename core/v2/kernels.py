@@ -115,7 +115,7 @@ def row_add(a: int, b: int, d: float, ptr: np.ndarray, cap: np.ndarray, size: np
         h = (h + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def row_get(a: int, b: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> float:
     """``row[a][b]`` (0.0 when absent)."""
     if cap[a] == 0:
@@ -132,7 +132,7 @@ def row_get(a: int, b: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, 
         h = (h + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _log_pos(u: int, i: int, ptr: np.ndarray, cap: np.ndarray, items: np.ndarray) -> int:
     """The place of (user u, item i) in the log pool, -1 if u never engaged i."""
     if cap[u] == 0:
@@ -149,7 +149,7 @@ def _log_pos(u: int, i: int, ptr: np.ndarray, cap: np.ndarray, items: np.ndarray
         h = (h + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def ulog_find(u: int, i: int, ptr: np.ndarray, cap: np.ndarray, items: np.ndarray, slots: np.ndarray) -> int:
     """The log slot of (user u, item i), -1 if u never engaged i (the user's table in the log pool)."""
     p = _log_pos(u, i, ptr, cap, items)
@@ -222,14 +222,14 @@ def log_lacks(users: np.ndarray, items: np.ndarray, ptr: np.ndarray, cap: np.nda
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _add_norm(norm: np.ndarray, a: int, d: float) -> None:
     n = norm[a] + d
     norm[a] = n if n > EPS else 0.0
 
 
 # -- top-K of a row ------------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _insert_top(k: int, n: int, idx: np.ndarray, val: np.ndarray, rank: np.ndarray, j: int, v: float) -> int:
     """Insert (j, v) into the best-first list ``idx/val[:n]`` of at most ``k``; returns its new length."""
     if k == 0:
@@ -682,7 +682,7 @@ def _select(touched: np.ndarray, n_touched: int, acc: np.ndarray, skip: np.ndarr
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _accumulate(j: int, c: float, src: int, src_rank: np.ndarray, touched: np.ndarray, nt: int, acc: np.ndarray,
                 best_c: np.ndarray, best_k: np.ndarray) -> int:
     """Add the contribution ``c`` of ``src`` (a history item or a neighbour user) to item j's score; j's reason is
@@ -953,13 +953,15 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                                 cand[nc] = j
                                 nc += 1
                         qn = np.sqrt(np.sum(qv * qv))
+                        c_item = p_item[CONTENT]
+                        c_score = p_score[CONTENT]
                         for x in range(nc):
                             j = cand[x]
                             best_k[j] = -1
                             if qn > 0.0:
                                 c = _cosine(j, qv, qn, vptr, vcol, vval, vnorm)
                                 if c > 0.0:
-                                    m = _insert_top(pool_n, m, p_item[CONTENT], p_score[CONTENT], item_rank, j, c)
+                                    m = _insert_top(pool_n, m, c_item, c_score, item_rank, j, c)
                     if nq > 0.0 and m > 0:  # the negative term: re-scored, re-ordered, kept while positive
                         m2 = 0
                         for x in range(m):
