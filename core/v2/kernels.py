@@ -234,15 +234,18 @@ def _insert_top(k: int, n: int, idx: np.ndarray, val: np.ndarray, rank: np.ndarr
     """Insert (j, v) into the best-first list ``idx/val[:n]`` of at most ``k``; returns its new length."""
     if k == 0:
         return 0
-    if n == k:
-        last = idx[n - 1]
-        if not before(v, rank[j], val[n - 1], rank[last]):
+    if n == k:  # (the order of ``before``, reading the ranks only on a tie)
+        w = val[n - 1]
+        if not (v > w or (v == w and rank[j] < rank[idx[n - 1]])):
             return n
         n -= 1
     p = n
-    while p > 0 and before(v, rank[j], val[p - 1], rank[idx[p - 1]]):
+    while p > 0:
+        w = val[p - 1]
+        if not (v > w or (v == w and rank[j] < rank[idx[p - 1]])):
+            break
         idx[p] = idx[p - 1]
-        val[p] = val[p - 1]
+        val[p] = w
         p -= 1
     idx[p] = j
     val[p] = v
@@ -824,6 +827,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
     qv = np.zeros(DIM_CONTENT)
     no_skip = np.zeros(n_items, dtype=np.bool_)
     cand = np.empty(N_METHODS * pool_n + len(newest), dtype=np.int64)
+    cand_c = np.empty(len(cand))
     pos_of = np.full(n_items, -1, dtype=np.int64)
     is_dis = np.zeros(n_items, dtype=np.bool_)
     prof_item = np.empty(rc_item.shape[1], dtype=np.int64)
@@ -956,12 +960,13 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                         c_item = p_item[CONTENT]
                         c_score = p_score[CONTENT]
                         for x in range(nc):
-                            j = cand[x]
-                            best_k[j] = -1
-                            if qn > 0.0:
-                                c = _cosine(j, qv, qn, vptr, vcol, vval, vnorm)
-                                if c > 0.0:
-                                    m = _insert_top(pool_n, m, c_item, c_score, item_rank, j, c)
+                            best_k[cand[x]] = -1
+                        if qn > 0.0:
+                            for x in range(nc):  # every cosine first: independent reads of the vectors overlap
+                                cand_c[x] = _cosine(cand[x], qv, qn, vptr, vcol, vval, vnorm)
+                            for x in range(nc):
+                                if cand_c[x] > 0.0:
+                                    m = _insert_top(pool_n, m, c_item, c_score, item_rank, cand[x], cand_c[x])
                     if nq > 0.0 and m > 0:  # the negative term: re-scored, re-ordered, kept while positive
                         m2 = 0
                         for x in range(m):
@@ -987,7 +992,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
             else:
                 m_out = _fuse(r, n, KIND_WEIGHTED if kind == KIND_LEARNED else kind, single, use, alphas,
                               cold_alphas, cold, rrf_k, p_item, p_score, p_arg, p_len, item_rank, acc, best_k,
-                              touched, f_item, f_val, out_item, out_score, out_method, out_arg)
+                              touched, f_item, f_val, out_item, out_score, out_method, out_arg, pos_of)
             if use[FACTORS] and kind != KIND_TRAIN:  # the reason of a factor item: the user's nearest item
                 for q in range(m_out):
                     if out_method[r, q] == FACTORS:
@@ -1031,11 +1036,12 @@ def _fuse(r: int, n: int, kind: int, single: int, use: np.ndarray, alphas: np.nd
           rrf_k: float, p_item: np.ndarray, p_score: np.ndarray, p_arg: np.ndarray, p_len: np.ndarray,
           rank: np.ndarray, acc: np.ndarray, seen: np.ndarray, touched: np.ndarray, f_item: np.ndarray,
           f_val: np.ndarray, out_item: np.ndarray, out_score: np.ndarray, out_method: np.ndarray,
-          out_arg: np.ndarray) -> int:
+          out_arg: np.ndarray, pos_of: np.ndarray) -> int:
     """One user's fused list from the pools: a single method's list, or every method's term summed per item
     (``KIND_WEIGHTED``: ``α_m · minmax_m``; ``KIND_RRF``: ``1 / (rrf_k + rank_m)``; ``KIND_BORDA``: ``N - rank_m + 1``
     and, for an item the list lacks, ``(N - L_m + 1) / 2``), best first (ties: id). The reason is the listing
-    method with the largest term (ties: method order). Returns the list's length."""
+    method with the largest term (ties: method order). ``pos_of`` (-1 per item) is scratch, left as found. Returns the
+    list's length."""
     if kind == KIND_SINGLE:
         m = min(n, p_len[single])
         for q in range(m):
@@ -1081,33 +1087,40 @@ def _fuse(r: int, n: int, kind: int, single: int, use: np.ndarray, alphas: np.nd
     for q in range(nt):
         j = touched[q]
         m = _insert_top(n, m, f_item, f_val, rank, j, acc[j])
+    # the reasons, one pass over the pools: pos_of maps a listed item to its place, f_val then holds its best term
     for q in range(m):
         j = f_item[q]
         out_item[r, q] = j
         out_score[r, q] = f_val[q]
-        best_m = -1
-        best_v = 0.0
-        best_a = -1
-        for mth in range(N_METHODS):
-            if cold and mth != POPULAR and mth != CONTENT:
+        out_method[r, q] = -1
+        out_arg[r, q] = -1
+        pos_of[j] = q
+    for mth in range(N_METHODS):
+        if cold and mth != POPULAR and mth != CONTENT:
+            continue
+        L = p_len[mth]
+        if L == 0:
+            continue
+        lo = p_score[mth, 0]
+        hi = p_score[mth, 0]
+        if use_kind == KIND_WEIGHTED:
+            for x in range(L):
+                lo = min(lo, p_score[mth, x])
+                hi = max(hi, p_score[mth, x])
+        for pos in range(L):
+            q = pos_of[p_item[mth, pos]]
+            if q < 0:
                 continue
-            L = p_len[mth]
-            for pos in range(L):
-                if p_item[mth, pos] == j:
-                    if use_kind == KIND_WEIGHTED:
-                        lo = p_score[mth, 0]
-                        hi = p_score[mth, 0]
-                        for x in range(L):
-                            lo = min(lo, p_score[mth, x])
-                            hi = max(hi, p_score[mth, x])
-                        v = _term(use_kind, weights[mth], p_score[mth, pos], lo, hi, pos, L, nt, rrf_k)
-                    else:
-                        v = -float(pos)
-                    if best_m == -1 or v > best_v:
-                        best_m, best_v, best_a = mth, v, p_arg[mth, pos]
-                    break
-        out_method[r, q] = best_m
-        out_arg[r, q] = best_a
+            if use_kind == KIND_WEIGHTED:
+                v = _term(use_kind, weights[mth], p_score[mth, pos], lo, hi, pos, L, nt, rrf_k)
+            else:
+                v = -float(pos)
+            if out_method[r, q] == -1 or v > f_val[q]:  # a later method only when strictly larger
+                out_method[r, q] = mth
+                out_arg[r, q] = p_arg[mth, pos]
+                f_val[q] = v
+    for q in range(m):
+        pos_of[f_item[q]] = -1
     for q in range(nt):
         seen[touched[q]] = -1
         acc[touched[q]] = 0.0
