@@ -253,6 +253,15 @@ def _insert_top(k: int, n: int, idx: np.ndarray, val: np.ndarray, rank: np.ndarr
 
 
 @njit(cache=True)
+def _floor(vals: np.ndarray, count: int, n: int) -> float:
+    """The ``n``-th largest of ``vals[:count]`` (-inf when ``count <= n``): the best ``n`` of a list by value then id
+    are among the entries at or above it, so only those need :func:`_insert_top` (same list, far fewer shifts)."""
+    if count <= n or n == 0:
+        return -np.inf
+    return np.partition(vals[:count], count - n)[count - n]
+
+
+@njit(cache=True)
 def refresh_rows(rows: np.ndarray, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
                  norm: np.ndarray, rank: np.ndarray, nb_idx: np.ndarray, nb_sim: np.ndarray, nb_len: np.ndarray,
                  dirty: np.ndarray, gone: np.ndarray) -> None:
@@ -272,8 +281,10 @@ def _top_cosines(a: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndar
     na = norm[a]
     if na <= 0.0:
         return 0
-    n = 0
     base = ptr[a]
+    cand = np.empty(cap[a], dtype=np.int64)
+    cos = np.empty(cap[a])
+    m = 0
     for s in range(base, base + cap[a]):
         b = cols[s]
         if b == -1 or (len(gone) > 0 and gone[b]):
@@ -286,7 +297,14 @@ def _top_cosines(a: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndar
             continue
         c = v / np.sqrt(nb * na)
         if c > 0.0:
-            n = _insert_top(k, n, idx, sim, rank, b, c)
+            cand[m] = b
+            cos[m] = c
+            m += 1
+    floor = _floor(cos, m, k)
+    n = 0
+    for x in range(m):
+        if cos[x] >= floor:
+            n = _insert_top(k, n, idx, sim, rank, cand[x], cos[x])
     return n
 
 
@@ -673,6 +691,18 @@ def trending_order(half_life_s: float, now: int, tr_val: np.ndarray, tr_t: np.nd
 def _select(touched: np.ndarray, n_touched: int, acc: np.ndarray, skip: np.ndarray, positive: bool, n: int,
             rank: np.ndarray, out_idx: np.ndarray, out_val: np.ndarray) -> int:
     """The ``n`` best of the touched items (by score then id, unskipped, > 0 with ``positive``) into out_*."""
+    vals = np.empty(n_touched)
+    count = 0
+    for p in range(n_touched):
+        j = touched[p]
+        if skip[j]:
+            continue
+        v = acc[j]
+        if positive and not v > 0.0:
+            continue
+        vals[count] = v
+        count += 1
+    floor = _floor(vals, count, n)
     m = 0
     for p in range(n_touched):
         j = touched[p]
@@ -681,7 +711,8 @@ def _select(touched: np.ndarray, n_touched: int, acc: np.ndarray, skip: np.ndarr
         v = acc[j]
         if positive and not v > 0.0:
             continue
-        m = _insert_top(n, m, out_idx, out_val, rank, j, v)
+        if v >= floor:
+            m = _insert_top(n, m, out_idx, out_val, rank, j, v)
     return m
 
 
@@ -964,8 +995,9 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                         if qn > 0.0:
                             for x in range(nc):  # every cosine first: independent reads of the vectors overlap
                                 cand_c[x] = _cosine(cand[x], qv, qn, vptr, vcol, vval, vnorm)
+                            floor = _floor(cand_c, nc, pool_n)
                             for x in range(nc):
-                                if cand_c[x] > 0.0:
+                                if cand_c[x] > 0.0 and cand_c[x] >= floor:
                                     m = _insert_top(pool_n, m, c_item, c_score, item_rank, cand[x], cand_c[x])
                     if nq > 0.0 and m > 0:  # the negative term: re-scored, re-ordered, kept while positive
                         m2 = 0
@@ -1083,10 +1115,14 @@ def _fuse(r: int, n: int, kind: int, single: int, use: np.ndarray, alphas: np.nd
             acc[j] += _term(use_kind, weights[mth], p_score[mth, q], lo, hi, q, L, nt, rrf_k)
             if use_kind == KIND_BORDA:  # half-integers: exact in floating point
                 acc[j] -= (nt - L + 1) / 2.0
+    for q in range(nt):
+        f_val[q] = acc[touched[q]]
+    floor = _floor(f_val, nt, n)
     m = 0
     for q in range(nt):
         j = touched[q]
-        m = _insert_top(n, m, f_item, f_val, rank, j, acc[j])
+        if acc[j] >= floor:
+            m = _insert_top(n, m, f_item, f_val, rank, j, acc[j])
     # the reasons, one pass over the pools: pos_of maps a listed item to its place, f_val then holds its best term
     for q in range(m):
         j = f_item[q]
