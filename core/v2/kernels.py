@@ -692,6 +692,7 @@ def _select(touched: np.ndarray, n_touched: int, acc: np.ndarray, skip: np.ndarr
             rank: np.ndarray, out_idx: np.ndarray, out_val: np.ndarray) -> int:
     """The ``n`` best of the touched items (by score then id, unskipped, > 0 with ``positive``) into out_*."""
     vals = np.empty(n_touched)
+    kept = np.empty(n_touched, dtype=np.int64)
     count = 0
     for p in range(n_touched):
         j = touched[p]
@@ -701,18 +702,13 @@ def _select(touched: np.ndarray, n_touched: int, acc: np.ndarray, skip: np.ndarr
         if positive and not v > 0.0:
             continue
         vals[count] = v
+        kept[count] = j
         count += 1
     floor = _floor(vals, count, n)
     m = 0
-    for p in range(n_touched):
-        j = touched[p]
-        if skip[j]:
-            continue
-        v = acc[j]
-        if positive and not v > 0.0:
-            continue
-        if v >= floor:
-            m = _insert_top(n, m, out_idx, out_val, rank, j, v)
+    for p in range(count):
+        if vals[p] >= floor:
+            m = _insert_top(n, m, out_idx, out_val, rank, kept[p], vals[p])
     return m
 
 
