@@ -194,7 +194,7 @@ def catalog_watermarks(targets: Mapping[int, int | None] | None = None, idle_ms:
     ``targets`` (partition -> the offset after its last record at the job's start, None: empty;
     :func:`ingest.kafka_admin.last_offsets`): until a split has read its partition's last record it holds event time
     back, so the catalog in the topic is applied before the model learns any event (the combiner's training ranks
-    with the catalog); a split without any record for ``idle_ms`` stops holding it."""
+    with the catalog); a split without any record for ``idle_ms`` (0: never) stops holding it."""
     spec = ",".join(f"{p}={end}" for p, end in sorted((targets or {}).items()) if end is not None)
     return WatermarkStrategy(jvm_class("CatalogWatermarks").strategy(spec, idle_ms))
 

@@ -63,9 +63,11 @@ def run_pipeline(events: Sequence[str], parallelism: int, overrides: Sequence[st
     items = (env.from_collection([Row(r, f"items 0 {n}") for n, r in enumerate(catalog)], type_info=SOURCE_RECORD)
              .set_parallelism(1) if catalog is not None else None)
     if items is not None and catalog_map is not None:
-        # a catalog still open must not hold the events' watermark back: idle, as the Kafka catalog source is
+        # a catalog still open must not hold the events' watermark back: idle, as the Kafka catalog source is, once
+        # it has read up to its targets; no idle timeout (the Kafka job's job.idle_partition_ms; 0: never), so a
+        # catalog held back by ``catalog_map`` holds event time whatever the machine's speed
         items = (items.map(catalog_map, output_type=SOURCE_RECORD).set_parallelism(1).disable_chaining()
-                 .assign_timestamps_and_watermarks(catalog_watermarks(catalog_ends)))
+                 .assign_timestamps_and_watermarks(catalog_watermarks(catalog_ends, idle_ms=0)))
     out = recommend(source, cfg, redis=False, parse_parallelism=1, catalog=items)
     streams = [
         out.dlq.map(lambda s: "D" + s, output_type=Types.STRING()),

@@ -172,20 +172,22 @@ def test_user_cosines_equal_batch_recompute(movielens: tuple[list[Any], list[dic
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])
-def test_catalog_read_after_the_events_trains_the_same_combiner(parallelism: int) -> None:
-    """The second half of the catalog reaches the job only once half the events have: the catalog's watermark (its
-    targets, as the Kafka job sets them) holds event time back until its last record, so no event is learned, and
+@pytest.mark.parametrize("whole", [False, True], ids=["second-half", "whole"])
+def test_catalog_read_after_the_events_trains_the_same_combiner(parallelism: int, whole: bool) -> None:
+    """The second half of the catalog (``whole``: all of it, so its split has no record at all for seconds) reaches
+    the job only once half the events have: the catalog's watermark (its targets, as the Kafka job sets them; no idle
+    timeout, ``job.idle_partition_ms=0``) holds event time back until its last record, so no event is learned, and
     the combiner trained on no ranking, with part of the catalog; the learned lists are the single-process model's
     (the whole catalog, then every event). The events are in time order (none late), paced."""
     events, catalog = load_events(limit=4000), load_catalog()
     overrides = ["model.hybrid.mode=learned"]
-    half = len(catalog) // 2
+    held = 0 if whole else len(catalog) // 2
     with tempfile.TemporaryDirectory() as tmp:
         pace, gate = f"{tmp}/pace", f"{tmp}/gate"
         res = run_pipeline([event_to_json(e) for e in events], parallelism, overrides,
                            catalog=[json.dumps(r) for r in catalog], events_map=Pace(pace, 0.002),
-                           catalog_map=Gate(gate, {half: (pace, len(events) // 2)}), catalog_ends={0: len(catalog)})
-        released = int(Path(f"{gate}.{half}").read_text())
+                           catalog_map=Gate(gate, {held: (pace, len(events) // 2)}), catalog_ends={0: len(catalog)})
+        released = int(Path(f"{gate}.{held}").read_text())
     assert res.recs and min(m["processed_at"] for m in res.recs) >= released  # nothing ranked before the catalog
     model = exact_model(catalog, events, overrides)
     assert model.comb_n[0] >= model.settings.combiner_warmup  # the learned lists use the combiner

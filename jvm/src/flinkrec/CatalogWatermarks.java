@@ -22,8 +22,8 @@ import org.apache.flink.util.clock.RelativeClock;
  * time back (a watermark of {@code Long.MIN_VALUE}, active) until it has read its partition's last record at the
  * start: the catalog in the topic then is applied before any event is learned, whatever the sources' timing (the
  * learned combiner trains on rankings, which read the catalog). A split that has had no record at all for
- * {@code idleMs} (a partition with nothing left to read) stops holding it back; so does one of a partition with no
- * target. Records read after that change nothing (live catalog updates apply on arrival). The records are
+ * {@code idleMs} (a partition with nothing left to read; 0: never, as for the events' partitions) stops holding it
+ * back; so does one of a partition with no target. Records read after that change nothing (live catalog updates apply on arrival). The records are
  * {@link SourceRecords} rows: field 1 is the origin, "topic partition offset [key]".
  */
 public final class CatalogWatermarks implements WatermarkGenerator<Row> {
@@ -60,7 +60,7 @@ public final class CatalogWatermarks implements WatermarkGenerator<Row> {
             }
         }
         if (idleMs < 0) {
-            throw new IllegalArgumentException("idle_partition_ms " + idleMs + " must not be negative");
+            throw new IllegalArgumentException("idle_partition_ms " + idleMs + " must not be negative (0: never)");
         }
         return WatermarkStrategy.forGenerator(new Supplier(parsed, idleMs));
     }
@@ -82,7 +82,8 @@ public final class CatalogWatermarks implements WatermarkGenerator<Row> {
 
     @Override
     public void onPeriodicEmit(WatermarkOutput output) {
-        if (!done && !seen) {
+        // idleNanos 0: never idle (not at once: a split's first record may come after its first periodic emit)
+        if (!done && !seen && idleNanos > 0) {
             if (startNanos < 0) {
                 startNanos = clock.relativeTimeNanos();
             }
