@@ -26,7 +26,7 @@ def test_prequential_scores_every_mode_on_the_same_events_and_reports_the_combin
 
 
 def test_bounds_tasks_measure_the_item_cf_state() -> None:
-    opts = Options(model_cfg=load_config()["model"], limit=3000, sample_every=5)
+    opts = Options(model_cfg={**load_config()["model"], "top_k": 20}, limit=3000, sample_every=5)  # row_cap 20 allowed
     events = load_events(limit=3000)
     pairs: dict[str, set[str]] = {}
     for e in events:

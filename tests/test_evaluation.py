@@ -231,7 +231,7 @@ def test_mmr_grid_errors_name_the_flag(flag: str, raw: str, capsys: pytest.Captu
 def test_bounds_options() -> None:
     args = parse_args([])
     assert (args.caps, args.row_caps, args.max_raters, args.usercf_row_caps) == (
-        [10, 20, 50, 0], [0, 100, 50], [0, 50, 20], [0, 50])  # exact, the configured / scale-run values, tighter
+        [10, 20, 50, 0], [0, 100, 60], [0, 50, 20], [0, 50])  # exact, the configured / scale-run values, tighter
     args = parse_args(["--caps", "", "--row-caps", "100, 100,0", "--max-raters", "7", "--usercf-row-caps", ""])
     assert (args.caps, args.row_caps, args.max_raters, args.usercf_row_caps) == ([], [100, 0], [7], [])
 
@@ -251,7 +251,7 @@ def test_bounds_options_errors_name_the_value(argv: list[str], message: str,
 
 def test_bounds_row_caps_below_top_k_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--row-caps", "0,10", "--no-progress", "--out", "/nonexistent"]) == 2
-    assert "--row-caps: 10 must be 0 (all) or at least model.top_k 20" in capsys.readouterr().err
+    assert "--row-caps: 10 must be 0 (all) or at least model.top_k 60" in capsys.readouterr().err
     assert main(["--usercf-row-caps", "5", "--param", "usercf_top_k=8", "--no-progress", "--out", "/nonexistent"]) == 2
     assert "--usercf-row-caps: 5 must be 0 (all) or at least model.hybrid.usercf_top_k 8" in capsys.readouterr().err
 
@@ -266,10 +266,10 @@ def test_bounds_tasks_share_the_exact_runs() -> None:
     assert labels["itemcf row_cap=unlimited"] is labels["itemcf cap=20 +decay"]
     assert labels["usercf row_cap=unlimited"] is labels["usercf max_raters=50"]
     assert labels["usercf max_raters=50"].method == "usercf" and labels["itemcf row_cap=100"].method == "itemcf"
-    assert dict(labels["itemcf row_cap=50"].variant) == {"history_cap": 20, "half_life_s": 180.0, "row_cap": 50}
+    assert dict(labels["itemcf row_cap=60"].variant) == {"history_cap": 20, "half_life_s": 180.0, "row_cap": 60}
     assert dict(labels["usercf max_raters=unlimited"].variant) == {"usercf_max_raters": 0, "usercf_row_cap": 0}
     bounds = [t for t in tasks if t.kind == "bounds"]
-    assert len(bounds) == 8 + 2 + 3 + 1  # caps (x2 decay) + row caps 100, 50 + max_raters + usercf 50
+    assert len(bounds) == 8 + 2 + 3 + 1  # caps (x2 decay) + row caps 100, 60 + max_raters + usercf 50
     assert len(labels) == 8 + 3 + 3 + 2
     # the history-cap runs first, the shorter bounds runs after them (user-CF first), the offline protocols last
     assert names.index("itemcf cap=10") < names.index("usercf max_raters=unlimited") < names.index(
@@ -279,7 +279,7 @@ def test_bounds_tasks_share_the_exact_runs() -> None:
     rows = sorted((r for t in bounds for r in t.rows), key=lambda r: r.order)
     assert [r.bound for r in rows] == (["model.history_cap"] * 8 + ["model.row_cap"] * 3
                                        + ["model.hybrid.usercf_max_raters"] * 3 + ["model.hybrid.usercf_row_cap"] * 2)
-    assert [r.value for r in rows if r.bound == "model.row_cap"] == [0, 100, 50]
+    assert [r.value for r in rows if r.bound == "model.row_cap"] == [0, 100, 60]
     # another decay half-life than the configured one: row_cap 0 is a run of its own
     other = build_tasks(parse_args(["--protocols", "bounds"]), 1000, 600.0, configured)
     labels = {r.label: t for t in other for r in t.rows}
