@@ -76,12 +76,12 @@ def test_plan_checks_the_compared_modes() -> None:
 
 def test_isolated_run_reports_the_child_process_peak_rss() -> None:
     stream = limit.Stream(limit.SYNTHETIC, 500, 30, 20, seed=5)
-    res = limit.run_isolated(stream, ["model.row_cap=40"], window=100)
+    res = limit.run_isolated(stream, ["model.row_cap=80"], window=100)
     events = _events(500, 30, 20, seed=5)
     assert (res["events"], res["windows"]) == (500, 5)
     assert res["rankings"] == sum(map(len, _window_users(events, 100)))
     assert res["peak_rss_bytes"] >= res["rss_peak_sampled_bytes"] >= res["rss_start_bytes"] > 0
-    assert res["stream"] == stream._asdict() and res["overrides"] == ["model.row_cap=40"]
+    assert res["stream"] == stream._asdict() and res["overrides"] == ["model.row_cap=80"]
     assert res["dataset"] == "synthetic" and res["reference_rate"] is None
 
 
