@@ -74,7 +74,7 @@ IDENT = "flinkrec"  # FLINK_IDENT_STRING: part of the daemons' pid and log file 
 DAEMONS = ("standalonesession", "taskexecutor")  # JobManager, TaskManager
 #: what a node needs besides apache-flink's own dependencies: pip for `-pyreq`, setuptools for Beam's pkg_resources,
 #: numba for the model core (the job's client imports it to build the job, the model's workers run it)
-NODE_EXTRAS = ("pip", "setuptools", "numba")
+NODE_EXTRAS = ("pip", "setuptools", "numba", "kafka-python")
 RUNTIME_STAMP = ".flinkrec-runtime"
 DOWN_EXIT = 3
 

@@ -6,7 +6,7 @@
 there)::
 
     flink run -d -py jobs/recommend.py \\
-        -pyfs var/flink/job/pyfs                        # the project's packages (config core udfs operators jobs)
+        -pyfs var/flink/job/pyfs                        # the project packages (config core udfs operators jobs ingest)
         -pyreq var/flink/job/requirements.txt#var/flink/job/wheelhouse   # redis==<pin>, installed offline
         -pyclientexec <node python> -pyexec <node python> \\
         -j var/jars/flink/flink-sql-connector-kafka-5.0.0-2.2.jar [-p N] [-s <savepoint>] \\
@@ -21,7 +21,7 @@ How the job's Python dependencies travel (the way they would to a remote cluster
 
 * the node interpreter (``python.executable`` of the cluster, see ``deploy/cluster.py``) has only
   ``apache-flink`` and its dependencies, like a node or the Kubernetes image;
-* the project's code goes with the job as ``-pyfs``: a directory of links to the five packages, which the
+* the project's code goes with the job as ``-pyfs``: a directory of links to the six packages, which the
   client zips and uploads through the JobManager's blob server and every TaskManager unpacks onto the
   workers' PYTHONPATH (the client, which runs ``jobs/recommend.py``, gets the same path);
 * the job's JVM front (``var/jars/flinkrec/flinkrec-jvm.jar``, ``make jars``) is appended to ``pipeline.jars`` by
@@ -91,10 +91,11 @@ WHEELHOUSE = JOB_DIR / "wheelhouse"
 LAST_SUBMIT = JOB_DIR / "last-submit.json"
 SUBMITTED_JOBS = JOB_DIR / "jobs"  # <job id>.json: the state folders each submitted job was given
 ENTRY_POINT = ROOT / "jobs" / "recommend.py"
-#: the packages the job's client and workers import (shipped with -pyfs)
-PROJECT_PACKAGES = ("config", "core", "udfs", "operators", "jobs")
-#: third-party packages the workers import beyond pyflink's own dependencies (shipped with -pyreq); numba, which the
-#: job's client needs too, is part of the node interpreter (deploy/cluster.py NODE_EXTRAS, the image)
+#: the packages the job's client and workers import (shipped with -pyfs; ingest: the client reads topic offsets)
+PROJECT_PACKAGES = ("config", "core", "udfs", "operators", "jobs", "ingest")
+#: third-party packages the workers import beyond pyflink's own dependencies (shipped with -pyreq); numba and
+#: kafka-python, which the job's client needs too, are part of the node interpreter (deploy/cluster.py NODE_EXTRAS,
+#: the image)
 WORKER_REQUIREMENTS = ("redis",)
 JOB_NAME = "flinkrec-recommend"
 KEEP_CLI_LOGS = 50  # var/flink/log/cli-*.log: the output of each flink command run here

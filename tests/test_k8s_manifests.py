@@ -439,3 +439,25 @@ def test_the_image_has_the_jvm_jar_where_the_job_looks() -> None:
     from jobs.flink_env import JVM_JAR
 
     assert (JVM_JAR, str(USRLIB / JVM_JAR)) in dockerfile_copies()
+
+
+def test_the_shipped_packages_import_only_each_other() -> None:
+    """Every project package an import in the shipped packages names (at module level or inside a function, as the
+    job's client imports ``ingest.kafka_admin``) is shipped too: with -pyfs and in the image."""
+    import ast
+
+    from deploy.submit import PROJECT_PACKAGES
+
+    project = {p.parent.name for p in PROJECT_ROOT.glob("*/__init__.py")}
+    missing: dict[str, set[str]] = {}
+    for pkg in PROJECT_PACKAGES:
+        for path in sorted((PROJECT_ROOT / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                         else [])
+                for name in names:
+                    top = name.split(".")[0]
+                    if top in project and top not in PROJECT_PACKAGES:
+                        missing.setdefault(top, set()).add(str(path.relative_to(PROJECT_ROOT)))
+    assert not missing, f"imported but not shipped (deploy.submit.PROJECT_PACKAGES): {missing}"
