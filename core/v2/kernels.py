@@ -262,6 +262,18 @@ def _floor(vals: np.ndarray, count: int, n: int) -> float:
 
 
 @njit(cache=True)
+def _best(cand: np.ndarray, vals: np.ndarray, count: int, n: int, rank: np.ndarray, out_idx: np.ndarray,
+          out_val: np.ndarray) -> int:
+    """The best ``n`` of ``cand[:count]`` (scores ``vals``) by score then id into ``out_*``; returns how many."""
+    floor = _floor(vals, count, n)
+    m = 0
+    for x in range(count):
+        if vals[x] >= floor:
+            m = _insert_top(n, m, out_idx, out_val, rank, cand[x], vals[x])
+    return m
+
+
+@njit(cache=True)
 def refresh_rows(rows: np.ndarray, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray,
                  norm: np.ndarray, rank: np.ndarray, nb_idx: np.ndarray, nb_sim: np.ndarray, nb_len: np.ndarray,
                  dirty: np.ndarray, gone: np.ndarray) -> None:
@@ -300,12 +312,7 @@ def _top_cosines(a: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndar
             cand[m] = b
             cos[m] = c
             m += 1
-    floor = _floor(cos, m, k)
-    n = 0
-    for x in range(m):
-        if cos[x] >= floor:
-            n = _insert_top(k, n, idx, sim, rank, cand[x], cos[x])
-    return n
+    return _best(cand, cos, m, k, rank, idx, sim)
 
 
 @njit(cache=True)
@@ -704,12 +711,7 @@ def _select(touched: np.ndarray, n_touched: int, acc: np.ndarray, skip: np.ndarr
         vals[count] = v
         kept[count] = j
         count += 1
-    floor = _floor(vals, count, n)
-    m = 0
-    for p in range(count):
-        if vals[p] >= floor:
-            m = _insert_top(n, m, out_idx, out_val, rank, kept[p], vals[p])
-    return m
+    return _best(kept, vals, count, n, rank, out_idx, out_val)
 
 
 @njit(cache=True, inline="always")
