@@ -115,7 +115,7 @@ def row_add(a: int, b: int, d: float, ptr: np.ndarray, cap: np.ndarray, size: np
         h = (h + 1) & mask
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def row_get(a: int, b: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> float:
     """``row[a][b]`` (0.0 when absent)."""
     if cap[a] == 0:
@@ -132,7 +132,7 @@ def row_get(a: int, b: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndarray, 
         h = (h + 1) & mask
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _log_pos(u: int, i: int, ptr: np.ndarray, cap: np.ndarray, items: np.ndarray) -> int:
     """The place of (user u, item i) in the log pool, -1 if u never engaged i."""
     if cap[u] == 0:
@@ -149,7 +149,7 @@ def _log_pos(u: int, i: int, ptr: np.ndarray, cap: np.ndarray, items: np.ndarray
         h = (h + 1) & mask
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def ulog_find(u: int, i: int, ptr: np.ndarray, cap: np.ndarray, items: np.ndarray, slots: np.ndarray) -> int:
     """The log slot of (user u, item i), -1 if u never engaged i (the user's table in the log pool)."""
     p = _log_pos(u, i, ptr, cap, items)
@@ -222,55 +222,31 @@ def log_lacks(users: np.ndarray, items: np.ndarray, ptr: np.ndarray, cap: np.nda
     return out
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _add_norm(norm: np.ndarray, a: int, d: float) -> None:
     n = norm[a] + d
     norm[a] = n if n > EPS else 0.0
 
 
 # -- top-K of a row ------------------------------------------------------------------------------------------------
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _insert_top(k: int, n: int, idx: np.ndarray, val: np.ndarray, rank: np.ndarray, j: int, v: float) -> int:
     """Insert (j, v) into the best-first list ``idx/val[:n]`` of at most ``k``; returns its new length."""
     if k == 0:
         return 0
-    if n == k:  # (the order of ``before``, reading the ranks only on a tie)
-        w = val[n - 1]
-        if not (v > w or (v == w and rank[j] < rank[idx[n - 1]])):
+    if n == k:
+        last = idx[n - 1]
+        if not before(v, rank[j], val[n - 1], rank[last]):
             return n
         n -= 1
     p = n
-    while p > 0:
-        w = val[p - 1]
-        if not (v > w or (v == w and rank[j] < rank[idx[p - 1]])):
-            break
+    while p > 0 and before(v, rank[j], val[p - 1], rank[idx[p - 1]]):
         idx[p] = idx[p - 1]
-        val[p] = w
+        val[p] = val[p - 1]
         p -= 1
     idx[p] = j
     val[p] = v
     return n + 1
-
-
-@njit(cache=True)
-def _floor(vals: np.ndarray, count: int, n: int) -> float:
-    """The ``n``-th largest of ``vals[:count]`` (-inf when ``count <= n``): the best ``n`` of a list by value then id
-    are among the entries at or above it, so only those need :func:`_insert_top` (same list, far fewer shifts)."""
-    if count <= n or n == 0:
-        return -np.inf
-    return np.partition(vals[:count], count - n)[count - n]
-
-
-@njit(cache=True)
-def _best(cand: np.ndarray, vals: np.ndarray, count: int, n: int, rank: np.ndarray, out_idx: np.ndarray,
-          out_val: np.ndarray) -> int:
-    """The best ``n`` of ``cand[:count]`` (scores ``vals``) by score then id into ``out_*``; returns how many."""
-    floor = _floor(vals, count, n)
-    m = 0
-    for x in range(count):
-        if vals[x] >= floor:
-            m = _insert_top(n, m, out_idx, out_val, rank, cand[x], vals[x])
-    return m
 
 
 @njit(cache=True)
@@ -293,10 +269,8 @@ def _top_cosines(a: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndar
     na = norm[a]
     if na <= 0.0:
         return 0
+    n = 0
     base = ptr[a]
-    cand = np.empty(cap[a], dtype=np.int64)
-    cos = np.empty(cap[a])
-    m = 0
     for s in range(base, base + cap[a]):
         b = cols[s]
         if b == -1 or (len(gone) > 0 and gone[b]):
@@ -309,10 +283,8 @@ def _top_cosines(a: int, k: int, ptr: np.ndarray, cap: np.ndarray, cols: np.ndar
             continue
         c = v / np.sqrt(nb * na)
         if c > 0.0:
-            cand[m] = b
-            cos[m] = c
-            m += 1
-    return _best(cand, cos, m, k, rank, idx, sim)
+            n = _insert_top(k, n, idx, sim, rank, b, c)
+    return n
 
 
 @njit(cache=True)
@@ -698,9 +670,7 @@ def trending_order(half_life_s: float, now: int, tr_val: np.ndarray, tr_t: np.nd
 def _select(touched: np.ndarray, n_touched: int, acc: np.ndarray, skip: np.ndarray, positive: bool, n: int,
             rank: np.ndarray, out_idx: np.ndarray, out_val: np.ndarray) -> int:
     """The ``n`` best of the touched items (by score then id, unskipped, > 0 with ``positive``) into out_*."""
-    vals = np.empty(n_touched)
-    kept = np.empty(n_touched, dtype=np.int64)
-    count = 0
+    m = 0
     for p in range(n_touched):
         j = touched[p]
         if skip[j]:
@@ -708,13 +678,11 @@ def _select(touched: np.ndarray, n_touched: int, acc: np.ndarray, skip: np.ndarr
         v = acc[j]
         if positive and not v > 0.0:
             continue
-        vals[count] = v
-        kept[count] = j
-        count += 1
-    return _best(kept, vals, count, n, rank, out_idx, out_val)
+        m = _insert_top(n, m, out_idx, out_val, rank, j, v)
+    return m
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _accumulate(j: int, c: float, src: int, src_rank: np.ndarray, touched: np.ndarray, nt: int, acc: np.ndarray,
                 best_c: np.ndarray, best_k: np.ndarray) -> int:
     """Add the contribution ``c`` of ``src`` (a history item or a neighbour user) to item j's score; j's reason is
@@ -856,7 +824,6 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
     qv = np.zeros(DIM_CONTENT)
     no_skip = np.zeros(n_items, dtype=np.bool_)
     cand = np.empty(N_METHODS * pool_n + len(newest), dtype=np.int64)
-    cand_c = np.empty(len(cand))
     pos_of = np.full(n_items, -1, dtype=np.int64)
     is_dis = np.zeros(n_items, dtype=np.bool_)
     prof_item = np.empty(rc_item.shape[1], dtype=np.int64)
@@ -986,17 +953,13 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
                                 cand[nc] = j
                                 nc += 1
                         qn = np.sqrt(np.sum(qv * qv))
-                        c_item = p_item[CONTENT]
-                        c_score = p_score[CONTENT]
                         for x in range(nc):
-                            best_k[cand[x]] = -1
-                        if qn > 0.0:
-                            for x in range(nc):  # every cosine first: independent reads of the vectors overlap
-                                cand_c[x] = _cosine(cand[x], qv, qn, vptr, vcol, vval, vnorm)
-                            floor = _floor(cand_c, nc, pool_n)
-                            for x in range(nc):
-                                if cand_c[x] > 0.0 and cand_c[x] >= floor:
-                                    m = _insert_top(pool_n, m, c_item, c_score, item_rank, cand[x], cand_c[x])
+                            j = cand[x]
+                            best_k[j] = -1
+                            if qn > 0.0:
+                                c = _cosine(j, qv, qn, vptr, vcol, vval, vnorm)
+                                if c > 0.0:
+                                    m = _insert_top(pool_n, m, p_item[CONTENT], p_score[CONTENT], item_rank, j, c)
                     if nq > 0.0 and m > 0:  # the negative term: re-scored, re-ordered, kept while positive
                         m2 = 0
                         for x in range(m):
@@ -1022,7 +985,7 @@ def rank_users(users: np.ndarray, n: int, kind: int, single: int, alphas: np.nda
             else:
                 m_out = _fuse(r, n, KIND_WEIGHTED if kind == KIND_LEARNED else kind, single, use, alphas,
                               cold_alphas, cold, rrf_k, p_item, p_score, p_arg, p_len, item_rank, acc, best_k,
-                              touched, f_item, f_val, out_item, out_score, out_method, out_arg, pos_of)
+                              touched, f_item, f_val, out_item, out_score, out_method, out_arg)
             if use[FACTORS] and kind != KIND_TRAIN:  # the reason of a factor item: the user's nearest item
                 for q in range(m_out):
                     if out_method[r, q] == FACTORS:
@@ -1066,12 +1029,11 @@ def _fuse(r: int, n: int, kind: int, single: int, use: np.ndarray, alphas: np.nd
           rrf_k: float, p_item: np.ndarray, p_score: np.ndarray, p_arg: np.ndarray, p_len: np.ndarray,
           rank: np.ndarray, acc: np.ndarray, seen: np.ndarray, touched: np.ndarray, f_item: np.ndarray,
           f_val: np.ndarray, out_item: np.ndarray, out_score: np.ndarray, out_method: np.ndarray,
-          out_arg: np.ndarray, pos_of: np.ndarray) -> int:
+          out_arg: np.ndarray) -> int:
     """One user's fused list from the pools: a single method's list, or every method's term summed per item
     (``KIND_WEIGHTED``: ``α_m · minmax_m``; ``KIND_RRF``: ``1 / (rrf_k + rank_m)``; ``KIND_BORDA``: ``N - rank_m + 1``
     and, for an item the list lacks, ``(N - L_m + 1) / 2``), best first (ties: id). The reason is the listing
-    method with the largest term (ties: method order). ``pos_of`` (-1 per item) is scratch, left as found. Returns the
-    list's length."""
+    method with the largest term (ties: method order). Returns the list's length."""
     if kind == KIND_SINGLE:
         m = min(n, p_len[single])
         for q in range(m):
@@ -1113,48 +1075,37 @@ def _fuse(r: int, n: int, kind: int, single: int, use: np.ndarray, alphas: np.nd
             acc[j] += _term(use_kind, weights[mth], p_score[mth, q], lo, hi, q, L, nt, rrf_k)
             if use_kind == KIND_BORDA:  # half-integers: exact in floating point
                 acc[j] -= (nt - L + 1) / 2.0
-    for q in range(nt):
-        f_val[q] = acc[touched[q]]
-    floor = _floor(f_val, nt, n)
     m = 0
     for q in range(nt):
         j = touched[q]
-        if acc[j] >= floor:
-            m = _insert_top(n, m, f_item, f_val, rank, j, acc[j])
-    # the reasons, one pass over the pools: pos_of maps a listed item to its place, f_val then holds its best term
+        m = _insert_top(n, m, f_item, f_val, rank, j, acc[j])
     for q in range(m):
         j = f_item[q]
         out_item[r, q] = j
         out_score[r, q] = f_val[q]
-        out_method[r, q] = -1
-        out_arg[r, q] = -1
-        pos_of[j] = q
-    for mth in range(N_METHODS):
-        if cold and mth != POPULAR and mth != CONTENT:
-            continue
-        L = p_len[mth]
-        if L == 0:
-            continue
-        lo = p_score[mth, 0]
-        hi = p_score[mth, 0]
-        if use_kind == KIND_WEIGHTED:
-            for x in range(L):
-                lo = min(lo, p_score[mth, x])
-                hi = max(hi, p_score[mth, x])
-        for pos in range(L):
-            q = pos_of[p_item[mth, pos]]
-            if q < 0:
+        best_m = -1
+        best_v = 0.0
+        best_a = -1
+        for mth in range(N_METHODS):
+            if cold and mth != POPULAR and mth != CONTENT:
                 continue
-            if use_kind == KIND_WEIGHTED:
-                v = _term(use_kind, weights[mth], p_score[mth, pos], lo, hi, pos, L, nt, rrf_k)
-            else:
-                v = -float(pos)
-            if out_method[r, q] == -1 or v > f_val[q]:  # a later method only when strictly larger
-                out_method[r, q] = mth
-                out_arg[r, q] = p_arg[mth, pos]
-                f_val[q] = v
-    for q in range(m):
-        pos_of[f_item[q]] = -1
+            L = p_len[mth]
+            for pos in range(L):
+                if p_item[mth, pos] == j:
+                    if use_kind == KIND_WEIGHTED:
+                        lo = p_score[mth, 0]
+                        hi = p_score[mth, 0]
+                        for x in range(L):
+                            lo = min(lo, p_score[mth, x])
+                            hi = max(hi, p_score[mth, x])
+                        v = _term(use_kind, weights[mth], p_score[mth, pos], lo, hi, pos, L, nt, rrf_k)
+                    else:
+                        v = -float(pos)
+                    if best_m == -1 or v > best_v:
+                        best_m, best_v, best_a = mth, v, p_arg[mth, pos]
+                    break
+        out_method[r, q] = best_m
+        out_arg[r, q] = best_a
     for q in range(nt):
         seen[touched[q]] = -1
         acc[touched[q]] = 0.0
