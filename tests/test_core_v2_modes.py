@@ -542,3 +542,22 @@ def test_settings_from_config_and_errors_name_the_field() -> None:
             Settings(**kwargs)
     with pytest.raises(ValueError, match="mode 'x'"):
         M.rank(model(), ["u1"], "x")
+
+
+@pytest.mark.parametrize(("profile", "diversity"), [("history", 0.0), ("engaged", 0.5)])
+def test_a_user_ranked_in_a_batch_gets_the_list_ranked_alone(profile: str, diversity: float) -> None:
+    """The job ranks a shard's users in one call, the single-process model often one at a time: no scratch state
+    may carry from one user to the next (MovieLens-100K's first 4,000 ratings, every fusion mode)."""
+    from ingest.movielens import load_catalog, load_events
+
+    cfg = config.load_config(overrides=[f"model.hybrid.itemcf_profile={profile}",
+                                        f"model.hybrid.diversity_lambda={diversity}"], env={})
+    settings = Settings.from_config(cfg["model"])
+    events = load_events(limit=4000)
+    state = M.new_state(settings)
+    M.add_items(state, load_catalog())
+    M.learn(state, M.Batch.of(events), train=True)
+    users = sorted({e.user_id for e in events})
+    for mode in M.FUSION:
+        together = M.render(state, M.rank(state, users, mode))
+        assert together == [M.render(state, M.rank(state, [u], mode))[0] for u in users], mode
