@@ -152,20 +152,14 @@ class Pace(MapFunction):
 
 
 class Holding(MapFunction):
-    """Recommendation messages as they are; the number of those listing ``item`` (every message: None), or with
-    ``users`` the number of distinct users messaged, written to ``path``."""
+    """Recommendation messages as they are; the number of those listing ``item`` (every message: None) written to
+    ``path``."""
 
-    def __init__(self, path: str, item: str | None = None, users: bool = False) -> None:
-        self.path, self.item, self.users, self.n = path, item, users, 0
-        self.seen: set[str] = set()
+    def __init__(self, path: str, item: str | None = None) -> None:
+        self.path, self.item, self.n = path, item, 0
 
     def map(self, value: str) -> str:
-        msg = json.loads(value)
-        if self.users:
-            if msg["user_id"] not in self.seen:
-                self.seen.add(msg["user_id"])
-                _write(self.path, len(self.seen))
-        elif self.item is None or self.item in [it["item_id"] for it in msg["items"]]:
+        if self.item is None or self.item in [it["item_id"] for it in json.loads(value)["items"]]:
             self.n += 1
             _write(self.path, self.n)
         return value
