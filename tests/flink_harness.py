@@ -128,23 +128,21 @@ def _write(path: str, n: int) -> None:
 
 
 class Pace(MapFunction):
-    """A pause of ``delay_s`` (wall time) before every ``every``-th event (with ``holds``, from the first hold's
-    event on), the number passed so far written to ``path``. A hold ``(k, counter path, count)`` stops before event
-    ``k`` until the counter at its path reaches ``count``, at most ``timeout_s``."""
+    """A pause of ``delay_s`` (wall time) before every ``every``-th event (with ``hold``, from event ``hold[0]`` on,
+    which first waits until the counter at ``hold[1]`` reaches ``hold[2]``, at most ``timeout_s``), the number passed
+    so far written to ``path``."""
 
-    def __init__(self, path: str, delay_s: float, holds: Sequence[tuple[int, str, int]] = (),
+    def __init__(self, path: str, delay_s: float, hold: tuple[int, str, int] | None = None,
                  timeout_s: float = 120.0, every: int = 1) -> None:
-        self.path, self.delay_s, self.timeout_s, self.every, self.n = path, delay_s, timeout_s, every, 0
-        self.holds = {k: (counter_path, count) for k, counter_path, count in holds}
-        self.start = min(self.holds, default=0)
+        self.path, self.delay_s, self.hold, self.timeout_s, self.n = path, delay_s, hold, timeout_s, 0
+        self.every = every
 
     def map(self, value: str) -> str:
-        hold = self.holds.get(self.n)
-        if hold is not None:
+        if self.hold is not None and self.n == self.hold[0]:
             deadline = time.monotonic() + self.timeout_s
-            while counter(hold[0]) < hold[1] and time.monotonic() < deadline:
+            while counter(self.hold[1]) < self.hold[2] and time.monotonic() < deadline:
                 time.sleep(0.01)
-        if self.delay_s and self.n >= self.start and self.n % self.every == 0:
+        if (self.hold is None or self.n >= self.hold[0]) and self.n % self.every == 0:
             time.sleep(self.delay_s)
         self.n += 1
         _write(self.path, self.n)
@@ -152,14 +150,13 @@ class Pace(MapFunction):
 
 
 class Holding(MapFunction):
-    """Recommendation messages as they are; the number of those listing ``item`` (every message: None) written to
-    ``path``."""
+    """Recommendation messages as they are; the number of those listing ``item`` written to ``path``."""
 
-    def __init__(self, path: str, item: str | None = None) -> None:
+    def __init__(self, path: str, item: str) -> None:
         self.path, self.item, self.n = path, item, 0
 
     def map(self, value: str) -> str:
-        if self.item is None or self.item in [it["item_id"] for it in json.loads(value)["items"]]:
+        if self.item in [it["item_id"] for it in json.loads(value)["items"]]:
             self.n += 1
             _write(self.path, self.n)
         return value

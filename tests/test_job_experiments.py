@@ -37,11 +37,10 @@ pytestmark = pytest.mark.flink
 
 ARMS = ("experiments.arms=[{name: weighted, share: 0.5, hybrid: {mode: weighted}}, "
         "{name: learned, share: 0.5, hybrid: {mode: learned}}]")
-OVERRIDES = ["experiments.name=demo", ARMS]
 # a pause longer than the front's window (job.window_ms) and shorter than a settle (a settled watermark would let
 # a finished catalog's end-of-time watermark through: the model would take the input as ended)
 EVERY, PAUSE_S = 500, 0.45
-OVERRIDES = [*OVERRIDES, "job.settle_ms=5000"]
+OVERRIDES = ["experiments.name=demo", ARMS, "job.settle_ms=5000"]
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,7 @@ def test_withdrawn_mid_stream_vanishes_from_every_list_and_comes_back(parallelis
         # back 200 (3 s, 15 windows) later
         res = run_pipeline([event_json(e.event_id, e.user_id, e.item_id, e.weight, e.ts) for e in events],
                            parallelism, PAUSED, catalog=catalog,
-                           events_map=Pace(pace, 0.015, holds=[(250, holding, 5)]),
+                           events_map=Pace(pace, 0.015, hold=(250, holding, 5)),
                            catalog_map=Gate(gate, {len(CATALOG): (pace, 270), len(CATALOG) + 1: (pace, 470)}),
                            recs_map=Holding(holding, x))
         t_w, t_r = (int(Path(f"{gate}.{k}").read_text()) for k in (len(CATALOG), len(CATALOG) + 1))
@@ -146,7 +146,7 @@ def test_expired_item_vanishes_at_its_event_time(parallelism: int) -> None:
         # the first 250 events at once; then, once lists hold the item, 15 ms apart (the model ranks as they come)
         res = run_pipeline([event_json(e.event_id, e.user_id, e.item_id, e.weight, e.ts) for e in events],
                            parallelism, PAUSED, catalog=[json.dumps(r) for r in records],
-                           events_map=Pace(f"{tmp}/pace", 0.015, holds=[(250, f"{tmp}/holding", 5)]),
+                           events_map=Pace(f"{tmp}/pace", 0.015, hold=(250, f"{tmp}/holding", 5)),
                            recs_map=Holding(f"{tmp}/holding", x))
     by_user: dict[str, list[dict[str, Any]]] = {}
     for msg in res.recs:

@@ -147,20 +147,19 @@ def add_items(state: State, records: Sequence[Mapping[str, Any]]) -> list[str]:
         position = record.get("position")
         place = int(position) if isinstance(position, int) else len(state.catalog_seq)
         first = state.catalog_seq.get(i)
-        state.catalog_seq[i] = min(place, place if first is None else first)
+        state.catalog_seq[i] = place if first is None else min(place, first)
         if not _newer(state, i, position):
             continue
-        title = record.get("title")
+        title = record.get("title") if isinstance(record.get("title"), str) else None
         expires = record.get("expires_at")
         off = record.get("available", True) is False
         until = int(expires) if isinstance(expires, int) else NEVER
         if (first is not None and state.catalog.get(i) == feats and bool(state.off[i]) == off
-                and int(state.expires[i]) == until and (not isinstance(title, str) or not title
-                                                        or state.titles.get(item) == title)):
+                and int(state.expires[i]) == until and (not title or state.titles.get(item) == title)):
             continue
         changed = True
         state.catalog[i] = feats
-        if isinstance(title, str) and title:
+        if title:
             state.titles[item] = title
         state.off[i] = off
         state.expires[i] = until

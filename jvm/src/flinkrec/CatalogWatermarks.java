@@ -23,8 +23,9 @@ import org.apache.flink.util.clock.RelativeClock;
  * start: the catalog in the topic then is applied before any event is learned, whatever the sources' timing (the
  * learned combiner trains on rankings, which read the catalog). A split that has had no record at all for
  * {@code idleMs} (a partition with nothing left to read; 0: never, as for the events' partitions) stops holding it
- * back; so does one of a partition with no target. Records read after that change nothing (live catalog updates apply on arrival). The records are
- * {@link SourceRecords} rows: field 1 is the origin, "topic partition offset [key]".
+ * back; so does one of a partition with no target. Records read after that change nothing (live catalog updates
+ * apply on arrival). The records are {@link SourceRecords} rows: field 1 is the origin, "topic partition offset
+ * [key]".
  */
 public final class CatalogWatermarks implements WatermarkGenerator<Row> {
 
